@@ -1,0 +1,35 @@
+//! Typed channels between processes: the `ipc-channel` API.
+//!
+//! | item | what it is |
+//! |---|---|
+//! | [`channel`], [`IpcSender`], [`IpcReceiver`] | typed channels (serde + postcard) |
+//! | [`bytes_channel`], [`IpcBytesSender`], [`IpcBytesReceiver`] | raw byte channels |
+//! | [`OpaqueIpcSender`], [`OpaqueIpcReceiver`], [`IpcMessage`] | untyped ends and messages |
+//! | [`IpcReceiverSet`], [`IpcSelectionResult`] | select over many receivers |
+//! | [`IpcSharedMemory`] | immutable memory shared by reference |
+//! | [`IpcOneShotServer`] | a named rendezvous for a process that has no channel yet |
+//!
+//! Every sender, receiver and shared-memory region is itself serializable: put it anywhere in a
+//! message (a field, a `Vec`, an `Option`, at any depth) and the other side gets a working one.
+
+mod bytes;
+mod endpoint;
+mod message;
+mod one_shot;
+mod select;
+mod shmem;
+#[cfg(feature = "async")]
+mod stream;
+mod typed;
+
+pub use bytes::{bytes_channel, IpcBytesReceiver, IpcBytesSender};
+pub use message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
+pub use one_shot::IpcOneShotServer;
+pub use select::{IpcReceiverSet, IpcSelectionResult};
+pub use shmem::IpcSharedMemory;
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use stream::IpcStream;
+pub use typed::{channel, IpcReceiver, IpcSender};
+
+pub use crate::error::{IpcError, TryRecvError, TrySelectError};

@@ -1,0 +1,142 @@
+//! Select over many receivers.
+
+use std::io;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::message::{IpcMessage, OpaqueIpcReceiver};
+use super::typed::IpcReceiver;
+use crate::error::TrySelectError;
+use crate::platform::{OsIpcReceiverSet, OsIpcSelectionResult, RecvMode};
+
+/// A set of receivers waited on together: receivers move into the set, and each
+/// [`select`](IpcReceiverSet::select) reports what arrived on any of them. Waiting costs the
+/// same however many receivers the set holds (epoll on Linux).
+///
+/// ```
+/// use crossproc::ipc::{self, IpcReceiverSet};
+/// let (tx1, rx1) = ipc::channel::<u32>().unwrap();
+/// let (tx2, rx2) = ipc::channel::<String>().unwrap();
+/// let mut set = IpcReceiverSet::new().unwrap();
+/// let id1 = set.add(rx1).unwrap();
+/// let id2 = set.add(rx2).unwrap();
+/// tx2.send("two".into()).unwrap();
+/// drop(tx1);
+/// let mut seen = 0;
+/// while seen < 2 {
+///     for event in set.select().unwrap() {
+///         match event {
+///             ipc::IpcSelectionResult::MessageReceived(id, message) => {
+///                 assert_eq!(id, id2);
+///                 assert_eq!(message.to::<String>().unwrap(), "two");
+///             }
+///             ipc::IpcSelectionResult::ChannelClosed(id) => assert_eq!(id, id1),
+///         }
+///         seen += 1;
+///     }
+/// }
+/// ```
+pub struct IpcReceiverSet {
+    os: OsIpcReceiverSet,
+}
+
+impl IpcReceiverSet {
+    /// An empty set.
+    pub fn new() -> Result<IpcReceiverSet, io::Error> {
+        Ok(IpcReceiverSet { os: OsIpcReceiverSet::new()? })
+    }
+
+    /// Moves a typed receiver into the set and returns the id its events will carry.
+    pub fn add<T>(&mut self, receiver: IpcReceiver<T>) -> Result<u64, io::Error>
+    where
+        T: for<'de> Deserialize<'de> + Serialize,
+    {
+        self.add_opaque(receiver.to_opaque())
+    }
+
+    /// Moves an untyped receiver into the set and returns the id its events will carry.
+    pub fn add_opaque(&mut self, receiver: OpaqueIpcReceiver) -> Result<u64, io::Error> {
+        self.os.add(receiver.end.into_inner()?)
+    }
+
+    /// Waits until at least one receiver has a message or closed, and reports every such event.
+    /// A closed channel is reported once, then leaves the set.
+    pub fn select(&mut self) -> Result<Vec<IpcSelectionResult>, io::Error> {
+        Ok(self.os.select(RecvMode::Blocking)?.into_iter().map(IpcSelectionResult::from).collect())
+    }
+
+    /// Reports what is ready now, without waiting; [`TrySelectError::Empty`] if nothing is.
+    ///
+    /// ```
+    /// let mut set = crossproc::ipc::IpcReceiverSet::new().unwrap();
+    /// let (_tx, rx) = crossproc::ipc::channel::<u8>().unwrap();
+    /// set.add(rx).unwrap();
+    /// assert!(matches!(set.try_select(), Err(crossproc::TrySelectError::Empty)));
+    /// ```
+    pub fn try_select(&mut self) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
+        self.select_with(RecvMode::NonBlocking)
+    }
+
+    /// Waits at most `duration`; [`TrySelectError::Empty`] if nothing happened.
+    pub fn try_select_timeout(&mut self, duration: Duration) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
+        self.select_with(RecvMode::Timeout(duration))
+    }
+
+    fn select_with(&mut self, mode: RecvMode) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
+        let results = self.os.select(mode)?;
+        if results.is_empty() {
+            return Err(TrySelectError::Empty);
+        }
+        Ok(results.into_iter().map(IpcSelectionResult::from).collect())
+    }
+
+    /// Closes and forgets the receiver with this id (used by the router for one-shot routes).
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.os.remove(id);
+    }
+}
+
+/// One event from [`IpcReceiverSet::select`].
+#[derive(Debug)]
+pub enum IpcSelectionResult {
+    /// A message arrived on the receiver with this id.
+    MessageReceived(u64, IpcMessage),
+    /// Every sender of the receiver with this id is gone; it has left the set.
+    ChannelClosed(u64),
+}
+
+impl IpcSelectionResult {
+    /// The id and message of a [`MessageReceived`](Self::MessageReceived).
+    ///
+    /// # Panics
+    /// On [`ChannelClosed`](Self::ChannelClosed), as in `ipc-channel`.
+    ///
+    /// ```
+    /// let (tx, rx) = crossproc::ipc::channel::<u8>().unwrap();
+    /// let mut set = crossproc::ipc::IpcReceiverSet::new().unwrap();
+    /// let id = set.add(rx).unwrap();
+    /// tx.send(9).unwrap();
+    /// let (got_id, message) = set.select().unwrap().remove(0).unwrap();
+    /// assert_eq!((got_id, message.to::<u8>().unwrap()), (id, 9));
+    /// ```
+    pub fn unwrap(self) -> (u64, IpcMessage) {
+        match self {
+            IpcSelectionResult::MessageReceived(id, message) => (id, message),
+            IpcSelectionResult::ChannelClosed(id) => {
+                panic!("IpcSelectionResult::unwrap(): receiver {id} was closed, no message")
+            }
+        }
+    }
+}
+
+impl From<OsIpcSelectionResult> for IpcSelectionResult {
+    fn from(result: OsIpcSelectionResult) -> Self {
+        match result {
+            OsIpcSelectionResult::MessageReceived(id, message) => {
+                IpcSelectionResult::MessageReceived(id, IpcMessage::from(message))
+            }
+            OsIpcSelectionResult::ChannelClosed(id) => IpcSelectionResult::ChannelClosed(id),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Typed channels: values are encoded with serde + postcard.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
+use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
+use crate::error::{IpcError, TryRecvError};
+use crate::handles;
+use crate::platform::{self, OsIpcSender, RecvMode};
+
+/// Creates a channel for values of type `T`: the sending end and the receiving end.
+///
+/// Either end may move to another process inside a message (or through an
+/// [`IpcOneShotServer`](super::IpcOneShotServer)) and keeps working there.
+///
+/// ```
+/// let (tx, rx) = crossproc::ipc::channel::<String>().unwrap();
+/// tx.send("Hello, World!".to_string()).unwrap();
+/// assert_eq!(rx.recv().unwrap(), "Hello, World!");
+/// ```
+pub fn channel<T>() -> Result<(IpcSender<T>, IpcReceiver<T>), io::Error>
+where
+    T: for<'de> Deserialize<'de> + Serialize,
+{
+    let (sender, receiver) = platform::channel()?;
+    Ok((
+        IpcSender { end: SenderEnd(sender), phantom: PhantomData },
+        IpcReceiver { end: ReceiverEnd::new(receiver), phantom: PhantomData },
+    ))
+}
+
+/// The sending end of a typed channel. Clone it for more producers, in this process or any other.
+///
+/// `send` blocks while the channel's kernel buffer is full (the receiver is not keeping up).
+///
+/// ```
+/// let (tx, rx) = crossproc::ipc::channel::<u64>().unwrap();
+/// let tx2 = tx.clone();
+/// std::thread::spawn(move || tx2.send(2).unwrap()).join().unwrap();
+/// tx.send(1).unwrap();
+/// let mut got = [rx.recv().unwrap(), rx.recv().unwrap()];
+/// got.sort();
+/// assert_eq!(got, [1, 2]);
+/// ```
+pub struct IpcSender<T> {
+    pub(crate) end: SenderEnd,
+    pub(crate) phantom: PhantomData<fn(T)>,
+}
+
+thread_local! {
+    /// A reusable encoding buffer, so small sends do not allocate.
+    static SEND_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Encoding buffers larger than this are not kept for reuse.
+const KEPT_BUFFER_CAPACITY: usize = 1 << 20;
+
+impl<T> IpcSender<T>
+where
+    T: Serialize,
+{
+    /// Connects to the [`IpcOneShotServer`](super::IpcOneShotServer) named `name`.
+    ///
+    /// ```
+    /// use crossproc::ipc::{IpcOneShotServer, IpcSender};
+    /// let (server, name) = IpcOneShotServer::<String>::new().unwrap();
+    /// let client = std::thread::spawn(move || {
+    ///     IpcSender::<String>::connect(name).unwrap().send("hi".into()).unwrap();
+    /// });
+    /// let (_rx, first) = server.accept().unwrap();
+    /// assert_eq!(first, "hi");
+    /// client.join().unwrap();
+    /// ```
+    pub fn connect(name: String) -> Result<IpcSender<T>, io::Error> {
+        Ok(IpcSender { end: SenderEnd(OsIpcSender::connect(&name)?), phantom: PhantomData })
+    }
+
+    /// Sends a value. Channels and shared memory inside it travel along.
+    ///
+    /// Returns [`IpcError::Disconnected`] when the receiver is gone, and
+    /// [`IpcError::SerializationError`] when the value cannot be encoded.
+    ///
+    /// ```
+    /// let (tx, rx) = crossproc::ipc::channel::<Vec<u8>>().unwrap();
+    /// tx.send(vec![1, 2, 3]).unwrap();
+    /// drop(rx);
+    /// assert!(matches!(tx.send(vec![]), Err(crossproc::IpcError::Disconnected)));
+    /// ```
+    pub fn send(&self, data: T) -> Result<(), IpcError> {
+        let mut buffer = SEND_BUFFER.with(Cell::take);
+        buffer.clear();
+        let (bytes, handles) = handles::encode(&data, buffer)?;
+        let result = self.end.0.send(&bytes, handles.channels, handles.shared_memory);
+        if bytes.capacity() <= KEPT_BUFFER_CAPACITY {
+            SEND_BUFFER.with(|cell| cell.set(bytes));
+        }
+        result.map_err(send_error)
+    }
+
+    /// This sender without its type, for code that handles many channel types.
+    pub fn to_opaque(self) -> OpaqueIpcSender {
+        OpaqueIpcSender { end: self.end }
+    }
+}
+
+impl<T> Clone for IpcSender<T> {
+    fn clone(&self) -> Self {
+        IpcSender { end: self.end.clone(), phantom: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for IpcSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("IpcSender").field(&self.end.0).finish()
+    }
+}
+
+impl<T> Serialize for IpcSender<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.end.serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for IpcSender<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(IpcSender { end: SenderEnd::deserialize(deserializer)?, phantom: PhantomData })
+    }
+}
+
+/// The receiving end of a typed channel. It has one owner; sending it moves it.
+///
+/// ```
+/// let (tx, rx) = crossproc::ipc::channel::<u8>().unwrap();
+/// tx.send(1).unwrap();
+/// drop(tx);
+/// assert_eq!(rx.recv().unwrap(), 1);
+/// assert!(matches!(rx.recv(), Err(crossproc::IpcError::Disconnected)));
+/// ```
+pub struct IpcReceiver<T> {
+    pub(crate) end: ReceiverEnd,
+    pub(crate) phantom: PhantomData<fn() -> T>,
+}
+
+impl<T> IpcReceiver<T>
+where
+    T: for<'de> Deserialize<'de> + Serialize,
+{
+    /// Waits for the next value. [`IpcError::Disconnected`] means every sender is gone and
+    /// every value sent was already received.
+    pub fn recv(&self) -> Result<T, IpcError> {
+        let message = self.end.recv(RecvMode::Blocking).map_err(ipc_error)?;
+        Ok(IpcMessage::from(message).to()?)
+    }
+
+    /// Takes the next value if one is queued; [`TryRecvError::Empty`] otherwise.
+    ///
+    /// ```
+    /// use crossproc::TryRecvError;
+    /// let (tx, rx) = crossproc::ipc::channel::<u8>().unwrap();
+    /// assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    /// tx.send(5).unwrap();
+    /// assert_eq!(rx.try_recv().unwrap(), 5);
+    /// ```
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.recv_with(RecvMode::NonBlocking)
+    }
+
+    /// Waits at most `duration` for the next value; [`TryRecvError::Empty`] if none came.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, rx) = crossproc::ipc::channel::<u8>().unwrap();
+    /// let result = rx.try_recv_timeout(Duration::from_millis(10));
+    /// assert!(matches!(result, Err(crossproc::TryRecvError::Empty)));
+    /// ```
+    pub fn try_recv_timeout(&self, duration: Duration) -> Result<T, TryRecvError> {
+        self.recv_with(RecvMode::Timeout(duration))
+    }
+
+    fn recv_with(&self, mode: RecvMode) -> Result<T, TryRecvError> {
+        let message = self.end.recv(mode).map_err(try_recv_error)?;
+        IpcMessage::from(message).to().map_err(|error| TryRecvError::IpcError(error.into()))
+    }
+
+    /// This receiver without its type, for [`IpcReceiverSet::add_opaque`](super::IpcReceiverSet::add_opaque)
+    /// and code that handles many channel types.
+    pub fn to_opaque(self) -> OpaqueIpcReceiver {
+        OpaqueIpcReceiver { end: self.end }
+    }
+}
+
+impl<T> fmt::Debug for IpcReceiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("IpcReceiver").field(&self.end).finish()
+    }
+}
+
+impl<T> Serialize for IpcReceiver<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.end.serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for IpcReceiver<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(IpcReceiver { end: ReceiverEnd::deserialize(deserializer)?, phantom: PhantomData })
+    }
+}

@@ -1,0 +1,36 @@
+//! # crossproc
+//!
+//! Rust channels between processes. Typed [`IpcSender<T>`](ipc::IpcSender) /
+//! [`IpcReceiver<T>`](ipc::IpcReceiver) move serde values over native operating-system
+//! primitives (on Linux: `SOCK_SEQPACKET` Unix sockets with descriptor passing, and sealed memfd
+//! shared memory). Senders, receivers and shared memory are themselves serializable, so channels
+//! travel inside messages, to any process.
+//!
+//! It is a drop-in replacement for Servo's `ipc-channel` 0.21: change the dependency line to
+//! `ipc-channel = { package = "crossproc", … }` and the program builds and behaves the same.
+//!
+//! ```
+//! use crossproc::ipc;
+//! let (tx, rx) = ipc::channel::<ipc::IpcSender<String>>().unwrap();
+//! let (reply_tx, reply_rx) = ipc::channel::<String>().unwrap();
+//! tx.send(reply_tx).unwrap();                  // a channel inside a message
+//! rx.recv().unwrap().send("pong".into()).unwrap();
+//! assert_eq!(reply_rx.recv().unwrap(), "pong");
+//! ```
+//!
+//! Layout: [`ipc`] is the public channel API, [`router`] the callback thread; below them,
+//! `handles` (channels found while encoding a message) and `platform` (one folder per operating
+//! system, behind a narrow contract documented in `src/platform/mod.rs`).
+
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod handles;
+pub mod ipc;
+mod platform;
+pub mod router;
+
+pub use error::{IpcError, SerDeError, TryRecvError, TrySelectError};

@@ -1,0 +1,113 @@
+//! The wire format: every packet on a channel starts with a 24-byte header.
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  magic "CXP1" (little-endian u32 0x3150_5843)
+//!      4     4  flags: bit 0 = payload is in a sealed memfd (the first descriptor),
+//!                      bit 1 = handles travel on a side socket (the next descriptor)
+//!      8     4  number of channel ends carried
+//!     12     4  number of shared-memory regions carried
+//!     16     8  payload length in bytes
+//!     24     …  the payload itself, unless bit 0 is set
+//! ```
+//!
+//! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 0),
+//! the side socket (bit 1), then the channel ends, then the shared-memory regions. When bit 1 is
+//! set, the channel ends and regions come instead as packets on the side socket, at most
+//! [`MAX_FDS_PER_PACKET`] per packet, each with a one-byte body; the sender writes them all and
+//! closes its end before it sends the header packet, so the receiver never waits for them.
+
+use std::io;
+
+use crate::platform::invalid_data;
+
+/// Bytes in a packet before the payload.
+pub(super) const HEADER_LEN: usize = 24;
+/// Largest payload carried inside the packet; larger payloads travel in a sealed memfd.
+pub(super) const INLINE_MAX: usize = 64 * 1024;
+/// Descriptors sent per packet (the kernel accepts at most 253, `SCM_MAX_FD`).
+pub(super) const MAX_FDS_PER_PACKET: usize = 250;
+/// Descriptors accepted per packet: the kernel's own limit, so a peer cannot truncate us.
+pub(super) const MAX_FDS_RECEIVED: usize = 253;
+
+const MAGIC: u32 = 0x3150_5843;
+/// Flag: the payload is in a sealed memfd, the first descriptor.
+pub(super) const PAYLOAD_IN_MEMFD: u32 = 1;
+/// Flag: the handles travel on a side socket, the next descriptor.
+pub(super) const HANDLES_ON_SIDE_SOCKET: u32 = 2;
+const KNOWN_FLAGS: u32 = PAYLOAD_IN_MEMFD | HANDLES_ON_SIDE_SOCKET;
+
+/// The decoded header of one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FrameHeader {
+    pub flags: u32,
+    pub channels: u32,
+    pub shared_memory: u32,
+    pub payload_len: u64,
+}
+
+impl FrameHeader {
+    /// The header's bytes, as they go on the wire.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        bytes[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.channels.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.shared_memory.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.payload_len.to_le_bytes());
+        bytes
+    }
+
+    /// Reads the header at the start of `packet`, refusing anything this version did not write.
+    pub fn decode(packet: &[u8]) -> io::Result<FrameHeader> {
+        let field = |at: usize| -> [u8; 4] { [packet[at], packet[at + 1], packet[at + 2], packet[at + 3]] };
+        if packet.len() < HEADER_LEN {
+            return Err(invalid_data("packet shorter than its header"));
+        }
+        if u32::from_le_bytes(field(0)) != MAGIC {
+            return Err(invalid_data("bad magic number"));
+        }
+        let flags = u32::from_le_bytes(field(4));
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(invalid_data("unknown header flags"));
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&packet[16..24]);
+        Ok(FrameHeader {
+            flags,
+            channels: u32::from_le_bytes(field(8)),
+            shared_memory: u32::from_le_bytes(field(12)),
+            payload_len: u64::from_le_bytes(len),
+        })
+    }
+
+    /// Whether `flag` is set.
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips() {
+        let header = FrameHeader { flags: 3, channels: 7, shared_memory: 2, payload_len: 1 << 40 };
+        assert_eq!(FrameHeader::decode(&header.encode()).unwrap(), header);
+    }
+
+    #[test]
+    fn short_packet_is_refused() {
+        let error = FrameHeader::decode(&[0u8; HEADER_LEN - 1]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(FrameHeader::decode(&[0xAB; HEADER_LEN]).is_err());
+        let mut unknown_flag = FrameHeader { flags: 0, channels: 0, shared_memory: 0, payload_len: 0 }.encode();
+        unknown_flag[4] = 0x80;
+        assert!(FrameHeader::decode(&unknown_flag).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! Sealed memfd regions: shared memory, and payloads too large for one packet.
+//!
+//! Every region we create is written with `write()` (faster than faulting in fresh pages through
+//! a mapping) and then sealed against shrinking, growing and writing, so a receiver that maps it
+//! can trust its size and contents for as long as it holds the mapping. A region received from a
+//! peer is refused unless it carries those seals: an unsealed file could be truncated under our
+//! mapping (SIGBUS) or rewritten while we read it.
+
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
+use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+
+use super::sys::retry_on_intr;
+use crate::platform::invalid_data;
+
+/// The seals a region must carry before we map it.
+const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::WRITE);
+
+/// Creates a sealed memfd holding exactly `data`.
+pub(super) fn sealed_memfd_from(data: &[u8]) -> io::Result<OwnedFd> {
+    let fd = new_memfd()?;
+    write_all(fd.as_fd(), data)?;
+    seal(&fd)?;
+    Ok(fd)
+}
+
+/// Creates a sealed memfd of `len` bytes, each equal to `byte`.
+fn sealed_memfd_filled(byte: u8, len: usize) -> io::Result<OwnedFd> {
+    let fd = new_memfd()?;
+    if byte == 0 {
+        // A truncated memfd reads as zeros and costs no memory until touched.
+        retry_on_intr(|| ftruncate(&fd, len as u64))?;
+    } else {
+        let chunk = vec![byte; len.min(1 << 20)];
+        let mut left = len;
+        while left > 0 {
+            let step = left.min(chunk.len());
+            write_all(fd.as_fd(), &chunk[..step])?;
+            left -= step;
+        }
+    }
+    seal(&fd)?;
+    Ok(fd)
+}
+
+fn new_memfd() -> io::Result<OwnedFd> {
+    retry_on_intr(|| memfd_create("crossproc", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING))
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let written = retry_on_intr(|| rustix::io::write(fd, data))?;
+        if written == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "memfd accepted no bytes"));
+        }
+        data = &data[written..];
+    }
+    Ok(())
+}
+
+fn seal(fd: &OwnedFd) -> io::Result<()> {
+    retry_on_intr(|| fcntl_add_seals(fd, REQUIRED_SEALS | SealFlags::SEAL))
+}
+
+/// Checks that a received descriptor is a memfd sealed as ours are, and returns its size.
+pub(super) fn sealed_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let seals = fcntl_get_seals(fd).map_err(|_| invalid_data("shared memory is not a sealable memfd"))?;
+    if !seals.contains(REQUIRED_SEALS) {
+        return Err(invalid_data("shared memory is not sealed against changes"));
+    }
+    let size = fstat(fd)?.st_size;
+    usize::try_from(size).map_err(|_| invalid_data("shared memory has an impossible size"))
+}
+
+/// A read-only shared mapping of a whole sealed memfd, unmapped on drop.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and its file is sealed against writes, so the bytes never
+// change; sharing or moving the pointer between threads is as safe as sharing a `&[u8]`.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send` above; `Mapping` offers only shared, read-only access.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of a sealed memfd read-only. `populate` prefaults the pages,
+    /// which is cheaper than faulting them one by one when the caller will read them all.
+    pub(super) fn map(fd: BorrowedFd<'_>, len: usize, populate: bool) -> io::Result<Mapping> {
+        if len == 0 {
+            return Ok(Mapping { ptr: NonNull::dangling(), len: 0 });
+        }
+        let flags = if populate { MapFlags::SHARED | MapFlags::POPULATE } else { MapFlags::SHARED };
+        // SAFETY: we ask the kernel for a fresh mapping (null hint, no MAP_FIXED), so no existing
+        // memory is affected; the file is sealed (checked by every caller through
+        // `sealed_size`) so it cannot shrink under the mapping and raise SIGBUS.
+        let ptr = unsafe { mmap(std::ptr::null_mut(), len, ProtFlags::READ, flags, fd, 0)? };
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl Deref for Mapping {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` is either dangling with `len == 0` (a valid empty slice) or the start of
+        // a live read-only mapping of `len` bytes that stays mapped until `drop`, and whose
+        // sealed file cannot change or shrink.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: `ptr`/`len` describe a mapping made by `Mapping::map` and never unmapped
+            // before; no slice borrowed from it outlives `self`.
+            let _ = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mapping({} bytes)", self.len)
+    }
+}
+
+/// A sealed memfd together with its read-only mapping.
+struct Region {
+    fd: OwnedFd,
+    map: Mapping,
+}
+
+/// An immutable shared-memory region; clones share the same pages.
+#[derive(Clone)]
+pub(crate) struct OsIpcSharedMemory {
+    region: Arc<Region>,
+}
+
+impl OsIpcSharedMemory {
+    /// A new region holding a copy of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> io::Result<Self> {
+        Self::from_sealed(sealed_memfd_from(bytes)?)
+    }
+
+    /// A new region of `len` bytes, each equal to `byte`.
+    pub fn from_byte(byte: u8, len: usize) -> io::Result<Self> {
+        Self::from_sealed(sealed_memfd_filled(byte, len)?)
+    }
+
+    /// Adopts a descriptor received from a peer, refusing anything that is not a sealed memfd.
+    pub(super) fn from_sealed(fd: OwnedFd) -> io::Result<Self> {
+        let len = sealed_size(fd.as_fd())?;
+        let map = Mapping::map(fd.as_fd(), len, false)?;
+        Ok(OsIpcSharedMemory { region: Arc::new(Region { fd, map }) })
+    }
+}
+
+impl AsFd for OsIpcSharedMemory {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.region.fd.as_fd()
+    }
+}
+
+impl Deref for OsIpcSharedMemory {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.region.map
+    }
+}
+
+impl fmt::Debug for OsIpcSharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsIpcSharedMemory({} bytes)", self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_holds_its_bytes_and_refuses_writes() {
+        let region = OsIpcSharedMemory::from_bytes(b"sealed").unwrap();
+        assert_eq!(&*region, b"sealed");
+        let error = rustix::io::write(region.as_fd(), b"x").unwrap_err();
+        assert_eq!(error, rustix::io::Errno::PERM);
+    }
+
+    #[test]
+    fn filled_region_is_filled() {
+        assert!(OsIpcSharedMemory::from_byte(7, 100_000).unwrap().iter().all(|&b| b == 7));
+        assert!(OsIpcSharedMemory::from_byte(0, 100_000).unwrap().iter().all(|&b| b == 0));
+        assert!(OsIpcSharedMemory::from_byte(1, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unsealed_memfd_is_refused() {
+        let fd = new_memfd().unwrap();
+        write_all(fd.as_fd(), b"mutable").unwrap();
+        let error = OsIpcSharedMemory::from_sealed(fd).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+}

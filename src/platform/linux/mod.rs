@@ -1,0 +1,24 @@
+//! The Linux backend: `SOCK_SEQPACKET` Unix-domain sockets with descriptor passing, sealed memfd
+//! shared memory, and epoll.
+//!
+//! One file per mechanism:
+//! - [`frame`]: the header that starts every packet (the wire format).
+//! - [`socket`]: channels, sending and receiving one message per packet.
+//! - [`memfd`]: sealed memfd regions, for shared memory and for payloads too large for a packet.
+//! - [`select`]: many receivers behind one epoll descriptor.
+//! - [`server`]: the one-shot server bound in a private directory.
+//! - [`sys`]: the small helpers every file above uses (EINTR retry, readiness wait).
+
+#![allow(unsafe_code)]
+
+mod frame;
+mod memfd;
+mod select;
+mod server;
+mod socket;
+mod sys;
+
+pub(crate) use memfd::OsIpcSharedMemory;
+pub(crate) use select::OsIpcReceiverSet;
+pub(crate) use server::OsIpcOneShotServer;
+pub(crate) use socket::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, OsPayload};

@@ -1,0 +1,97 @@
+//! Select over many receivers with one epoll descriptor: the cost of a wait depends on how many
+//! receivers are ready, not on how many are in the set.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use std::mem::MaybeUninit;
+
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::io::Errno;
+
+use super::sys::{retry_on_intr, timespec};
+use super::OsIpcReceiver;
+use crate::platform::{OsIpcSelectionResult, RecvError, RecvMode};
+
+/// Events fetched from the kernel per wait.
+const EVENTS_PER_WAIT: usize = 256;
+/// Messages read from one ready receiver per select, so one busy peer cannot starve the rest.
+const MESSAGES_PER_RECEIVER: usize = 32;
+
+/// A set of receivers waited on together.
+pub(crate) struct OsIpcReceiverSet {
+    epoll: OwnedFd,
+    receivers: HashMap<u64, OsIpcReceiver>,
+    next_id: u64,
+}
+
+impl OsIpcReceiverSet {
+    /// An empty set.
+    pub fn new() -> io::Result<Self> {
+        Ok(OsIpcReceiverSet {
+            epoll: retry_on_intr(|| epoll::create(CreateFlags::CLOEXEC))?,
+            receivers: HashMap::new(),
+            next_id: 0,
+        })
+    }
+
+    /// Adds a receiver and returns the id its events will carry.
+    pub fn add(&mut self, receiver: OsIpcReceiver) -> io::Result<u64> {
+        let id = self.next_id;
+        retry_on_intr(|| epoll::add(&self.epoll, receiver.as_fd(), EventData::new_u64(id), EventFlags::IN))?;
+        self.next_id += 1;
+        self.receivers.insert(id, receiver);
+        Ok(id)
+    }
+
+    /// Removes (and closes) a receiver; unknown ids are ignored.
+    pub fn remove(&mut self, id: u64) {
+        if let Some(receiver) = self.receivers.remove(&id) {
+            let _ = epoll::delete(&self.epoll, receiver.as_fd());
+        }
+    }
+
+    /// Waits as `mode` allows, then reports messages and closed channels. A channel that
+    /// disconnected is reported once and leaves the set. A malformed message is dropped (its
+    /// descriptors closed) and its channel keeps being served.
+    pub fn select(&mut self, mode: RecvMode) -> io::Result<Vec<OsIpcSelectionResult>> {
+        let timeout = match mode {
+            RecvMode::Blocking => None,
+            RecvMode::NonBlocking => Some(timespec(Default::default())),
+            RecvMode::Timeout(duration) => Some(timespec(duration)),
+        };
+        let mut results = Vec::new();
+        let mut events = [MaybeUninit::<Event>::uninit(); EVENTS_PER_WAIT];
+        loop {
+            let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], timeout.as_ref()) {
+                Ok((ready, _)) => ready.iter().map(|event| event.data.u64()).collect(),
+                Err(Errno::INTR) if timeout.is_none() => continue,
+                Err(Errno::INTR) => return Ok(results),
+                Err(error) => return Err(error.into()),
+            };
+            for id in ready {
+                self.drain(id, &mut results);
+            }
+            if !results.is_empty() || timeout.is_some() {
+                return Ok(results);
+            }
+        }
+    }
+
+    fn drain(&mut self, id: u64, results: &mut Vec<OsIpcSelectionResult>) {
+        let Some(receiver) = self.receivers.get(&id) else { return };
+        for _ in 0..MESSAGES_PER_RECEIVER {
+            match receiver.recv(RecvMode::NonBlocking) {
+                Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(id, message)),
+                Err(RecvError::Empty) => return,
+                Err(RecvError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => continue,
+                Err(RecvError::Io(_)) | Err(RecvError::Disconnected) => {
+                    self.remove(id);
+                    results.push(OsIpcSelectionResult::ChannelClosed(id));
+                    return;
+                }
+            }
+        }
+    }
+}

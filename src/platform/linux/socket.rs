@@ -1,0 +1,369 @@
+//! Channels: one `SOCK_SEQPACKET` socket pair per channel, one packet per message.
+//!
+//! A packet is atomic in the kernel, so a message is delivered whole or not at all, even when its
+//! sender is killed mid-send, and several senders (clones, in any process) never interleave. The
+//! packet layout is described in [`super::frame`]. When the last copy of the sending socket is
+//! closed, the receiver reads end-of-file: that is `Disconnected`. A sender that is in flight
+//! inside another message is a descriptor held by the kernel, so it keeps the channel open.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::ops::Deref;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::cmsg_space;
+use rustix::io::Errno;
+use rustix::net::{
+    connect, recvmsg, sendmsg, sockopt::socket_type, socket_with, socketpair, AddressFamily, RecvAncillaryBuffer,
+    RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    SocketAddrUnix, SocketFlags, SocketType,
+};
+
+use super::frame::{
+    FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED,
+    PAYLOAD_IN_MEMFD,
+};
+use super::memfd::{sealed_memfd_from, sealed_size, Mapping};
+use super::sys::{retry_on_intr, wait_readable, wire_count};
+use crate::platform::{invalid_data, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, RecvMode};
+
+/// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
+pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    retry_on_intr(|| socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))
+}
+
+/// A new channel: the sending and the receiving end.
+pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
+    let (tx, rx) = seqpacket_pair()?;
+    Ok((OsIpcSender { fd: Arc::new(tx) }, OsIpcReceiver { fd: rx }))
+}
+
+/// The sending end of a channel; clones share one socket.
+#[derive(Clone)]
+pub(crate) struct OsIpcSender {
+    fd: Arc<OwnedFd>,
+}
+
+impl OsIpcSender {
+    /// Connects to the one-shot server listening at `name` (a socket path).
+    pub fn connect(name: &str) -> io::Result<OsIpcSender> {
+        let address = SocketAddrUnix::new(name)?;
+        let fd = retry_on_intr(|| socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))?;
+        match connect(&fd, &address) {
+            // An interrupted connect goes on in the background; a Unix socket finishes it at once.
+            Ok(()) | Err(Errno::INTR) | Err(Errno::ISCONN) => {}
+            Err(error) => return Err(error.into()),
+        }
+        Ok(OsIpcSender { fd: Arc::new(fd) })
+    }
+
+    /// Sends one message, blocking while the socket buffer is full. The message is delivered
+    /// whole or not at all.
+    pub fn send(&self, data: &[u8], channels: Vec<OsIpcChannel>, shared_memory: Vec<OsIpcSharedMemory>) -> io::Result<()> {
+        let mut header = FrameHeader {
+            flags: 0,
+            channels: wire_count(channels.len())?,
+            shared_memory: wire_count(shared_memory.len())?,
+            payload_len: data.len() as u64,
+        };
+        let handles: Vec<BorrowedFd<'_>> =
+            channels.iter().map(OsIpcChannel::as_fd).chain(shared_memory.iter().map(AsFd::as_fd)).collect();
+
+        // Descriptors that exist only for this message, closed once it is sent.
+        let mut carriers: Vec<OwnedFd> = Vec::new();
+        let mut inline = data;
+        if data.len() > INLINE_MAX {
+            carriers.push(sealed_memfd_from(data)?);
+            header.flags |= PAYLOAD_IN_MEMFD;
+            inline = &[];
+        }
+        let side_socket = handles.len() > MAX_FDS_PER_PACKET - 2;
+        if side_socket {
+            carriers.push(send_on_side_socket(&handles)?);
+            header.flags |= HANDLES_ON_SIDE_SOCKET;
+        }
+        let mut fds: Vec<BorrowedFd<'_>> = carriers.iter().map(AsFd::as_fd).collect();
+        if !side_socket {
+            fds.extend_from_slice(&handles);
+        }
+        let header = header.encode();
+        send_packet(self.fd.as_fd(), &[IoSlice::new(&header), IoSlice::new(inline)], &fds, SendFlags::empty())
+    }
+}
+
+impl fmt::Debug for OsIpcSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsIpcSender({:?})", self.fd)
+    }
+}
+
+impl AsFd for OsIpcSender {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Writes `handles` to a fresh socket pair, in packets of at most [`MAX_FDS_PER_PACKET`], and
+/// returns the receiving end to send along with the message.
+fn send_on_side_socket(handles: &[BorrowedFd<'_>]) -> io::Result<OwnedFd> {
+    let (tx, rx) = seqpacket_pair()?;
+    for chunk in handles.chunks(MAX_FDS_PER_PACKET) {
+        send_packet(tx.as_fd(), &[IoSlice::new(&[0])], chunk, SendFlags::DONTWAIT).map_err(|error| {
+            if error.kind() == io::ErrorKind::WouldBlock {
+                io::Error::new(io::ErrorKind::InvalidInput, "too many handles in one message")
+            } else {
+                error
+            }
+        })?;
+    }
+    Ok(rx)
+}
+
+/// Sends one packet with `fds` attached, retrying on `EINTR`, never raising `SIGPIPE`.
+fn send_packet(socket: BorrowedFd<'_>, iov: &[IoSlice<'_>], fds: &[BorrowedFd<'_>], flags: SendFlags) -> io::Result<()> {
+    let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_PER_PACKET))];
+    let mut control = SendAncillaryBuffer::new(if fds.is_empty() { &mut [] } else { &mut space });
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors in one packet"));
+    }
+    let sent = retry_on_intr(|| sendmsg(socket, iov, &mut control, flags | SendFlags::NOSIGNAL))?;
+    let expected: usize = iov.iter().map(|slice| slice.len()).sum();
+    if sent != expected {
+        // A SOCK_SEQPACKET send is all or nothing; anything else is a kernel we do not understand.
+        return Err(io::Error::other("packet sent partially"));
+    }
+    Ok(())
+}
+
+/// The receiving end of a channel.
+pub(crate) struct OsIpcReceiver {
+    fd: OwnedFd,
+}
+
+thread_local! {
+    /// The buffer every receive on this thread reads its packet into.
+    static RECV_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; HEADER_LEN + INLINE_MAX]);
+}
+
+impl OsIpcReceiver {
+    /// Receives the next message, waiting as `mode` allows.
+    pub fn recv(&self, mode: RecvMode) -> Result<OsIpcMessage, RecvError> {
+        let deadline = match mode {
+            RecvMode::Timeout(timeout) => Some(Instant::now().checked_add(timeout)),
+            _ => None,
+        };
+        loop {
+            if let Some(deadline) = deadline {
+                let left = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
+                if !wait_readable(&self.fd, left)? {
+                    return Err(RecvError::Empty);
+                }
+            }
+            let flags = match mode {
+                RecvMode::Blocking => RecvFlags::empty(),
+                _ => RecvFlags::DONTWAIT,
+            };
+            match self.recv_once(flags) {
+                // Readiness without a message (another reader won the race): wait again.
+                Err(RecvError::Empty) if deadline.is_some() => continue,
+                result => return result,
+            }
+        }
+    }
+
+    fn recv_once(&self, flags: RecvFlags) -> Result<OsIpcMessage, RecvError> {
+        RECV_BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            match recv_packet(self.fd.as_fd(), &mut buffer, flags) {
+                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds)?),
+                Ok(None) => Err(RecvError::Disconnected),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
+                Err(error) => Err(RecvError::Io(error)),
+            }
+        })
+    }
+}
+
+impl AsFd for OsIpcReceiver {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl fmt::Debug for OsIpcReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsIpcReceiver({:?})", self.fd)
+    }
+}
+
+impl OsIpcReceiver {
+    /// Adopts a connected socket (an accepted connection) as a receiver.
+    pub(super) fn from_fd(fd: OwnedFd) -> Self {
+        OsIpcReceiver { fd }
+    }
+}
+
+/// Receives one packet into `buffer`. Returns its length and descriptors, or `None` at
+/// end-of-file. Descriptors of a refused packet are closed before this returns.
+fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_RECEIVED))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buffer)];
+    let received = retry_on_intr(|| recvmsg(socket, &mut iov, &mut control, flags | RecvFlags::CMSG_CLOEXEC))?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received_fds) = message {
+            fds.extend(received_fds);
+        }
+    }
+    if received.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(invalid_data("more descriptors than one packet may carry"));
+    }
+    if received.flags.contains(ReturnFlags::TRUNC) {
+        return Err(invalid_data("packet larger than the largest inline message"));
+    }
+    if received.bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((received.bytes, fds)))
+}
+
+/// Turns one received packet and its descriptors into a message, validating everything.
+fn decode_message(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> {
+    let header = FrameHeader::decode(packet)?;
+    let inline = &packet[HEADER_LEN..];
+    let mut fds = fds.into_iter();
+    let data = if header.has(PAYLOAD_IN_MEMFD) {
+        let memfd = fds.next().ok_or_else(|| invalid_data("payload memfd missing"))?;
+        if !inline.is_empty() {
+            return Err(invalid_data("inline bytes beside a memfd payload"));
+        }
+        let len = usize::try_from(header.payload_len).map_err(|_| invalid_data("payload too large"))?;
+        if sealed_size(memfd.as_fd())? < len {
+            return Err(invalid_data("payload memfd smaller than the header says"));
+        }
+        OsPayload::Mapped(Mapping::map(memfd.as_fd(), len, true)?)
+    } else {
+        if inline.len() as u64 != header.payload_len {
+            return Err(invalid_data("payload length does not match the packet"));
+        }
+        OsPayload::Heap(inline.to_vec())
+    };
+    let expected = header.channels as usize + header.shared_memory as usize;
+    let handles: Vec<OwnedFd> = if header.has(HANDLES_ON_SIDE_SOCKET) {
+        let side = fds.next().ok_or_else(|| invalid_data("side socket missing"))?;
+        if fds.len() != 0 {
+            return Err(invalid_data("descriptors beside a side socket"));
+        }
+        recv_side_socket(side.as_fd(), expected)?
+    } else {
+        fds.collect()
+    };
+    if handles.len() != expected {
+        return Err(invalid_data("descriptor count does not match the header"));
+    }
+    let mut handles = handles.into_iter();
+    let channels = handles
+        .by_ref()
+        .take(header.channels as usize)
+        .map(OsOpaqueIpcChannel::from_received)
+        .collect::<io::Result<Vec<_>>>()?;
+    let shared_memory = handles.map(OsIpcSharedMemory::from_sealed).collect::<io::Result<Vec<_>>>()?;
+    Ok(OsIpcMessage { data, channels, shared_memory })
+}
+
+/// Reads exactly `expected` descriptors from a side socket whose sender has finished writing.
+fn recv_side_socket(side: BorrowedFd<'_>, expected: usize) -> io::Result<Vec<OwnedFd>> {
+    let mut handles = Vec::new();
+    let mut byte = [0u8; 1];
+    while handles.len() < expected {
+        match recv_packet(side, &mut byte, RecvFlags::DONTWAIT) {
+            Ok(Some((_, fds))) if !fds.is_empty() => handles.extend(fds),
+            Ok(_) => return Err(invalid_data("side socket ended early")),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                return Err(invalid_data("side socket ended early"))
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(handles)
+}
+
+/// A channel end received in a message: a sender or a receiver, decided by the message's type.
+pub(crate) struct OsOpaqueIpcChannel {
+    fd: OwnedFd,
+}
+
+impl OsOpaqueIpcChannel {
+    /// Adopts a received descriptor, refusing anything but a `SOCK_SEQPACKET` socket.
+    fn from_received(fd: OwnedFd) -> io::Result<Self> {
+        match socket_type(&fd) {
+            Ok(SocketType::SEQPACKET) => Ok(OsOpaqueIpcChannel { fd }),
+            _ => Err(invalid_data("channel descriptor is not a channel socket")),
+        }
+    }
+
+    /// This end, used as a sender.
+    pub fn into_sender(self) -> OsIpcSender {
+        OsIpcSender { fd: Arc::new(self.fd) }
+    }
+
+    /// This end, used as a receiver.
+    pub fn into_receiver(self) -> OsIpcReceiver {
+        OsIpcReceiver { fd: self.fd }
+    }
+}
+
+impl fmt::Debug for OsOpaqueIpcChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsOpaqueIpcChannel({:?})", self.fd)
+    }
+}
+
+impl OsIpcChannel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            OsIpcChannel::Sender(sender) => sender.fd.as_fd(),
+            OsIpcChannel::Receiver(receiver) => receiver.fd.as_fd(),
+        }
+    }
+}
+
+/// The bytes of a received message: on the heap when they came inside the packet, or in a
+/// read-only mapping of the sender's sealed memfd when they were too large for one.
+#[derive(Debug)]
+pub(crate) enum OsPayload {
+    Heap(Vec<u8>),
+    Mapped(Mapping),
+}
+
+impl OsPayload {
+    /// The bytes as an owned vector (a copy only when they are mapped).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            OsPayload::Heap(bytes) => bytes,
+            OsPayload::Mapped(mapping) => mapping.to_vec(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for OsPayload {
+    fn from(bytes: Vec<u8>) -> Self {
+        OsPayload::Heap(bytes)
+    }
+}
+
+impl Deref for OsPayload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            OsPayload::Heap(bytes) => bytes,
+            OsPayload::Mapped(mapping) => mapping,
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The platform layer: everything that touches the operating system lives below this module.
+//!
+//! Everything above `platform` is platform-free. A backend is one folder that provides exactly
+//! these items (the contract), re-exported from here:
+//!
+//! - `channel() -> io::Result<(OsIpcSender, OsIpcReceiver)>`: a new connected channel.
+//! - `OsIpcSender` (`Clone + Send + Sync`): `send(&self, data, channels, shared_memory)` sends one
+//!   message atomically (whole or not at all); `connect(name)` connects to a one-shot server.
+//! - `OsIpcReceiver` (`Send`): `recv(&self, RecvMode) -> Result<OsIpcMessage, RecvError>`.
+//! - `OsOpaqueIpcChannel`: a received channel end, not yet known to be a sender or a receiver
+//!   (`into_sender`, `into_receiver`).
+//! - `OsIpcSharedMemory` (`Clone + Send + Sync`, `Deref<Target = [u8]>`): an immutable region that
+//!   travels by reference, never by copy (`from_bytes`, `from_byte`).
+//! - `OsPayload` (`Deref<Target = [u8]>`, `From<Vec<u8>>`, `into_vec`): the bytes of a received
+//!   message, which a backend may keep in a mapping instead of the heap.
+//! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`,
+//!   `select(RecvMode) -> io::Result<Vec<OsIpcSelectionResult>>`.
+//! - `OsIpcOneShotServer`: `new() -> (server, name)`, `accept(self) -> (OsIpcReceiver, OsIpcMessage)`.
+//!
+//! The shared vocabulary (`OsIpcChannel`, `OsIpcMessage`, `RecvMode`, `RecvError`,
+//! `OsIpcSelectionResult`) is defined here, once, for every backend.
+
+use std::io;
+use std::time::Duration;
+
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[path = "linux/mod.rs"]
+mod backend;
+
+#[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]
+#[path = "inprocess/mod.rs"]
+mod backend;
+
+pub(crate) use backend::{
+    channel, OsIpcOneShotServer, OsIpcReceiver, OsIpcReceiverSet, OsIpcSender, OsIpcSharedMemory,
+    OsOpaqueIpcChannel, OsPayload,
+};
+
+/// A channel end placed in an outgoing message.
+#[derive(Debug)]
+pub(crate) enum OsIpcChannel {
+    Sender(OsIpcSender),
+    Receiver(OsIpcReceiver),
+}
+
+/// A received message: its bytes and the channel ends and shared memory regions it carried,
+/// in the order the sender listed them.
+#[derive(Debug)]
+pub(crate) struct OsIpcMessage {
+    pub data: OsPayload,
+    pub channels: Vec<OsOpaqueIpcChannel>,
+    pub shared_memory: Vec<OsIpcSharedMemory>,
+}
+
+impl OsIpcMessage {
+    /// A message with bytes only.
+    pub fn from_data(data: OsPayload) -> Self {
+        OsIpcMessage { data, channels: Vec::new(), shared_memory: Vec::new() }
+    }
+}
+
+/// How long a receive may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RecvMode {
+    /// Wait until a message arrives or every sender is gone.
+    Blocking,
+    /// Return [`RecvError::Empty`] at once when nothing is queued.
+    NonBlocking,
+    /// Wait at most this long.
+    Timeout(Duration),
+}
+
+/// Why a receive returned no message.
+#[derive(Debug)]
+pub(crate) enum RecvError {
+    /// Every sender is gone and nothing is queued.
+    Disconnected,
+    /// Nothing arrived in the time allowed.
+    Empty,
+    /// The operating system failed, or the peer sent something malformed.
+    Io(io::Error),
+}
+
+impl From<io::Error> for RecvError {
+    fn from(error: io::Error) -> Self {
+        RecvError::Io(error)
+    }
+}
+
+/// One event reported by [`OsIpcReceiverSet::select`].
+#[derive(Debug)]
+pub(crate) enum OsIpcSelectionResult {
+    MessageReceived(u64, OsIpcMessage),
+    ChannelClosed(u64),
+}
+
+/// The error for malformed input from a peer.
+pub(crate) fn invalid_data(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("malformed message from peer: {what}"))
+}
