@@ -156,7 +156,10 @@ impl RouterProxy {
 
     /// Forwards every message of `ipc_receiver` into a new crossbeam channel and returns its
     /// receiver, which disconnects when every sender of `ipc_receiver` is gone.
-    pub fn route_ipc_receiver_to_new_crossbeam_receiver<T>(&self, ipc_receiver: IpcReceiver<T>) -> crossbeam_channel::Receiver<T>
+    pub fn route_ipc_receiver_to_new_crossbeam_receiver<T>(
+        &self,
+        ipc_receiver: IpcReceiver<T>,
+    ) -> crossbeam_channel::Receiver<T>
     where
         T: for<'de> Deserialize<'de> + Serialize + Send + 'static,
     {

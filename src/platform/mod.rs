@@ -32,8 +32,8 @@ mod backend;
 mod backend;
 
 pub(crate) use backend::{
-    channel, OsIpcOneShotServer, OsIpcReceiver, OsIpcReceiverSet, OsIpcSender, OsIpcSharedMemory,
-    OsOpaqueIpcChannel, OsPayload,
+    channel, OsIpcOneShotServer, OsIpcReceiver, OsIpcReceiverSet, OsIpcSender, OsIpcSharedMemory, OsOpaqueIpcChannel,
+    OsPayload,
 };
 
 /// A channel end placed in an outgoing message.
@@ -92,9 +92,4 @@ impl From<io::Error> for RecvError {
 pub(crate) enum OsIpcSelectionResult {
     MessageReceived(u64, OsIpcMessage),
     ChannelClosed(u64),
-}
-
-/// The error for malformed input from a peer.
-pub(crate) fn invalid_data(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("malformed message from peer: {what}"))
 }

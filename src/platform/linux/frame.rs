@@ -19,7 +19,7 @@
 
 use std::io;
 
-use crate::platform::invalid_data;
+use super::sys::invalid_data;
 
 /// Bytes in a packet before the payload.
 pub(super) const HEADER_LEN: usize = 24;

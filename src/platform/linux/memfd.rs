@@ -16,8 +16,8 @@ use std::sync::Arc;
 use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
+use super::sys::invalid_data;
 use super::sys::retry_on_intr;
-use crate::platform::invalid_data;
 
 /// The seals a region must carry before we map it.
 const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::WRITE);

@@ -27,7 +27,8 @@ impl OsIpcOneShotServer {
         let dir = tempfile::Builder::new().prefix("crossproc-").tempdir()?;
         let path = dir.path().join("socket");
         let name = path.to_str().ok_or_else(|| io::Error::other("temporary directory is not UTF-8"))?.to_owned();
-        let listener = retry_on_intr(|| socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))?;
+        let listener =
+            retry_on_intr(|| socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))?;
         bind(&listener, &SocketAddrUnix::new(path.as_path())?)?;
         listen(&listener, 16)?;
         Ok((OsIpcOneShotServer { listener, dir }, name))

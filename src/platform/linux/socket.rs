@@ -18,18 +18,18 @@ use std::time::{Duration, Instant};
 use rustix::cmsg_space;
 use rustix::io::Errno;
 use rustix::net::{
-    connect, recvmsg, sendmsg, sockopt::socket_type, socket_with, socketpair, AddressFamily, RecvAncillaryBuffer,
-    RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
-    SocketAddrUnix, SocketFlags, SocketType,
+    connect, recvmsg, sendmsg, socket_with, socketpair, sockopt::socket_type, AddressFamily, RecvAncillaryBuffer,
+    RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
 };
 
 use super::frame::{
-    FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED,
-    PAYLOAD_IN_MEMFD,
+    FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED, PAYLOAD_IN_MEMFD,
 };
 use super::memfd::{sealed_memfd_from, sealed_size, Mapping};
+use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wire_count};
-use crate::platform::{invalid_data, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, RecvMode};
+use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, RecvMode};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
 pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -63,7 +63,12 @@ impl OsIpcSender {
 
     /// Sends one message, blocking while the socket buffer is full. The message is delivered
     /// whole or not at all.
-    pub fn send(&self, data: &[u8], channels: Vec<OsIpcChannel>, shared_memory: Vec<OsIpcSharedMemory>) -> io::Result<()> {
+    pub fn send(
+        &self,
+        data: &[u8],
+        channels: Vec<OsIpcChannel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+    ) -> io::Result<()> {
         let mut header = FrameHeader {
             flags: 0,
             channels: wire_count(channels.len())?,
@@ -124,7 +129,12 @@ fn send_on_side_socket(handles: &[BorrowedFd<'_>]) -> io::Result<OwnedFd> {
 }
 
 /// Sends one packet with `fds` attached, retrying on `EINTR`, never raising `SIGPIPE`.
-fn send_packet(socket: BorrowedFd<'_>, iov: &[IoSlice<'_>], fds: &[BorrowedFd<'_>], flags: SendFlags) -> io::Result<()> {
+fn send_packet(
+    socket: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    flags: SendFlags,
+) -> io::Result<()> {
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_PER_PACKET))];
     let mut control = SendAncillaryBuffer::new(if fds.is_empty() { &mut [] } else { &mut space });
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
@@ -158,7 +168,8 @@ impl OsIpcReceiver {
         };
         loop {
             if let Some(deadline) = deadline {
-                let left = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
+                let left =
+                    deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
                 if !wait_readable(&self.fd, left)? {
                     return Err(RecvError::Empty);
                 }
@@ -209,7 +220,11 @@ impl OsIpcReceiver {
 
 /// Receives one packet into `buffer`. Returns its length and descriptors, or `None` at
 /// end-of-file. Descriptors of a refused packet are closed before this returns.
-fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+fn recv_packet(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8],
+    flags: RecvFlags,
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_RECEIVED))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buffer)];

@@ -46,6 +46,10 @@ pub(super) fn wait_readable(fd: impl AsFd, timeout: Duration) -> io::Result<bool
 
 /// Converts a collection length into the `u32` the wire format carries.
 pub(super) fn wire_count(count: usize) -> io::Result<u32> {
-    u32::try_from(count)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many handles in one message"))
+    u32::try_from(count).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many handles in one message"))
+}
+
+/// The error for malformed input from a peer.
+pub(crate) fn invalid_data(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("malformed message from peer: {what}"))
 }

@@ -1,0 +1,307 @@
+//! The in-process backend (feature `force-inprocess`, and the fallback off Linux): the same
+//! contract on crossbeam channels, for programs that run every "process" as a thread.
+//!
+//! A channel is an unbounded crossbeam channel of whole messages; a channel end inside a message
+//! is the end itself, so a sender in flight keeps its channel connected exactly as on Linux.
+//! One-shot server names live in a process-wide registry.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, RecvMode};
+
+/// A message as it sits in a queue.
+struct Envelope {
+    data: Vec<u8>,
+    channels: Vec<OsIpcChannel>,
+    shared_memory: Vec<OsIpcSharedMemory>,
+}
+
+impl Envelope {
+    fn open(self) -> OsIpcMessage {
+        OsIpcMessage {
+            data: OsPayload(self.data),
+            channels: self.channels.into_iter().map(OsOpaqueIpcChannel).collect(),
+            shared_memory: self.shared_memory,
+        }
+    }
+}
+
+/// A new channel: the sending end and the receiving end.
+pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
+    let (sender, receiver) = crossbeam_channel::unbounded();
+    Ok((OsIpcSender { sender }, OsIpcReceiver { receiver }))
+}
+
+/// The sending end of a channel.
+#[derive(Clone)]
+pub(crate) struct OsIpcSender {
+    sender: Sender<Envelope>,
+}
+
+impl OsIpcSender {
+    /// Connects to the one-shot server registered under `name`.
+    pub fn connect(name: &str) -> io::Result<OsIpcSender> {
+        let rendezvous = SERVERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no one-shot server named {name}")))?;
+        let (sender, receiver) = channel()?;
+        rendezvous.send(receiver).map_err(|_| io::Error::from(io::ErrorKind::ConnectionRefused))?;
+        Ok(sender)
+    }
+
+    /// Queues one message; fails with `BrokenPipe` when the receiver is gone.
+    pub fn send(
+        &self,
+        data: &[u8],
+        channels: Vec<OsIpcChannel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+    ) -> io::Result<()> {
+        let envelope = Envelope { data: data.to_vec(), channels, shared_memory };
+        self.sender.send(envelope).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl fmt::Debug for OsIpcSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OsIpcSender(in-process)")
+    }
+}
+
+/// The receiving end of a channel.
+pub(crate) struct OsIpcReceiver {
+    receiver: Receiver<Envelope>,
+}
+
+impl OsIpcReceiver {
+    /// Receives the next message, waiting as `mode` allows.
+    pub fn recv(&self, mode: RecvMode) -> Result<OsIpcMessage, RecvError> {
+        use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+        let envelope = match mode {
+            RecvMode::Blocking => self.receiver.recv().map_err(|_| RecvError::Disconnected)?,
+            RecvMode::NonBlocking => self.receiver.try_recv().map_err(|error| match error {
+                TryRecvError::Empty => RecvError::Empty,
+                TryRecvError::Disconnected => RecvError::Disconnected,
+            })?,
+            RecvMode::Timeout(duration) => self.receiver.recv_timeout(duration).map_err(|error| match error {
+                RecvTimeoutError::Timeout => RecvError::Empty,
+                RecvTimeoutError::Disconnected => RecvError::Disconnected,
+            })?,
+        };
+        Ok(envelope.open())
+    }
+}
+
+impl fmt::Debug for OsIpcReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OsIpcReceiver(in-process)")
+    }
+}
+
+/// A channel end received in a message.
+#[derive(Debug)]
+pub(crate) struct OsOpaqueIpcChannel(OsIpcChannel);
+
+impl OsOpaqueIpcChannel {
+    /// This end as a sender; a receiver used as a sender is one whose channel is already closed.
+    pub fn into_sender(self) -> OsIpcSender {
+        match self.0 {
+            OsIpcChannel::Sender(sender) => sender,
+            OsIpcChannel::Receiver(_) => OsIpcSender { sender: crossbeam_channel::unbounded().0 },
+        }
+    }
+
+    /// This end as a receiver; a sender used as a receiver is one whose channel is already closed.
+    pub fn into_receiver(self) -> OsIpcReceiver {
+        match self.0 {
+            OsIpcChannel::Receiver(receiver) => receiver,
+            OsIpcChannel::Sender(_) => OsIpcReceiver { receiver: crossbeam_channel::unbounded().1 },
+        }
+    }
+}
+
+/// The bytes of a received message.
+#[derive(Debug)]
+pub(crate) struct OsPayload(Vec<u8>);
+
+impl OsPayload {
+    /// The bytes as an owned vector.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl From<Vec<u8>> for OsPayload {
+    fn from(bytes: Vec<u8>) -> Self {
+        OsPayload(bytes)
+    }
+}
+
+impl Deref for OsPayload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// An immutable region shared by reference counting.
+#[derive(Clone)]
+pub(crate) struct OsIpcSharedMemory(Arc<[u8]>);
+
+impl OsIpcSharedMemory {
+    /// A new region holding a copy of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> io::Result<Self> {
+        Ok(OsIpcSharedMemory(bytes.into()))
+    }
+
+    /// A new region of `len` bytes, each equal to `byte`.
+    pub fn from_byte(byte: u8, len: usize) -> io::Result<Self> {
+        Ok(OsIpcSharedMemory(vec![byte; len].into()))
+    }
+}
+
+impl Deref for OsIpcSharedMemory {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for OsIpcSharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsIpcSharedMemory({} bytes)", self.0.len())
+    }
+}
+
+/// A set of receivers waited on together (crossbeam's `Select`).
+pub(crate) struct OsIpcReceiverSet {
+    receivers: Vec<(u64, OsIpcReceiver)>,
+    next_id: u64,
+}
+
+impl OsIpcReceiverSet {
+    /// An empty set.
+    pub fn new() -> io::Result<Self> {
+        Ok(OsIpcReceiverSet { receivers: Vec::new(), next_id: 0 })
+    }
+
+    /// Adds a receiver and returns its id.
+    pub fn add(&mut self, receiver: OsIpcReceiver) -> io::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.receivers.push((id, receiver));
+        Ok(id)
+    }
+
+    /// Removes (and drops) the receiver with this id.
+    pub fn remove(&mut self, id: u64) {
+        self.receivers.retain(|(other, _)| *other != id);
+    }
+
+    /// Waits as `mode` allows, then reports every queued message and closed channel.
+    pub fn select(&mut self, mode: RecvMode) -> io::Result<Vec<OsIpcSelectionResult>> {
+        let deadline = match mode {
+            RecvMode::Timeout(duration) => Instant::now().checked_add(duration),
+            _ => None,
+        };
+        loop {
+            let results = self.drain();
+            if !results.is_empty() || matches!(mode, RecvMode::NonBlocking) {
+                return Ok(results);
+            }
+            let mut select = Select::new();
+            for (_, receiver) in &self.receivers {
+                select.recv(&receiver.receiver);
+            }
+            match (mode, deadline) {
+                (RecvMode::Blocking, _) if self.receivers.is_empty() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "select on an empty set would wait forever",
+                    ))
+                }
+                (RecvMode::Blocking | RecvMode::NonBlocking, _) | (RecvMode::Timeout(_), None) => {
+                    select.ready();
+                }
+                (_, Some(deadline)) => {
+                    if select.ready_deadline(deadline).is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Vec<OsIpcSelectionResult> {
+        let mut results = Vec::new();
+        let mut closed = Vec::new();
+        for (id, receiver) in &self.receivers {
+            loop {
+                match receiver.recv(RecvMode::NonBlocking) {
+                    Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(*id, message)),
+                    Err(RecvError::Empty) => break,
+                    Err(_) => {
+                        results.push(OsIpcSelectionResult::ChannelClosed(*id));
+                        closed.push(*id);
+                        break;
+                    }
+                }
+            }
+        }
+        self.receivers.retain(|(id, _)| !closed.contains(id));
+        results
+    }
+}
+
+/// Registered one-shot servers: name → where connecting clients hand over their channel.
+static SERVERS: LazyLock<Mutex<HashMap<String, Sender<OsIpcReceiver>>>> = LazyLock::new(Default::default);
+static NEXT_SERVER: AtomicU64 = AtomicU64::new(0);
+
+/// A one-shot server registered under a unique name.
+pub(crate) struct OsIpcOneShotServer {
+    name: String,
+    clients: Receiver<OsIpcReceiver>,
+}
+
+impl OsIpcOneShotServer {
+    /// Registers a new server and returns it with its name.
+    pub fn new() -> io::Result<(Self, String)> {
+        let name =
+            format!("crossproc-inprocess-{}-{}", std::process::id(), NEXT_SERVER.fetch_add(1, Ordering::Relaxed));
+        let (sender, clients) = crossbeam_channel::bounded(1);
+        SERVERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(name.clone(), sender);
+        Ok((OsIpcOneShotServer { name: name.clone(), clients }, name))
+    }
+
+    /// Waits for one client, then for its first message.
+    pub fn accept(self) -> Result<(OsIpcReceiver, OsIpcMessage), RecvError> {
+        let receiver = self.clients.recv().map_err(|_| RecvError::Disconnected)?;
+        drop(self);
+        let message = receiver.recv(RecvMode::Blocking)?;
+        Ok((receiver, message))
+    }
+}
+
+impl Drop for OsIpcOneShotServer {
+    fn drop(&mut self) {
+        SERVERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.name);
+    }
+}
+
+impl fmt::Debug for OsIpcOneShotServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsIpcOneShotServer({})", self.name)
+    }
+}

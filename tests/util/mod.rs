@@ -1,0 +1,65 @@
+//! Helpers shared by the integration tests: real child processes, descriptor counting, and a
+//! watchdog that turns a hang into a failure.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// The environment variable that tells a re-run test executable which child role to play.
+pub const ROLE_VAR: &str = "CROSSPROC_TEST_CHILD_ROLE";
+/// The environment variable that carries a one-shot server name to the child.
+pub const SERVER_VAR: &str = "CROSSPROC_TEST_SERVER";
+
+/// Starts this test executable again as a child process that runs only the test named
+/// `entry_test` (which dispatches on [`ROLE_VAR`]), with a one-shot server name to connect to.
+pub fn spawn_child(entry_test: &str, role: &str, server_name: &str) -> Child {
+    Command::new(std::env::current_exe().expect("current test executable"))
+        .args([entry_test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_VAR, role)
+        .env(SERVER_VAR, server_name)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn child test process")
+}
+
+/// The role this process plays, when it was started by [`spawn_child`].
+pub fn child_role() -> Option<String> {
+    std::env::var(ROLE_VAR).ok()
+}
+
+/// The one-shot server name handed to this child.
+pub fn server_name() -> String {
+    std::env::var(SERVER_VAR).expect("child started without a server name")
+}
+
+/// Waits for `child` and asserts that it exited successfully.
+pub fn assert_child_succeeds(mut child: Child) {
+    let status = child.wait().expect("wait for child");
+    assert!(status.success(), "child failed: {status}");
+}
+
+/// How many descriptors this process has open.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd").count()
+}
+
+/// Runs `body` on another thread and fails the test if it takes longer than `limit`.
+pub fn with_watchdog<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        let value = body();
+        let _ = done.send(());
+        value
+    });
+    match finished.recv_timeout(limit) {
+        Ok(()) => worker.join().expect("test body panicked"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test hung for more than {limit:?}"),
+    }
+}
