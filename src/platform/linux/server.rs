@@ -7,6 +7,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 
 use rustix::net::{accept_with, bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use tempfile::TempDir;
@@ -24,7 +25,10 @@ pub(crate) struct OsIpcOneShotServer {
 impl OsIpcOneShotServer {
     /// Binds a new server and returns it with the name a client connects to.
     pub fn new() -> io::Result<(Self, String)> {
-        let dir = tempfile::Builder::new().prefix("crossproc-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("crossproc-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
         let path = dir.path().join("socket");
         let name = path.to_str().ok_or_else(|| io::Error::other("temporary directory is not UTF-8"))?.to_owned();
         let listener =

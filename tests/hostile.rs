@@ -1,0 +1,255 @@
+//! A hostile peer speaks the wire protocol with raw sockets: every malformed packet is an error
+//! on that receive, the descriptors it carried are closed, and the channel keeps working.
+//!
+//! The peer connects to a one-shot server's name with a raw `SOCK_SEQPACKET` socket, as any
+//! local process could, and writes packets in the format documented in
+//! `src/platform/linux/frame.rs`.
+
+#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+
+mod util;
+
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+use crossproc::ipc::{IpcOneShotServer, IpcReceiver, IpcSender, IpcSharedMemory};
+use crossproc::IpcError;
+use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
+use rustix::net::{
+    connect, sendmsg, socket_with, AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
+};
+use util::open_fds;
+
+/// Descriptor counts are per process: the tests in this file run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const MAGIC: u32 = 0x3150_5843;
+const PAYLOAD_IN_MEMFD: u32 = 1;
+const HANDLES_ON_SIDE_SOCKET: u32 = 2;
+
+fn header(flags: u32, channels: u32, shared_memory: u32, payload_len: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&MAGIC.to_le_bytes());
+    bytes.extend_from_slice(&flags.to_le_bytes());
+    bytes.extend_from_slice(&channels.to_le_bytes());
+    bytes.extend_from_slice(&shared_memory.to_le_bytes());
+    bytes.extend_from_slice(&payload_len.to_le_bytes());
+    bytes
+}
+
+/// A well-formed packet carrying `value` and no descriptors.
+fn valid_packet<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let payload = postcard::to_stdvec(value).unwrap();
+    let mut packet = header(0, 0, 0, payload.len() as u64);
+    packet.extend_from_slice(&payload);
+    packet
+}
+
+fn send_raw(socket: &OwnedFd, packet: &[u8], fd_groups: &[&[BorrowedFd<'_>]]) {
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(253)) * (fd_groups.len() + 1)];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    for group in fd_groups {
+        assert!(control.push(SendAncillaryMessage::ScmRights(group)));
+    }
+    sendmsg(socket, &[IoSlice::new(packet)], &mut control, SendFlags::NOSIGNAL).unwrap();
+}
+
+/// A raw client connected to a server whose receiver we hold, after a valid first message.
+fn hostile_client() -> (OwnedFd, IpcReceiver<String>) {
+    let (server, name) = IpcOneShotServer::<String>::new().unwrap();
+    let accepting = std::thread::spawn(move || server.accept().unwrap());
+    let socket = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+    connect(&socket, &SocketAddrUnix::new(name.as_str()).unwrap()).unwrap();
+    send_raw(&socket, &valid_packet(&"hello".to_string()), &[]);
+    let (receiver, first) = accepting.join().unwrap();
+    assert_eq!(first, "hello");
+    (socket, receiver)
+}
+
+fn sealed_memfd(len: u64) -> OwnedFd {
+    let fd = memfd_create("test", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    ftruncate(&fd, len).unwrap();
+    fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE).unwrap();
+    fd
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
+}
+
+/// Sends `packet` with `fds`, expects an `InvalidData` error on the receiving side, then checks
+/// that the channel still delivers a valid message and that no descriptor leaked.
+fn expect_refused(packet: &[u8], make_fds: impl FnOnce() -> Vec<OwnedFd>) {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (socket, receiver) = hostile_client();
+    let before = open_fds();
+    {
+        let fds = make_fds();
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let groups: Vec<&[BorrowedFd<'_>]> = if borrowed.is_empty() { vec![] } else { vec![&borrowed] };
+        send_raw(&socket, packet, &groups);
+    }
+    match receiver.recv() {
+        Err(IpcError::Io(error)) => assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}"),
+        other => panic!("expected InvalidData, got {other:?}"),
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked");
+    send_raw(&socket, &valid_packet(&"still works".to_string()), &[]);
+    assert_eq!(receiver.recv().unwrap(), "still works");
+}
+
+#[test]
+fn a_packet_shorter_than_its_header() {
+    expect_refused(&[1, 2, 3], Vec::new);
+}
+
+#[test]
+fn a_packet_with_a_bad_magic_number() {
+    let mut packet = valid_packet(&"x".to_string());
+    packet[0] ^= 0xFF;
+    expect_refused(&packet, Vec::new);
+}
+
+#[test]
+fn a_payload_length_that_lies() {
+    let mut packet = header(0, 0, 0, 1_000_000);
+    packet.extend_from_slice(b"short");
+    expect_refused(&packet, Vec::new);
+}
+
+#[test]
+fn unknown_flags() {
+    expect_refused(&header(0x100, 0, 0, 0), Vec::new);
+}
+
+#[test]
+fn fewer_descriptors_than_the_header_claims() {
+    expect_refused(&header(0, 2, 1, 0), || vec![sealed_memfd(16)]);
+}
+
+#[test]
+fn more_descriptors_than_the_header_claims() {
+    expect_refused(&header(0, 0, 0, 0), || {
+        let (a, b) = pipe();
+        vec![a, b, sealed_memfd(4)]
+    });
+}
+
+#[test]
+fn a_pipe_where_a_channel_is_expected() {
+    expect_refused(&header(0, 1, 0, 0), || vec![pipe().0]);
+}
+
+#[test]
+fn a_stream_socket_where_a_channel_is_expected() {
+    expect_refused(&header(0, 1, 0, 0), || {
+        let (a, _b) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None).unwrap();
+        vec![a]
+    });
+}
+
+#[test]
+fn a_pipe_where_shared_memory_is_expected() {
+    expect_refused(&header(0, 0, 1, 0), || vec![pipe().0]);
+}
+
+#[test]
+fn shared_memory_without_seals() {
+    expect_refused(&header(0, 0, 1, 0), || {
+        let fd = memfd_create("unsealed", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        ftruncate(&fd, 4096).unwrap();
+        vec![fd]
+    });
+}
+
+#[test]
+fn a_payload_memfd_smaller_than_claimed() {
+    expect_refused(&header(PAYLOAD_IN_MEMFD, 0, 0, 1 << 20), || vec![sealed_memfd(4096)]);
+}
+
+#[test]
+fn a_payload_memfd_flag_without_a_memfd() {
+    expect_refused(&header(PAYLOAD_IN_MEMFD, 0, 0, 10), Vec::new);
+}
+
+#[test]
+fn a_payload_memfd_that_is_a_pipe() {
+    expect_refused(&header(PAYLOAD_IN_MEMFD, 0, 0, 10), || vec![pipe().0]);
+}
+
+#[test]
+fn a_side_socket_with_fewer_descriptors_than_claimed() {
+    expect_refused(&header(HANDLES_ON_SIDE_SOCKET, 300, 0, 0), || {
+        let (tx, rx) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+        let (p, _q) = pipe();
+        send_raw(&tx, &[0], &[&[p.as_fd()]]);
+        vec![rx]
+    });
+}
+
+#[test]
+fn a_side_socket_that_is_never_written_does_not_hang() {
+    expect_refused(&header(HANDLES_ON_SIDE_SOCKET, 300, 0, 0), || {
+        let (_tx, rx) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+        vec![rx]
+    });
+}
+
+#[test]
+fn the_most_descriptors_a_packet_can_carry_in_two_control_messages() {
+    // The kernel caps one packet at 253 descriptors (SCM_MAX_FD) across all its control
+    // messages; our receive buffer takes that many, so a peer cannot truncate it.
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (socket, receiver) = hostile_client();
+    let before = open_fds();
+    {
+        let memfds: Vec<OwnedFd> = (0..253).map(|_| sealed_memfd(1)).collect();
+        let borrowed: Vec<BorrowedFd<'_>> = memfds.iter().map(AsFd::as_fd).collect();
+        send_raw(&socket, &header(0, 0, 300, 0), &[&borrowed[..200], &borrowed[200..]]);
+    }
+    assert!(matches!(receiver.recv(), Err(IpcError::Io(error)) if error.kind() == std::io::ErrorKind::InvalidData));
+    assert_eq!(open_fds(), before, "descriptors leaked");
+    send_raw(&socket, &valid_packet(&"after".to_string()), &[]);
+    assert_eq!(receiver.recv().unwrap(), "after");
+}
+
+#[test]
+fn garbage_payload_is_a_serialization_error() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (socket, receiver) = hostile_client();
+    let mut packet = header(0, 0, 0, 3);
+    packet.extend_from_slice(&[0xFF, 0xFF, 0xFF]);
+    send_raw(&socket, &packet, &[]);
+    assert!(matches!(receiver.recv(), Err(IpcError::SerializationError(_))));
+}
+
+#[test]
+fn a_message_that_refers_to_descriptors_twice_is_refused() {
+    // Two channel indices both pointing at descriptor 0: the second claim fails.
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (server, name) = IpcOneShotServer::<(IpcSender<u8>, IpcSender<u8>)>::new().unwrap();
+    let accepting = std::thread::spawn(move || server.accept());
+    let socket = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+    connect(&socket, &SocketAddrUnix::new(name.as_str()).unwrap()).unwrap();
+    let (a, _b) =
+        rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+    let mut packet = header(0, 1, 0, 2);
+    packet.extend_from_slice(&[0, 0]);
+    send_raw(&socket, &packet, &[&[a.as_fd()]]);
+    assert!(matches!(accepting.join().unwrap(), Err(IpcError::SerializationError(_))));
+}
+
+#[test]
+fn shared_memory_from_a_peer_is_sealed_and_cannot_be_rewritten() {
+    let region = IpcSharedMemory::from_bytes(b"immutable");
+    let (tx, rx) = crossproc::ipc::channel::<IpcSharedMemory>().unwrap();
+    tx.send(region).unwrap();
+    let received = rx.recv().unwrap();
+    assert_eq!(&*received, b"immutable");
+}
