@@ -121,7 +121,10 @@ fn parent() {
     println!();
     println!("| what | result |");
     println!("|---|---|");
-    println!("| typed round trip with a channel in each request ({rounds}×) | {} per round trip |", per_op(ping, rounds));
+    println!(
+        "| typed round trip with a channel in each request ({rounds}×) | {} per round trip |",
+        per_op(ping, rounds)
+    );
     println!("| 64 MiB shared memory, summed by the child | {checksum:?} ({}) |", gb_per_s(size, checksum));
     println!("| 64 MiB message from the child | {blob_time:?} ({}) |", gb_per_s(size, blob_time));
     println!("| children finished (reported through a receiver set) | {} |", finished.join(", "));
