@@ -8,6 +8,7 @@
 //! | [`IpcReceiverSet`], [`IpcSelectionResult`] | select over many receivers |
 //! | [`IpcSharedMemory`] | immutable memory shared by reference |
 //! | [`IpcOneShotServer`] | a named rendezvous for a process that has no channel yet |
+//! | [`IpcServer`], [`AccessPolicy`], [`PeerCredentials`], [`IpcClient`] | a named server for many clients |
 //!
 //! Every sender, receiver and shared-memory region is itself serializable: put it anywhere in a
 //! message (a field, a `Vec`, an `Option`, at any depth) and the other side gets a working one.
@@ -17,6 +18,7 @@ mod endpoint;
 mod message;
 mod one_shot;
 mod select;
+mod server;
 mod shmem;
 #[cfg(feature = "async")]
 mod stream;
@@ -26,6 +28,7 @@ pub use bytes::{bytes_channel, IpcBytesReceiver, IpcBytesSender};
 pub use message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 pub use one_shot::IpcOneShotServer;
 pub use select::{IpcReceiverSet, IpcSelectionResult};
+pub use server::{AccessPolicy, IpcClient, IpcServer, PeerCredentials};
 pub use shmem::IpcSharedMemory;
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]

@@ -2,15 +2,12 @@
 
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{ipc_error, ReceiverEnd};
-use super::message::IpcMessage;
+use super::server::{AccessPolicy, IpcServer};
 use super::typed::IpcReceiver;
 use crate::error::IpcError;
-use crate::platform::OsIpcOneShotServer;
 
 /// A server that one client connects to, once: the rendezvous between a parent and a process it
 /// started. Hand the name to the client (an argument, an environment variable); the client calls
@@ -19,7 +16,7 @@ use crate::platform::OsIpcOneShotServer;
 ///
 /// On Linux the name is the path of a socket inside a fresh directory with mode 0700, so no
 /// other user can connect to it or replace it; the directory is removed when a client is
-/// accepted or the server is dropped.
+/// accepted or the server is dropped. For many clients, see [`IpcServer`].
 ///
 /// ```
 /// use crossproc::ipc::{self, IpcOneShotServer, IpcSender};
@@ -33,8 +30,7 @@ use crate::platform::OsIpcOneShotServer;
 /// reply_tx.send(42).unwrap();
 /// ```
 pub struct IpcOneShotServer<T> {
-    os: OsIpcOneShotServer,
-    phantom: PhantomData<fn() -> T>,
+    server: IpcServer<T>,
 }
 
 impl<T> IpcOneShotServer<T>
@@ -43,21 +39,21 @@ where
 {
     /// Starts a server and returns it with its name.
     pub fn new() -> Result<(IpcOneShotServer<T>, String), io::Error> {
-        let (os, name) = OsIpcOneShotServer::new()?;
-        Ok((IpcOneShotServer { os, phantom: PhantomData }, name))
+        // The private directory already keeps other users out; within it, anyone may connect.
+        let (server, name) = IpcServer::new_with_policy(AccessPolicy::Anyone)?;
+        Ok((IpcOneShotServer { server }, name))
     }
 
     /// Waits for the client and its first message; returns the channel the client's sender
-    /// feeds and that first message.
+    /// feeds and that first message. A client that leaves without a message is
+    /// [`IpcError::Disconnected`].
     pub fn accept(self) -> Result<(IpcReceiver<T>, T), IpcError> {
-        let (receiver, message) = self.os.accept().map_err(ipc_error)?;
-        let first = IpcMessage::from(message).to()?;
-        Ok((IpcReceiver { end: ReceiverEnd::new(receiver), phantom: PhantomData }, first))
+        self.server.accept_first()
     }
 }
 
 impl<T> fmt::Debug for IpcOneShotServer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("IpcOneShotServer").field(&self.os).finish()
+        f.debug_tuple("IpcOneShotServer").field(&self.server).finish()
     }
 }

@@ -1,14 +1,16 @@
 //! Select over many receivers.
 
+use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::message::{IpcMessage, OpaqueIpcReceiver};
+use super::server::IpcServer;
 use super::typed::IpcReceiver;
 use crate::error::TrySelectError;
-use crate::platform::{OsIpcReceiverSet, OsIpcSelectionResult, RecvMode};
+use crate::platform::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, RecvMode};
 
 /// A set of receivers waited on together: receivers move into the set, and each
 /// [`select`](IpcReceiverSet::select) reports what arrived on any of them. Waiting costs the
@@ -39,12 +41,14 @@ use crate::platform::{OsIpcReceiverSet, OsIpcSelectionResult, RecvMode};
 /// ```
 pub struct IpcReceiverSet {
     os: OsIpcReceiverSet,
+    /// Servers added with `add_server`, kept running while their id is in the set.
+    servers: HashMap<u64, OsServerGuard>,
 }
 
 impl IpcReceiverSet {
     /// An empty set.
     pub fn new() -> Result<IpcReceiverSet, io::Error> {
-        Ok(IpcReceiverSet { os: OsIpcReceiverSet::new()? })
+        Ok(IpcReceiverSet { os: OsIpcReceiverSet::new()?, servers: HashMap::new() })
     }
 
     /// Moves a typed receiver into the set and returns the id its events will carry.
@@ -60,10 +64,39 @@ impl IpcReceiverSet {
         self.os.add(receiver.end.into_inner()?)
     }
 
+    /// Moves a server into the set: each new client is reported as a message on the returned id,
+    /// which decodes as an [`IpcClient<T>`]; add its `receiver` to the set to hear from it.
+    /// The server runs (and keeps its name) while it is in the set.
+    ///
+    /// ```
+    /// use crossproc::ipc::{IpcClient, IpcReceiverSet, IpcSelectionResult, IpcSender, IpcServer};
+    /// let (server, name) = IpcServer::<String>::new().unwrap();
+    /// let mut set = IpcReceiverSet::new().unwrap();
+    /// let server_id = set.add_server(server).unwrap();
+    /// let client = std::thread::spawn(move || IpcSender::<String>::connect(name).unwrap().send("hi".into()).unwrap());
+    /// let (id, message) = set.select().unwrap().remove(0).unwrap();
+    /// assert_eq!(id, server_id);
+    /// let new_client = message.to::<IpcClient<String>>().unwrap();
+    /// let client_id = set.add(new_client.receiver).unwrap();
+    /// let (id, message) = set.select().unwrap().remove(0).unwrap();
+    /// assert_eq!((id, message.to::<String>().unwrap()), (client_id, "hi".to_string()));
+    /// client.join().unwrap();
+    /// ```
+    pub fn add_server<T>(&mut self, server: IpcServer<T>) -> Result<u64, io::Error>
+    where
+        T: for<'de> Deserialize<'de> + Serialize,
+    {
+        let (incoming, guard) = server.into_parts();
+        let id = self.add(incoming)?;
+        self.servers.insert(id, guard);
+        Ok(id)
+    }
+
     /// Waits until at least one receiver has a message or closed, and reports every such event.
     /// A closed channel is reported once, then leaves the set.
     pub fn select(&mut self) -> Result<Vec<IpcSelectionResult>, io::Error> {
-        Ok(self.os.select(RecvMode::Blocking)?.into_iter().map(IpcSelectionResult::from).collect())
+        let results = self.os.select(RecvMode::Blocking)?;
+        Ok(self.report(results))
     }
 
     /// Reports what is ready now, without waiting; [`TrySelectError::Empty`] if nothing is.
@@ -88,12 +121,22 @@ impl IpcReceiverSet {
         if results.is_empty() {
             return Err(TrySelectError::Empty);
         }
-        Ok(results.into_iter().map(IpcSelectionResult::from).collect())
+        Ok(self.report(results))
+    }
+
+    fn report(&mut self, results: Vec<OsIpcSelectionResult>) -> Vec<IpcSelectionResult> {
+        for result in &results {
+            if let OsIpcSelectionResult::ChannelClosed(id) = result {
+                self.servers.remove(id);
+            }
+        }
+        results.into_iter().map(IpcSelectionResult::from).collect()
     }
 
     /// Closes and forgets the receiver with this id (used by the router for one-shot routes).
     pub(crate) fn remove(&mut self, id: u64) {
         self.os.remove(id);
+        self.servers.remove(&id);
     }
 }
 

@@ -15,7 +15,14 @@
 //!   message, which a backend may keep in a mapping instead of the heap.
 //! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`,
 //!   `select(RecvMode) -> io::Result<Vec<OsIpcSelectionResult>>`.
-//! - `OsIpcOneShotServer`: `new() -> (server, name)`, `accept(self) -> (OsIpcReceiver, OsIpcMessage)`.
+//! - `current_credentials()`: this process's `PeerCredentials` (pid, effective uid and gid).
+//! - `OsListener`: `bind_private() -> (listener, name)` (a name no other user can take) and
+//!   `bind(path)` (a caller's path; a stale socket from a dead server is replaced).
+//! - `serve(OsListener, Admit) -> io::Result<(OsIpcReceiver, OsServerGuard)>`: admits clients
+//!   that connect with `OsIpcSender::connect` by their kernel-reported credentials; each admitted
+//!   client arrives on the receiver as one message whose data are the bytes `Admit` returned and
+//!   whose one channel is the client's connection, once its first message is readable. Dropping
+//!   the guard stops admitting clients and removes the name.
 //!
 //! The shared vocabulary (`OsIpcChannel`, `OsIpcMessage`, `RecvMode`, `RecvError`,
 //! `OsIpcSelectionResult`) is defined here, once, for every backend.
@@ -32,9 +39,15 @@ mod backend;
 mod backend;
 
 pub(crate) use backend::{
-    channel, OsIpcOneShotServer, OsIpcReceiver, OsIpcReceiverSet, OsIpcSender, OsIpcSharedMemory, OsOpaqueIpcChannel,
-    OsPayload,
+    channel, current_credentials, serve, OsIpcReceiver, OsIpcReceiverSet, OsIpcSender, OsIpcSharedMemory, OsListener,
+    OsOpaqueIpcChannel, OsPayload, OsServerGuard,
 };
+
+use crate::ipc::PeerCredentials;
+
+/// A server's admission rule: given a client's credentials, the bytes that announce the client
+/// to the server, or `None` to refuse it.
+pub(crate) type Admit = Box<dyn FnMut(&PeerCredentials) -> Option<Vec<u8>> + Send>;
 
 /// A channel end placed in an outgoing message.
 #[derive(Debug)]

@@ -3,19 +3,21 @@
 //!
 //! A channel is an unbounded crossbeam channel of whole messages; a channel end inside a message
 //! is the end itself, so a sender in flight keeps its channel connected exactly as on Linux.
-//! One-shot server names live in a process-wide registry.
+//! Server names live in a process-wide registry.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::ops::Deref;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, RecvMode};
+use crate::ipc::PeerCredentials;
+use crate::platform::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, RecvMode};
 
 /// A message as it sits in a queue.
 struct Envelope {
@@ -47,17 +49,9 @@ pub(crate) struct OsIpcSender {
 }
 
 impl OsIpcSender {
-    /// Connects to the one-shot server registered under `name`.
+    /// Connects to the server registered under `name`, if its admission rule agrees.
     pub fn connect(name: &str) -> io::Result<OsIpcSender> {
-        let rendezvous = SERVERS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no one-shot server named {name}")))?;
-        let (sender, receiver) = channel()?;
-        rendezvous.send(receiver).map_err(|_| io::Error::from(io::ErrorKind::ConnectionRefused))?;
-        Ok(sender)
+        connect_to(name)
     }
 
     /// Queues one message; fails with `BrokenPipe` when the receiver is gone.
@@ -265,43 +259,82 @@ impl OsIpcReceiverSet {
     }
 }
 
-/// Registered one-shot servers: name → where connecting clients hand over their channel.
-static SERVERS: LazyLock<Mutex<HashMap<String, Sender<OsIpcReceiver>>>> = LazyLock::new(Default::default);
+/// The credentials of this process (every in-process peer has them).
+pub(crate) fn current_credentials() -> PeerCredentials {
+    #[cfg(target_os = "linux")]
+    let (uid, gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    #[cfg(not(target_os = "linux"))]
+    let (uid, gid) = (0, 0);
+    PeerCredentials { pid: std::process::id(), uid, gid }
+}
+
+/// A running server: its admission rule and where admitted clients go.
+struct Registered {
+    admit: Mutex<Admit>,
+    outlet: OsIpcSender,
+}
+
+/// Running servers by name.
+static SERVERS: LazyLock<Mutex<HashMap<String, Arc<Registered>>>> = LazyLock::new(Default::default);
 static NEXT_SERVER: AtomicU64 = AtomicU64::new(0);
 
-/// A one-shot server registered under a unique name.
-pub(crate) struct OsIpcOneShotServer {
-    name: String,
-    clients: Receiver<OsIpcReceiver>,
+fn servers() -> std::sync::MutexGuard<'static, HashMap<String, Arc<Registered>>> {
+    SERVERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl OsIpcOneShotServer {
-    /// Registers a new server and returns it with its name.
-    pub fn new() -> io::Result<(Self, String)> {
+/// A reserved server name.
+pub(crate) struct OsListener {
+    name: String,
+}
+
+impl OsListener {
+    /// A fresh unique name.
+    pub fn bind_private() -> io::Result<(OsListener, String)> {
         let name =
             format!("crossproc-inprocess-{}-{}", std::process::id(), NEXT_SERVER.fetch_add(1, Ordering::Relaxed));
-        let (sender, clients) = crossbeam_channel::bounded(1);
-        SERVERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(name.clone(), sender);
-        Ok((OsIpcOneShotServer { name: name.clone(), clients }, name))
+        Ok((OsListener { name: name.clone() }, name))
     }
 
-    /// Waits for one client, then for its first message.
-    pub fn accept(self) -> Result<(OsIpcReceiver, OsIpcMessage), RecvError> {
-        let receiver = self.clients.recv().map_err(|_| RecvError::Disconnected)?;
-        drop(self);
-        let message = receiver.recv(RecvMode::Blocking)?;
-        Ok((receiver, message))
+    /// The caller's name; fails while another server runs under it.
+    pub fn bind(path: &Path) -> io::Result<OsListener> {
+        let name = path.to_str().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "name is not UTF-8"))?;
+        if servers().contains_key(name) {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{name} is in use by a live server")));
+        }
+        Ok(OsListener { name: name.to_owned() })
     }
 }
 
-impl Drop for OsIpcOneShotServer {
+/// Registers the server; see the platform contract.
+pub(crate) fn serve(listener: OsListener, admit: Admit) -> io::Result<(OsIpcReceiver, OsServerGuard)> {
+    let (outlet, incoming) = channel()?;
+    let registered = Arc::new(Registered { admit: Mutex::new(admit), outlet });
+    servers().insert(listener.name.clone(), registered);
+    Ok((incoming, OsServerGuard { name: listener.name }))
+}
+
+/// Unregisters a server's name when dropped.
+#[derive(Debug)]
+pub(crate) struct OsServerGuard {
+    name: String,
+}
+
+impl Drop for OsServerGuard {
     fn drop(&mut self) {
-        SERVERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.name);
+        servers().remove(&self.name);
     }
 }
 
-impl fmt::Debug for OsIpcOneShotServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OsIpcOneShotServer({})", self.name)
-    }
+fn connect_to(name: &str) -> io::Result<OsIpcSender> {
+    let server = servers()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no server named {name}")))?;
+    let announcement = (server.admit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))(&current_credentials());
+    let announcement = announcement.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client")
+    })?;
+    let (sender, receiver) = channel()?;
+    server.outlet.send(&announcement, vec![OsIpcChannel::Receiver(receiver)], Vec::new())?;
+    Ok(sender)
 }

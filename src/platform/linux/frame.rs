@@ -87,6 +87,13 @@ impl FrameHeader {
     }
 }
 
+/// The packet a server's acceptor sends a new client that it admitted.
+pub(super) const VERDICT_ADMITTED: [u8; 8] = *b"CXP1-OK\0";
+/// The packet a server's acceptor sends a client that its access policy refused.
+pub(super) const VERDICT_REFUSED: [u8; 8] = *b"CXP1-NO\0";
+/// How long `connect` waits for a server's verdict.
+pub(super) const VERDICT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[cfg(test)]
 mod tests {
     use super::*;

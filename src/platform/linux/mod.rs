@@ -6,7 +6,7 @@
 //! - [`socket`]: channels, sending and receiving one message per packet.
 //! - [`memfd`]: sealed memfd regions, for shared memory and for payloads too large for a packet.
 //! - [`select`]: many receivers behind one epoll descriptor.
-//! - [`server`]: the one-shot server bound in a private directory.
+//! - [`server`]: named servers: the listening socket and the acceptor thread that admits clients.
 //! - [`sys`]: the small helpers every file above uses (EINTR retry, readiness wait).
 
 #![allow(unsafe_code)]
@@ -20,5 +20,5 @@ mod sys;
 
 pub(crate) use memfd::OsIpcSharedMemory;
 pub(crate) use select::OsIpcReceiverSet;
-pub(crate) use server::OsIpcOneShotServer;
+pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};
 pub(crate) use socket::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, OsPayload};

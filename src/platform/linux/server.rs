@@ -1,55 +1,251 @@
-//! The one-shot server: a listening socket in a fresh private directory.
+//! Named servers: a listening socket, and the acceptor thread that admits clients.
 //!
-//! The directory is created with mode 0700 under a random name, so no other user can connect
-//! to the socket or put their own socket in its place; it is removed as soon as a client is
-//! accepted, and when the server is dropped.
+//! Every server — the one-shot kind and the long-lived multi-client kind — works the same way:
+//! an acceptor thread accepts each connection at once, reads the client's credentials from the
+//! kernel (`SO_PEERCRED`), asks the server's admission rule, and answers with a verdict packet
+//! (see [`super::frame`]); [`OsIpcSender::connect`](super::OsIpcSender::connect) waits for that
+//! verdict, so a refused client gets a clear error from `connect` itself. An admitted connection
+//! is handed to the server only once its first message (or its hang-up) is readable, so a client
+//! that connects and stays silent never holds up anyone else.
+//!
+//! Names: a private server lives in a fresh directory with mode 0700 (no other user can connect
+//! or replace the socket); a server bound at a caller's path replaces a stale socket left by a
+//! crashed server, but never a live one or a file that is not a socket. The name is removed when
+//! the server's guard is dropped.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
 
-use rustix::net::{accept_with, bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::{eventfd, EventfdFlags};
+use rustix::io::Errno;
+use rustix::net::{
+    accept_with, bind, connect, listen, send, socket_with, sockopt::socket_peercred, AddressFamily, SendFlags,
+    SocketAddrUnix, SocketFlags, SocketType,
+};
 use tempfile::TempDir;
 
+use super::frame::{VERDICT_ADMITTED, VERDICT_REFUSED};
+use super::socket::channel;
 use super::sys::retry_on_intr;
-use super::OsIpcReceiver;
-use crate::platform::{OsIpcMessage, RecvError, RecvMode};
+use super::{OsIpcReceiver, OsIpcSender};
+use crate::ipc::PeerCredentials;
+use crate::platform::{Admit, OsIpcChannel};
 
-/// A server that accepts one client, receives its first message, and is done.
-pub(crate) struct OsIpcOneShotServer {
-    listener: OwnedFd,
-    dir: TempDir,
+/// Connections admitted but not yet readable, at most; more are refused until some are handed over.
+const MAX_WAITING: usize = 4096;
+const LISTENER: u64 = 0;
+const STOP: u64 = 1;
+const OUTLET: u64 = 2;
+const FIRST_CONNECTION: u64 = 3;
+
+/// How a server's name is removed when it stops.
+enum Name {
+    /// A fresh private directory, removed whole.
+    PrivateDir { _dir: TempDir },
+    /// A socket at a caller's path, removed if it is still ours (same device and inode).
+    Path { path: PathBuf, dev: u64, ino: u64 },
 }
 
-impl OsIpcOneShotServer {
-    /// Binds a new server and returns it with the name a client connects to.
-    pub fn new() -> io::Result<(Self, String)> {
+/// A bound, listening socket and its name.
+pub(crate) struct OsListener {
+    fd: OwnedFd,
+    name: Name,
+}
+
+fn listening_socket() -> io::Result<OwnedFd> {
+    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+    retry_on_intr(|| socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, flags, None))
+}
+
+impl OsListener {
+    /// Listens in a fresh private directory; returns the listener and its name.
+    pub fn bind_private() -> io::Result<(OsListener, String)> {
         let dir = tempfile::Builder::new()
             .prefix("crossproc-")
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?;
         let path = dir.path().join("socket");
         let name = path.to_str().ok_or_else(|| io::Error::other("temporary directory is not UTF-8"))?.to_owned();
-        let listener =
-            retry_on_intr(|| socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))?;
-        bind(&listener, &SocketAddrUnix::new(path.as_path())?)?;
-        listen(&listener, 16)?;
-        Ok((OsIpcOneShotServer { listener, dir }, name))
+        let fd = listening_socket()?;
+        bind(&fd, &SocketAddrUnix::new(path.as_path())?)?;
+        listen(&fd, 128)?;
+        Ok((OsListener { fd, name: Name::PrivateDir { _dir: dir } }, name))
     }
 
-    /// Waits for one client, then for its first message.
-    pub fn accept(self) -> Result<(OsIpcReceiver, OsIpcMessage), RecvError> {
-        let connection = retry_on_intr(|| accept_with(&self.listener, SocketFlags::CLOEXEC))?;
-        drop(self);
-        let receiver = OsIpcReceiver::from_fd(connection);
-        let message = receiver.recv(RecvMode::Blocking)?;
-        Ok((receiver, message))
+    /// Listens at `path`, replacing a stale socket left there by a server that is gone.
+    pub fn bind(path: &Path) -> io::Result<OsListener> {
+        let fd = listening_socket()?;
+        let address = SocketAddrUnix::new(path)?;
+        match bind(&fd, &address) {
+            Ok(()) => {}
+            Err(Errno::ADDRINUSE) if is_stale_socket(path)? => {
+                std::fs::remove_file(path)?;
+                bind(&fd, &address)?;
+            }
+            Err(Errno::ADDRINUSE) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a live server or is not a socket", path.display()),
+                ))
+            }
+            Err(error) => return Err(error.into()),
+        }
+        listen(&fd, 128)?;
+        let metadata = std::fs::metadata(path)?;
+        Ok(OsListener { fd, name: Name::Path { path: path.to_owned(), dev: metadata.dev(), ino: metadata.ino() } })
     }
 }
 
-impl fmt::Debug for OsIpcOneShotServer {
+/// A socket file nobody listens on any more: connecting to it is refused.
+fn is_stale_socket(path: &Path) -> io::Result<bool> {
+    if !std::fs::symlink_metadata(path)?.file_type().is_socket() {
+        return Ok(false);
+    }
+    let probe = retry_on_intr(|| socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))?;
+    Ok(matches!(connect(&probe, &SocketAddrUnix::new(path)?), Err(Errno::CONNREFUSED)))
+}
+
+/// Stops a server's acceptor thread and removes its name when dropped.
+pub(crate) struct OsServerGuard {
+    stop: OwnedFd,
+    name: Option<Name>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for OsServerGuard {
+    fn drop(&mut self) {
+        if let Some(Name::Path { path, dev, ino }) = &self.name {
+            let ours = std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino);
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        self.name = None; // a private directory is removed here
+        let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
+        // Waiting for the thread means its descriptors are closed when the drop returns.
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+impl fmt::Debug for OsServerGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OsIpcOneShotServer({})", self.dir.path().display())
+        f.write_str("OsServerGuard")
+    }
+}
+
+/// The credentials of this process, as the kernel would report them to a peer.
+pub(crate) fn current_credentials() -> PeerCredentials {
+    PeerCredentials {
+        pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+    }
+}
+
+/// Starts the acceptor thread for `listener`. `admit` decides each client from its credentials
+/// and returns the bytes that announce it; every admitted client then arrives on the returned
+/// receiver as one message carrying those bytes and, as its one channel, the client's connection.
+pub(crate) fn serve(listener: OsListener, admit: Admit) -> io::Result<(OsIpcReceiver, OsServerGuard)> {
+    let (outlet, incoming) = channel()?;
+    let stop = retry_on_intr(|| eventfd(0, EventfdFlags::CLOEXEC))?;
+    let epoll = retry_on_intr(|| epoll::create(CreateFlags::CLOEXEC))?;
+    epoll::add(&epoll, &listener.fd, EventData::new_u64(LISTENER), EventFlags::IN)?;
+    epoll::add(&epoll, &stop, EventData::new_u64(STOP), EventFlags::IN)?;
+    // No interest flags: only the hang-up of the incoming side (the server was dropped) wakes us.
+    epoll::add(&epoll, outlet.as_fd(), EventData::new_u64(OUTLET), EventFlags::empty())?;
+    let thread_stop = stop.try_clone()?;
+    let acceptor =
+        Acceptor { listener: listener.fd, epoll, _stop: thread_stop, outlet, admit, waiting: HashMap::new() };
+    let acceptor = thread::Builder::new().name("crossproc-acceptor".into()).spawn(move || acceptor.run())?;
+    Ok((incoming, OsServerGuard { stop, name: Some(listener.name), acceptor: Some(acceptor) }))
+}
+
+struct Acceptor {
+    listener: OwnedFd,
+    epoll: OwnedFd,
+    _stop: OwnedFd,
+    outlet: OsIpcSender,
+    admit: Admit,
+    /// Admitted connections whose first message is not readable yet, with their announcement.
+    waiting: HashMap<u64, (OwnedFd, Vec<u8>)>,
+}
+
+impl Acceptor {
+    fn run(mut self) {
+        let mut next_id = FIRST_CONNECTION;
+        let mut events = [MaybeUninit::<Event>::uninit(); 64];
+        loop {
+            let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], None) {
+                Ok((ready, _)) => ready.iter().map(|event| event.data.u64()).collect(),
+                Err(Errno::INTR) => continue,
+                Err(_) => return,
+            };
+            for id in ready {
+                match id {
+                    STOP | OUTLET => return,
+                    LISTENER => self.accept_all(&mut next_id),
+                    id => {
+                        if !self.hand_over(id) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accepts every queued connection and answers each with a verdict.
+    fn accept_all(&mut self, next_id: &mut u64) {
+        loop {
+            let connection = match accept_with(&self.listener, SocketFlags::CLOEXEC) {
+                Ok(connection) => connection,
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    // Out of descriptors or memory: leave clients in the backlog and retry soon,
+                    // rather than spinning on a listener that stays readable.
+                    thread::sleep(Duration::from_millis(20));
+                    return;
+                }
+                Err(_) => return,
+            };
+            let announcement = match socket_peercred(&connection) {
+                Ok(cred) if self.waiting.len() < MAX_WAITING => {
+                    let credentials = PeerCredentials {
+                        pid: cred.pid.as_raw_nonzero().get() as u32,
+                        uid: cred.uid.as_raw(),
+                        gid: cred.gid.as_raw(),
+                    };
+                    (self.admit)(&credentials)
+                }
+                _ => None,
+            };
+            let verdict = if announcement.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
+            let _ = send(&connection, &verdict, SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+            if let Some(announcement) = announcement {
+                let id = *next_id;
+                *next_id += 1;
+                if epoll::add(&self.epoll, &connection, EventData::new_u64(id), EventFlags::IN).is_ok() {
+                    self.waiting.insert(id, (connection, announcement));
+                }
+            }
+        }
+    }
+
+    /// Hands a connection that became readable to the server; `false` when the server is gone.
+    fn hand_over(&mut self, id: u64) -> bool {
+        let Some((connection, announcement)) = self.waiting.remove(&id) else { return true };
+        let _ = epoll::delete(&self.epoll, &connection);
+        let channels = vec![OsIpcChannel::Receiver(OsIpcReceiver::from_fd(connection))];
+        self.outlet.send(&announcement, channels, Vec::new()).is_ok()
     }
 }

@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 use rustix::cmsg_space;
 use rustix::io::Errno;
 use rustix::net::{
-    connect, recvmsg, sendmsg, socket_with, socketpair, sockopt::socket_type, AddressFamily, RecvAncillaryBuffer,
+    connect, recv, recvmsg, sendmsg, socket_with, socketpair, sockopt::socket_type, AddressFamily, RecvAncillaryBuffer,
     RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
     SocketFlags, SocketType,
 };
 
 use super::frame::{
-    FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED, PAYLOAD_IN_MEMFD,
+    FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED,
+    PAYLOAD_IN_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
 use super::memfd::{sealed_memfd_from, sealed_size, Mapping};
 use super::sys::invalid_data;
@@ -49,7 +50,8 @@ pub(crate) struct OsIpcSender {
 }
 
 impl OsIpcSender {
-    /// Connects to the one-shot server listening at `name` (a socket path).
+    /// Connects to the server listening at `name` (a socket path) and waits for its verdict: a
+    /// client the server's access policy refuses gets `PermissionDenied` here.
     pub fn connect(name: &str) -> io::Result<OsIpcSender> {
         let address = SocketAddrUnix::new(name)?;
         let fd = retry_on_intr(|| socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))?;
@@ -58,7 +60,18 @@ impl OsIpcSender {
             Ok(()) | Err(Errno::INTR) | Err(Errno::ISCONN) => {}
             Err(error) => return Err(error.into()),
         }
-        Ok(OsIpcSender { fd: Arc::new(fd) })
+        if !wait_readable(&fd, VERDICT_TIMEOUT)? {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the server did not answer the connection"));
+        }
+        let mut verdict = [0u8; 8];
+        match retry_on_intr(|| recv(&fd, &mut verdict, RecvFlags::DONTWAIT))? {
+            (_, 8) if verdict == VERDICT_ADMITTED => Ok(OsIpcSender { fd: Arc::new(fd) }),
+            (_, 8) if verdict == VERDICT_REFUSED => {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client"))
+            }
+            (_, 0) => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server closed the connection")),
+            _ => Err(invalid_data("unexpected answer from the server")),
+        }
     }
 
     /// Sends one message, blocking while the socket buffer is full. The message is delivered
