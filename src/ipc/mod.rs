@@ -9,6 +9,7 @@
 //! | [`IpcSharedMemory`] | immutable memory shared by reference |
 //! | [`IpcOneShotServer`] | a named rendezvous for a process that has no channel yet |
 //! | [`IpcServer`], [`AccessPolicy`], [`PeerCredentials`], [`IpcClient`] | a named server for many clients |
+//! | [`IpcCommandExt`], [`inherited_receiver`], [`inherited_sender`] | a child process started with a connected channel |
 //!
 //! Every sender, receiver and shared-memory region is itself serializable: put it anywhere in a
 //! message (a field, a `Vec`, an `Option`, at any depth) and the other side gets a working one.
@@ -20,6 +21,7 @@ mod one_shot;
 mod select;
 mod server;
 mod shmem;
+mod spawn;
 #[cfg(feature = "async")]
 mod stream;
 mod typed;
@@ -30,6 +32,7 @@ pub use one_shot::IpcOneShotServer;
 pub use select::{IpcReceiverSet, IpcSelectionResult};
 pub use server::{AccessPolicy, IpcClient, IpcServer, PeerCredentials};
 pub use shmem::IpcSharedMemory;
+pub use spawn::{inherited_receiver, inherited_sender, IpcCommandExt};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use stream::IpcStream;

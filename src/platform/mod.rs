@@ -15,6 +15,9 @@
 //!   message, which a backend may keep in a mapping instead of the heap.
 //! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`,
 //!   `select(RecvMode) -> io::Result<Vec<OsIpcSelectionResult>>`.
+//! - `spawn_with_inherited(&mut Command, OsIpcChannel) -> io::Result<Child>` and
+//!   `take_inherited() -> io::Result<OsOpaqueIpcChannel>`: a channel end handed to a child
+//!   process without any name, and picked up there (once).
 //! - `current_credentials()`: this process's `PeerCredentials` (pid, effective uid and gid).
 //! - `OsListener`: `bind_private() -> (listener, name)` (a name no other user can take) and
 //!   `bind(path)` (a caller's path; a stale socket from a dead server is replaced).
@@ -39,8 +42,8 @@ mod backend;
 mod backend;
 
 pub(crate) use backend::{
-    channel, current_credentials, serve, OsIpcReceiver, OsIpcReceiverSet, OsIpcSender, OsIpcSharedMemory, OsListener,
-    OsOpaqueIpcChannel, OsPayload, OsServerGuard,
+    channel, current_credentials, serve, spawn_with_inherited, take_inherited, OsIpcReceiver, OsIpcReceiverSet,
+    OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsPayload, OsServerGuard,
 };
 
 use crate::ipc::PeerCredentials;

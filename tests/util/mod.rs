@@ -16,13 +16,17 @@ pub const SERVER_VAR: &str = "CROSSPROC_TEST_SERVER";
 /// Starts this test executable again as a child process that runs only the test named
 /// `entry_test` (which dispatches on [`ROLE_VAR`]), with a one-shot server name to connect to.
 pub fn spawn_child(entry_test: &str, role: &str, server_name: &str) -> Child {
-    Command::new(std::env::current_exe().expect("current test executable"))
+    child_command(entry_test, role).env(SERVER_VAR, server_name).spawn().expect("spawn child test process")
+}
+
+/// The command that re-runs this test executable as a child playing `role`.
+pub fn child_command(entry_test: &str, role: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("current test executable"));
+    command
         .args([entry_test, "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(ROLE_VAR, role)
-        .env(SERVER_VAR, server_name)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn child test process")
+        .stdout(Stdio::null());
+    command
 }
 
 /// The role this process plays, when it was started by [`spawn_child`].

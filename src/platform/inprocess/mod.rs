@@ -338,3 +338,16 @@ fn connect_to(name: &str) -> io::Result<OsIpcSender> {
     server.outlet.send(&announcement, vec![OsIpcChannel::Receiver(receiver)], Vec::new())?;
     Ok(sender)
 }
+
+/// Child processes cannot share in-process channels.
+pub(crate) fn spawn_with_inherited(
+    _command: &mut std::process::Command,
+    _end: OsIpcChannel,
+) -> io::Result<std::process::Child> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "the in-process backend cannot hand channels to child processes"))
+}
+
+/// Child processes cannot share in-process channels.
+pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "the in-process backend cannot inherit channels"))
+}

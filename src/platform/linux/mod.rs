@@ -7,6 +7,7 @@
 //! - [`memfd`]: sealed memfd regions, for shared memory and for payloads too large for a packet.
 //! - [`select`]: many receivers behind one epoll descriptor.
 //! - [`server`]: named servers: the listening socket and the acceptor thread that admits clients.
+//! - [`spawn`]: a channel end inherited by a child process.
 //! - [`sys`]: the small helpers every file above uses (EINTR retry, readiness wait).
 
 #![allow(unsafe_code)]
@@ -16,9 +17,11 @@ mod memfd;
 mod select;
 mod server;
 mod socket;
+mod spawn;
 mod sys;
 
 pub(crate) use memfd::OsIpcSharedMemory;
 pub(crate) use select::OsIpcReceiverSet;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};
 pub(crate) use socket::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, OsPayload};
+pub(crate) use spawn::{spawn_with_inherited, take_inherited};

@@ -335,6 +335,11 @@ impl OsOpaqueIpcChannel {
         }
     }
 
+    /// Adopts the channel end a parent process passed down (already checked by the caller).
+    pub(super) fn from_inherited(fd: OwnedFd) -> Self {
+        OsOpaqueIpcChannel { fd }
+    }
+
     /// This end, used as a sender.
     pub fn into_sender(self) -> OsIpcSender {
         OsIpcSender { fd: Arc::new(self.fd) }
@@ -353,6 +358,14 @@ impl fmt::Debug for OsOpaqueIpcChannel {
 }
 
 impl OsIpcChannel {
+    /// The end's own descriptor (a copy when a sender's socket is shared with clones).
+    pub(super) fn into_fd(self) -> io::Result<OwnedFd> {
+        match self {
+            OsIpcChannel::Sender(sender) => Arc::try_unwrap(sender.fd).or_else(|shared| shared.try_clone()),
+            OsIpcChannel::Receiver(receiver) => Ok(receiver.fd),
+        }
+    }
+
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
             OsIpcChannel::Sender(sender) => sender.fd.as_fd(),

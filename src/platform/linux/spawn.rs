@@ -1,0 +1,79 @@
+//! Handing a channel end to a child process through an inherited descriptor.
+//!
+//! The end is a descriptor that stays close-on-exec in the parent; only in the forked child,
+//! between `fork` and `exec`, is close-on-exec cleared on that one descriptor, so no other
+//! descriptor leaks into the child and no concurrent spawn elsewhere in the parent inherits it.
+//! The child learns the descriptor's number and its inode from an environment variable and
+//! checks both before it adopts it, so a stale variable inherited by a grandchild cannot make
+//! it adopt an unrelated descriptor.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
+use rustix::net::{sockopt::socket_type, SocketType};
+
+use super::socket::OsOpaqueIpcChannel;
+use crate::platform::OsIpcChannel;
+
+/// The environment variable that tells a child which descriptor is its channel: `FD:INODE`.
+const INHERITED_VAR: &str = "CROSSPROC_INHERITED_CHANNEL";
+
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Spawns `command` with `end` inherited by the child, then closes the parent's copy of `end`.
+pub(crate) fn spawn_with_inherited(command: &mut Command, end: OsIpcChannel) -> io::Result<Child> {
+    let end = end.into_fd()?;
+    let inode = rustix::fs::fstat(&end)?.st_ino;
+    let raw: RawFd = end.as_raw_fd();
+    command.env(INHERITED_VAR, format!("{raw}:{inode}"));
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // work is allowed: it makes one `fcntl` system call on a descriptor number (no allocation,
+    // no locks). `end` is open in the parent until `spawn` returns, so the number is valid.
+    unsafe {
+        command.pre_exec(move || {
+            // SAFETY: `raw` is open in this (forked) process, as explained above.
+            let fd = BorrowedFd::borrow_raw(raw);
+            fcntl_setfd(fd, FdFlags::empty()).map_err(io::Error::from)
+        });
+    }
+    let child = command.spawn();
+    drop(end);
+    child
+}
+
+/// Adopts the channel end this process inherited from [`spawn_with_inherited`]. Only the first
+/// call succeeds.
+pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
+    let not_found = || io::Error::new(io::ErrorKind::NotFound, "this process did not inherit a crossproc channel");
+    let value = std::env::var(INHERITED_VAR).map_err(|_| not_found())?;
+    let (raw, inode) = value.split_once(':').ok_or_else(not_found)?;
+    let raw: RawFd = raw.parse().map_err(|_| not_found())?;
+    let inode: u64 = inode.parse().map_err(|_| not_found())?;
+    if raw < 0 || TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(not_found());
+    }
+    // Check the descriptor before owning it: open, a SOCK_SEQPACKET socket, the same inode.
+    let matches = {
+        // SAFETY: `fcntl(F_GETFD)` on an arbitrary number is harmless; it fails with EBADF when
+        // the number is not open, and only then do we stop.
+        let probe = fcntl_getfd(unsafe { BorrowedFd::borrow_raw(raw) });
+        probe.is_ok() && {
+            // SAFETY: `raw` is open (checked just above) and we only read its metadata.
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            socket_type(fd) == Ok(SocketType::SEQPACKET) && rustix::fs::fstat(fd).is_ok_and(|stat| stat.st_ino == inode)
+        }
+    };
+    if !matches {
+        TAKEN.store(false, Ordering::SeqCst);
+        return Err(not_found());
+    }
+    // SAFETY: the descriptor is open, is the socket our parent passed (same inode), and nothing
+    // else in this process owns it: `TAKEN` guarantees this adoption happens once.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    fcntl_setfd(fd.as_fd(), FdFlags::CLOEXEC)?;
+    Ok(OsOpaqueIpcChannel::from_inherited(fd))
+}
