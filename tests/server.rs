@@ -176,7 +176,7 @@ fn a_stale_socket_from_a_killed_server_does_not_block_a_new_one() {
             std::thread::sleep(Duration::from_millis(5));
         }
         // While it lives, the path is taken.
-        let error = IpcServer::<u8>::bind(&path).err().expect("bound over a live server");
+        let error = IpcServer::<u8>::bind(&path).expect_err("bound over a live server");
         assert_eq!(error.kind(), ErrorKind::AddrInUse);
         crashed.kill().unwrap();
         crashed.wait().unwrap();
