@@ -1,132 +1,236 @@
-//! crossproc end to end: a parent process starts real child processes (this same executable,
-//! re-run with an environment variable), hands each a channel through a one-shot server, and
-//! exchanges typed values, channels inside messages, shared memory and large messages with them.
+//! crossproc end to end: a small real service, in real processes.
+//!
+//! A supervisor spawns worker processes, each with a channel already connected (no name to
+//! race for), streams jobs to them and gathers results — one of them large, through shared
+//! memory. Midway it kills one worker with SIGKILL, notices (the worker's result channel
+//! closes), and hands that worker's unfinished jobs to the others. Then several client processes
+//! talk to one named `IpcServer` at once, each identified by the kernel's credentials.
 //!
 //! Run: `cargo run --release --example demo`
 
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossproc::ipc::{self, IpcBytesSender, IpcOneShotServer, IpcReceiverSet, IpcSender, IpcSharedMemory};
+use crossproc::ipc::{
+    self, inherited_receiver, IpcClient, IpcCommandExt, IpcReceiverSet, IpcSelectionResult, IpcSender, IpcServer,
+    IpcSharedMemory,
+};
 use serde::{Deserialize, Serialize};
 
-const CHILD_VAR: &str = "CROSSPROC_DEMO_SERVER";
+const ROLE_VAR: &str = "CROSSPROC_DEMO_ROLE";
+const SERVER_VAR: &str = "CROSSPROC_DEMO_SERVER";
+const WORKERS: usize = 3;
+const JOBS: u64 = 60;
+const CLIENTS: usize = 4;
+const BIG_JOB: u64 = 7;
+const BIG_RESULT: usize = 64 << 20;
 
-/// Work the parent hands a child.
+/// What the supervisor sends a worker.
 #[derive(Serialize, Deserialize)]
-enum Job {
-    /// Reply with the number plus one on the given channel (a channel inside a message).
-    Ping(u64, IpcSender<u64>),
-    /// Sum every byte of a shared region (no copy of its contents travels).
-    Checksum(IpcSharedMemory, IpcSender<u64>),
-    /// Send `len` bytes back as one message.
-    Blob(usize, IpcBytesSender),
-    /// Say hello on the shared event channel, then exit.
-    Finish(IpcSender<String>),
+enum ToWorker {
+    /// Where to send results (a channel inside a message).
+    Start(IpcSender<JobResult>),
+    /// Sum the primes below `limit`.
+    Job { id: u64, limit: u64 },
+}
+
+/// What a worker sends back.
+#[derive(Serialize, Deserialize)]
+struct JobResult {
+    id: u64,
+    value: u64,
+    /// Big jobs also return a large buffer, shared instead of copied.
+    blob: Option<IpcSharedMemory>,
+}
+
+/// What a client sends the service.
+#[derive(Serialize, Deserialize)]
+struct Query {
+    question: String,
+    reply: IpcSender<String>,
 }
 
 fn main() {
-    match std::env::var(CHILD_VAR) {
-        Ok(server_name) => child(server_name),
-        Err(_) => parent(),
+    match std::env::var(ROLE_VAR).as_deref() {
+        Ok("worker") => worker(),
+        Ok("client") => client(std::env::var(SERVER_VAR).expect("server name")),
+        _ => supervisor(),
     }
 }
 
-fn child(server_name: String) {
-    let (jobs_tx, jobs_rx) = ipc::channel::<Job>().expect("channel");
-    IpcSender::<IpcSender<Job>>::connect(server_name).expect("connect").send(jobs_tx).expect("send");
-    while let Ok(job) = jobs_rx.recv() {
-        match job {
-            Job::Ping(n, reply) => reply.send(n + 1).expect("reply"),
-            Job::Checksum(region, reply) => reply.send(region.iter().map(|&b| u64::from(b)).sum()).expect("reply"),
-            Job::Blob(len, reply) => reply.send(&vec![0x5A; len]).expect("reply"),
-            Job::Finish(events) => {
-                events.send(format!("child {} done", std::process::id())).expect("event");
-                return;
-            }
+fn worker() {
+    let jobs = inherited_receiver::<ToWorker>().expect("inherited channel");
+    let Ok(ToWorker::Start(results)) = jobs.recv() else { return };
+    while let Ok(ToWorker::Job { id, limit }) = jobs.recv() {
+        let value = (2..limit).filter(|&n| (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)).sum();
+        let blob = (id == BIG_JOB).then(|| IpcSharedMemory::from_byte((id % 251) as u8, BIG_RESULT));
+        if results.send(JobResult { id, value, blob }).is_err() {
+            return;
         }
     }
 }
 
-fn spawn_child() -> (IpcSender<Job>, Child) {
-    let (server, name) = IpcOneShotServer::<IpcSender<Job>>::new().expect("server");
-    let child = Command::new(std::env::current_exe().expect("exe")).env(CHILD_VAR, &name).spawn().expect("spawn");
-    let (_rx, jobs) = server.accept().expect("accept");
-    (jobs, child)
-}
-
-fn per_op(elapsed: Duration, ops: u32) -> String {
-    format!("{:.2} µs", elapsed.as_secs_f64() * 1e6 / f64::from(ops))
-}
-
-fn gb_per_s(bytes: usize, elapsed: Duration) -> String {
-    format!("{:.2} GB/s", bytes as f64 / elapsed.as_secs_f64() / 1e9)
-}
-
-fn parent() {
-    println!("crossproc demo: parent pid {}", std::process::id());
-    let started = Instant::now();
-    let (jobs_a, mut child_a) = spawn_child();
-    let (jobs_b, mut child_b) = spawn_child();
-    println!("started 2 child processes ({}, {}) in {:?}", child_a.id(), child_b.id(), started.elapsed());
-
-    // 1. Typed round trips; the reply channel travels inside every request.
-    let (reply_tx, reply_rx) = ipc::channel::<u64>().expect("channel");
-    let rounds = 20_000;
+fn client(server_name: String) {
+    let service = IpcSender::<Query>::connect(server_name).expect("connect");
+    let (reply, answers) = ipc::channel().expect("channel");
     let start = Instant::now();
-    for n in 0..rounds {
-        jobs_a.send(Job::Ping(u64::from(n), reply_tx.clone())).expect("send");
-        assert_eq!(reply_rx.recv().expect("reply"), u64::from(n) + 1);
+    for i in 0..1000 {
+        service.send(Query { question: format!("ping {i}"), reply: reply.clone() }).expect("send");
+        assert_eq!(answers.recv().expect("answer"), format!("pong {i}"));
     }
-    let ping = start.elapsed();
+    let per_round_trip = start.elapsed() / 1000;
+    service.send(Query { question: format!("done in {per_round_trip:?} per round trip"), reply }).expect("send");
+}
 
-    // 2. Shared memory: 64 MiB seen by the child without copying it through a socket.
-    let size = 64 << 20;
-    let region = IpcSharedMemory::from_byte(3, size);
-    let start = Instant::now();
-    jobs_b.send(Job::Checksum(region, reply_tx.clone())).expect("send");
-    let sum = reply_rx.recv().expect("sum");
-    let checksum = start.elapsed();
-    assert_eq!(sum, 3 * size as u64);
+struct Worker {
+    child: Child,
+    jobs: IpcSender<ToWorker>,
+    outstanding: Vec<(u64, u64)>,
+    done: usize,
+    killed: bool,
+}
 
-    // 3. A 64 MiB message back from the child, through a byte channel sent to it.
-    let (blob_tx, blob_rx) = ipc::bytes_channel().expect("channel");
-    let start = Instant::now();
-    jobs_a.send(Job::Blob(size, blob_tx)).expect("send");
-    let blob = blob_rx.recv().expect("blob");
-    let blob_time = start.elapsed();
-    assert!(blob.len() == size && blob.iter().all(|&b| b == 0x5A));
+fn spawn_worker() -> (Child, IpcSender<ToWorker>) {
+    Command::new(std::env::current_exe().expect("exe"))
+        .env(ROLE_VAR, "worker")
+        .spawn_with_channel::<ToWorker>()
+        .expect("spawn worker")
+}
 
-    // 4. Both children report on one channel; the parent waits with a receiver set.
-    let (events_tx, events_rx) = ipc::channel::<String>().expect("channel");
+fn supervisor() {
+    let started = Instant::now();
+    println!("crossproc demo: supervisor pid {}", std::process::id());
+
+    // 1. Workers, each with a connected channel and its own result channel.
     let mut set = IpcReceiverSet::new().expect("set");
-    let events_id = set.add(events_rx).expect("add");
-    jobs_a.send(Job::Finish(events_tx.clone())).expect("send");
-    jobs_b.send(Job::Finish(events_tx)).expect("send");
-    let mut finished = Vec::new();
-    'wait: loop {
+    let mut workers: BTreeMap<u64, Worker> = BTreeMap::new();
+    for _ in 0..WORKERS {
+        let (child, jobs) = spawn_worker();
+        let (results_tx, results_rx) = ipc::channel::<JobResult>().expect("channel");
+        jobs.send(ToWorker::Start(results_tx)).expect("start");
+        let id = set.add(results_rx).expect("add");
+        workers.insert(id, Worker { child, jobs, outstanding: Vec::new(), done: 0, killed: false });
+    }
+    println!("spawned {WORKERS} workers with inherited channels in {:?}", started.elapsed());
+
+    // 2. Stream jobs round-robin; kill one worker once a third of the results are in.
+    let ids: Vec<u64> = workers.keys().copied().collect();
+    for job in 0..JOBS {
+        let worker = workers.get_mut(&ids[job as usize % ids.len()]).expect("worker");
+        let limit = 20_000 + job * 500;
+        worker.jobs.send(ToWorker::Job { id: job, limit }).expect("send job");
+        worker.outstanding.push((job, limit));
+    }
+    let victim = ids[1];
+    let mut results: HashMap<u64, u64> = HashMap::new();
+    let (mut reassigned, mut big_result) = (0, None);
+    let streaming = Instant::now();
+    while results.len() < JOBS as usize {
         for event in set.select().expect("select") {
             match event {
-                ipc::IpcSelectionResult::MessageReceived(id, message) => {
-                    assert_eq!(id, events_id);
-                    finished.push(message.to::<String>().expect("decode"));
+                IpcSelectionResult::MessageReceived(id, message) => {
+                    let result = message.to::<JobResult>().expect("decode");
+                    let worker = workers.get_mut(&id).expect("worker");
+                    worker.outstanding.retain(|&(job, _)| job != result.id);
+                    worker.done += 1;
+                    if let Some(blob) = result.blob {
+                        let start = Instant::now();
+                        let expected = (result.id % 251) as u8;
+                        assert!(blob.len() == BIG_RESULT && blob.iter().all(|&b| b == expected));
+                        big_result = Some(start.elapsed());
+                    }
+                    results.insert(result.id, result.value);
+                    if results.len() == JOBS as usize / 3 && !workers[&victim].killed {
+                        let worker = workers.get_mut(&victim).expect("victim");
+                        worker.child.kill().expect("kill"); // SIGKILL, mid-run
+                        worker.killed = true;
+                        println!(
+                            "killed worker pid {} with {} jobs outstanding",
+                            worker.child.id(),
+                            worker.outstanding.len()
+                        );
+                    }
                 }
-                ipc::IpcSelectionResult::ChannelClosed(_) => break 'wait,
+                IpcSelectionResult::ChannelClosed(id) => {
+                    let orphaned = std::mem::take(&mut workers.get_mut(&id).expect("worker").outstanding);
+                    println!("noticed worker {id} is gone; reassigning {} jobs", orphaned.len());
+                    let alive: Vec<u64> = workers.iter().filter(|(_, w)| !w.killed).map(|(&id, _)| id).collect();
+                    for (n, (job, limit)) in orphaned.into_iter().enumerate() {
+                        let worker = workers.get_mut(&alive[n % alive.len()]).expect("worker");
+                        worker.jobs.send(ToWorker::Job { id: job, limit }).expect("resend");
+                        worker.outstanding.push((job, limit));
+                        reassigned += 1;
+                    }
+                }
             }
         }
     }
-    child_a.wait().expect("wait");
-    child_b.wait().expect("wait");
+    let streaming = streaming.elapsed();
+    for worker in workers.values_mut() {
+        drop(std::mem::replace(&mut worker.jobs, ipc::channel().expect("channel").0));
+        worker.child.wait().expect("wait");
+    }
+
+    // 3. A named service and several client processes at once.
+    let (server, name) = IpcServer::<Query>::new().expect("server");
+    let mut clients: Vec<Child> = (0..CLIENTS)
+        .map(|_| {
+            Command::new(std::env::current_exe().expect("exe"))
+                .env(ROLE_VAR, "client")
+                .env(SERVER_VAR, &name)
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let client_pids: Vec<u32> = clients.iter().map(Child::id).collect();
+    let mut set = IpcReceiverSet::new().expect("set");
+    let server_id = set.add_server(server).expect("add server");
+    let mut who: HashMap<u64, u32> = HashMap::new();
+    let mut reports = Vec::new();
+    let mut served = 0u64;
+    while reports.len() < CLIENTS {
+        for event in set.select().expect("select") {
+            match event {
+                IpcSelectionResult::MessageReceived(id, message) if id == server_id => {
+                    let client = message.to::<IpcClient<Query>>().expect("client");
+                    assert!(client_pids.contains(&client.credentials.pid));
+                    who.insert(set.add(client.receiver).expect("add"), client.credentials.pid);
+                }
+                IpcSelectionResult::MessageReceived(id, message) => {
+                    let query = message.to::<Query>().expect("query");
+                    if let Some(n) = query.question.strip_prefix("ping ") {
+                        query.reply.send(format!("pong {n}")).expect("reply");
+                        served += 1;
+                    } else {
+                        reports.push((who[&id], query.question));
+                    }
+                }
+                IpcSelectionResult::ChannelClosed(_) => {}
+            }
+        }
+    }
+    for client in &mut clients {
+        client.wait().expect("wait");
+    }
 
     println!();
     println!("| what | result |");
     println!("|---|---|");
+    for (id, worker) in &workers {
+        let state = if worker.killed { "killed mid-run" } else { "finished" };
+        println!("| worker {id} (pid {}) | {} jobs done, {state} |", worker.child.id(), worker.done);
+    }
     println!(
-        "| typed round trip with a channel in each request ({rounds}×) | {} per round trip |",
-        per_op(ping, rounds)
+        "| jobs | {} of {JOBS} complete, {reassigned} reassigned after the kill, in {streaming:?} |",
+        results.len()
     );
-    println!("| 64 MiB shared memory, summed by the child | {checksum:?} ({}) |", gb_per_s(size, checksum));
-    println!("| 64 MiB message from the child | {blob_time:?} ({}) |", gb_per_s(size, blob_time));
-    println!("| children finished (reported through a receiver set) | {} |", finished.join(", "));
+    if let Some(check) = big_result {
+        println!("| {} MiB result through shared memory | read and verified in {check:?} |", BIG_RESULT >> 20);
+    }
+    for (pid, report) in &reports {
+        println!("| client pid {pid} (from SO_PEERCRED) | 1000 queries, {report} |");
+    }
+    println!("| service | {served} queries from {CLIENTS} concurrent client processes |");
     println!("\nall checks passed in {:?}", started.elapsed());
 }
