@@ -1,0 +1,145 @@
+//! crossproc side by side with `ipc-channel` 0.21 and with the bare system-call floor, in one
+//! run, between two real processes. Every scenario is the same code for both libraries
+//! (`scenarios.rs`, compiled once per library).
+//!
+//! `cargo bench --bench comparison` runs everything; `scripts/bench-report.py` turns the results
+//! into `docs/benchmarks/report.md` and an SVG chart. With `CROSSPROC_BENCH_PEAK=1` the binary
+//! instead prints the peak memory of sender and receiver moving one 256 MiB message.
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+
+const CHILD_VAR: &str = "CROSSPROC_BENCH_CHILD";
+const SERVER_VAR: &str = "CROSSPROC_BENCH_SERVER";
+const PEAK_VAR: &str = "CROSSPROC_BENCH_PEAK";
+
+mod with_crossproc {
+    use crossproc as lib;
+    include!("scenarios.rs");
+}
+
+mod with_ipc_channel {
+    use ipc_channel as lib;
+    include!("scenarios.rs");
+}
+
+mod floor;
+
+/// This process's peak resident set size in bytes (`VmHWM`).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn small_messages(c: &mut Criterion) {
+    let crossproc = with_crossproc::spawn_peer("crossproc");
+    let ipc_channel = with_ipc_channel::spawn_peer("ipc-channel");
+    let floor = floor::Peer::spawn();
+    let data = vec![7u8; 64];
+
+    let mut group = c.benchmark_group("round_trip_64B");
+    group.bench_function("crossproc", |b| b.iter(|| with_crossproc::round_trip(&crossproc, &data)));
+    group.bench_function("ipc-channel", |b| b.iter(|| with_ipc_channel::round_trip(&ipc_channel, &data)));
+    group.bench_function("syscall-floor", |b| b.iter(|| floor.round_trip(&data)));
+    group.finish();
+
+    let mut group = c.benchmark_group("stream_64B");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("crossproc", |b| b.iter_custom(|n| with_crossproc::stream(&crossproc, &data, n)));
+    group.bench_function("ipc-channel", |b| b.iter_custom(|n| with_ipc_channel::stream(&ipc_channel, &data, n)));
+    group.bench_function("syscall-floor", |b| b.iter_custom(|n| floor.stream(&data, n)));
+    group.finish();
+
+    let mut group = c.benchmark_group("pass_sender");
+    group.bench_function("crossproc", |b| b.iter(|| with_crossproc::pass_sender(&crossproc)));
+    group.bench_function("ipc-channel", |b| b.iter(|| with_ipc_channel::pass_sender(&ipc_channel)));
+    group.finish();
+}
+
+fn sizes(c: &mut Criterion) {
+    let crossproc = with_crossproc::spawn_peer("crossproc");
+    let ipc_channel = with_ipc_channel::spawn_peer("ipc-channel");
+
+    let mut group = c.benchmark_group("round_trip");
+    for size in [64usize, 4 << 10, 64 << 10, 256 << 10] {
+        let data = vec![7u8; size];
+        group.throughput(Throughput::Bytes(2 * size as u64));
+        group.bench_with_input(BenchmarkId::new("crossproc", size), &data, |b, data| {
+            b.iter(|| with_crossproc::round_trip(&crossproc, data))
+        });
+        group.bench_with_input(BenchmarkId::new("ipc-channel", size), &data, |b, data| {
+            b.iter(|| with_ipc_channel::round_trip(&ipc_channel, data))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("one_way_bytes");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    for size in [64usize << 10, 1 << 20, 16 << 20, 64 << 20] {
+        let data = vec![7u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("crossproc", size), &data, |b, data| {
+            b.iter(|| with_crossproc::one_way_bytes(&crossproc, data))
+        });
+        group.bench_with_input(BenchmarkId::new("ipc-channel", size), &data, |b, data| {
+            b.iter(|| with_ipc_channel::one_way_bytes(&ipc_channel, data))
+        });
+        group.bench_with_input(BenchmarkId::new("memcpy-floor", size), &data, |b, data| {
+            b.iter(|| std::hint::black_box(data.to_vec()))
+        });
+    }
+    group.finish();
+}
+
+fn select(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select_one_ready");
+    for size in [10usize, 1000] {
+        let (mut set, senders) = with_crossproc::receiver_set(size);
+        let mut round = 0;
+        group.bench_function(BenchmarkId::new("crossproc", size), |b| {
+            b.iter(|| {
+                round += 1;
+                with_crossproc::select_one(&mut set, &senders, round)
+            })
+        });
+        let (mut set, senders) = with_ipc_channel::receiver_set(size);
+        group.bench_function(BenchmarkId::new("ipc-channel", size), |b| {
+            b.iter(|| {
+                round += 1;
+                with_ipc_channel::select_one(&mut set, &senders, round)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    if let Ok(library) = std::env::var(CHILD_VAR) {
+        let server = std::env::var(SERVER_VAR).unwrap_or_default();
+        match library.as_str() {
+            "crossproc" => with_crossproc::child_main(server),
+            "ipc-channel" => with_ipc_channel::child_main(server),
+            _ => floor::child_main(server),
+        }
+        return;
+    }
+    if let Ok(library) = std::env::var(PEAK_VAR) {
+        let size = 256 << 20;
+        let (sender, receiver) = match library.as_str() {
+            "ipc-channel" => with_ipc_channel::peak_memory("ipc-channel", size),
+            _ => with_crossproc::peak_memory("crossproc", size),
+        };
+        println!("{library} peak_sender={sender} peak_receiver={receiver} message={size}");
+        return;
+    }
+    let mut criterion = Criterion::default().configure_from_args();
+    small_messages(&mut criterion);
+    sizes(&mut criterion);
+    select(&mut criterion);
+    criterion.final_summary();
+}
