@@ -67,10 +67,34 @@ impl<T: 'static> Drop for Scope<T> {
     }
 }
 
+/// A postcard output that appends to a caller's vector, so encoding buffers can be reused.
+/// (postcard's own `to_extend` goes through `Extend` one byte at a time, which is slower.)
+struct AppendVec(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendVec {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
 /// Encodes `value` onto the end of `buffer` and returns the handles found inside it.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, buffer: Vec<u8>) -> Result<(Vec<u8>, Outgoing), SerDeError> {
     let scope = Scope::enter(&OUTGOING, Outgoing::default());
-    let bytes = postcard::to_extend(value, buffer)?;
+    let bytes = postcard::serialize_with_flavor(value, AppendVec(buffer))?;
     Ok((bytes, scope.finish().unwrap_or_default()))
 }
 

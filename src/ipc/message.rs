@@ -39,6 +39,7 @@ impl IpcMessage {
     where
         T: for<'de> Deserialize<'de> + Serialize,
     {
+        self.data.prefault();
         handles::decode(&self.data, self.channels, self.shared_memory)
     }
 }

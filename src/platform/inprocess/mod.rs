@@ -130,9 +130,12 @@ pub(crate) struct OsPayload(Vec<u8>);
 
 impl OsPayload {
     /// The bytes as an owned vector.
-    pub fn into_vec(self) -> Vec<u8> {
-        self.0
+    pub fn into_vec(self) -> io::Result<Vec<u8>> {
+        Ok(self.0)
     }
+
+    /// Nothing to prepare: the bytes are on the heap.
+    pub fn prefault(&self) {}
 }
 
 impl From<Vec<u8>> for OsPayload {

@@ -23,8 +23,10 @@ use super::sys::invalid_data;
 
 /// Bytes in a packet before the payload.
 pub(super) const HEADER_LEN: usize = 24;
-/// Largest payload carried inside the packet; larger payloads travel in a sealed memfd.
-pub(super) const INLINE_MAX: usize = 64 * 1024;
+/// Largest payload carried inside the packet; larger payloads travel in a sealed memfd. A
+/// packet must fit the socket's send buffer (Linux's default `wmem_default` is 212,992 bytes,
+/// less 32); a sender whose buffer is smaller falls back to a memfd (`EMSGSIZE`).
+pub(super) const INLINE_MAX: usize = 200 * 1024;
 /// Descriptors sent per packet (the kernel accepts at most 253, `SCM_MAX_FD`).
 pub(super) const MAX_FDS_PER_PACKET: usize = 250;
 /// Descriptors accepted per packet: the kernel's own limit, so a peer cannot truncate us.

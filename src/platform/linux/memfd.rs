@@ -14,7 +14,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
-use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+use rustix::mm::{madvise, mmap, munmap, Advice, MapFlags, ProtFlags};
 
 use super::sys::invalid_data;
 use super::sys::retry_on_intr;
@@ -91,13 +91,13 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps the first `len` bytes of a sealed memfd read-only. `populate` prefaults the pages,
-    /// which is cheaper than faulting them one by one when the caller will read them all.
-    pub(super) fn map(fd: BorrowedFd<'_>, len: usize, populate: bool) -> io::Result<Mapping> {
+    /// Maps the first `len` bytes of a sealed memfd read-only; pages fault in when first read
+    /// (see [`prefault`](Self::prefault)).
+    pub(super) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
         if len == 0 {
             return Ok(Mapping { ptr: NonNull::dangling(), len: 0 });
         }
-        let flags = if populate { MapFlags::SHARED | MapFlags::POPULATE } else { MapFlags::SHARED };
+        let flags = MapFlags::SHARED;
         // SAFETY: we ask the kernel for a fresh mapping (null hint, no MAP_FIXED), so no existing
         // memory is affected; the file is sealed (checked by every caller through
         // `sealed_size`) so it cannot shrink under the mapping and raise SIGBUS.
@@ -105,6 +105,32 @@ impl Mapping {
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len })
     }
+}
+
+impl Mapping {
+    /// Faults every page in at once, which is cheaper than one fault per page when the caller
+    /// is about to read them all. Best effort: without it, pages fault in on first touch.
+    pub(super) fn prefault(&self) {
+        if self.len != 0 {
+            // SAFETY: the range is exactly our live mapping; MADV_POPULATE_READ only reads pages
+            // in and never changes the mapping or its contents.
+            let _ = unsafe { madvise(self.ptr.as_ptr().cast(), self.len, Advice::LinuxPopulateRead) };
+        }
+    }
+}
+
+/// Reads `len` bytes from the start of `fd` into a new vector (the kernel copies; no mapping).
+pub(super) fn read_to_vec(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let read = retry_on_intr(|| rustix::io::pread(fd, &mut bytes[done..], done as u64))?;
+        if read == 0 {
+            return Err(invalid_data("payload memfd shorter than its length"));
+        }
+        done += read;
+    }
+    Ok(bytes)
 }
 
 impl Deref for Mapping {
@@ -160,7 +186,7 @@ impl OsIpcSharedMemory {
     /// Adopts a descriptor received from a peer, refusing anything that is not a sealed memfd.
     pub(super) fn from_sealed(fd: OwnedFd) -> io::Result<Self> {
         let len = sealed_size(fd.as_fd())?;
-        let map = Mapping::map(fd.as_fd(), len, false)?;
+        let map = Mapping::map(fd.as_fd(), len)?;
         Ok(OsIpcSharedMemory { region: Arc::new(Region { fd, map }) })
     }
 }

@@ -27,7 +27,7 @@ use super::frame::{
     FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED,
     PAYLOAD_IN_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
-use super::memfd::{sealed_memfd_from, sealed_size, Mapping};
+use super::memfd::{read_to_vec, sealed_memfd_from, sealed_size, Mapping};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wire_count};
 use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, RecvMode};
@@ -91,25 +91,29 @@ impl OsIpcSender {
         let handles: Vec<BorrowedFd<'_>> =
             channels.iter().map(OsIpcChannel::as_fd).chain(shared_memory.iter().map(AsFd::as_fd)).collect();
 
-        // Descriptors that exist only for this message, closed once it is sent.
-        let mut carriers: Vec<OwnedFd> = Vec::new();
-        let mut inline = data;
-        if data.len() > INLINE_MAX {
-            carriers.push(sealed_memfd_from(data)?);
-            header.flags |= PAYLOAD_IN_MEMFD;
-            inline = &[];
-        }
-        let side_socket = handles.len() > MAX_FDS_PER_PACKET - 2;
-        if side_socket {
-            carriers.push(send_on_side_socket(&handles)?);
+        let side_socket = if handles.len() > MAX_FDS_PER_PACKET - 2 {
             header.flags |= HANDLES_ON_SIDE_SOCKET;
+            Some(send_on_side_socket(&handles)?)
+        } else {
+            None
+        };
+        let fds = match &side_socket {
+            Some(side) => vec![side.as_fd()],
+            None => handles,
+        };
+        if data.len() <= INLINE_MAX {
+            let frame = header.encode();
+            let iov = [IoSlice::new(&frame), IoSlice::new(data)];
+            match send_packet(self.fd.as_fd(), &iov, &fds, SendFlags::empty()) {
+                // This socket's send buffer is smaller than the packet: use a memfd instead.
+                Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) => {}
+                result => return result,
+            }
         }
-        let mut fds: Vec<BorrowedFd<'_>> = carriers.iter().map(AsFd::as_fd).collect();
-        if !side_socket {
-            fds.extend_from_slice(&handles);
-        }
-        let header = header.encode();
-        send_packet(self.fd.as_fd(), &[IoSlice::new(&header), IoSlice::new(inline)], &fds, SendFlags::empty())
+        let memfd = sealed_memfd_from(data)?;
+        header.flags |= PAYLOAD_IN_MEMFD;
+        let fds: Vec<BorrowedFd<'_>> = std::iter::once(memfd.as_fd()).chain(fds).collect();
+        send_packet(self.fd.as_fd(), &[IoSlice::new(&header.encode())], &fds, SendFlags::empty())
     }
 }
 
@@ -274,7 +278,8 @@ fn decode_message(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> 
         if sealed_size(memfd.as_fd())? < len {
             return Err(invalid_data("payload memfd smaller than the header says"));
         }
-        OsPayload::Mapped(Mapping::map(memfd.as_fd(), len, true)?)
+        let map = Mapping::map(memfd.as_fd(), len)?;
+        OsPayload::Mapped { map, memfd }
     } else {
         if inline.len() as u64 != header.payload_len {
             return Err(invalid_data("payload length does not match the packet"));
@@ -379,15 +384,23 @@ impl OsIpcChannel {
 #[derive(Debug)]
 pub(crate) enum OsPayload {
     Heap(Vec<u8>),
-    Mapped(Mapping),
+    Mapped { map: Mapping, memfd: OwnedFd },
 }
 
 impl OsPayload {
-    /// The bytes as an owned vector (a copy only when they are mapped).
-    pub fn into_vec(self) -> Vec<u8> {
+    /// The bytes as an owned vector. Mapped bytes are read from the memfd by the kernel, which
+    /// is cheaper than faulting the mapping in and copying from it.
+    pub fn into_vec(self) -> io::Result<Vec<u8>> {
         match self {
-            OsPayload::Heap(bytes) => bytes,
-            OsPayload::Mapped(mapping) => mapping.to_vec(),
+            OsPayload::Heap(bytes) => Ok(bytes),
+            OsPayload::Mapped { map, memfd } => read_to_vec(memfd.as_fd(), map.len()),
+        }
+    }
+
+    /// Prepares the bytes to be read in full (faults a mapping in at once).
+    pub fn prefault(&self) {
+        if let OsPayload::Mapped { map, .. } = self {
+            map.prefault();
         }
     }
 }
@@ -404,7 +417,7 @@ impl Deref for OsPayload {
     fn deref(&self) -> &[u8] {
         match self {
             OsPayload::Heap(bytes) => bytes,
-            OsPayload::Mapped(mapping) => mapping,
+            OsPayload::Mapped { map, .. } => map,
         }
     }
 }
