@@ -147,6 +147,135 @@ impl From<io::Error> for TrySelectError {
     }
 }
 
+/// The error of [`IpcSender::try_send`](crate::ipc::IpcSender::try_send) and
+/// [`IpcBytesSender::try_send`](crate::ipc::IpcBytesSender::try_send). Every variant gives the
+/// value back; nothing of it was sent.
+pub enum TrySendError<T> {
+    /// The channel's buffer is full: the receiver is not keeping up.
+    Full(T),
+    /// The receiver is gone.
+    Disconnected(T),
+    /// Encoding or the operating system failed.
+    Failed(T, IpcError),
+}
+
+/// The error of [`IpcSender::send_timeout`](crate::ipc::IpcSender::send_timeout) and
+/// [`IpcBytesSender::send_timeout`](crate::ipc::IpcBytesSender::send_timeout). Every variant gives
+/// the value back; nothing of it was sent.
+pub enum SendTimeoutError<T> {
+    /// The channel's buffer stayed full for the whole timeout.
+    Timeout(T),
+    /// The receiver is gone.
+    Disconnected(T),
+    /// Encoding or the operating system failed.
+    Failed(T, IpcError),
+}
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(value) | TrySendError::Disconnected(value) | TrySendError::Failed(value, _) => value,
+        }
+    }
+
+    /// Whether the channel was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(_))
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, TrySendError::Disconnected(_))
+    }
+}
+
+impl<T> SendTimeoutError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendTimeoutError::Timeout(value)
+            | SendTimeoutError::Disconnected(value)
+            | SendTimeoutError::Failed(value, _) => value,
+        }
+    }
+
+    /// Whether the timeout ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SendTimeoutError::Timeout(_))
+    }
+
+    /// Whether the receiver is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, SendTimeoutError::Disconnected(_))
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            TrySendError::Failed(_, error) => write!(f, "Failed(.., {error:?})"),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendTimeoutError::Timeout(_) => f.write_str("Timeout(..)"),
+            SendTimeoutError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            SendTimeoutError::Failed(_, error) => write!(f, "Failed(.., {error:?})"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("sending on a full channel"),
+            TrySendError::Disconnected(_) => f.write_str("sending on a disconnected channel"),
+            TrySendError::Failed(_, error) => write!(f, "send failed: {error}"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendTimeoutError::Timeout(_) => f.write_str("timed out waiting on a full channel"),
+            SendTimeoutError::Disconnected(_) => f.write_str("sending on a disconnected channel"),
+            SendTimeoutError::Failed(_, error) => write!(f, "send failed: {error}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {}
+impl<T> std::error::Error for SendTimeoutError<T> {}
+
+impl<T> TrySendError<T> {
+    /// Sorts the outcome of a non-blocking send.
+    pub(crate) fn from_send(value: T, error: IpcError) -> Self {
+        match error {
+            IpcError::Io(io) if io.kind() == io::ErrorKind::WouldBlock => TrySendError::Full(value),
+            IpcError::Disconnected => TrySendError::Disconnected(value),
+            error => TrySendError::Failed(value, error),
+        }
+    }
+}
+
+impl<T> SendTimeoutError<T> {
+    /// Sorts the outcome of a timed send.
+    pub(crate) fn from_send(value: T, error: IpcError) -> Self {
+        match error {
+            IpcError::Io(io) if io.kind() == io::ErrorKind::TimedOut => SendTimeoutError::Timeout(value),
+            IpcError::Disconnected => SendTimeoutError::Disconnected(value),
+            error => SendTimeoutError::Failed(value, error),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +295,15 @@ mod tests {
         assert_eq!(TryRecvError::Empty.to_string(), "channel empty");
         assert!(TrySelectError::from(io::Error::other("x")).source().is_some());
         assert!(TrySelectError::Empty.source().is_none());
+        let full = TrySendError::from_send(5, IpcError::Io(io::ErrorKind::WouldBlock.into()));
+        assert!(full.is_full() && format!("{full:?}") == "Full(..)" && full.to_string().contains("full"));
+        assert_eq!(full.into_inner(), 5);
+        let gone = TrySendError::from_send(6, IpcError::Disconnected);
+        assert!(gone.is_disconnected());
+        let timeout = SendTimeoutError::from_send(7, IpcError::Io(io::ErrorKind::TimedOut.into()));
+        assert!(timeout.is_timeout() && timeout.to_string().contains("timed out"));
+        let failed = SendTimeoutError::from_send(8, IpcError::Io(io::Error::other("x")));
+        assert!(matches!(failed, SendTimeoutError::Failed(8, _)));
+        assert!(SendTimeoutError::from_send(9, IpcError::Disconnected).is_disconnected());
     }
 }

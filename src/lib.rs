@@ -33,4 +33,4 @@ pub mod ipc;
 mod platform;
 pub mod router;
 
-pub use error::{IpcError, SerDeError, TryRecvError, TrySelectError};
+pub use error::{IpcError, SendTimeoutError, SerDeError, TryRecvError, TrySelectError, TrySendError};

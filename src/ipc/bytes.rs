@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::{ipc_error, try_recv_error, ReceiverEnd, SenderEnd};
-use crate::error::{IpcError, TryRecvError};
-use crate::platform::{self, OsIpcMessage, RecvError, RecvMode};
+use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
+use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::platform::{self, OsIpcMessage, RecvError, Wait};
 
 /// Creates a byte channel: the sending end and the receiving end.
 ///
@@ -34,10 +34,39 @@ pub struct IpcBytesSender {
 }
 
 impl IpcBytesSender {
-    /// Sends `data` as one message, blocking while the channel's kernel buffer is full.
-    /// A receiver that is gone gives `io::ErrorKind::BrokenPipe`.
+    /// Sends `data` as one message, blocking while the channel's kernel buffer is full (see
+    /// [`IpcSender`](super::IpcSender#when-send-blocks)). A receiver that is gone gives
+    /// `io::ErrorKind::BrokenPipe`.
     pub fn send(&self, data: &[u8]) -> Result<(), io::Error> {
-        self.end.0.send(data, Vec::new(), Vec::new())
+        self.end.0.send(data, Vec::new(), Vec::new(), Wait::Blocking)
+    }
+
+    /// Sends `data` if the channel's buffer has room now; [`TrySendError::Full`] otherwise.
+    ///
+    /// ```
+    /// let (tx, _rx) = crossproc::ipc::bytes_channel().unwrap();
+    /// assert!(tx.try_send(b"fits").is_ok());
+    /// ```
+    pub fn try_send(&self, data: &[u8]) -> Result<(), TrySendError<()>> {
+        let result = self.end.0.send(data, Vec::new(), Vec::new(), Wait::NonBlocking);
+        result.map_err(|error| TrySendError::from_send((), send_error(error)))
+    }
+
+    /// Sends `data`, waiting at most `timeout` for room; [`SendTimeoutError::Timeout`] otherwise.
+    pub fn send_timeout(&self, data: &[u8], timeout: Duration) -> Result<(), SendTimeoutError<()>> {
+        let result = self.end.0.send(data, Vec::new(), Vec::new(), Wait::Timeout(timeout));
+        result.map_err(|error| SendTimeoutError::from_send((), send_error(error)))
+    }
+
+    /// Sets the size of the channel's kernel buffer; see
+    /// [`IpcSender::set_buffer_size`](super::IpcSender::set_buffer_size).
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.end.0.set_buffer_size(bytes)
+    }
+
+    /// The size of the channel's kernel buffer, in bytes.
+    pub fn buffer_size(&self) -> io::Result<usize> {
+        self.end.0.buffer_size()
     }
 }
 
@@ -58,12 +87,12 @@ pub struct IpcBytesReceiver {
 impl IpcBytesReceiver {
     /// Waits for the next message. [`IpcError::Disconnected`] means every sender is gone.
     pub fn recv(&self) -> Result<Vec<u8>, IpcError> {
-        self.end.recv(RecvMode::Blocking).and_then(into_bytes).map_err(ipc_error)
+        self.end.recv(Wait::Blocking).and_then(into_bytes).map_err(ipc_error)
     }
 
     /// Takes the next message if one is queued; [`TryRecvError::Empty`] otherwise.
     pub fn try_recv(&self) -> Result<Vec<u8>, TryRecvError> {
-        self.end.recv(RecvMode::NonBlocking).and_then(into_bytes).map_err(try_recv_error)
+        self.end.recv(Wait::NonBlocking).and_then(into_bytes).map_err(try_recv_error)
     }
 
     /// Waits at most `duration` for the next message; [`TryRecvError::Empty`] if none came.
@@ -73,7 +102,7 @@ impl IpcBytesReceiver {
     /// assert!(rx.try_recv_timeout(std::time::Duration::from_millis(5)).is_err());
     /// ```
     pub fn try_recv_timeout(&self, duration: Duration) -> Result<Vec<u8>, TryRecvError> {
-        self.end.recv(RecvMode::Timeout(duration)).and_then(into_bytes).map_err(try_recv_error)
+        self.end.recv(Wait::Timeout(duration)).and_then(into_bytes).map_err(try_recv_error)
     }
 }
 

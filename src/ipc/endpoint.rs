@@ -12,7 +12,7 @@ use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{IpcError, TryRecvError};
 use crate::handles;
-use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, RecvMode};
+use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
 
 /// The sending end shared by typed, bytes and opaque senders.
 #[derive(Clone, Debug)]
@@ -43,7 +43,7 @@ impl ReceiverEnd {
     }
 
     /// Receives one raw message, waiting as `mode` allows.
-    pub fn recv(&self, mode: RecvMode) -> Result<OsIpcMessage, RecvError> {
+    pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
         match self.0.borrow().as_ref() {
             Some(receiver) => receiver.recv(mode),
             None => Err(RecvError::Io(moved_error())),

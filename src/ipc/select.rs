@@ -10,7 +10,7 @@ use super::message::{IpcMessage, OpaqueIpcReceiver};
 use super::server::IpcServer;
 use super::typed::IpcReceiver;
 use crate::error::TrySelectError;
-use crate::platform::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, RecvMode};
+use crate::platform::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
 
 /// A set of receivers waited on together: receivers move into the set, and each
 /// [`select`](IpcReceiverSet::select) reports what arrived on any of them. Waiting costs the
@@ -95,7 +95,7 @@ impl IpcReceiverSet {
     /// Waits until at least one receiver has a message or closed, and reports every such event.
     /// A closed channel is reported once, then leaves the set.
     pub fn select(&mut self) -> Result<Vec<IpcSelectionResult>, io::Error> {
-        let results = self.os.select(RecvMode::Blocking)?;
+        let results = self.os.select(Wait::Blocking)?;
         Ok(self.report(results))
     }
 
@@ -108,15 +108,15 @@ impl IpcReceiverSet {
     /// assert!(matches!(set.try_select(), Err(crossproc::TrySelectError::Empty)));
     /// ```
     pub fn try_select(&mut self) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
-        self.select_with(RecvMode::NonBlocking)
+        self.select_with(Wait::NonBlocking)
     }
 
     /// Waits at most `duration`; [`TrySelectError::Empty`] if nothing happened.
     pub fn try_select_timeout(&mut self, duration: Duration) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
-        self.select_with(RecvMode::Timeout(duration))
+        self.select_with(Wait::Timeout(duration))
     }
 
-    fn select_with(&mut self, mode: RecvMode) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
+    fn select_with(&mut self, mode: Wait) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
         let results = self.os.select(mode)?;
         if results.is_empty() {
             return Err(TrySelectError::Empty);

@@ -10,9 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
 use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
-use crate::error::{IpcError, TryRecvError};
+use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::handles;
-use crate::platform::{self, OsIpcSender, RecvMode};
+use crate::platform::{self, OsIpcSender, Wait};
 
 /// Creates a channel for values of type `T`: the sending end and the receiving end.
 ///
@@ -37,7 +37,14 @@ where
 
 /// The sending end of a typed channel. Clone it for more producers, in this process or any other.
 ///
-/// `send` blocks while the channel's kernel buffer is full (the receiver is not keeping up).
+/// # When `send` blocks
+/// A message waits in the channel's kernel buffer until the receiver takes it. `send` blocks
+/// while that buffer has no room for the message (the receiver is not keeping up), and returns as
+/// soon as it has; it never waits for the receiver to *process* the message. On Linux the buffer
+/// holds about 208 KiB by default (each small message costs about 1 KiB of it, so a few hundred
+/// messages); payloads over 200 KiB travel in a memfd and cost only their small header.
+/// [`try_send`](Self::try_send) and [`send_timeout`](Self::send_timeout) never block (longer than
+/// asked), and [`set_buffer_size`](Self::set_buffer_size) sizes the buffer.
 ///
 /// ```
 /// let (tx, rx) = crossproc::ipc::channel::<u64>().unwrap();
@@ -93,14 +100,67 @@ where
     /// assert!(matches!(tx.send(vec![]), Err(crossproc::IpcError::Disconnected)));
     /// ```
     pub fn send(&self, data: T) -> Result<(), IpcError> {
+        self.send_with(&data, Wait::Blocking)
+    }
+
+    /// Sends a value if the channel's buffer has room now; otherwise gives it back in
+    /// [`TrySendError::Full`]. A message is sent whole or not at all.
+    ///
+    /// ```
+    /// use crossproc::TrySendError;
+    /// let (tx, rx) = crossproc::ipc::channel::<Vec<u8>>().unwrap();
+    /// let mut sent = 0;
+    /// while tx.try_send(vec![0; 1000]).is_ok() {
+    ///     sent += 1; // the receiver is not reading: the buffer fills up
+    /// }
+    /// for _ in 0..sent {
+    ///     rx.recv().unwrap();
+    /// }
+    /// assert!(tx.try_send(vec![1]).is_ok()); // room again
+    /// ```
+    pub fn try_send(&self, data: T) -> Result<(), TrySendError<T>> {
+        self.send_with(&data, Wait::NonBlocking).map_err(|error| TrySendError::from_send(data, error))
+    }
+
+    /// Sends a value, waiting at most `timeout` for room in the channel's buffer; otherwise
+    /// gives it back in [`SendTimeoutError::Timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = crossproc::ipc::channel::<u8>().unwrap();
+    /// tx.send_timeout(1, Duration::from_millis(10)).unwrap();
+    /// ```
+    pub fn send_timeout(&self, data: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.send_with(&data, Wait::Timeout(timeout)).map_err(|error| SendTimeoutError::from_send(data, error))
+    }
+
+    fn send_with(&self, data: &T, wait: Wait) -> Result<(), IpcError> {
         let mut buffer = SEND_BUFFER.with(Cell::take);
         buffer.clear();
-        let (bytes, handles) = handles::encode(&data, buffer)?;
-        let result = self.end.0.send(&bytes, handles.channels, handles.shared_memory);
+        let (bytes, handles) = handles::encode(data, buffer)?;
+        let result = self.end.0.send(&bytes, handles.channels, handles.shared_memory, wait);
         if bytes.capacity() <= KEPT_BUFFER_CAPACITY {
             SEND_BUFFER.with(|cell| cell.set(bytes));
         }
         result.map_err(send_error)
+    }
+
+    /// Sets the size of the channel's kernel buffer, which decides how much may be in flight
+    /// before `send` blocks (Linux rounds it and caps it at `net.core.wmem_max`). It applies to
+    /// every sender of the channel, in every process.
+    ///
+    /// ```
+    /// let (tx, _rx) = crossproc::ipc::channel::<u8>().unwrap();
+    /// tx.set_buffer_size(64 * 1024).unwrap();
+    /// assert!(tx.buffer_size().unwrap() >= 64 * 1024);
+    /// ```
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.end.0.set_buffer_size(bytes)
+    }
+
+    /// The size of the channel's kernel buffer, in bytes.
+    pub fn buffer_size(&self) -> io::Result<usize> {
+        self.end.0.buffer_size()
     }
 
     /// This sender without its type, for code that handles many channel types.
@@ -154,7 +214,7 @@ where
     /// Waits for the next value. [`IpcError::Disconnected`] means every sender is gone and
     /// every value sent was already received.
     pub fn recv(&self) -> Result<T, IpcError> {
-        let message = self.end.recv(RecvMode::Blocking).map_err(ipc_error)?;
+        let message = self.end.recv(Wait::Blocking).map_err(ipc_error)?;
         Ok(IpcMessage::from(message).to()?)
     }
 
@@ -168,7 +228,7 @@ where
     /// assert_eq!(rx.try_recv().unwrap(), 5);
     /// ```
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.recv_with(RecvMode::NonBlocking)
+        self.recv_with(Wait::NonBlocking)
     }
 
     /// Waits at most `duration` for the next value; [`TryRecvError::Empty`] if none came.
@@ -180,10 +240,10 @@ where
     /// assert!(matches!(result, Err(crossproc::TryRecvError::Empty)));
     /// ```
     pub fn try_recv_timeout(&self, duration: Duration) -> Result<T, TryRecvError> {
-        self.recv_with(RecvMode::Timeout(duration))
+        self.recv_with(Wait::Timeout(duration))
     }
 
-    fn recv_with(&self, mode: RecvMode) -> Result<T, TryRecvError> {
+    fn recv_with(&self, mode: Wait) -> Result<T, TryRecvError> {
         let message = self.end.recv(mode).map_err(try_recv_error)?;
         IpcMessage::from(message).to().map_err(|error| TryRecvError::IpcError(error.into()))
     }

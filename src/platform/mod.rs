@@ -4,9 +4,11 @@
 //! these items (the contract), re-exported from here:
 //!
 //! - `channel() -> io::Result<(OsIpcSender, OsIpcReceiver)>`: a new connected channel.
-//! - `OsIpcSender` (`Clone + Send + Sync`): `send(&self, data, channels, shared_memory)` sends one
-//!   message atomically (whole or not at all); `connect(name)` connects to a one-shot server.
-//! - `OsIpcReceiver` (`Send`): `recv(&self, RecvMode) -> Result<OsIpcMessage, RecvError>`.
+//! - `OsIpcSender` (`Clone + Send + Sync`): `send(&self, data, channels, shared_memory, Wait)`
+//!   sends one message atomically (whole or not at all), waiting for buffer room as `Wait` allows
+//!   (`WouldBlock` / `TimedOut` when it may not); `connect(name)` connects to a server;
+//!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer.
+//! - `OsIpcReceiver` (`Send`): `recv(&self, Wait) -> Result<OsIpcMessage, RecvError>`.
 //! - `OsOpaqueIpcChannel`: a received channel end, not yet known to be a sender or a receiver
 //!   (`into_sender`, `into_receiver`).
 //! - `OsIpcSharedMemory` (`Clone + Send + Sync`, `Deref<Target = [u8]>`): an immutable region that
@@ -14,7 +16,7 @@
 //! - `OsPayload` (`Deref<Target = [u8]>`, `From<Vec<u8>>`, `into_vec`): the bytes of a received
 //!   message, which a backend may keep in a mapping instead of the heap.
 //! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`,
-//!   `select(RecvMode) -> io::Result<Vec<OsIpcSelectionResult>>`.
+//!   `select(Wait) -> io::Result<Vec<OsIpcSelectionResult>>`.
 //! - `spawn_with_inherited(&mut Command, OsIpcChannel) -> io::Result<Child>` and
 //!   `take_inherited() -> io::Result<OsOpaqueIpcChannel>`: a channel end handed to a child
 //!   process without any name, and picked up there (once).
@@ -27,7 +29,7 @@
 //!   whose one channel is the client's connection, once its first message is readable. Dropping
 //!   the guard stops admitting clients and removes the name.
 //!
-//! The shared vocabulary (`OsIpcChannel`, `OsIpcMessage`, `RecvMode`, `RecvError`,
+//! The shared vocabulary (`OsIpcChannel`, `OsIpcMessage`, `Wait`, `RecvError`,
 //! `OsIpcSelectionResult`) is defined here, once, for every backend.
 
 use std::io;
@@ -75,12 +77,14 @@ impl OsIpcMessage {
     }
 }
 
-/// How long a receive may wait.
+/// How long a send or receive may wait.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum RecvMode {
-    /// Wait until a message arrives or every sender is gone.
+pub(crate) enum Wait {
+    /// Receive: wait until a message arrives or every sender is gone. Send: wait until the
+    /// channel's buffer has room.
     Blocking,
-    /// Return [`RecvError::Empty`] at once when nothing is queued.
+    /// Receive: return [`RecvError::Empty`] at once when nothing is queued. Send: fail with
+    /// `io::ErrorKind::WouldBlock` at once when the buffer is full.
     NonBlocking,
     /// Wait at most this long.
     Timeout(Duration),

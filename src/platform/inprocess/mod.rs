@@ -17,7 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::ipc::PeerCredentials;
-use crate::platform::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, RecvMode};
+use crate::platform::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, Wait};
 
 /// A message as it sits in a queue.
 struct Envelope {
@@ -54,15 +54,27 @@ impl OsIpcSender {
         connect_to(name)
     }
 
-    /// Queues one message; fails with `BrokenPipe` when the receiver is gone.
+    /// Queues one message; fails with `BrokenPipe` when the receiver is gone. In-process
+    /// channels are unbounded, so a send never waits.
     pub fn send(
         &self,
         data: &[u8],
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
+        _wait: Wait,
     ) -> io::Result<()> {
         let envelope = Envelope { data: data.to_vec(), channels, shared_memory };
         self.sender.send(envelope).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+
+    /// In-process channels are unbounded: there is no buffer to size.
+    pub fn set_buffer_size(&self, _bytes: usize) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// In-process channels are unbounded.
+    pub fn buffer_size(&self) -> io::Result<usize> {
+        Ok(usize::MAX)
     }
 }
 
@@ -79,15 +91,15 @@ pub(crate) struct OsIpcReceiver {
 
 impl OsIpcReceiver {
     /// Receives the next message, waiting as `mode` allows.
-    pub fn recv(&self, mode: RecvMode) -> Result<OsIpcMessage, RecvError> {
+    pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
         use crossbeam_channel::{RecvTimeoutError, TryRecvError};
         let envelope = match mode {
-            RecvMode::Blocking => self.receiver.recv().map_err(|_| RecvError::Disconnected)?,
-            RecvMode::NonBlocking => self.receiver.try_recv().map_err(|error| match error {
+            Wait::Blocking => self.receiver.recv().map_err(|_| RecvError::Disconnected)?,
+            Wait::NonBlocking => self.receiver.try_recv().map_err(|error| match error {
                 TryRecvError::Empty => RecvError::Empty,
                 TryRecvError::Disconnected => RecvError::Disconnected,
             })?,
-            RecvMode::Timeout(duration) => self.receiver.recv_timeout(duration).map_err(|error| match error {
+            Wait::Timeout(duration) => self.receiver.recv_timeout(duration).map_err(|error| match error {
                 RecvTimeoutError::Timeout => RecvError::Empty,
                 RecvTimeoutError::Disconnected => RecvError::Disconnected,
             })?,
@@ -208,14 +220,14 @@ impl OsIpcReceiverSet {
     }
 
     /// Waits as `mode` allows, then reports every queued message and closed channel.
-    pub fn select(&mut self, mode: RecvMode) -> io::Result<Vec<OsIpcSelectionResult>> {
+    pub fn select(&mut self, mode: Wait) -> io::Result<Vec<OsIpcSelectionResult>> {
         let deadline = match mode {
-            RecvMode::Timeout(duration) => Instant::now().checked_add(duration),
+            Wait::Timeout(duration) => Instant::now().checked_add(duration),
             _ => None,
         };
         loop {
             let results = self.drain();
-            if !results.is_empty() || matches!(mode, RecvMode::NonBlocking) {
+            if !results.is_empty() || matches!(mode, Wait::NonBlocking) {
                 return Ok(results);
             }
             let mut select = Select::new();
@@ -223,13 +235,13 @@ impl OsIpcReceiverSet {
                 select.recv(&receiver.receiver);
             }
             match (mode, deadline) {
-                (RecvMode::Blocking, _) if self.receivers.is_empty() => {
+                (Wait::Blocking, _) if self.receivers.is_empty() => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "select on an empty set would wait forever",
                     ))
                 }
-                (RecvMode::Blocking | RecvMode::NonBlocking, _) | (RecvMode::Timeout(_), None) => {
+                (Wait::Blocking | Wait::NonBlocking, _) | (Wait::Timeout(_), None) => {
                     select.ready();
                 }
                 (_, Some(deadline)) => {
@@ -246,7 +258,7 @@ impl OsIpcReceiverSet {
         let mut closed = Vec::new();
         for (id, receiver) in &self.receivers {
             loop {
-                match receiver.recv(RecvMode::NonBlocking) {
+                match receiver.recv(Wait::NonBlocking) {
                     Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(*id, message)),
                     Err(RecvError::Empty) => break,
                     Err(_) => {
@@ -338,7 +350,7 @@ fn connect_to(name: &str) -> io::Result<OsIpcSender> {
         io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client")
     })?;
     let (sender, receiver) = channel()?;
-    server.outlet.send(&announcement, vec![OsIpcChannel::Receiver(receiver)], Vec::new())?;
+    server.outlet.send(&announcement, vec![OsIpcChannel::Receiver(receiver)], Vec::new(), Wait::Blocking)?;
     Ok(sender)
 }
 

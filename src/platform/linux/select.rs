@@ -12,7 +12,7 @@ use rustix::io::Errno;
 
 use super::sys::{retry_on_intr, timespec};
 use super::OsIpcReceiver;
-use crate::platform::{OsIpcSelectionResult, RecvError, RecvMode};
+use crate::platform::{OsIpcSelectionResult, RecvError, Wait};
 
 /// Events fetched from the kernel per wait.
 const EVENTS_PER_WAIT: usize = 256;
@@ -55,11 +55,11 @@ impl OsIpcReceiverSet {
     /// Waits as `mode` allows, then reports messages and closed channels. A channel that
     /// disconnected is reported once and leaves the set. A malformed message is dropped (its
     /// descriptors closed) and its channel keeps being served.
-    pub fn select(&mut self, mode: RecvMode) -> io::Result<Vec<OsIpcSelectionResult>> {
+    pub fn select(&mut self, mode: Wait) -> io::Result<Vec<OsIpcSelectionResult>> {
         let timeout = match mode {
-            RecvMode::Blocking => None,
-            RecvMode::NonBlocking => Some(timespec(Default::default())),
-            RecvMode::Timeout(duration) => Some(timespec(duration)),
+            Wait::Blocking => None,
+            Wait::NonBlocking => Some(timespec(Default::default())),
+            Wait::Timeout(duration) => Some(timespec(duration)),
         };
         let mut results = Vec::new();
         let mut events = [MaybeUninit::<Event>::uninit(); EVENTS_PER_WAIT];
@@ -82,7 +82,7 @@ impl OsIpcReceiverSet {
     fn drain(&mut self, id: u64, results: &mut Vec<OsIpcSelectionResult>) {
         let Some(receiver) = self.receivers.get(&id) else { return };
         for _ in 0..MESSAGES_PER_RECEIVER {
-            match receiver.recv(RecvMode::NonBlocking) {
+            match receiver.recv(Wait::NonBlocking) {
                 Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(id, message)),
                 Err(RecvError::Empty) => return,
                 Err(RecvError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => continue,

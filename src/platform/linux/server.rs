@@ -37,7 +37,7 @@ use super::socket::channel;
 use super::sys::retry_on_intr;
 use super::{OsIpcReceiver, OsIpcSender};
 use crate::ipc::PeerCredentials;
-use crate::platform::{Admit, OsIpcChannel};
+use crate::platform::{Admit, OsIpcChannel, Wait};
 
 /// Connections admitted but not yet readable, at most; more are refused until some are handed over.
 const MAX_WAITING: usize = 4096;
@@ -246,6 +246,6 @@ impl Acceptor {
         let Some((connection, announcement)) = self.waiting.remove(&id) else { return true };
         let _ = epoll::delete(&self.epoll, &connection);
         let channels = vec![OsIpcChannel::Receiver(OsIpcReceiver::from_fd(connection))];
-        self.outlet.send(&announcement, channels, Vec::new()).is_ok()
+        self.outlet.send(&announcement, channels, Vec::new(), Wait::Blocking).is_ok()
     }
 }

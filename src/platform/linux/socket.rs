@@ -29,8 +29,8 @@ use super::frame::{
 };
 use super::memfd::{read_to_vec, sealed_memfd_from, sealed_size, Mapping};
 use super::sys::invalid_data;
-use super::sys::{retry_on_intr, wait_readable, wire_count};
-use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, RecvMode};
+use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
+use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, Wait};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
 pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -74,13 +74,14 @@ impl OsIpcSender {
         }
     }
 
-    /// Sends one message, blocking while the socket buffer is full. The message is delivered
-    /// whole or not at all.
+    /// Sends one message, waiting for room in the socket buffer as `wait` allows. The message is
+    /// delivered whole or not at all.
     pub fn send(
         &self,
         data: &[u8],
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
     ) -> io::Result<()> {
         let mut header = FrameHeader {
             flags: 0,
@@ -104,7 +105,7 @@ impl OsIpcSender {
         if data.len() <= INLINE_MAX {
             let frame = header.encode();
             let iov = [IoSlice::new(&frame), IoSlice::new(data)];
-            match send_packet(self.fd.as_fd(), &iov, &fds, SendFlags::empty()) {
+            match self.send_waiting(&iov, &fds, wait) {
                 // This socket's send buffer is smaller than the packet: use a memfd instead.
                 Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) => {}
                 result => return result,
@@ -113,7 +114,41 @@ impl OsIpcSender {
         let memfd = sealed_memfd_from(data)?;
         header.flags |= PAYLOAD_IN_MEMFD;
         let fds: Vec<BorrowedFd<'_>> = std::iter::once(memfd.as_fd()).chain(fds).collect();
-        send_packet(self.fd.as_fd(), &[IoSlice::new(&header.encode())], &fds, SendFlags::empty())
+        self.send_waiting(&[IoSlice::new(&header.encode())], &fds, wait)
+    }
+
+    /// Sends one packet, waiting for buffer room as `wait` allows.
+    fn send_waiting(&self, iov: &[IoSlice<'_>], fds: &[BorrowedFd<'_>], wait: Wait) -> io::Result<()> {
+        let deadline = match wait {
+            Wait::Blocking => return send_packet(self.fd.as_fd(), iov, fds, SendFlags::empty()),
+            Wait::NonBlocking => return send_packet(self.fd.as_fd(), iov, fds, SendFlags::DONTWAIT),
+            Wait::Timeout(timeout) => Instant::now().checked_add(timeout),
+        };
+        loop {
+            match send_packet(self.fd.as_fd(), iov, fds, SendFlags::DONTWAIT) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+            let left = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"));
+            }
+            // Writable means some room; a large packet may need more, so never spin on it.
+            if wait_writable(&self.fd, left)? {
+                std::thread::sleep(left.min(Duration::from_micros(200)));
+            }
+        }
+    }
+
+    /// Sets the size of the channel's kernel send buffer (the kernel may round it, and caps it
+    /// at `net.core.wmem_max`). Affects every sender of this channel.
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        Ok(rustix::net::sockopt::set_socket_send_buffer_size(&*self.fd, bytes)?)
+    }
+
+    /// The size of the channel's kernel send buffer, in bytes.
+    pub fn buffer_size(&self) -> io::Result<usize> {
+        Ok(rustix::net::sockopt::socket_send_buffer_size(&*self.fd)?)
     }
 }
 
@@ -178,9 +213,9 @@ thread_local! {
 
 impl OsIpcReceiver {
     /// Receives the next message, waiting as `mode` allows.
-    pub fn recv(&self, mode: RecvMode) -> Result<OsIpcMessage, RecvError> {
+    pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
         let deadline = match mode {
-            RecvMode::Timeout(timeout) => Some(Instant::now().checked_add(timeout)),
+            Wait::Timeout(timeout) => Some(Instant::now().checked_add(timeout)),
             _ => None,
         };
         loop {
@@ -192,7 +227,7 @@ impl OsIpcReceiver {
                 }
             }
             let flags = match mode {
-                RecvMode::Blocking => RecvFlags::empty(),
+                Wait::Blocking => RecvFlags::empty(),
                 _ => RecvFlags::DONTWAIT,
             };
             match self.recv_once(flags) {

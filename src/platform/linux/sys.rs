@@ -28,13 +28,22 @@ pub(super) fn timespec(duration: Duration) -> Timespec {
 /// Waits until `fd` is readable (or hung up), for at most `timeout`.
 /// Returns `false` when the time ran out first. `EINTR` restarts the wait with the time left.
 pub(super) fn wait_readable(fd: impl AsFd, timeout: Duration) -> io::Result<bool> {
+    wait_for(fd, PollFlags::IN, timeout)
+}
+
+/// Waits until `fd` is writable (or hung up), for at most `timeout`; `false` when the time ran out.
+pub(super) fn wait_writable(fd: impl AsFd, timeout: Duration) -> io::Result<bool> {
+    wait_for(fd, PollFlags::OUT, timeout)
+}
+
+fn wait_for(fd: impl AsFd, events: PollFlags, timeout: Duration) -> io::Result<bool> {
     let deadline = Instant::now().checked_add(timeout);
     loop {
         let left = match deadline {
             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
             None => timeout,
         };
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let mut fds = [PollFd::new(&fd, events)];
         match poll(&mut fds, Some(&timespec(left))) {
             Ok(0) => return Ok(false),
             Ok(_) => return Ok(true),
