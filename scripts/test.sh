@@ -3,4 +3,4 @@
 # processes, doc tests) with every feature that applies on Linux.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --features async "$@"
+cargo test --features "async tokio" "$@"

@@ -32,5 +32,8 @@ mod handles;
 pub mod ipc;
 mod platform;
 pub mod router;
+#[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 pub use error::{IpcError, SendTimeoutError, SerDeError, TryRecvError, TrySelectError, TrySendError};

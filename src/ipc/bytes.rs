@@ -34,6 +34,12 @@ pub struct IpcBytesSender {
 }
 
 impl IpcBytesSender {
+    /// The platform sender (for the tokio wrappers).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn os(&self) -> &crate::platform::OsIpcSender {
+        &self.end.0
+    }
+
     /// Sends `data` as one message, blocking while the channel's kernel buffer is full (see
     /// [`IpcSender`](super::IpcSender#when-send-blocks)). A receiver that is gone gives
     /// `io::ErrorKind::BrokenPipe`.
@@ -85,6 +91,12 @@ pub struct IpcBytesReceiver {
 }
 
 impl IpcBytesReceiver {
+    /// The platform receiver (for the tokio wrappers).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn into_os(self) -> io::Result<crate::platform::OsIpcReceiver> {
+        self.end.into_inner()
+    }
+
     /// Waits for the next message. [`IpcError::Disconnected`] means every sender is gone.
     pub fn recv(&self) -> Result<Vec<u8>, IpcError> {
         self.end.recv(Wait::Blocking).and_then(into_bytes).map_err(ipc_error)

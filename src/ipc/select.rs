@@ -133,6 +133,12 @@ impl IpcReceiverSet {
         results.into_iter().map(IpcSelectionResult::from).collect()
     }
 
+    /// The descriptor that is readable whenever a member is ready (for the tokio wrapper).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn os_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.os.as_fd()
+    }
+
     /// Closes and forgets the receiver with this id (used by the router for one-shot routes).
     pub(crate) fn remove(&mut self, id: u64) {
         self.os.remove(id);

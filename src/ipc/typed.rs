@@ -134,6 +134,12 @@ where
         self.send_with(&data, Wait::Timeout(timeout)).map_err(|error| SendTimeoutError::from_send(data, error))
     }
 
+    /// `try_send` by reference (for the tokio sender, which retries with the same value).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_send_ref(&self, data: &T) -> Result<(), TrySendError<()>> {
+        self.send_with(data, Wait::NonBlocking).map_err(|error| TrySendError::from_send((), error))
+    }
+
     fn send_with(&self, data: &T, wait: Wait) -> Result<(), IpcError> {
         let mut buffer = SEND_BUFFER.with(Cell::take);
         buffer.clear();

@@ -48,6 +48,9 @@ pub(crate) use backend::{
     OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsPayload, OsServerGuard,
 };
 
+#[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
+pub(crate) use backend::register;
+
 use crate::ipc::PeerCredentials;
 
 /// A server's admission rule: given a client's credentials, the bytes that announce the client

@@ -7,6 +7,7 @@
 //! - [`memfd`]: sealed memfd regions, for shared memory and for payloads too large for a packet.
 //! - [`select`]: many receivers behind one epoll descriptor.
 //! - [`server`]: named servers: the listening socket and the acceptor thread that admits clients.
+//! - `reactor` (feature `tokio`): registering a descriptor with tokio's reactor.
 //! - [`spawn`]: a channel end inherited by a child process.
 //! - [`sys`]: the small helpers every file above uses (EINTR retry, readiness wait).
 
@@ -14,6 +15,8 @@
 
 mod frame;
 mod memfd;
+#[cfg(feature = "tokio")]
+mod reactor;
 mod select;
 mod server;
 mod socket;
@@ -21,6 +24,8 @@ mod spawn;
 mod sys;
 
 pub(crate) use memfd::OsIpcSharedMemory;
+#[cfg(feature = "tokio")]
+pub(crate) use reactor::register;
 pub(crate) use select::OsIpcReceiverSet;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};
 pub(crate) use socket::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, OsPayload};

@@ -45,6 +45,11 @@ impl OsIpcReceiverSet {
         Ok(id)
     }
 
+    /// The epoll descriptor: readable whenever a member is ready (for async runtimes).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
     /// Removes (and closes) a receiver; unknown ids are ignored.
     pub fn remove(&mut self, id: u64) {
         if let Some(receiver) = self.receivers.remove(&id) {

@@ -1,0 +1,67 @@
+//! Readiness of a platform descriptor, registered with tokio's reactor.
+//!
+//! Each async object registers its own duplicate of the channel's descriptor, so clones of one
+//! channel can be registered side by side (epoll refuses the same descriptor number twice).
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::task::{Context, Poll};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::platform;
+
+/// A duplicate of a descriptor, registered for `interest`.
+#[derive(Debug)]
+pub(crate) struct Readiness(AsyncFd<OwnedFd>);
+
+impl Readiness {
+    pub fn new(fd: impl AsFd, interest: Interest) -> io::Result<Self> {
+        Ok(Readiness(platform::register(fd.as_fd().try_clone_to_owned()?, interest)?))
+    }
+
+    /// Runs `attempt` whenever the descriptor is readable, until it returns something other
+    /// than `WouldBlock`.
+    pub async fn readable<R>(&self, mut attempt: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+        loop {
+            let mut guard = self.0.readable().await?;
+            match attempt() {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                result => return result,
+            }
+        }
+    }
+
+    /// Like [`readable`](Self::readable), as a poll function.
+    pub fn poll_readable<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut() -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            let mut guard = match self.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            };
+            match attempt() {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    /// Runs `attempt` whenever the descriptor is writable, until it returns something other
+    /// than `WouldBlock`.
+    pub async fn writable<R>(&self, mut attempt: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+        loop {
+            match attempt() {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+            let mut guard = self.0.writable().await?;
+            guard.clear_ready();
+        }
+    }
+}

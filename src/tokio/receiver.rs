@@ -1,0 +1,194 @@
+//! Async receivers: typed, bytes and opaque.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::io::Interest;
+
+use super::readiness::Readiness;
+use crate::error::IpcError;
+use crate::ipc::{IpcBytesReceiver, IpcMessage, IpcReceiver, OpaqueIpcReceiver};
+use crate::platform::{OsIpcMessage, OsIpcReceiver, RecvError, Wait};
+
+/// A platform receiver and its readiness; `None` from a receive means every sender is gone.
+struct Core {
+    receiver: OsIpcReceiver,
+    readiness: Readiness,
+}
+
+/// Turns a receive result into the `io::Result<Option<_>>` the readiness loop expects.
+fn attempt(receiver: &OsIpcReceiver) -> io::Result<Result<Option<OsIpcMessage>, IpcError>> {
+    match receiver.recv(Wait::NonBlocking) {
+        Ok(message) => Ok(Ok(Some(message))),
+        Err(RecvError::Empty) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(RecvError::Disconnected) => Ok(Ok(None)),
+        Err(RecvError::Io(error)) => Ok(Err(IpcError::Io(error))),
+    }
+}
+
+impl Core {
+    fn new(receiver: OsIpcReceiver) -> io::Result<Core> {
+        let readiness = Readiness::new(&receiver, Interest::READABLE)?;
+        Ok(Core { receiver, readiness })
+    }
+
+    async fn recv(&self) -> Result<Option<OsIpcMessage>, IpcError> {
+        self.readiness.readable(|| attempt(&self.receiver)).await?
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<OsIpcMessage>, IpcError>> {
+        match self.readiness.poll_readable(cx, || attempt(&self.receiver)) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(IpcError::Io(error))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de> + Serialize>(message: OsIpcMessage) -> Result<T, IpcError> {
+    Ok(IpcMessage::from(message).to()?)
+}
+
+fn bytes(message: OsIpcMessage) -> Result<Vec<u8>, IpcError> {
+    Ok(message.data.into_vec()?)
+}
+
+/// An [`IpcReceiver`] that waits on tokio's reactor. Also a `Stream` of `Result<T, IpcError>`
+/// that ends when every sender is gone.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use crossproc::tokio::AsyncIpcReceiver;
+/// let (tx, rx) = crossproc::ipc::channel::<String>().unwrap();
+/// let rx = AsyncIpcReceiver::new(rx).unwrap();
+/// tx.send("hello".into()).unwrap();
+/// assert_eq!(rx.recv().await.unwrap(), "hello");
+/// drop(tx);
+/// assert!(matches!(rx.recv().await, Err(crossproc::IpcError::Disconnected)));
+/// # });
+/// ```
+pub struct AsyncIpcReceiver<T> {
+    core: Core,
+    phantom: PhantomData<fn() -> T>,
+}
+
+impl<T> AsyncIpcReceiver<T>
+where
+    T: for<'de> Deserialize<'de> + Serialize,
+{
+    /// Registers `receiver` with the current runtime's reactor.
+    pub fn new(receiver: IpcReceiver<T>) -> io::Result<Self> {
+        Ok(AsyncIpcReceiver { core: Core::new(receiver.end.into_inner()?)?, phantom: PhantomData })
+    }
+
+    /// Waits for the next value; [`IpcError::Disconnected`] when every sender is gone.
+    /// Cancellation safe.
+    pub async fn recv(&self) -> Result<T, IpcError> {
+        decode(self.core.recv().await?.ok_or(IpcError::Disconnected)?)
+    }
+}
+
+impl<T> Stream for AsyncIpcReceiver<T>
+where
+    T: for<'de> Deserialize<'de> + Serialize,
+{
+    type Item = Result<T, IpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.core.poll_recv(cx).map(|result| result.transpose().map(|message| message.and_then(decode)))
+    }
+}
+
+impl<T> fmt::Debug for AsyncIpcReceiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AsyncIpcReceiver").field(&self.core.receiver).finish()
+    }
+}
+
+/// An [`IpcBytesReceiver`] that waits on tokio's reactor; also a `Stream`.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let (tx, rx) = crossproc::ipc::bytes_channel().unwrap();
+/// let rx = crossproc::tokio::AsyncIpcBytesReceiver::new(rx).unwrap();
+/// tx.send(b"raw").unwrap();
+/// assert_eq!(rx.recv().await.unwrap(), b"raw");
+/// # });
+/// ```
+pub struct AsyncIpcBytesReceiver {
+    core: Core,
+}
+
+impl AsyncIpcBytesReceiver {
+    /// Registers `receiver` with the current runtime's reactor.
+    pub fn new(receiver: IpcBytesReceiver) -> io::Result<Self> {
+        Ok(AsyncIpcBytesReceiver { core: Core::new(receiver.into_os()?)? })
+    }
+
+    /// Waits for the next message; [`IpcError::Disconnected`] when every sender is gone.
+    /// Cancellation safe.
+    pub async fn recv(&self) -> Result<Vec<u8>, IpcError> {
+        bytes(self.core.recv().await?.ok_or(IpcError::Disconnected)?)
+    }
+}
+
+impl Stream for AsyncIpcBytesReceiver {
+    type Item = Result<Vec<u8>, IpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.core.poll_recv(cx).map(|result| result.transpose().map(|message| message.and_then(bytes)))
+    }
+}
+
+impl fmt::Debug for AsyncIpcBytesReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AsyncIpcBytesReceiver").field(&self.core.receiver).finish()
+    }
+}
+
+/// An [`OpaqueIpcReceiver`] that waits on tokio's reactor and yields undecoded
+/// [`IpcMessage`]s; also a `Stream`.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let (tx, rx) = crossproc::ipc::channel::<u16>().unwrap();
+/// let rx = crossproc::tokio::AsyncOpaqueIpcReceiver::new(rx.to_opaque()).unwrap();
+/// tx.send(9).unwrap();
+/// assert_eq!(rx.recv().await.unwrap().to::<u16>().unwrap(), 9);
+/// # });
+/// ```
+pub struct AsyncOpaqueIpcReceiver {
+    core: Core,
+}
+
+impl AsyncOpaqueIpcReceiver {
+    /// Registers `receiver` with the current runtime's reactor.
+    pub fn new(receiver: OpaqueIpcReceiver) -> io::Result<Self> {
+        Ok(AsyncOpaqueIpcReceiver { core: Core::new(receiver.end.into_inner()?)? })
+    }
+
+    /// Waits for the next message; [`IpcError::Disconnected`] when every sender is gone.
+    /// Cancellation safe.
+    pub async fn recv(&self) -> Result<IpcMessage, IpcError> {
+        Ok(IpcMessage::from(self.core.recv().await?.ok_or(IpcError::Disconnected)?))
+    }
+}
+
+impl Stream for AsyncOpaqueIpcReceiver {
+    type Item = Result<IpcMessage, IpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.core.poll_recv(cx).map(|result| result.transpose().map(|message| message.map(IpcMessage::from)))
+    }
+}
+
+impl fmt::Debug for AsyncOpaqueIpcReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AsyncOpaqueIpcReceiver").field(&self.core.receiver).finish()
+    }
+}

@@ -1,0 +1,222 @@
+//! Feature `tokio`: receivers, senders, select and accept on tokio's reactor, with real child
+//! processes; cancellation safety; many receivers on a current-thread runtime.
+
+#![cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
+
+mod util;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossproc::ipc::{self, IpcCommandExt, IpcReceiverSet, IpcSelectionResult, IpcSender, IpcServer};
+use crossproc::tokio::{
+    AsyncIpcBytesReceiver, AsyncIpcBytesSender, AsyncIpcReceiver, AsyncIpcReceiverSet, AsyncIpcSender, AsyncIpcServer,
+    AsyncOpaqueIpcReceiver,
+};
+use crossproc::IpcError;
+use futures::StreamExt;
+use util::{child_command, child_role, server_name, spawn_child};
+
+const ENTRY: &str = "child_entry";
+
+/// The child side of every test in this file; does nothing unless started as a child.
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    match role.as_str() {
+        "count_to_1000" => {
+            let tx = ipc::inherited_sender::<u32>().unwrap();
+            for i in 0..1000 {
+                tx.send(i).unwrap();
+            }
+        }
+        "client" => {
+            let tx = IpcSender::<u32>::connect(server_name()).unwrap();
+            tx.send(std::process::id()).unwrap();
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_from_a_child_process_ends_when_it_exits() {
+    let (mut child, rx) = child_command(ENTRY, "count_to_1000").spawn_with_receiver::<u32>().unwrap();
+    let mut rx = AsyncIpcReceiver::new(rx).unwrap();
+    let mut expected = 0;
+    while let Some(value) = rx.next().await {
+        assert_eq!(value.unwrap(), expected);
+        expected += 1;
+    }
+    assert_eq!(expected, 1000);
+    assert!(matches!(rx.recv().await, Err(IpcError::Disconnected)));
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn many_receivers_on_one_thread() {
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..300u64 {
+        let (tx, rx) = ipc::channel::<u64>().unwrap();
+        senders.push(tx);
+        let rx = AsyncIpcReceiver::new(rx).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut sum = 0;
+            while let Ok(value) = rx.recv().await {
+                assert_eq!(value % 300, i);
+                sum += value;
+            }
+            sum
+        }));
+    }
+    // A plain thread sends, so the runtime's only thread does nothing but wait and receive.
+    let producer = std::thread::spawn(move || {
+        for round in 0..10u64 {
+            for (i, tx) in senders.iter().enumerate() {
+                tx.send(round * 300 + i as u64).unwrap();
+            }
+        }
+    });
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    producer.join().unwrap();
+    assert_eq!(total, (0..3000u64).sum::<u64>());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_recv_futures_loses_nothing() {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let rx = AsyncIpcReceiver::new(rx).unwrap();
+    let producer = std::thread::spawn(move || {
+        for i in 0..2000 {
+            tx.send(i).unwrap();
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let mut expected = 0;
+    let mut cancelled = 0;
+    loop {
+        tokio::select! {
+            result = rx.recv() => match result {
+                Ok(value) => {
+                    assert_eq!(value, expected, "no message lost or reordered by cancellation");
+                    expected += 1;
+                }
+                Err(IpcError::Disconnected) => break,
+                Err(other) => panic!("{other}"),
+            },
+            _ = tokio::task::yield_now() => cancelled += 1,
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(expected, 2000);
+    assert!(cancelled > 0, "the recv future was dropped at least once");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_send_waits_for_room_without_blocking_the_runtime() {
+    let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+    let mut queued = 0;
+    while tx.try_send(vec![1; 512]).is_ok() {
+        queued += 1;
+    }
+    let tx = AsyncIpcSender::new(tx).unwrap();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..=queued {
+            rx.recv().unwrap();
+        }
+        rx
+    });
+    tx.send(vec![2; 512]).await.unwrap();
+    assert!(ticks.load(Ordering::SeqCst) > 10, "other tasks ran while the send waited");
+    ticker.abort();
+    drop(reader.join().unwrap());
+    assert!(matches!(tx.send(vec![]).await, Err(IpcError::Disconnected)));
+}
+
+#[tokio::test]
+async fn bytes_and_opaque_receivers() {
+    let (btx, brx) = ipc::bytes_channel().unwrap();
+    let btx = AsyncIpcBytesSender::new(btx).unwrap();
+    let mut brx = AsyncIpcBytesReceiver::new(brx).unwrap();
+    btx.send(b"one").await.unwrap();
+    btx.send(&vec![9; 300 * 1024]).await.unwrap();
+    assert_eq!(brx.recv().await.unwrap(), b"one");
+    assert_eq!(brx.next().await.unwrap().unwrap().len(), 300 * 1024);
+    drop(btx);
+    assert!(brx.next().await.is_none());
+
+    let (tx, rx) = ipc::channel::<(u8, String)>().unwrap();
+    let mut rx = AsyncOpaqueIpcReceiver::new(rx.to_opaque()).unwrap();
+    tx.send((1, "x".into())).unwrap();
+    drop(tx);
+    assert_eq!(rx.recv().await.unwrap().to::<(u8, String)>().unwrap(), (1, "x".into()));
+    assert!(rx.next().await.is_none());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_select_over_many_receivers() {
+    let mut set = AsyncIpcReceiverSet::new(IpcReceiverSet::new().unwrap()).unwrap();
+    let mut senders = Vec::new();
+    for _ in 0..100 {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        set.set_mut().add(rx).unwrap();
+        senders.push(tx);
+    }
+    let producer = std::thread::spawn(move || {
+        for (i, tx) in senders.into_iter().enumerate() {
+            std::thread::sleep(Duration::from_micros(200));
+            tx.send(i as u32).unwrap();
+        }
+    });
+    let (mut messages, mut closed) = (0, 0);
+    while closed < 100 {
+        for event in set.select().await.unwrap() {
+            match event {
+                IpcSelectionResult::MessageReceived(_, message) => {
+                    message.to::<u32>().unwrap();
+                    messages += 1;
+                }
+                IpcSelectionResult::ChannelClosed(_) => closed += 1,
+            }
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(messages, 100);
+}
+
+#[tokio::test]
+async fn async_accept_from_client_processes() {
+    let (server, name) = IpcServer::<u32>::new().unwrap();
+    let server = AsyncIpcServer::new(server).unwrap();
+    let children: Vec<_> = (0..8).map(|_| spawn_child(ENTRY, "client", &name)).collect();
+    let mut pids: Vec<u32> = children.iter().map(|child| child.id()).collect();
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let (_rx, pid, credentials) = server.accept().await.unwrap();
+        assert_eq!(pid, credentials.pid, "the kernel agrees with the client");
+        seen.push(pid);
+    }
+    seen.sort();
+    pids.sort();
+    assert_eq!(seen, pids);
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+}
