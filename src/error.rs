@@ -43,6 +43,20 @@ pub enum IpcError {
     Disconnected,
 }
 
+impl IpcError {
+    /// The receive limit a refused message exceeded, if that is what this error is.
+    ///
+    /// ```
+    /// assert!(crossproc::IpcError::Disconnected.limit_exceeded().is_none());
+    /// ```
+    pub fn limit_exceeded(&self) -> Option<crate::ipc::LimitExceeded> {
+        match self {
+            IpcError::Io(error) => error.get_ref()?.downcast_ref().copied(),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for IpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

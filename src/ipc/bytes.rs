@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
+use super::limits::ReceiveLimits;
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::platform::{self, OsIpcMessage, RecvError, Wait};
 
@@ -95,6 +96,19 @@ impl IpcBytesReceiver {
     #[cfg(feature = "tokio")]
     pub(crate) fn into_os(self) -> io::Result<crate::platform::OsIpcReceiver> {
         self.end.into_inner()
+    }
+
+    /// Sets the limits every later message must respect; see [`ReceiveLimits`].
+    ///
+    /// ```
+    /// use crossproc::ipc::{bytes_channel, ReceiveLimits};
+    /// let (tx, rx) = bytes_channel().unwrap();
+    /// rx.set_limits(ReceiveLimits { max_message_bytes: 8, ..ReceiveLimits::default() });
+    /// tx.send(&[0; 9]).unwrap();
+    /// assert!(rx.recv().unwrap_err().limit_exceeded().is_some());
+    /// ```
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        self.end.set_limits(limits);
     }
 
     /// Waits for the next message. [`IpcError::Disconnected`] means every sender is gone.

@@ -12,6 +12,7 @@ use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{IpcError, TryRecvError};
 use crate::handles;
+use crate::ipc::ReceiveLimits;
 use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
 
 /// The sending end shared by typed, bytes and opaque senders.
@@ -48,6 +49,18 @@ impl ReceiverEnd {
             Some(receiver) => receiver.recv(mode),
             None => Err(RecvError::Io(moved_error())),
         }
+    }
+
+    /// Sets the receive limits (ignored once the receiver was moved into a message).
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        if let Some(receiver) = self.0.borrow().as_ref() {
+            receiver.set_limits(limits);
+        }
+    }
+
+    /// The receive limits in force.
+    pub fn limits(&self) -> ReceiveLimits {
+        self.0.borrow().as_ref().map_or(ReceiveLimits::DEFAULT, OsIpcReceiver::limits)
     }
 
     /// The platform receiver, unless it was moved into a message.

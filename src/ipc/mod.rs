@@ -7,6 +7,7 @@
 //! | [`OpaqueIpcSender`], [`OpaqueIpcReceiver`], [`IpcMessage`] | untyped ends and messages |
 //! | [`IpcReceiverSet`], [`IpcSelectionResult`] | select over many receivers |
 //! | [`IpcSharedMemory`] | immutable memory shared by reference |
+//! | [`ReceiveLimits`], [`LimitExceeded`] | what a receiver accepts from an untrusted peer |
 //! | [`IpcOneShotServer`] | a named rendezvous for a process that has no channel yet |
 //! | [`IpcServer`], [`AccessPolicy`], [`PeerCredentials`], [`IpcClient`] | a named server for many clients |
 //! | [`IpcCommandExt`], [`inherited_receiver`], [`inherited_sender`] | a child process started with a connected channel |
@@ -16,6 +17,7 @@
 
 mod bytes;
 mod endpoint;
+mod limits;
 mod message;
 mod one_shot;
 mod select;
@@ -27,6 +29,8 @@ mod stream;
 mod typed;
 
 pub use bytes::{bytes_channel, IpcBytesReceiver, IpcBytesSender};
+pub(crate) use limits::LimitsCell;
+pub use limits::{LimitExceeded, ReceiveLimits};
 pub use message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 pub use one_shot::IpcOneShotServer;
 pub use select::{IpcReceiverSet, IpcSelectionResult};

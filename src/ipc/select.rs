@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::ReceiveLimits;
 use super::message::{IpcMessage, OpaqueIpcReceiver};
 use super::server::IpcServer;
 use super::typed::IpcReceiver;
@@ -49,6 +50,11 @@ impl IpcReceiverSet {
     /// An empty set.
     pub fn new() -> Result<IpcReceiverSet, io::Error> {
         Ok(IpcReceiverSet { os: OsIpcReceiverSet::new()?, servers: HashMap::new() })
+    }
+
+    /// Sets the receive limits of every receiver in the set, and of every one added later.
+    pub fn set_limits(&mut self, limits: ReceiveLimits) {
+        self.os.set_limits(limits);
     }
 
     /// Moves a typed receiver into the set and returns the id its events will carry.

@@ -1,5 +1,6 @@
 //! `IpcServer`: a long-lived, named server that any number of clients connect to.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::ReceiverEnd;
+use super::limits::ReceiveLimits;
 use super::typed::IpcReceiver;
 use crate::error::{IpcError, TryRecvError};
 use crate::platform::{self, Admit, OsListener, OsServerGuard};
@@ -128,6 +130,7 @@ pub struct IpcServer<T> {
     incoming: IpcReceiver<IpcClient<T>>,
     guard: OsServerGuard,
     name: String,
+    limits: Cell<ReceiveLimits>,
 }
 
 impl<T> IpcServer<T>
@@ -174,7 +177,7 @@ where
         let admit: Admit = Box::new(move |peer| policy.allows(peer).then(|| announcement(peer)));
         let (receiver, guard) = platform::serve(listener, admit)?;
         let incoming = IpcReceiver { end: ReceiverEnd::new(receiver), phantom: PhantomData };
-        Ok(IpcServer { incoming, guard, name })
+        Ok(IpcServer { incoming, guard, name, limits: Cell::new(ReceiveLimits::DEFAULT) })
     }
 
     /// The name clients pass to [`IpcSender::connect`](super::IpcSender::connect).
@@ -182,25 +185,35 @@ where
         &self.name
     }
 
+    /// Sets the receive limits applied to every client's channel from its first message on.
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        self.limits.set(limits);
+    }
+
     /// Waits for the next client's first message; returns the client's channel, that message
-    /// and the client's credentials. Clients that left or sent something undecodable before
-    /// their first message are skipped.
+    /// and the client's credentials. Clients that left, or whose first message was undecodable
+    /// or over the limits, are skipped.
     pub fn accept(&self) -> Result<(IpcReceiver<T>, T, PeerCredentials), IpcError> {
         loop {
-            let client = self.incoming.recv()?;
-            if let Ok(first) = client.receiver.recv() {
-                return Ok((client.receiver, first, client.credentials));
+            if let Some(accepted) = self.first_message(self.incoming.recv()?) {
+                return Ok(accepted);
             }
         }
+    }
+
+    /// Reads a handed-over client's first message under the server's limits.
+    fn first_message(&self, client: IpcClient<T>) -> Option<(IpcReceiver<T>, T, PeerCredentials)> {
+        client.receiver.set_limits(self.limits.get());
+        let first = client.receiver.recv().ok()?;
+        Some((client.receiver, first, client.credentials))
     }
 
     /// Like [`accept`](Self::accept), without waiting: [`TryRecvError::Empty`] when no client
     /// is ready.
     pub fn try_accept(&self) -> Result<(IpcReceiver<T>, T, PeerCredentials), TryRecvError> {
         loop {
-            let client = self.incoming.try_recv()?;
-            if let Ok(first) = client.receiver.recv() {
-                return Ok((client.receiver, first, client.credentials));
+            if let Some(accepted) = self.first_message(self.incoming.try_recv()?) {
+                return Ok(accepted);
             }
         }
     }
@@ -217,9 +230,8 @@ where
         let deadline = Instant::now().checked_add(timeout);
         loop {
             let left = deadline.map_or(timeout, |deadline| deadline.saturating_duration_since(Instant::now()));
-            let client = self.incoming.try_recv_timeout(left)?;
-            if let Ok(first) = client.receiver.recv() {
-                return Ok((client.receiver, first, client.credentials));
+            if let Some(accepted) = self.first_message(self.incoming.try_recv_timeout(left)?) {
+                return Ok(accepted);
             }
         }
     }
@@ -227,6 +239,7 @@ where
     /// The first client only, whatever became of it (the one-shot server's rule).
     pub(crate) fn accept_first(self) -> Result<(IpcReceiver<T>, T), IpcError> {
         let client = self.incoming.recv()?;
+        client.receiver.set_limits(self.limits.get());
         let first = client.receiver.recv()?;
         Ok((client.receiver, first))
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
+use super::limits::ReceiveLimits;
 use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::handles;
@@ -252,6 +253,22 @@ where
     fn recv_with(&self, mode: Wait) -> Result<T, TryRecvError> {
         let message = self.end.recv(mode).map_err(try_recv_error)?;
         IpcMessage::from(message).to().map_err(|error| TryRecvError::IpcError(error.into()))
+    }
+
+    /// Sets the limits every later message must respect; see [`ReceiveLimits`]. The limits
+    /// stay with this process: a receiver sent to another process starts with the defaults there.
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        self.end.set_limits(limits);
+    }
+
+    /// The receive limits in force.
+    ///
+    /// ```
+    /// let (_tx, rx) = crossproc::ipc::channel::<u8>().unwrap();
+    /// assert_eq!(rx.limits(), crossproc::ipc::ReceiveLimits::default());
+    /// ```
+    pub fn limits(&self) -> ReceiveLimits {
+        self.end.limits()
     }
 
     /// This receiver without its type, for [`IpcReceiverSet::add_opaque`](super::IpcReceiverSet::add_opaque)

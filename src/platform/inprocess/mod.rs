@@ -1,7 +1,8 @@
 //! The in-process backend (feature `force-inprocess`, and the fallback off Linux): the same
 //! contract on crossbeam channels, for programs that run every "process" as a thread.
 //!
-//! A channel is an unbounded crossbeam channel of whole messages; a channel end inside a message
+//! A channel is a crossbeam channel of whole messages with a byte budget that mimics a socket
+//! buffer (so `try_send` reports `Full` as on Linux); a channel end inside a message
 //! is the end itself, so a sender in flight keeps its channel connected exactly as on Linux.
 //! Server names live in a process-wide registry.
 
@@ -10,13 +11,13 @@ use std::fmt;
 use std::io;
 use std::ops::Deref;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::ipc::PeerCredentials;
+use crate::ipc::{LimitsCell, PeerCredentials, ReceiveLimits};
 use crate::platform::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, Wait};
 
 /// A message as it sits in a queue.
@@ -24,6 +25,8 @@ struct Envelope {
     data: Vec<u8>,
     channels: Vec<OsIpcChannel>,
     shared_memory: Vec<OsIpcSharedMemory>,
+    /// What the message took from its channel's budget.
+    cost: usize,
 }
 
 impl Envelope {
@@ -38,14 +41,94 @@ impl Envelope {
 
 /// A new channel: the sending end and the receiving end.
 pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
+    Ok(channel_pair())
+}
+
+fn channel_pair() -> (OsIpcSender, OsIpcReceiver) {
     let (sender, receiver) = crossbeam_channel::unbounded();
-    Ok((OsIpcSender { sender }, OsIpcReceiver { receiver }))
+    let budget = Arc::new(Budget::new());
+    (OsIpcSender { sender, budget: budget.clone() }, OsIpcReceiver::new(receiver, budget))
+}
+
+/// Bytes in flight on a channel, bounded like a Linux socket buffer so that backpressure behaves
+/// the same: a message costs its size plus a fixed overhead (a payload over 200 KiB, which Linux
+/// moves in a memfd, costs only the overhead), and a send waits while the budget is spent unless
+/// the channel is empty.
+struct Budget {
+    used: Mutex<usize>,
+    freed: Condvar,
+    capacity: AtomicUsize,
+    receiver_gone: AtomicBool,
+}
+
+/// Linux's default socket buffer.
+const DEFAULT_CAPACITY: usize = 212_992;
+/// What Linux charges per queued packet, roughly.
+const PACKET_OVERHEAD: usize = 768;
+/// Payloads above this travel outside the buffer on Linux.
+const LARGEST_INLINE: usize = 200 * 1024;
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            capacity: AtomicUsize::new(DEFAULT_CAPACITY),
+            receiver_gone: AtomicBool::new(false),
+        }
+    }
+
+    fn cost(len: usize) -> usize {
+        PACKET_OVERHEAD + if len > LARGEST_INLINE { 0 } else { len }
+    }
+
+    /// Takes `cost` from the budget, waiting as `wait` allows.
+    fn reserve(&self, cost: usize, wait: Wait) -> io::Result<()> {
+        let deadline = match wait {
+            Wait::Timeout(timeout) => Instant::now().checked_add(timeout),
+            _ => None,
+        };
+        let mut used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if self.receiver_gone.load(Ordering::SeqCst) {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            if *used == 0 || *used + cost <= self.capacity.load(Ordering::Relaxed) {
+                *used += cost;
+                return Ok(());
+            }
+            used = match (wait, deadline) {
+                (Wait::NonBlocking, _) => return Err(io::ErrorKind::WouldBlock.into()),
+                (Wait::Timeout(_), Some(deadline)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"));
+                    }
+                    self.freed.wait_timeout(used, left).unwrap_or_else(|poisoned| poisoned.into_inner()).0
+                }
+                _ => self.freed.wait(used).unwrap_or_else(|poisoned| poisoned.into_inner()),
+            };
+        }
+    }
+
+    fn release(&self, cost: usize) {
+        let mut used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *used = used.saturating_sub(cost);
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.receiver_gone.store(true, Ordering::SeqCst);
+        let _used = self.used.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.freed.notify_all();
+    }
 }
 
 /// The sending end of a channel.
 #[derive(Clone)]
 pub(crate) struct OsIpcSender {
     sender: Sender<Envelope>,
+    budget: Arc<Budget>,
 }
 
 impl OsIpcSender {
@@ -54,27 +137,33 @@ impl OsIpcSender {
         connect_to(name)
     }
 
-    /// Queues one message; fails with `BrokenPipe` when the receiver is gone. In-process
-    /// channels are unbounded, so a send never waits.
+    /// Queues one message, waiting for budget as `wait` allows; fails with `BrokenPipe` when
+    /// the receiver is gone.
     pub fn send(
         &self,
         data: &[u8],
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
-        _wait: Wait,
+        wait: Wait,
     ) -> io::Result<()> {
-        let envelope = Envelope { data: data.to_vec(), channels, shared_memory };
-        self.sender.send(envelope).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        let cost = Budget::cost(data.len());
+        self.budget.reserve(cost, wait)?;
+        let envelope = Envelope { data: data.to_vec(), channels, shared_memory, cost };
+        self.sender.send(envelope).map_err(|_| {
+            self.budget.release(cost);
+            io::Error::from(io::ErrorKind::BrokenPipe)
+        })
     }
 
-    /// In-process channels are unbounded: there is no buffer to size.
-    pub fn set_buffer_size(&self, _bytes: usize) -> io::Result<()> {
+    /// Sets how many bytes may be in flight (the in-process stand-in for a socket buffer).
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.budget.capacity.store(bytes, Ordering::Relaxed);
         Ok(())
     }
 
-    /// In-process channels are unbounded.
+    /// How many bytes may be in flight.
     pub fn buffer_size(&self) -> io::Result<usize> {
-        Ok(usize::MAX)
+        Ok(self.budget.capacity.load(Ordering::Relaxed))
     }
 }
 
@@ -87,9 +176,31 @@ impl fmt::Debug for OsIpcSender {
 /// The receiving end of a channel.
 pub(crate) struct OsIpcReceiver {
     receiver: Receiver<Envelope>,
+    budget: Arc<Budget>,
+    limits: LimitsCell,
+}
+
+impl Drop for OsIpcReceiver {
+    fn drop(&mut self) {
+        self.budget.close();
+    }
 }
 
 impl OsIpcReceiver {
+    fn new(receiver: Receiver<Envelope>, budget: Arc<Budget>) -> Self {
+        OsIpcReceiver { receiver, budget, limits: LimitsCell::new(ReceiveLimits::DEFAULT) }
+    }
+
+    /// Sets the limits every later message is checked against.
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        self.limits.set(limits);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ReceiveLimits {
+        self.limits.get()
+    }
+
     /// Receives the next message, waiting as `mode` allows.
     pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
         use crossbeam_channel::{RecvTimeoutError, TryRecvError};
@@ -104,6 +215,9 @@ impl OsIpcReceiver {
                 RecvTimeoutError::Disconnected => RecvError::Disconnected,
             })?,
         };
+        self.budget.release(envelope.cost);
+        let handles = envelope.channels.len() + envelope.shared_memory.len();
+        self.limits.check(envelope.data.len() as u64, handles).map_err(|limit| RecvError::Io(limit.into_io()))?;
         Ok(envelope.open())
     }
 }
@@ -123,7 +237,7 @@ impl OsOpaqueIpcChannel {
     pub fn into_sender(self) -> OsIpcSender {
         match self.0 {
             OsIpcChannel::Sender(sender) => sender,
-            OsIpcChannel::Receiver(_) => OsIpcSender { sender: crossbeam_channel::unbounded().0 },
+            OsIpcChannel::Receiver(_) => channel_pair().0,
         }
     }
 
@@ -131,7 +245,7 @@ impl OsOpaqueIpcChannel {
     pub fn into_receiver(self) -> OsIpcReceiver {
         match self.0 {
             OsIpcChannel::Receiver(receiver) => receiver,
-            OsIpcChannel::Sender(_) => OsIpcReceiver { receiver: crossbeam_channel::unbounded().1 },
+            OsIpcChannel::Sender(_) => channel_pair().1,
         }
     }
 }
@@ -198,20 +312,32 @@ impl fmt::Debug for OsIpcSharedMemory {
 pub(crate) struct OsIpcReceiverSet {
     receivers: Vec<(u64, OsIpcReceiver)>,
     next_id: u64,
+    limits: Option<ReceiveLimits>,
 }
 
 impl OsIpcReceiverSet {
     /// An empty set.
     pub fn new() -> io::Result<Self> {
-        Ok(OsIpcReceiverSet { receivers: Vec::new(), next_id: 0 })
+        Ok(OsIpcReceiverSet { receivers: Vec::new(), next_id: 0, limits: None })
     }
 
     /// Adds a receiver and returns its id.
     pub fn add(&mut self, receiver: OsIpcReceiver) -> io::Result<u64> {
+        if let Some(limits) = self.limits {
+            receiver.set_limits(limits);
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.receivers.push((id, receiver));
         Ok(id)
+    }
+
+    /// Sets the receive limits of every member, present and future.
+    pub fn set_limits(&mut self, limits: ReceiveLimits) {
+        self.limits = Some(limits);
+        for (_, receiver) in &self.receivers {
+            receiver.set_limits(limits);
+        }
     }
 
     /// Removes (and drops) the receiver with this id.

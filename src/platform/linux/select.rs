@@ -12,6 +12,7 @@ use rustix::io::Errno;
 
 use super::sys::{retry_on_intr, timespec};
 use super::OsIpcReceiver;
+use crate::ipc::ReceiveLimits;
 use crate::platform::{OsIpcSelectionResult, RecvError, Wait};
 
 /// Events fetched from the kernel per wait.
@@ -24,6 +25,7 @@ pub(crate) struct OsIpcReceiverSet {
     epoll: OwnedFd,
     receivers: HashMap<u64, OsIpcReceiver>,
     next_id: u64,
+    limits: Option<ReceiveLimits>,
 }
 
 impl OsIpcReceiverSet {
@@ -33,11 +35,15 @@ impl OsIpcReceiverSet {
             epoll: retry_on_intr(|| epoll::create(CreateFlags::CLOEXEC))?,
             receivers: HashMap::new(),
             next_id: 0,
+            limits: None,
         })
     }
 
     /// Adds a receiver and returns the id its events will carry.
     pub fn add(&mut self, receiver: OsIpcReceiver) -> io::Result<u64> {
+        if let Some(limits) = self.limits {
+            receiver.set_limits(limits);
+        }
         let id = self.next_id;
         retry_on_intr(|| epoll::add(&self.epoll, receiver.as_fd(), EventData::new_u64(id), EventFlags::IN))?;
         self.next_id += 1;
@@ -48,6 +54,14 @@ impl OsIpcReceiverSet {
     /// The epoll descriptor: readable whenever a member is ready (for async runtimes).
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.epoll.as_fd()
+    }
+
+    /// Sets the receive limits of every member, present and future.
+    pub fn set_limits(&mut self, limits: ReceiveLimits) {
+        self.limits = Some(limits);
+        for receiver in self.receivers.values() {
+            receiver.set_limits(limits);
+        }
     }
 
     /// Removes (and closes) a receiver; unknown ids are ignored.

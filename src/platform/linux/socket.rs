@@ -30,6 +30,7 @@ use super::frame::{
 use super::memfd::{read_to_vec, sealed_memfd_from, sealed_size, Mapping};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
+use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits};
 use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, Wait};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
@@ -40,7 +41,7 @@ pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// A new channel: the sending and the receiving end.
 pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
     let (tx, rx) = seqpacket_pair()?;
-    Ok((OsIpcSender { fd: Arc::new(tx) }, OsIpcReceiver { fd: rx }))
+    Ok((OsIpcSender { fd: Arc::new(tx) }, OsIpcReceiver::from_fd(rx)))
 }
 
 /// The sending end of a channel; clones share one socket.
@@ -204,6 +205,7 @@ fn send_packet(
 /// The receiving end of a channel.
 pub(crate) struct OsIpcReceiver {
     fd: OwnedFd,
+    limits: LimitsCell,
 }
 
 thread_local! {
@@ -242,7 +244,7 @@ impl OsIpcReceiver {
         RECV_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             match recv_packet(self.fd.as_fd(), &mut buffer, flags) {
-                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds)?),
+                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds, &self.limits)?),
                 Ok(None) => Err(RecvError::Disconnected),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
                 Err(error) => Err(RecvError::Io(error)),
@@ -266,7 +268,17 @@ impl fmt::Debug for OsIpcReceiver {
 impl OsIpcReceiver {
     /// Adopts a connected socket (an accepted connection) as a receiver.
     pub(super) fn from_fd(fd: OwnedFd) -> Self {
-        OsIpcReceiver { fd }
+        OsIpcReceiver { fd, limits: LimitsCell::new(ReceiveLimits::DEFAULT) }
+    }
+
+    /// Sets the limits every later message is checked against.
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        self.limits.set(limits);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ReceiveLimits {
+        self.limits.get()
     }
 }
 
@@ -288,7 +300,10 @@ fn recv_packet(
         }
     }
     if received.flags.contains(ReturnFlags::CTRUNC) {
-        return Err(invalid_data("more descriptors than one packet may carry"));
+        // The kernel dropped descriptors it could not install: the packet carried more than
+        // one may, or this process is at its descriptor limit (EMFILE). The message is lost;
+        // the channel goes on.
+        return Err(invalid_data("descriptors truncated (too many, or the process is out of descriptors)"));
     }
     if received.flags.contains(ReturnFlags::TRUNC) {
         return Err(invalid_data("packet larger than the largest inline message"));
@@ -300,8 +315,10 @@ fn recv_packet(
 }
 
 /// Turns one received packet and its descriptors into a message, validating everything.
-fn decode_message(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> {
+fn decode_message(packet: &[u8], fds: Vec<OwnedFd>, limits: &LimitsCell) -> io::Result<OsIpcMessage> {
     let header = FrameHeader::decode(packet)?;
+    let handle_count = header.channels as usize + header.shared_memory as usize;
+    limits.check(header.payload_len, handle_count).map_err(LimitExceeded::into_io)?;
     let inline = &packet[HEADER_LEN..];
     let mut fds = fds.into_iter();
     let data = if header.has(PAYLOAD_IN_MEMFD) {
@@ -321,7 +338,7 @@ fn decode_message(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> 
         }
         OsPayload::Heap(inline.to_vec())
     };
-    let expected = header.channels as usize + header.shared_memory as usize;
+    let expected = handle_count;
     let handles: Vec<OwnedFd> = if header.has(HANDLES_ON_SIDE_SOCKET) {
         let side = fds.next().ok_or_else(|| invalid_data("side socket missing"))?;
         if fds.len() != 0 {
@@ -387,7 +404,7 @@ impl OsOpaqueIpcChannel {
 
     /// This end, used as a receiver.
     pub fn into_receiver(self) -> OsIpcReceiver {
-        OsIpcReceiver { fd: self.fd }
+        OsIpcReceiver::from_fd(self.fd)
     }
 }
 
