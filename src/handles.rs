@@ -18,6 +18,7 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
+use crate::depth::Limited;
 use crate::error::SerDeError;
 use crate::platform::{OsIpcChannel, OsIpcSharedMemory, OsOpaqueIpcChannel};
 
@@ -103,13 +104,15 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     channels: Vec<OsOpaqueIpcChannel>,
     shared_memory: Vec<OsIpcSharedMemory>,
+    max_nesting: usize,
 ) -> Result<T, SerDeError> {
     let incoming = Incoming {
         channels: channels.into_iter().map(Some).collect(),
         shared_memory: shared_memory.into_iter().map(Some).collect(),
     };
     let _scope = Scope::enter(&INCOMING, incoming);
-    Ok(postcard::from_bytes(bytes)?)
+    let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+    Ok(T::deserialize(Limited { inner: &mut deserializer, depth: max_nesting })?)
 }
 
 /// Adds a channel end to the message being encoded and returns its index.

@@ -44,7 +44,7 @@ fn child_entry() {
 #[test]
 fn limits_refuse_oversized_and_handle_heavy_messages() {
     let (tx, rx) = ipc::channel::<(Vec<u8>, Vec<IpcSharedMemory>)>().unwrap();
-    rx.set_limits(ReceiveLimits { max_message_bytes: 1000, max_handles: 10 });
+    rx.set_limits(ReceiveLimits { max_message_bytes: 1000, max_handles: 10, ..ReceiveLimits::default() });
     assert_eq!(rx.limits().max_handles, 10);
     tx.send((vec![0; 2000], vec![])).unwrap();
     tx.send((vec![0; 300 * 1024], vec![])).unwrap(); // a memfd payload, refused before mapping

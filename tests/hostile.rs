@@ -253,3 +253,36 @@ fn shared_memory_from_a_peer_is_sealed_and_cannot_be_rewritten() {
     let received = rx.recv().unwrap();
     assert_eq!(&*received, b"immutable");
 }
+
+/// A recursive message type: decoding it recurses once per level.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Tree {
+    Leaf,
+    Node(Vec<Tree>),
+}
+
+#[test]
+fn a_deeply_nested_value_is_an_error_not_a_stack_overflow() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (server, name) = IpcOneShotServer::<Tree>::new().unwrap();
+    let accepting = std::thread::spawn(move || server.accept().unwrap());
+    let socket = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+    connect(&socket, &SocketAddrUnix::new(name.as_str()).unwrap()).unwrap();
+    send_raw(&socket, &valid_packet(&Tree::Leaf), &[]);
+    let (receiver, first) = accepting.join().unwrap();
+    assert!(matches!(first, Tree::Leaf));
+    // 100,000 levels of Node([...]): far more than any stack holds if decoded recursively.
+    let mut payload = [1u8, 1].repeat(100_000);
+    payload.push(0);
+    let mut packet = header(0, 0, 0, payload.len() as u64);
+    packet.extend_from_slice(&payload);
+    send_raw(&socket, &packet, &[]);
+    assert!(matches!(receiver.recv(), Err(IpcError::SerializationError(_))));
+    // Within the limit, the same shape decodes.
+    let mut payload = [1u8, 1].repeat(50);
+    payload.push(0);
+    let mut packet = header(0, 0, 0, payload.len() as u64);
+    packet.extend_from_slice(&payload);
+    send_raw(&socket, &packet, &[]);
+    assert!(matches!(receiver.recv().unwrap(), Tree::Node(_)));
+}

@@ -26,14 +26,20 @@ pub struct ReceiveLimits {
     /// The most channel ends plus shared-memory regions accepted in one message. Each one costs
     /// the receiving process a descriptor. Default: 4096.
     pub max_handles: usize,
+    /// How deeply a decoded value may nest (each sequence, map, enum variant, `Some` or newtype
+    /// is one level). Bounds the stack a recursive message type can use. Default: 128.
+    pub max_nesting: usize,
 }
 
 impl ReceiveLimits {
-    /// The defaults: 4 GiB per message, 4096 handles per message.
-    pub const DEFAULT: ReceiveLimits = ReceiveLimits { max_message_bytes: 4 << 30, max_handles: 4096 };
+    /// The defaults: 4 GiB per message, 4096 handles per message, 128 levels of nesting.
+    pub const DEFAULT: ReceiveLimits =
+        ReceiveLimits { max_message_bytes: 4 << 30, max_handles: 4096, max_nesting: 128 };
 
-    /// No limits at all (trusted peers only).
-    pub const UNLIMITED: ReceiveLimits = ReceiveLimits { max_message_bytes: u64::MAX, max_handles: usize::MAX };
+    /// No limits on size and handles (trusted peers only). Nesting stays at the default, since
+    /// deeper values could overflow the stack whoever sent them.
+    pub const UNLIMITED: ReceiveLimits =
+        ReceiveLimits { max_message_bytes: u64::MAX, max_handles: usize::MAX, max_nesting: 128 };
 }
 
 impl Default for ReceiveLimits {
@@ -88,6 +94,7 @@ impl LimitExceeded {
 pub(crate) struct LimitsCell {
     max_message_bytes: AtomicU64,
     max_handles: AtomicUsize,
+    max_nesting: AtomicUsize,
 }
 
 impl LimitsCell {
@@ -95,6 +102,7 @@ impl LimitsCell {
         LimitsCell {
             max_message_bytes: AtomicU64::new(limits.max_message_bytes),
             max_handles: AtomicUsize::new(limits.max_handles),
+            max_nesting: AtomicUsize::new(limits.max_nesting),
         }
     }
 
@@ -102,12 +110,19 @@ impl LimitsCell {
         ReceiveLimits {
             max_message_bytes: self.max_message_bytes.load(Ordering::Relaxed),
             max_handles: self.max_handles.load(Ordering::Relaxed),
+            max_nesting: self.max_nesting.load(Ordering::Relaxed),
         }
     }
 
     pub fn set(&self, limits: ReceiveLimits) {
         self.max_message_bytes.store(limits.max_message_bytes, Ordering::Relaxed);
         self.max_handles.store(limits.max_handles, Ordering::Relaxed);
+        self.max_nesting.store(limits.max_nesting, Ordering::Relaxed);
+    }
+
+    /// How deeply messages received under these limits may nest.
+    pub fn max_nesting(&self) -> usize {
+        self.max_nesting.load(Ordering::Relaxed)
     }
 
     /// Checks a message's claimed size and handle count against the limits.

@@ -25,6 +25,7 @@ pub struct IpcMessage {
     data: OsPayload,
     channels: Vec<OsOpaqueIpcChannel>,
     shared_memory: Vec<OsIpcSharedMemory>,
+    max_nesting: usize,
 }
 
 impl IpcMessage {
@@ -40,13 +41,18 @@ impl IpcMessage {
         T: for<'de> Deserialize<'de> + Serialize,
     {
         self.data.prefault();
-        handles::decode(&self.data, self.channels, self.shared_memory)
+        handles::decode(&self.data, self.channels, self.shared_memory, self.max_nesting)
     }
 }
 
 impl From<OsIpcMessage> for IpcMessage {
     fn from(message: OsIpcMessage) -> Self {
-        IpcMessage { data: message.data, channels: message.channels, shared_memory: message.shared_memory }
+        IpcMessage {
+            data: message.data,
+            channels: message.channels,
+            shared_memory: message.shared_memory,
+            max_nesting: message.max_nesting,
+        }
     }
 }
 

@@ -71,12 +71,15 @@ pub(crate) struct OsIpcMessage {
     pub data: OsPayload,
     pub channels: Vec<OsOpaqueIpcChannel>,
     pub shared_memory: Vec<OsIpcSharedMemory>,
+    /// How deeply the decoded value may nest (the receiver's limit).
+    pub max_nesting: usize,
 }
 
 impl OsIpcMessage {
-    /// A message with bytes only.
+    /// A message with bytes only, under the default limits.
     pub fn from_data(data: OsPayload) -> Self {
-        OsIpcMessage { data, channels: Vec::new(), shared_memory: Vec::new() }
+        let max_nesting = crate::ipc::ReceiveLimits::DEFAULT.max_nesting;
+        OsIpcMessage { data, channels: Vec::new(), shared_memory: Vec::new(), max_nesting }
     }
 }
 

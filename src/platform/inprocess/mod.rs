@@ -30,11 +30,12 @@ struct Envelope {
 }
 
 impl Envelope {
-    fn open(self) -> OsIpcMessage {
+    fn open(self, max_nesting: usize) -> OsIpcMessage {
         OsIpcMessage {
             data: OsPayload(self.data),
             channels: self.channels.into_iter().map(OsOpaqueIpcChannel).collect(),
             shared_memory: self.shared_memory,
+            max_nesting,
         }
     }
 }
@@ -218,7 +219,7 @@ impl OsIpcReceiver {
         self.budget.release(envelope.cost);
         let handles = envelope.channels.len() + envelope.shared_memory.len();
         self.limits.check(envelope.data.len() as u64, handles).map_err(|limit| RecvError::Io(limit.into_io()))?;
-        Ok(envelope.open())
+        Ok(envelope.open(self.limits.max_nesting()))
     }
 }
 

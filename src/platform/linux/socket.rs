@@ -358,7 +358,7 @@ fn decode_message(packet: &[u8], fds: Vec<OwnedFd>, limits: &LimitsCell) -> io::
         .map(OsOpaqueIpcChannel::from_received)
         .collect::<io::Result<Vec<_>>>()?;
     let shared_memory = handles.map(OsIpcSharedMemory::from_sealed).collect::<io::Result<Vec<_>>>()?;
-    Ok(OsIpcMessage { data, channels, shared_memory })
+    Ok(OsIpcMessage { data, channels, shared_memory, max_nesting: limits.max_nesting() })
 }
 
 /// Reads exactly `expected` descriptors from a side socket whose sender has finished writing.
