@@ -37,4 +37,8 @@ pub mod router;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
+#[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use error::{IpcError, SendTimeoutError, SerDeError, TryRecvError, TrySelectError, TrySendError};

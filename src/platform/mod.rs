@@ -48,6 +48,8 @@ pub(crate) use backend::{
     OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsPayload, OsServerGuard,
 };
 
+#[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]
+pub(crate) use backend::decode_packet;
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use backend::register;
 

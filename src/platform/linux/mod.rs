@@ -28,5 +28,7 @@ pub(crate) use memfd::OsIpcSharedMemory;
 pub(crate) use reactor::register;
 pub(crate) use select::OsIpcReceiverSet;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};
+#[cfg(feature = "fuzzing")]
+pub(crate) use socket::decode_packet;
 pub(crate) use socket::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, OsPayload};
 pub(crate) use spawn::{spawn_with_inherited, take_inherited};

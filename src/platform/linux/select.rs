@@ -52,6 +52,7 @@ impl OsIpcReceiverSet {
     }
 
     /// The epoll descriptor: readable whenever a member is ready (for async runtimes).
+    #[cfg(feature = "tokio")]
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.epoll.as_fd()
     }

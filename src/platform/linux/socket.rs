@@ -473,3 +473,9 @@ impl Deref for OsPayload {
         }
     }
 }
+
+/// The packet decoder, for the fuzz targets: decodes `packet` with `fds` under default limits.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_packet(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> {
+    decode_message(packet, fds, &LimitsCell::new(ReceiveLimits::DEFAULT))
+}
