@@ -21,8 +21,7 @@ fn attempt<V>(result: Result<(), TrySendError<V>>) -> io::Result<Result<(), IpcE
 }
 
 /// An [`IpcSender`] whose `send` awaits room in the channel's buffer on tokio's reactor, so a
-/// slow receiver never blocks a runtime thread. Cloneable; every clone registers its own
-/// descriptor.
+/// slow receiver never blocks a runtime thread. [`try_clone`](Self::try_clone) gives more senders.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -53,22 +52,15 @@ where
         self.readiness.writable(|| attempt(self.sender.try_send_ref(&value))).await?
     }
 
+    /// Another sender of the same channel, registered with the current runtime (not `Clone`,
+    /// because registering can fail).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        AsyncIpcSender::new(self.sender.clone())
+    }
+
     /// The blocking sender inside.
     pub fn into_inner(self) -> IpcSender<T> {
         self.sender
-    }
-}
-
-impl<T> Clone for AsyncIpcSender<T>
-where
-    T: for<'de> Deserialize<'de> + Serialize,
-{
-    /// A clone registers its own descriptor with the current runtime.
-    ///
-    /// # Panics
-    /// Outside a tokio runtime, or when the process is out of descriptors.
-    fn clone(&self) -> Self {
-        AsyncIpcSender::new(self.sender.clone()).expect("cannot register a sender clone with the runtime")
     }
 }
 

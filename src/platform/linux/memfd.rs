@@ -64,8 +64,20 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Seals a memfd we wrote. `F_SEAL_WRITE` fails with `EBUSY` while the kernel still holds
+/// transient references to freshly written pages (seen once under load in the benchmarks), so
+/// it is retried a few times before the error is returned.
 fn seal(fd: &OwnedFd) -> io::Result<()> {
-    retry_on_intr(|| fcntl_add_seals(fd, REQUIRED_SEALS | SealFlags::SEAL))
+    let mut attempts = 0;
+    loop {
+        match retry_on_intr(|| fcntl_add_seals(fd, REQUIRED_SEALS | SealFlags::SEAL)) {
+            Err(error) if error.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) && attempts < 3 => {
+                attempts += 1;
+                std::thread::yield_now();
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Checks that a received descriptor is a memfd sealed as ours are, and returns its size.

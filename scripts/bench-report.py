@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Runs the comparison benchmarks and writes docs/benchmarks/report.md and report.svg.
+
+    python3 scripts/bench-report.py          # run `cargo bench --bench comparison`, then report
+    python3 scripts/bench-report.py --no-run # report from the results already in target/criterion
+
+Every number in the report comes from one run on one machine: crossproc, ipc-channel 0.21 and
+the bare system-call floor side by side.
+"""
+import datetime
+import glob
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CRITERION = os.path.join(ROOT, "target", "criterion")
+OUT = os.path.join(ROOT, "docs", "benchmarks")
+LIBS = ["crossproc", "ipc-channel"]
+COLORS = {"crossproc": "#d9480f", "ipc-channel": "#1c7ed6", "syscall-floor": "#495057", "memcpy-floor": "#495057"}
+
+
+def run(args):
+    print("+", " ".join(args), file=sys.stderr)
+    return subprocess.run(args, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def load():
+    """{(group, function, value): median ns}"""
+    results = {}
+    for path in glob.glob(os.path.join(CRITERION, "**", "new", "benchmark.json"), recursive=True):
+        with open(path) as f:
+            meta = json.load(f)
+        with open(os.path.join(os.path.dirname(path), "estimates.json")) as f:
+            median = json.load(f)["median"]["point_estimate"]
+        results[(meta["group_id"], meta["function_id"], meta.get("value_str"))] = median
+    return results
+
+
+def peak_memory():
+    """Peak resident memory of sender and receiver moving one 256 MiB message, per library."""
+    binaries = sorted(glob.glob(os.path.join(ROOT, "target", "release", "deps", "comparison-*")), key=os.path.getmtime)
+    binaries = [b for b in binaries if os.access(b, os.X_OK) and not b.endswith(".d")]
+    if not binaries:
+        return {}
+    peaks = {}
+    for lib in LIBS:
+        env = dict(os.environ, CROSSPROC_BENCH_PEAK=lib)
+        out = subprocess.run([binaries[-1]], env=env, check=True, capture_output=True, text=True).stdout
+        fields = dict(item.split("=") for item in out.split()[1:])
+        peaks[lib] = (int(fields["peak_sender"]), int(fields["peak_receiver"]), int(fields["message"]))
+    return peaks
+
+
+def fmt_time(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.0f} ns"
+
+
+def ratio(results, group, a, b, value=None):
+    x, y = results.get((group, a, value)), results.get((group, b, value))
+    return (x / y) if x and y else None
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+
+
+def svg(results):
+    """Two log-log panels: round-trip latency and one-way throughput against message size."""
+    panels = [
+        ("round_trip", "typed round trip: latency (µs)", lambda size, ns: ns / 1e3),
+        ("one_way_bytes", "one-way bytes message: throughput (GB/s)", lambda size, ns: size / ns),
+    ]
+    width, height, pad = 420, 300, 50
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height}" font-family="sans-serif" font-size="11">']
+    for index, (group, title, measure) in enumerate(panels):
+        x0 = index * width
+        series = {}
+        for (g, function, value), ns in results.items():
+            if g == group and value:
+                series.setdefault(function, []).append((int(value), measure(int(value), ns)))
+        points = [p for s in series.values() for p in s]
+        if not points:
+            continue
+        xs = [math.log10(p[0]) for p in points]
+        ys = [math.log10(p[1]) for p in points if p[1] > 0]
+        xmin, xmax, ymin, ymax = min(xs), max(xs), min(ys) - 0.1, max(ys) + 0.1
+        sx = lambda v: x0 + pad + (math.log10(v) - xmin) / max(xmax - xmin, 1e-9) * (width - 2 * pad)
+        sy = lambda v: height - pad - (math.log10(v) - ymin) / max(ymax - ymin, 1e-9) * (height - 2 * pad)
+        parts.append(f'<text x="{x0 + pad}" y="20" font-weight="bold">{title}</text>')
+        parts.append(f'<line x1="{x0 + pad}" y1="{height - pad}" x2="{x0 + width - pad}" y2="{height - pad}" stroke="#888"/>')
+        parts.append(f'<line x1="{x0 + pad}" y1="{pad}" x2="{x0 + pad}" y2="{height - pad}" stroke="#888"/>')
+        for size in sorted({p[0] for p in points}):
+            label = f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB" if size >= 1024 else f"{size} B"
+            parts.append(f'<text x="{sx(size):.0f}" y="{height - pad + 15}" text-anchor="middle">{label}</text>')
+        for exponent in range(math.floor(ymin), math.ceil(ymax) + 1):
+            if ymin <= exponent <= ymax:
+                parts.append(f'<text x="{x0 + pad - 5}" y="{sy(10 ** exponent) + 4:.0f}" text-anchor="end">{10 ** exponent:g}</text>')
+        for n, (function, data) in enumerate(sorted(series.items())):
+            data.sort()
+            color = COLORS.get(function, "#000")
+            dash = ' stroke-dasharray="4 3"' if "floor" in function else ""
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in data if y > 0)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+            parts.append(f'<text x="{x0 + width - pad - 90}" y="{pad + 14 * n}" fill="{color}">{function}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def main():
+    if "--no-run" not in sys.argv:
+        run(["cargo", "bench", "--bench", "comparison"])
+    results = load()
+    peaks = peak_memory()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# crossproc against ipc-channel 0.21: one run",
+        "",
+        f"Generated {now} on {machine()} by `python3 scripts/bench-report.py`",
+        "(`cargo bench --bench comparison`, criterion medians; every scenario is the same code for both",
+        "libraries, between two processes). Ratios below 1 favour crossproc.",
+        "",
+        "## The targets of issue 4",
+        "",
+        "| scenario | crossproc | ipc-channel | floor | crossproc / ipc-channel | crossproc / floor | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = [
+        ("round trip, 64 B `Vec<u8>`", "round_trip_64B", None, "syscall-floor", "≤ 0.85, and ≤ 1.1 × floor"),
+        ("one-way stream, 64 B, per message", "stream_64B", None, "syscall-floor", "≤ 0.85"),
+        ("round trip, 64 KiB `Vec<u8>`", "round_trip", "65536", None, "≤ 0.7"),
+        ("one-way 1 MiB (bytes channel)", "one_way_bytes", "1048576", "memcpy-floor", "≤ 0.5"),
+        ("one-way 64 MiB (bytes channel)", "one_way_bytes", "67108864", "memcpy-floor", "≤ 0.2 (stretch 0.1)"),
+        ("new channel, sender passed through another", "pass_sender", None, None, "≤ 0.8"),
+    ]
+    for title, group, value, floor, target in rows:
+        ours, theirs = results.get((group, "crossproc", value)), results.get((group, "ipc-channel", value))
+        base = results.get((group, floor, value)) if floor else None
+        cells = [fmt_time(v) if v else "–" for v in (ours, theirs, base)]
+        r1 = f"{ours / theirs:.2f}" if ours and theirs else "–"
+        r2 = f"{ours / base:.2f}" if ours and base else "–"
+        lines.append(f"| {title} | {' | '.join(cells)} | {r1} | {r2} | {target} |")
+    s10, s1000 = results.get(("select_one_ready", "crossproc", "10")), results.get(("select_one_ready", "crossproc", "1000"))
+    i10, i1000 = results.get(("select_one_ready", "ipc-channel", "10")), results.get(("select_one_ready", "ipc-channel", "1000"))
+    if s10 and s1000:
+        theirs = f"{fmt_time(i1000)} vs {fmt_time(i10)} ({i1000 / i10:.2f})" if i10 and i1000 else "–"
+        lines.append(f"| select, 1,000 receivers vs 10, one ready | {fmt_time(s1000)} vs {fmt_time(s10)} | {theirs} | – | {s1000 / s10:.2f} (1000/10) | – | ≤ 1.5 (1000/10) |")
+    for lib, (sender, receiver, size) in peaks.items():
+        lines.append(f"| peak memory, one 256 MiB message, {lib} | sender {sender >> 20} MiB + receiver {receiver >> 20} MiB | | | {(sender + receiver) / size:.2f} × message | | ≤ 2.5 × (crossproc) |")
+    big = results.get(("one_way_bytes", "crossproc", "67108864"))
+    copy = results.get(("one_way_bytes", "memcpy-floor", "67108864"))
+    if big and copy:
+        lines += ["", f"64 MiB end to end: crossproc {64 * 2**20 / big:.2f} GB/s, single-thread copy into a fresh vector {64 * 2**20 / copy:.2f} GB/s ({copy / big:.0%} of it; target ≥ 30 %)."]
+    lines += ["", "## Every measurement", "", "| group | function | size | median |", "|---|---|---|---|"]
+    for (group, function, value), ns in sorted(results.items(), key=lambda kv: (kv[0][0], int(kv[0][2] or 0), kv[0][1])):
+        lines.append(f"| {group} | {function} | {value or ''} | {fmt_time(ns)} |")
+    lines += ["", "![latency and throughput against message size](report.svg)", ""]
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "report.md"), "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(OUT, "report.svg"), "w") as f:
+        f.write(svg(results))
+    print(os.path.join(OUT, "report.md"))
+
+
+if __name__ == "__main__":
+    main()
