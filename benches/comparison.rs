@@ -36,6 +36,16 @@ fn peak_rss() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// The system's shared memory in use, in bytes (`Shmem` in /proc/meminfo).
+fn system_shmem() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("Shmem:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 fn small_messages(c: &mut Criterion) {
     let crossproc = with_crossproc::spawn_peer("crossproc");
     let ipc_channel = with_ipc_channel::spawn_peer("ipc-channel");
@@ -130,11 +140,11 @@ fn main() {
     }
     if let Ok(library) = std::env::var(PEAK_VAR) {
         let size = 256 << 20;
-        let (sender, receiver) = match library.as_str() {
+        let (sender, receiver, in_flight) = match library.as_str() {
             "ipc-channel" => with_ipc_channel::peak_memory("ipc-channel", size),
             _ => with_crossproc::peak_memory("crossproc", size),
         };
-        println!("{library} peak_sender={sender} peak_receiver={receiver} message={size}");
+        println!("{library} peak_sender={sender} peak_receiver={receiver} shmem_in_flight={in_flight} message={size}");
         return;
     }
     let mut criterion = Criterion::default().configure_from_args();
