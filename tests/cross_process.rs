@@ -2,7 +2,7 @@
 //! child connects to a one-shot server, and the two exchange typed values, channels, byte
 //! messages and shared memory. Also: peers killed with SIGKILL mid-stream.
 
-#![cfg(not(feature = "force-inprocess"))]
+#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 
 mod util;
 

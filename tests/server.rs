@@ -1,7 +1,7 @@
 //! `IpcServer` with real processes: many clients at once, threads connecting repeatedly,
 //! clients that die or send garbage, refused clients, kernel credentials, stale socket paths.
 
-#![cfg(not(feature = "force-inprocess"))]
+#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 
 mod util;
 

@@ -1,6 +1,6 @@
 //! Spawning a child with a connected channel through an inherited descriptor.
 
-#![cfg(not(feature = "force-inprocess"))]
+#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 
 mod util;
 
