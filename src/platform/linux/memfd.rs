@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use rustix::buffer::spare_capacity;
 use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::mm::{madvise, mmap, munmap, Advice, MapFlags, ProtFlags};
 
@@ -131,17 +132,18 @@ impl Mapping {
     }
 }
 
-/// Reads `len` bytes from the start of `fd` into a new vector (the kernel copies; no mapping).
+/// Reads `len` bytes from the start of `fd` into a new vector (the kernel copies; no mapping,
+/// and no zeroing of the vector first: the bytes land in its spare capacity).
 pub(super) fn read_to_vec(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
-    let mut bytes = vec![0u8; len];
-    let mut done = 0;
-    while done < len {
-        let read = retry_on_intr(|| rustix::io::pread(fd, &mut bytes[done..], done as u64))?;
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        let offset = bytes.len() as u64;
+        let read = retry_on_intr(|| rustix::io::pread(fd, spare_capacity(&mut bytes), offset))?;
         if read == 0 {
             return Err(invalid_data("payload memfd shorter than its length"));
         }
-        done += read;
     }
+    bytes.truncate(len); // the capacity, and so one read, may exceed `len`
     Ok(bytes)
 }
 
