@@ -104,6 +104,20 @@ fn sizes(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut group = c.benchmark_group("one_way_typed");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    for size in [1usize << 20, 16 << 20] {
+        let data = vec![7u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("crossproc", size), &data, |b, data| {
+            b.iter_custom(|n| with_crossproc::stream(&crossproc, data, n))
+        });
+        group.bench_with_input(BenchmarkId::new("ipc-channel", size), &data, |b, data| {
+            b.iter_custom(|n| with_ipc_channel::stream(&ipc_channel, data, n))
+        });
+    }
+    group.finish();
 }
 
 fn select(c: &mut Criterion) {

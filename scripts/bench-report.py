@@ -83,9 +83,10 @@ def svg(results):
     panels = [
         ("round_trip", "typed round trip: latency (µs)", lambda size, ns: ns / 1e3),
         ("one_way_bytes", "one-way bytes message: throughput (GB/s)", lambda size, ns: size / ns),
+        ("one_way_typed", "one-way typed Vec<u8>: throughput (GB/s)", lambda size, ns: size / ns),
     ]
     width, height, pad = 420, 300, 50
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * width}" height="{height}" font-family="sans-serif" font-size="11">']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{len(panels) * width}" height="{height}" font-family="sans-serif" font-size="11">']
     for index, (group, title, measure) in enumerate(panels):
         x0 = index * width
         series = {}
@@ -145,6 +146,8 @@ def main():
         ("one-way stream, 64 B, per message", "stream_64B", None, "syscall-floor", "≤ 0.85"),
         ("round trip, 64 KiB `Vec<u8>`", "round_trip", "65536", None, "≤ 0.7"),
         ("one-way 1 MiB (bytes channel)", "one_way_bytes", "1048576", "memcpy-floor", "≤ 0.5"),
+        ("one-way 1 MiB typed `Vec<u8>`, per message", "one_way_typed", "1048576", None, "≤ 0.5"),
+        ("one-way 16 MiB typed `Vec<u8>`, per message", "one_way_typed", "16777216", None, "–"),
         ("one-way 64 MiB (bytes channel)", "one_way_bytes", "67108864", "memcpy-floor", "≤ 0.2 (stretch 0.1)"),
         ("new channel, sender passed through another", "pass_sender", None, None, "≤ 0.8"),
     ]
