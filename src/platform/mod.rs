@@ -8,14 +8,17 @@
 //!   sends one message atomically (whole or not at all), waiting for buffer room as `Wait` allows
 //!   (`WouldBlock` / `TimedOut` when it may not); `connect(name)` connects to a server;
 //!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer.
-//! - `OsIpcReceiver` (`Send`): `recv(&self, Wait) -> Result<OsIpcMessage, RecvError>`.
+//! - `OsIpcReceiver` (`Send + Sync`): `recv(&self, Wait) -> Result<OsIpcMessage, RecvError>`;
+//!   `set_limits` / `limits`: the `ReceiveLimits` every message is checked against before anything
+//!   is allocated for it.
 //! - `OsOpaqueIpcChannel`: a received channel end, not yet known to be a sender or a receiver
 //!   (`into_sender`, `into_receiver`).
 //! - `OsIpcSharedMemory` (`Clone + Send + Sync`, `Deref<Target = [u8]>`): an immutable region that
 //!   travels by reference, never by copy (`from_bytes`, `from_byte`).
-//! - `OsPayload` (`Deref<Target = [u8]>`, `From<Vec<u8>>`, `into_vec`): the bytes of a received
-//!   message, which a backend may keep in a mapping instead of the heap.
-//! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`,
+//! - `OsPayload` (`Deref<Target = [u8]>`, `From<Vec<u8>>`, `into_vec() -> io::Result<Vec<u8>>`,
+//!   `prefault()`): the bytes of a received message, which a backend may keep in a mapping
+//!   instead of the heap.
+//! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`, `set_limits`,
 //!   `select(Wait) -> io::Result<Vec<OsIpcSelectionResult>>`.
 //! - `spawn_with_inherited(&mut Command, OsIpcChannel) -> io::Result<Child>` and
 //!   `take_inherited() -> io::Result<OsOpaqueIpcChannel>`: a channel end handed to a child
@@ -28,6 +31,9 @@
 //!   client arrives on the receiver as one message whose data are the bytes `Admit` returned and
 //!   whose one channel is the client's connection, once its first message is readable. Dropping
 //!   the guard stops admitting clients and removes the name.
+//!
+//! Linux only, for now: `register` (a descriptor with tokio's reactor, feature `tokio`) and
+//! `decode_packet` (feature `fuzzing`); the tokio wrappers use the Linux types' `AsFd`.
 //!
 //! The shared vocabulary (`OsIpcChannel`, `OsIpcMessage`, `Wait`, `RecvError`,
 //! `OsIpcSelectionResult`) is defined here, once, for every backend.
