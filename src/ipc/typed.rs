@@ -13,7 +13,7 @@ use super::limits::ReceiveLimits;
 use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::handles;
-use crate::platform::{self, OsIpcSender, Wait};
+use crate::platform::{self, OsIpcSender, PayloadWriter, Wait};
 
 /// Creates a channel for values of type `T`: the sending end and the receiving end.
 ///
@@ -142,12 +142,13 @@ where
     }
 
     fn send_with(&self, data: &T, wait: Wait) -> Result<(), IpcError> {
-        let mut buffer = SEND_BUFFER.with(Cell::take);
-        buffer.clear();
-        let (bytes, handles) = handles::encode(data, buffer)?;
-        let result = self.end.0.send(&bytes, handles.channels, handles.shared_memory, wait);
-        if bytes.capacity() <= KEPT_BUFFER_CAPACITY {
-            SEND_BUFFER.with(|cell| cell.set(bytes));
+        let writer = PayloadWriter::new(SEND_BUFFER.with(Cell::take));
+        let (writer, handles) = handles::encode(data, writer)?;
+        let encoded = writer.finish()?;
+        let result = self.end.0.send_encoded(&encoded, handles.channels, handles.shared_memory, wait);
+        let buffer = encoded.into_buffer();
+        if buffer.capacity() <= KEPT_BUFFER_CAPACITY {
+            SEND_BUFFER.with(|cell| cell.set(buffer));
         }
         result.map_err(send_error)
     }

@@ -7,7 +7,11 @@
 //! - `OsIpcSender` (`Clone + Send + Sync`): `send(&self, data, channels, shared_memory, Wait)`
 //!   sends one message atomically (whole or not at all), waiting for buffer room as `Wait` allows
 //!   (`WouldBlock` / `TimedOut` when it may not); `connect(name)` connects to a server;
-//!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer.
+//!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer; `send_encoded` sends what
+//!   a `PayloadWriter` produced.
+//! - `PayloadWriter` (`new(Vec<u8>)`, `push`, `extend`, `finish() -> io::Result<Encoded>`): where a
+//!   message is encoded; a backend may move large messages out of the heap as they are written.
+//!   `Encoded::into_buffer` gives the buffer back for reuse.
 //! - `OsIpcReceiver` (`Send + Sync`): `recv(&self, Wait) -> Result<OsIpcMessage, RecvError>`;
 //!   `set_limits` / `limits`: the `ReceiveLimits` every message is checked against before anything
 //!   is allocated for it.
@@ -51,7 +55,7 @@ mod backend;
 
 pub(crate) use backend::{
     channel, current_credentials, serve, spawn_with_inherited, take_inherited, OsIpcReceiver, OsIpcReceiverSet,
-    OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsPayload, OsServerGuard,
+    OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsPayload, OsServerGuard, PayloadWriter,
 };
 
 #[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]

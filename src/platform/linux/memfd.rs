@@ -17,6 +17,7 @@ use rustix::buffer::spare_capacity;
 use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::mm::{madvise, mmap, munmap, Advice, MapFlags, ProtFlags};
 
+use super::frame::INLINE_MAX;
 use super::sys::invalid_data;
 use super::sys::retry_on_intr;
 
@@ -29,6 +30,88 @@ pub(super) fn sealed_memfd_from(data: &[u8]) -> io::Result<OwnedFd> {
     write_all(fd.as_fd(), data)?;
     seal(&fd)?;
     Ok(fd)
+}
+
+/// Encoded bytes on their way out: kept in a buffer while they fit in a packet, and spilled into
+/// a memfd, chunk by chunk, once they outgrow one — so a large message is never held whole on
+/// the heap, and is copied once (into the memfd) instead of twice.
+pub(crate) struct PayloadWriter {
+    buffer: Vec<u8>,
+    spill: Option<OwnedFd>,
+    error: Option<io::Error>,
+}
+
+/// What a [`PayloadWriter`] produced.
+pub(crate) enum Encoded {
+    /// Small enough for one packet.
+    Inline(Vec<u8>),
+    /// In a sealed memfd of `len` bytes; `buffer` is the emptied buffer, for reuse.
+    Sealed { memfd: OwnedFd, len: u64, buffer: Vec<u8> },
+}
+
+impl PayloadWriter {
+    /// A writer that reuses `buffer`'s allocation.
+    pub fn new(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        PayloadWriter { buffer, spill: None, error: None }
+    }
+
+    #[inline]
+    pub fn push(&mut self, byte: u8) {
+        self.buffer.push(byte);
+        if self.buffer.len() > INLINE_MAX {
+            self.spill_buffer();
+        }
+    }
+
+    #[inline]
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() > INLINE_MAX {
+            self.spill_buffer();
+        }
+    }
+
+    #[cold]
+    fn spill_buffer(&mut self) {
+        if self.error.is_none() {
+            let result = match &self.spill {
+                Some(memfd) => write_all(memfd.as_fd(), &self.buffer),
+                None => new_memfd().and_then(|memfd| {
+                    write_all(memfd.as_fd(), &self.buffer)?;
+                    self.spill = Some(memfd);
+                    Ok(())
+                }),
+            };
+            self.error = result.err();
+        }
+        self.buffer.clear();
+    }
+
+    /// The encoded message, or the error that spilling it met.
+    pub fn finish(mut self) -> io::Result<Encoded> {
+        let Some(memfd) = self.spill.take() else {
+            return Ok(Encoded::Inline(self.buffer));
+        };
+        self.spill = Some(memfd);
+        self.spill_buffer();
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let memfd = self.spill.take().ok_or_else(|| io::Error::other("spilled payload vanished"))?;
+        seal(&memfd)?;
+        let len = fstat(&memfd)?.st_size as u64;
+        Ok(Encoded::Sealed { memfd, len, buffer: self.buffer })
+    }
+}
+
+impl Encoded {
+    /// The buffer, for the next message.
+    pub fn into_buffer(self) -> Vec<u8> {
+        match self {
+            Encoded::Inline(buffer) | Encoded::Sealed { buffer, .. } => buffer,
+        }
+    }
 }
 
 /// Creates a sealed memfd of `len` bytes, each equal to `byte`.

@@ -23,7 +23,7 @@ mod socket;
 mod spawn;
 mod sys;
 
-pub(crate) use memfd::OsIpcSharedMemory;
+pub(crate) use memfd::{OsIpcSharedMemory, PayloadWriter};
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register;
 pub(crate) use select::OsIpcReceiverSet;

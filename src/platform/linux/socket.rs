@@ -27,7 +27,7 @@ use super::frame::{
     FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED,
     PAYLOAD_IN_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
-use super::memfd::{read_to_vec, sealed_memfd_from, sealed_size, Mapping};
+use super::memfd::{read_to_vec, sealed_memfd_from, sealed_size, Encoded, Mapping};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
 use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits};
@@ -84,11 +84,39 @@ impl OsIpcSender {
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
     ) -> io::Result<()> {
+        self.send_body(Body::Bytes(data), channels, shared_memory, wait)
+    }
+
+    /// Like [`send`](Self::send), for bytes a [`PayloadWriter`](super::PayloadWriter) produced.
+    pub fn send_encoded(
+        &self,
+        encoded: &Encoded,
+        channels: Vec<OsIpcChannel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> io::Result<()> {
+        let body = match encoded {
+            Encoded::Inline(bytes) => Body::Bytes(bytes),
+            Encoded::Sealed { memfd, len, .. } => Body::Sealed(memfd.as_fd(), *len),
+        };
+        self.send_body(body, channels, shared_memory, wait)
+    }
+
+    fn send_body(
+        &self,
+        body: Body<'_>,
+        channels: Vec<OsIpcChannel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> io::Result<()> {
         let mut header = FrameHeader {
             flags: 0,
             channels: wire_count(channels.len())?,
             shared_memory: wire_count(shared_memory.len())?,
-            payload_len: data.len() as u64,
+            payload_len: match body {
+                Body::Bytes(data) => data.len() as u64,
+                Body::Sealed(_, len) => len,
+            },
         };
         let handles: Vec<BorrowedFd<'_>> =
             channels.iter().map(OsIpcChannel::as_fd).chain(shared_memory.iter().map(AsFd::as_fd)).collect();
@@ -103,18 +131,25 @@ impl OsIpcSender {
             Some(side) => vec![side.as_fd()],
             None => handles,
         };
-        if data.len() <= INLINE_MAX {
-            let frame = header.encode();
-            let iov = [IoSlice::new(&frame), IoSlice::new(data)];
-            match self.send_waiting(&iov, &fds, wait) {
-                // This socket's send buffer is smaller than the packet: use a memfd instead.
-                Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) => {}
-                result => return result,
+        let spilled;
+        let memfd = match body {
+            Body::Bytes(data) => {
+                if data.len() <= INLINE_MAX {
+                    let frame = header.encode();
+                    let iov = [IoSlice::new(&frame), IoSlice::new(data)];
+                    match self.send_waiting(&iov, &fds, wait) {
+                        // This socket's send buffer is smaller than the packet: use a memfd.
+                        Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) => {}
+                        result => return result,
+                    }
+                }
+                spilled = sealed_memfd_from(data)?;
+                spilled.as_fd()
             }
-        }
-        let memfd = sealed_memfd_from(data)?;
+            Body::Sealed(memfd, _) => memfd,
+        };
         header.flags |= PAYLOAD_IN_MEMFD;
-        let fds: Vec<BorrowedFd<'_>> = std::iter::once(memfd.as_fd()).chain(fds).collect();
+        let fds: Vec<BorrowedFd<'_>> = std::iter::once(memfd).chain(fds).collect();
         self.send_waiting(&[IoSlice::new(&header.encode())], &fds, wait)
     }
 
@@ -163,6 +198,13 @@ impl AsFd for OsIpcSender {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// A message body: bytes (sent in the packet when they fit) or an already sealed memfd.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Bytes(&'a [u8]),
+    Sealed(BorrowedFd<'a>, u64),
 }
 
 /// Writes `handles` to a fresh socket pair, in packets of at most [`MAX_FDS_PER_PACKET`], and
