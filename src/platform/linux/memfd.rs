@@ -208,8 +208,8 @@ impl Mapping {
     /// is about to read them all. Best effort: without it, pages fault in on first touch.
     pub(super) fn prefault(&self) {
         if self.len != 0 {
-            // SAFETY: the range is exactly our live mapping; MADV_POPULATE_READ only reads pages
-            // in and never changes the mapping or its contents.
+            // MADV_POPULATE_READ only reads pages in; it never changes the mapping or its contents.
+            // SAFETY: the range is exactly our live mapping.
             let _ = unsafe { madvise(self.ptr.as_ptr().cast(), self.len, Advice::LinuxPopulateRead) };
         }
     }

@@ -8,8 +8,9 @@ use tokio::io::Interest;
 
 /// Registers `fd` with the current tokio runtime for `interest`.
 pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: an `OwnedFd` is an open descriptor that stays open, and its `as_raw_fd` returns
-    // the same number, for as long as it is owned — here by the `AsyncFd`, until it is dropped.
+    // An `OwnedFd` is an open descriptor whose `as_raw_fd` returns the same number for as long
+    // as it is owned — here by the `AsyncFd`, until it is dropped.
+    // SAFETY: the descriptor stays open and unchanged for the `AsyncFd`'s whole life.
     let registered = unsafe { AsyncFd::register_with_interest(fd, interest) };
     registered.map_err(io::Error::from)
 }

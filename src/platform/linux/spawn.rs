@@ -30,9 +30,10 @@ pub(crate) fn spawn_with_inherited(command: &mut Command, end: OsIpcChannel) -> 
     let inode = rustix::fs::fstat(&end)?.st_ino;
     let raw: RawFd = end.as_raw_fd();
     command.env(INHERITED_VAR, format!("{raw}:{inode}"));
-    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // work is allowed: it makes one `fcntl` system call on a descriptor number (no allocation,
-    // no locks). `end` is open in the parent until `spawn` returns, so the number is valid.
+    // The closure runs in the child between fork and exec, where only async-signal-safe work is
+    // allowed: it makes one `fcntl` system call on a descriptor number (no allocation, no
+    // locks). `end` is open in the parent until `spawn` returns, so the number is valid.
+    // SAFETY: the closure is async-signal-safe and its descriptor number is valid.
     unsafe {
         command.pre_exec(move || {
             // SAFETY: `raw` is open in this (forked) process, as explained above.
@@ -58,8 +59,8 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
     }
     // Check the descriptor before owning it: open, a SOCK_SEQPACKET socket, the same inode.
     let matches = {
-        // SAFETY: `fcntl(F_GETFD)` on an arbitrary number is harmless; it fails with EBADF when
-        // the number is not open, and only then do we stop.
+        // `fcntl(F_GETFD)` on an arbitrary number fails with EBADF when it is not open.
+        // SAFETY: a number borrowed only to probe it with `fcntl` touches no owner's state.
         let probe = fcntl_getfd(unsafe { BorrowedFd::borrow_raw(raw) });
         probe.is_ok() && {
             // SAFETY: `raw` is open (checked just above) and we only read its metadata.
@@ -71,8 +72,9 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
         TAKEN.store(false, Ordering::SeqCst);
         return Err(not_found());
     }
-    // SAFETY: the descriptor is open, is the socket our parent passed (same inode), and nothing
-    // else in this process owns it: `TAKEN` guarantees this adoption happens once.
+    // The descriptor is open and is the socket our parent passed (same inode); `TAKEN`
+    // guarantees this adoption happens once.
+    // SAFETY: nothing else in this process owns the descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     fcntl_setfd(fd.as_fd(), FdFlags::CLOEXEC)?;
     Ok(OsOpaqueIpcChannel::from_inherited(fd))
