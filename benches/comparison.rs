@@ -26,24 +26,23 @@ mod with_ipc_channel {
 
 mod floor;
 
-/// This process's peak resident set size in bytes (`VmHWM`).
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+/// A `key: N kB` line of a /proc file, in bytes (0 when absent).
+fn proc_kib(path: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
 }
 
+/// This process's peak resident set size in bytes (`VmHWM`).
+fn peak_rss() -> u64 {
+    proc_kib("/proc/self/status", "VmHWM")
+}
+
 /// The system's shared memory in use, in bytes (`Shmem` in /proc/meminfo).
 fn system_shmem() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("Shmem:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    proc_kib("/proc/meminfo", "Shmem")
 }
 
 fn small_messages(c: &mut Criterion) {
