@@ -49,7 +49,11 @@ use std::time::Duration;
 #[path = "linux/mod.rs"]
 mod backend;
 
-#[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]
+#[cfg(all(windows, not(feature = "force-inprocess")))]
+#[path = "windows/mod.rs"]
+mod backend;
+
+#[cfg(any(not(any(target_os = "linux", windows)), feature = "force-inprocess"))]
 #[path = "inprocess/mod.rs"]
 mod backend;
 

@@ -1,0 +1,183 @@
+//! The wire format: what one pipe message holds.
+//!
+//! ```text
+//! "CXW1" | header length (u32 LE) | header (postcard) | trailing bytes (the payload, when inline)
+//! ```
+//!
+//! The header names the process the message's handles were placed in (`target_pid`) and lists
+//! message bodies in one flat array: body 0 is the message itself; a receiver end carried by a
+//! body lists the messages that were queued for it (its backlog) as a range of later bodies. The
+//! tree is flat so that decoding never recurses, whatever a hostile sender writes, and it is
+//! checked whole (every range later than its owner, every body claimed once, limits respected)
+//! before any handle value in it is adopted.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+const MAGIC: &[u8; 4] = b"CXW1";
+const PREFIX: usize = 8;
+
+/// The decoded header of one pipe message.
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub(super) struct Header {
+    /// The process the handles below were placed in.
+    pub target_pid: u32,
+    pub bodies: Vec<BodyWire>,
+}
+
+/// One message: its payload, channel ends and shared memory regions.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) struct BodyWire {
+    pub payload: PayloadWire,
+    pub channels: Vec<EndWire>,
+    pub shared_memory: Vec<SectionWire>,
+}
+
+/// Where a message's bytes are.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) enum PayloadWire {
+    /// After the header, to the end of the pipe message (body 0 only).
+    Trailing,
+    /// In the header itself (a queued message that travels with its receiver).
+    Inline(Vec<u8>),
+    /// In a section.
+    Section(SectionWire),
+}
+
+/// A section handle and the length of the bytes it holds.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub(super) struct SectionWire {
+    pub handle: u64,
+    pub len: u64,
+}
+
+/// The three handles of a channel end: the pipe end, the channel's lock and its owner cell.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
+pub(super) struct ChannelWire {
+    pub pipe: u64,
+    pub lock: u64,
+    pub owner: u64,
+}
+
+/// A channel end in a message.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) enum EndWire {
+    Sender(ChannelWire),
+    /// A receiver, and the bodies `first .. first + count` that were queued for it.
+    Receiver {
+        channel: ChannelWire,
+        first: u32,
+        count: u32,
+    },
+}
+
+impl Header {
+    /// The pipe message: prefix, header, then `trailing`.
+    pub fn encode(&self, trailing: &[u8]) -> io::Result<Vec<u8>> {
+        let header = postcard::to_stdvec(self).map_err(io::Error::other)?;
+        let mut message = Vec::with_capacity(PREFIX + header.len() + trailing.len());
+        message.extend_from_slice(MAGIC);
+        message.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        message.extend_from_slice(&header);
+        message.extend_from_slice(trailing);
+        Ok(message)
+    }
+
+    /// Splits a pipe message into its checked header and the offset of its trailing bytes.
+    pub fn decode(message: &[u8]) -> io::Result<(Header, usize)> {
+        let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {what}"));
+        if message.len() < PREFIX || &message[..4] != MAGIC {
+            return Err(malformed("no crossproc prefix"));
+        }
+        let header_len = u32::from_le_bytes(message[4..8].try_into().expect("four bytes")) as usize;
+        let header_bytes = message.get(PREFIX..PREFIX + header_len).ok_or_else(|| malformed("header is cut short"))?;
+        let header: Header = postcard::from_bytes(header_bytes).map_err(|_| malformed("header does not decode"))?;
+        header.check().map_err(malformed)?;
+        Ok((header, PREFIX + header_len))
+    }
+
+    /// The tree rules: body 0 exists, backlog ranges point forward and claim every other body
+    /// exactly once, only body 0 has trailing bytes.
+    fn check(&self) -> Result<(), &'static str> {
+        let count = self.bodies.len();
+        if count == 0 {
+            return Err("no message body");
+        }
+        let mut claimed = vec![false; count];
+        claimed[0] = true;
+        for (index, body) in self.bodies.iter().enumerate() {
+            if index > 0 && matches!(body.payload, PayloadWire::Trailing) {
+                return Err("a queued message claims trailing bytes");
+            }
+            for end in &body.channels {
+                if let EndWire::Receiver { first, count: len, .. } = *end {
+                    let (first, len) = (first as usize, len as usize);
+                    if first <= index || !matches!(first.checked_add(len), Some(end) if end <= count) {
+                        return Err("a backlog range points outside the message");
+                    }
+                    for slot in &mut claimed[first..first + len] {
+                        if std::mem::replace(slot, true) {
+                            return Err("a queued message is claimed twice");
+                        }
+                    }
+                }
+            }
+        }
+        if claimed.contains(&false) {
+            return Err("a queued message belongs to no receiver");
+        }
+        Ok(())
+    }
+
+    /// How many handles the message carries (channel ends count one each), and how many
+    /// payload bytes, given `trailing` bytes after the header.
+    pub fn totals(&self, trailing: usize) -> (usize, u64) {
+        let mut handles = 0;
+        let mut bytes = 0u64;
+        for body in &self.bodies {
+            handles += body.channels.len() + body.shared_memory.len();
+            bytes = bytes.saturating_add(match &body.payload {
+                PayloadWire::Trailing => trailing as u64,
+                PayloadWire::Inline(data) => data.len() as u64,
+                PayloadWire::Section(section) => section.len,
+            });
+        }
+        (handles, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(channels: Vec<EndWire>) -> BodyWire {
+        BodyWire { payload: PayloadWire::Inline(Vec::new()), channels, shared_memory: Vec::new() }
+    }
+
+    fn receiver(first: u32, count: u32) -> EndWire {
+        EndWire::Receiver { channel: ChannelWire { pipe: 4, lock: 8, owner: 12 }, first, count }
+    }
+
+    #[test]
+    fn a_well_formed_tree_round_trips() {
+        let header = Header { target_pid: 7, bodies: vec![body(vec![receiver(1, 2)]), body(vec![]), body(vec![])] };
+        let message = header.encode(b"tail").unwrap();
+        let (decoded, offset) = Header::decode(&message).unwrap();
+        assert_eq!(decoded.target_pid, 7);
+        assert_eq!(&message[offset..], b"tail");
+    }
+
+    #[test]
+    fn backward_shared_and_orphan_ranges_are_refused() {
+        for bodies in [
+            vec![body(vec![receiver(0, 1)])],
+            vec![body(vec![receiver(1, 1), receiver(1, 1)]), body(vec![])],
+            vec![body(vec![]), body(vec![])],
+            vec![body(vec![receiver(1, u32::MAX)]), body(vec![])],
+        ] {
+            let message = Header { target_pid: 1, bodies }.encode(&[]).unwrap();
+            assert_eq!(Header::decode(&message).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        }
+    }
+}

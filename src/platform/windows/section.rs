@@ -1,0 +1,255 @@
+//! File mappings ("sections"): shared memory, and payloads too large to travel inside a pipe
+//! message.
+//!
+//! A region is written once by its creator; what travels is a handle narrowed to read access, so
+//! a receiver can map it but never write it. Unlike a sealed memfd on Linux, the creator keeps
+//! its writable handle: a hostile sender could still change bytes a receiver is reading (never
+//! their length, so no access past the end is possible).
+
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::os::windows::io::OwnedHandle;
+use std::ptr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+use windows_sys::Win32::System::Memory::{
+    CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_MAPPED_VIEW_ADDRESS,
+    PAGE_READWRITE, SECTION_QUERY,
+};
+
+use super::sys::{owned, raw, Peer};
+
+/// A mapped view of a section, unmapped when dropped.
+pub(crate) struct View {
+    address: *mut u8,
+    len: usize,
+    section: OwnedHandle,
+}
+
+// SAFETY: the view is plain memory owned by this value; its bytes are only read after creation.
+unsafe impl Send for View {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for View {}
+
+impl View {
+    /// A new section of `len` bytes (at least one), mapped for writing, filled by `fill`.
+    pub fn create(len: usize, fill: impl FnOnce(&mut [u8])) -> io::Result<View> {
+        let size = len.max(1) as u64;
+        // SAFETY: a pagefile-backed section with no name or security attributes; checked by `owned`.
+        let section = owned(unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                ptr::null(),
+                PAGE_READWRITE,
+                (size >> 32) as u32,
+                size as u32,
+                ptr::null(),
+            )
+        })?;
+        let view = View::map(section, len, FILE_MAP_READ | FILE_MAP_WRITE)?;
+        // SAFETY: the view was just mapped writable for `len` bytes and nobody else sees it yet.
+        fill(unsafe { std::slice::from_raw_parts_mut(view.address, len) });
+        Ok(view)
+    }
+
+    /// Maps `len` bytes of `section` (a handle a peer sent), failing if the section is smaller.
+    pub fn open(section: OwnedHandle, len: usize) -> io::Result<View> {
+        View::map(section, len, FILE_MAP_READ)
+    }
+
+    fn map(section: OwnedHandle, len: usize, access: u32) -> io::Result<View> {
+        if len == 0 {
+            return Ok(View { address: ptr::NonNull::dangling().as_ptr(), len, section });
+        }
+        // SAFETY: `section` is a live section handle; mapping `len` bytes fails cleanly when the
+        // section is smaller, so the view never extends past it.
+        let view = unsafe { MapViewOfFile(raw(&section), access, 0, 0, len) };
+        if view.Value.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(View { address: view.Value.cast(), len, section })
+    }
+
+    /// Places a read-only handle to this section in `peer`.
+    pub fn give(&self, peer: &Peer) -> io::Result<u64> {
+        peer.give(&self.section, Some(FILE_MAP_READ | SECTION_QUERY))
+    }
+}
+
+impl Deref for View {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the view maps `len` readable bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.address, self.len) }
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: `address` is a view this value mapped and nothing borrows it any more.
+            unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: self.address.cast() }) };
+        }
+    }
+}
+
+/// Which process currently holds a channel's receiving end: one `u32` in a small section that
+/// every process holding an end of the channel maps. Written only under the channel's lock.
+pub(super) struct OwnerCell(View);
+
+impl OwnerCell {
+    /// A new cell naming this process.
+    pub fn new() -> io::Result<OwnerCell> {
+        let pid = std::process::id().to_le_bytes();
+        View::create(4, |cell| cell.copy_from_slice(&pid)).map(OwnerCell)
+    }
+
+    /// Maps a cell whose handle a peer sent.
+    pub fn open(section: OwnedHandle) -> io::Result<OwnerCell> {
+        View::map(section, 4, FILE_MAP_READ | FILE_MAP_WRITE).map(OwnerCell)
+    }
+
+    fn atomic(&self) -> &AtomicU32 {
+        // SAFETY: the view is at least 4 bytes, page-aligned, mapped writable and lives as long
+        // as `self`; every process accesses it only through atomics.
+        unsafe { &*self.0.address.cast::<AtomicU32>() }
+    }
+
+    /// The owner's process id.
+    pub fn get(&self) -> u32 {
+        self.atomic().load(Ordering::SeqCst)
+    }
+
+    /// Names a new owner.
+    pub fn set(&self, pid: u32) {
+        self.atomic().store(pid, Ordering::SeqCst)
+    }
+
+    /// The cell's section handle (for inheritance).
+    pub fn handle(&self) -> windows_sys::Win32::Foundation::HANDLE {
+        raw(&self.0.section)
+    }
+
+    /// Places a (writable) handle to the cell in `peer`.
+    pub fn give(&self, peer: &Peer) -> io::Result<u64> {
+        peer.give(&self.0.section, None)
+    }
+}
+
+/// An immutable region that travels by reference.
+#[derive(Clone)]
+pub(crate) struct OsIpcSharedMemory(pub(super) Arc<View>);
+
+impl OsIpcSharedMemory {
+    /// A new region holding a copy of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> io::Result<Self> {
+        View::create(bytes.len(), |region| region.copy_from_slice(bytes)).map(|view| OsIpcSharedMemory(Arc::new(view)))
+    }
+
+    /// A new region of `len` bytes, each equal to `byte`.
+    pub fn from_byte(byte: u8, len: usize) -> io::Result<Self> {
+        View::create(len, |region| {
+            if byte != 0 {
+                region.fill(byte)
+            }
+        })
+        .map(|view| OsIpcSharedMemory(Arc::new(view)))
+    }
+}
+
+impl Deref for OsIpcSharedMemory {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for OsIpcSharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsIpcSharedMemory({} bytes)", self.0.len)
+    }
+}
+
+/// The bytes of a received message: on the heap, or still in the sender's section.
+pub(crate) enum OsPayload {
+    Heap(Vec<u8>),
+    Mapped(View),
+}
+
+impl OsPayload {
+    /// The bytes as an owned vector.
+    pub fn into_vec(self) -> io::Result<Vec<u8>> {
+        Ok(match self {
+            OsPayload::Heap(bytes) => bytes,
+            OsPayload::Mapped(view) => view.to_vec(),
+        })
+    }
+
+    /// Nothing to prepare: Windows maps section views lazily and cheaply.
+    pub fn prefault(&self) {}
+}
+
+impl From<Vec<u8>> for OsPayload {
+    fn from(bytes: Vec<u8>) -> Self {
+        OsPayload::Heap(bytes)
+    }
+}
+
+impl Deref for OsPayload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            OsPayload::Heap(bytes) => bytes,
+            OsPayload::Mapped(view) => view,
+        }
+    }
+}
+
+impl fmt::Debug for OsPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsPayload({} bytes)", self.len())
+    }
+}
+
+/// Encoded bytes on their way out (on the heap; a large message is copied into a section when
+/// sent).
+pub(crate) struct PayloadWriter(Vec<u8>);
+
+/// What a [`PayloadWriter`] produced.
+pub(crate) struct Encoded(pub(super) Vec<u8>);
+
+impl PayloadWriter {
+    /// A writer that reuses `buffer`'s allocation.
+    pub fn new(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        PayloadWriter(buffer)
+    }
+
+    #[inline]
+    pub fn push(&mut self, byte: u8) {
+        self.0.push(byte);
+    }
+
+    #[inline]
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// The encoded message.
+    pub fn finish(self) -> io::Result<Encoded> {
+        Ok(Encoded(self.0))
+    }
+}
+
+impl Encoded {
+    /// The buffer, for the next message.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.0
+    }
+}

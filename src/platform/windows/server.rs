@@ -1,0 +1,303 @@
+//! Named servers: a named pipe whose instances clients open, and the acceptor thread that admits
+//! them.
+//!
+//! A client creates a channel for itself, opens an instance of the server's pipe, learns the
+//! server's process from the kernel (`GetNamedPipeServerProcessId`), moves the channel's
+//! receiver there in a hello message and waits for the verdict. The acceptor reads the client's
+//! process id from the kernel (`GetNamedPipeClientProcessId`), asks the admission rule, answers,
+//! and hands an admitted client's receiver to the server.
+//!
+//! Names: `\\.\pipe\crossproc-…` with a random part for private servers; a caller's name is used
+//! under `\\.\pipe\` as given. The first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`,
+//! so no other process can already own (or later squat) the name while the server lives, and the
+//! pipe's default security admits only the creating user, administrators and the system, so
+//! Windows itself keeps other users out. There are no stale names: a pipe vanishes with its last
+//! handle. Windows has no user and group ids here: `PeerCredentials` carries the process id and
+//! zeros.
+
+use std::io;
+use std::mem;
+use std::os::windows::io::OwnedHandle;
+use std::path::Path;
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, WAIT_OBJECT_0,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, ReadFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
+};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeClientProcessId, GetNamedPipeServerProcessId,
+    SetNamedPipeHandleState, WaitNamedPipeW, PIPE_READMODE_MESSAGE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_MESSAGE,
+    PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+};
+use windows_sys::Win32::System::Threading::{SetEvent, WaitForMultipleObjects, INFINITE};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+
+use super::pipe::{channel, write_message, OsIpcReceiver, OsIpcSender};
+use super::sys::{check, event, owned, random_u64, raw, wait_for, wide, Peer};
+use super::transfer::{import, Exporter};
+use crate::ipc::{PeerCredentials, ReceiveLimits};
+use crate::platform::{Admit, OsIpcChannel, Wait};
+
+const VERDICT_ADMITTED: &[u8] = b"CXW1-OK";
+const VERDICT_REFUSED: &[u8] = b"CXW1-NO";
+/// How long either side waits for the other during the hello exchange.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits for a free instance of a busy server's pipe.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NEXT_SERVER: AtomicU64 = AtomicU64::new(0);
+
+/// The pipe path for a server name.
+fn pipe_path(name: &str) -> String {
+    const PREFIX: &str = r"\\.\pipe\";
+    if name.starts_with(PREFIX) {
+        name.to_owned()
+    } else {
+        format!("{PREFIX}{}", name.replace('\\', "/"))
+    }
+}
+
+/// A reserved server name: the first instance of its pipe.
+pub(crate) struct OsListener {
+    path: String,
+    first: OwnedHandle,
+}
+
+impl OsListener {
+    /// A fresh private name.
+    pub fn bind_private() -> io::Result<(OsListener, String)> {
+        let name = format!(
+            r"\\.\pipe\crossproc-server-{}-{}-{:016x}",
+            std::process::id(),
+            NEXT_SERVER.fetch_add(1, Ordering::Relaxed),
+            random_u64()
+        );
+        Ok((OsListener::reserve(&name)?, name))
+    }
+
+    /// The caller's name (a pipe name, or any text that becomes one under `\\.\pipe\`); fails
+    /// with `AddrInUse` while another server holds it.
+    pub fn bind(path: &Path) -> io::Result<OsListener> {
+        let name = path.to_str().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "name is not UTF-8"))?;
+        OsListener::reserve(name)
+    }
+
+    fn reserve(name: &str) -> io::Result<OsListener> {
+        let path = pipe_path(name);
+        let first = instance(&path, true).map_err(|error| match error.raw_os_error().map(|code| code as u32) {
+            Some(ERROR_ACCESS_DENIED | ERROR_PIPE_BUSY) => {
+                io::Error::new(io::ErrorKind::AddrInUse, format!("{name} is in use by a live server"))
+            }
+            _ => error,
+        })?;
+        Ok(OsListener { path, first })
+    }
+}
+
+/// A new instance of the server pipe at `path`.
+fn instance(path: &str, first: bool) -> io::Result<OwnedHandle> {
+    let flags = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | if first { FILE_FLAG_FIRST_PIPE_INSTANCE } else { 0 };
+    let path = wide(path);
+    // SAFETY: `path` is zero-terminated UTF-16; default security; checked by `owned`.
+    owned(unsafe {
+        CreateNamedPipeW(
+            path.as_ptr(),
+            flags,
+            PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+            PIPE_UNLIMITED_INSTANCES,
+            4096,
+            64 * 1024,
+            0,
+            ptr::null(),
+        )
+    })
+}
+
+/// Stops the acceptor (and so removes the name) when dropped.
+#[derive(Debug)]
+pub(crate) struct OsServerGuard {
+    stop: OwnedHandle,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Drop for OsServerGuard {
+    fn drop(&mut self) {
+        // SAFETY: `stop` is a live event.
+        unsafe { SetEvent(raw(&self.stop)) };
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// This process's credentials: its id (Windows has no numeric user or group ids).
+pub(crate) fn current_credentials() -> PeerCredentials {
+    PeerCredentials { pid: std::process::id(), uid: 0, gid: 0 }
+}
+
+/// Starts the acceptor thread; see the module documentation.
+pub(crate) fn serve(listener: OsListener, mut admit: Admit) -> io::Result<(OsIpcReceiver, OsServerGuard)> {
+    let (outlet, incoming) = channel()?;
+    let stop = event()?;
+    let stop_raw = raw(&stop) as usize;
+    let acceptor = thread::Builder::new().name("crossproc-acceptor".into()).spawn(move || {
+        let stop = stop_raw as *mut std::ffi::c_void;
+        let mut current = listener.first;
+        while let Ok(true) = wait_for_client(&current, stop) {
+            // The next instance first, so clients arriving meanwhile find one.
+            let next = instance(&listener.path, false);
+            welcome(&current, &mut admit, &outlet);
+            match next {
+                Ok(next) => current = next,
+                Err(_) => return,
+            }
+        }
+    })?;
+    Ok((incoming, OsServerGuard { stop, acceptor: Some(acceptor) }))
+}
+
+/// Waits until a client opens `pipe`; `false` when the server is stopping.
+fn wait_for_client(pipe: &OwnedHandle, stop: *mut std::ffi::c_void) -> io::Result<bool> {
+    let connected = event()?;
+    // SAFETY: all-zero is a valid OVERLAPPED.
+    let mut overlapped: OVERLAPPED = unsafe { mem::zeroed() };
+    overlapped.hEvent = raw(&connected);
+    // SAFETY: `overlapped` outlives the operation: it completes, or is cancelled and waited for.
+    if unsafe { ConnectNamedPipe(raw(pipe), &mut overlapped) } != 0 {
+        return Ok(true);
+    }
+    match io::Error::last_os_error().raw_os_error().map(|code| code as u32) {
+        Some(ERROR_PIPE_CONNECTED) => return Ok(true),
+        Some(ERROR_IO_PENDING) => {}
+        _ => return Err(io::Error::last_os_error()),
+    }
+    let handles = [raw(&connected), stop];
+    // SAFETY: both handles are live events.
+    let woken = unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, INFINITE) };
+    let mut ignored = 0;
+    if woken != WAIT_OBJECT_0 {
+        // SAFETY: cancels this connect, then waits until the kernel is done with `overlapped`.
+        unsafe {
+            CancelIoEx(raw(pipe), &overlapped);
+            GetOverlappedResult(raw(pipe), &overlapped, &mut ignored, 1);
+        }
+        return Ok(false);
+    }
+    // SAFETY: the connect has completed.
+    check(unsafe { GetOverlappedResult(raw(pipe), &overlapped, &mut ignored, 1) })?;
+    Ok(true)
+}
+
+/// Reads one client's hello, asks `admit`, answers, and hands an admitted client over.
+fn welcome(pipe: &OwnedHandle, admit: &mut Admit, outlet: &OsIpcSender) {
+    let mut pid = 0;
+    // SAFETY: `pipe` is a connected server instance; `pid` is a valid out-pointer.
+    if unsafe { GetNamedPipeClientProcessId(raw(pipe), &mut pid) } == 0 {
+        return;
+    }
+    let deadline = Instant::now().checked_add(HELLO_TIMEOUT);
+    let Ok(Some(hello)) = read_once(pipe, deadline) else { return };
+    let Ok(mut parcel) = import(&hello, &ReceiveLimits::DEFAULT) else { return };
+    let Some(OsIpcChannel::Receiver(receiver)) = parcel.take_channel() else { return };
+    let verdict = admit(&PeerCredentials { pid, uid: 0, gid: 0 });
+    let answer = if verdict.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
+    if !matches!(write_message(pipe, answer, deadline), Ok(Some(()))) {
+        return;
+    }
+    if let Some(announcement) = verdict {
+        let _ = outlet.send(&announcement, vec![OsIpcChannel::Receiver(receiver)], Vec::new(), Wait::Blocking);
+    }
+    // Keep the instance open until the client has read the verdict and closed its end.
+    let _ = read_once(pipe, Instant::now().checked_add(HELLO_TIMEOUT));
+}
+
+/// Reads one message from `pipe` (at most 64 KiB), waiting until `deadline`; `None` on timeout.
+fn read_once(pipe: &OwnedHandle, deadline: Option<Instant>) -> io::Result<Option<Vec<u8>>> {
+    let done = event()?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    // SAFETY: all-zero is a valid OVERLAPPED.
+    let mut overlapped: OVERLAPPED = unsafe { mem::zeroed() };
+    overlapped.hEvent = raw(&done);
+    // SAFETY: `buffer` and `overlapped` outlive the read: it completes, or is cancelled and
+    // waited for, before they are dropped.
+    let started =
+        unsafe { ReadFile(raw(pipe), buffer.as_mut_ptr(), buffer.len() as u32, ptr::null_mut(), &mut overlapped) };
+    if started == 0 && io::Error::last_os_error().raw_os_error() != Some(ERROR_IO_PENDING as i32) {
+        return Err(io::Error::last_os_error());
+    }
+    if !wait_for(raw(&done), deadline)? {
+        // SAFETY: cancels only this read.
+        unsafe { CancelIoEx(raw(pipe), &overlapped) };
+    }
+    let mut got = 0;
+    // SAFETY: waits for the read to finish with `buffer`.
+    match check(unsafe { GetOverlappedResult(raw(pipe), &overlapped, &mut got, 1) }) {
+        Ok(()) => {
+            buffer.truncate(got as usize);
+            Ok(Some(buffer))
+        }
+        Err(error) if error.raw_os_error() == Some(ERROR_OPERATION_ABORTED as i32) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Connects to the server named `name`; see the module documentation.
+pub(super) fn connect(name: &str) -> io::Result<OsIpcSender> {
+    let path = wide(&pipe_path(name));
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let pipe = loop {
+        // SAFETY: `path` is zero-terminated UTF-16; checked by `owned`.
+        let opened = owned(unsafe {
+            CreateFileW(
+                path.as_ptr(),
+                GENERIC_READ | GENERIC_WRITE,
+                0,
+                ptr::null(),
+                OPEN_EXISTING,
+                FILE_FLAG_OVERLAPPED,
+                ptr::null_mut(),
+            )
+        });
+        match opened {
+            Ok(pipe) => break pipe,
+            Err(error) if error.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) && Instant::now() < deadline => {
+                // SAFETY: `path` is zero-terminated UTF-16.
+                unsafe { WaitNamedPipeW(path.as_ptr(), 100) };
+            }
+            Err(error) if error.raw_os_error() == Some(ERROR_FILE_NOT_FOUND as i32) => {
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("no server named {name}")));
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let mode = PIPE_READMODE_MESSAGE;
+    let mut server_pid = 0;
+    // SAFETY: `pipe` is an open client end; the pointers are valid for the calls.
+    unsafe {
+        check(SetNamedPipeHandleState(raw(&pipe), &mode, ptr::null(), ptr::null()))?;
+        check(GetNamedPipeServerProcessId(raw(&pipe), &mut server_pid))?;
+    }
+    let (sender, receiver) = channel()?;
+    let server = Peer::open(server_pid)?;
+    let mut exporter = Exporter::new(&server);
+    let hello = exporter.message(&[], vec![OsIpcChannel::Receiver(receiver)], Vec::new())?;
+    let deadline = Instant::now().checked_add(HELLO_TIMEOUT);
+    if !matches!(write_message(&pipe, &hello, deadline), Ok(Some(()))) {
+        exporter.take_back();
+        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server did not take the hello"));
+    }
+    match read_once(&pipe, deadline)? {
+        Some(verdict) if verdict == VERDICT_ADMITTED => Ok(sender),
+        Some(verdict) if verdict == VERDICT_REFUSED => {
+            Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client"))
+        }
+        _ => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server did not answer")),
+    }
+}
