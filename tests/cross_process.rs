@@ -2,7 +2,7 @@
 //! child connects to a one-shot server, and the two exchange typed values, channels, byte
 //! messages and shared memory. Also: peers killed with SIGKILL mid-stream.
 
-#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#![cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 
 mod util;
 
@@ -201,6 +201,7 @@ fn a_peer_killed_mid_stream_gives_whole_messages_then_disconnected() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // Unix socket files and directory modes
 fn a_one_shot_server_name_is_private_and_removed_after_accept() {
     use std::os::unix::fs::PermissionsExt;
     let (server, name) = IpcOneShotServer::<u8>::new().unwrap();

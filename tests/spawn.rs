@@ -1,12 +1,12 @@
 //! Spawning a child with a connected channel through an inherited descriptor.
 
-#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#![cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 
 mod util;
 
 use std::time::Duration;
 
-use crossproc::ipc::{self, inherited_receiver, inherited_sender, IpcCommandExt, IpcSender};
+use crossproc::ipc::{self, inherited_receiver, inherited_sender, IpcCommandExt, IpcReceiver, IpcSender};
 use util::{child_command, child_role, with_watchdog};
 
 const ENTRY: &str = "child_entry";
@@ -37,6 +37,19 @@ fn child_entry() {
             report.push(value as i32);
             reply.send(report).unwrap();
         }
+        "receive_moved" => {
+            // A receiver whose messages were queued before it moved here, one carrying a sender.
+            let moved = inherited_receiver::<IpcReceiver<(u32, Option<IpcSender<u32>>)>>().unwrap().recv().unwrap();
+            let mut sum = 0;
+            loop {
+                let (value, reply) = moved.recv().unwrap();
+                sum += value;
+                if let Some(reply) = reply {
+                    reply.send(sum).unwrap();
+                    break;
+                }
+            }
+        }
         "send" => {
             let to_parent = inherited_sender::<String>().unwrap();
             to_parent.send(format!("hello from {}", std::process::id())).unwrap();
@@ -46,6 +59,7 @@ fn child_entry() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // counts /proc/self/fd
 fn a_child_receives_on_an_inherited_channel_and_inherits_nothing_else() {
     with_watchdog(Duration::from_secs(60), || {
         // Descriptors this test process holds must not reach the child.
@@ -68,6 +82,22 @@ fn a_child_receives_on_an_inherited_channel_and_inherits_nothing_else() {
         let extra: Vec<i32> = report.iter().copied().filter(|fd| !inheritable.contains(fd)).collect();
         assert_eq!(extra.len(), 2, "child had {report:?}; beyond {inheritable:?} only the channel and read_dir's own");
         assert!(report.starts_with(&[0, 1, 2]));
+        assert!(child.wait().unwrap().success());
+    });
+}
+
+#[test]
+fn a_receiver_moves_to_a_child_with_its_queued_messages() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<(u32, Option<IpcSender<u32>>)>().unwrap();
+        let (reply_tx, reply_rx) = ipc::channel::<u32>().unwrap();
+        for value in 1..=10 {
+            tx.send((value, None)).unwrap();
+        }
+        tx.send((100, Some(reply_tx))).unwrap();
+        let (mut child, to_child) = child_command(ENTRY, "receive_moved").spawn_with_channel().unwrap();
+        to_child.send(rx).unwrap();
+        assert_eq!(reply_rx.recv().unwrap(), 155);
         assert!(child.wait().unwrap().success());
     });
 }
