@@ -57,7 +57,7 @@ pub(super) struct SectionWire {
 pub(super) struct ChannelWire {
     pub pipe: u64,
     pub lock: u64,
-    pub owner: u64,
+    pub cell: u64,
 }
 
 /// A channel end in a message.
@@ -156,7 +156,7 @@ mod tests {
     }
 
     fn receiver(first: u32, count: u32) -> EndWire {
-        EndWire::Receiver { channel: ChannelWire { pipe: 4, lock: 8, owner: 12 }, first, count }
+        EndWire::Receiver { channel: ChannelWire { pipe: 4, lock: 8, cell: 12 }, first, count }
     }
 
     #[test]

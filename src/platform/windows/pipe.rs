@@ -32,7 +32,7 @@ use windows_sys::Win32::System::Pipes::{
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
-use super::section::{Encoded, OsIpcSharedMemory, OwnerCell};
+use super::section::{ChannelCell, Encoded, OsIpcSharedMemory, MESSAGE_OVERHEAD};
 use super::sys::{check, deadline, event, owned, random_u64, raw, wait_for, wide, Peer, SharedLock};
 use super::transfer::{self, Exporter, Parcel};
 use crate::ipc::{LimitsCell, ReceiveLimits};
@@ -50,7 +50,7 @@ static NEXT_PIPE: AtomicU64 = AtomicU64::new(0);
 /// What every end of one channel in one process shares: the channel's lock and owner cell.
 pub(super) struct ChannelState {
     pub lock: SharedLock,
-    pub owner: OwnerCell,
+    pub cell: ChannelCell,
 }
 
 /// A new channel: the sending end and the receiving end.
@@ -79,7 +79,7 @@ pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
     let client = owned(unsafe {
         CreateFileW(name.as_ptr(), GENERIC_WRITE, 0, ptr::null(), OPEN_EXISTING, FILE_FLAG_OVERLAPPED, ptr::null_mut())
     })?;
-    let state = Arc::new(ChannelState { lock: SharedLock::new()?, owner: OwnerCell::new()? });
+    let state = Arc::new(ChannelState { lock: SharedLock::new()?, cell: ChannelCell::new(PIPE_BUFFER)? });
     Ok((OsIpcSender::from_parts(client, state.clone()), OsIpcReceiver::from_parts(server, state, VecDeque::new())))
 }
 
@@ -140,21 +140,20 @@ impl OsIpcSender {
         };
         if channels.is_empty() && shared_memory.is_empty() && data.len() <= INLINE_MAX {
             let message = transfer::bytes_only(data)?;
-            return write_message(&self.0.pipe, &message, deadline)?.ok_or_else(timed_out);
+            return self.post(&message, wait, deadline)?.ok_or_else(timed_out);
         }
         let Some(_guard) = self.0.state.lock.lock_until(deadline)? else {
             return Err(timed_out());
         };
         let mut peer = self.0.peer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let owner = self.0.state.owner.get();
+        let owner = self.0.state.cell.owner();
         if !matches!(&*peer, Some(peer) if peer.pid == owner) {
             *peer = Some(Peer::open(owner).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?);
         }
         let peer = peer.as_ref().expect("just opened");
         let mut exporter = Exporter::new(peer);
-        let sent = exporter
-            .message(data, channels, shared_memory)
-            .and_then(|message| write_message(&self.0.pipe, &message, deadline));
+        let sent =
+            exporter.message(data, channels, shared_memory).and_then(|message| self.post(&message, wait, deadline));
         match sent {
             Ok(Some(())) => Ok(()),
             Ok(None) => {
@@ -168,6 +167,26 @@ impl OsIpcSender {
         }
     }
 
+    /// Takes the message's cost from the channel's budget (waiting for room until `deadline`;
+    /// a blocking send takes it regardless and lets the pipe hold it back), then writes it.
+    /// `None` when there was no room in time; nothing was written then.
+    fn post(&self, message: &[u8], wait: Wait, deadline: Option<Instant>) -> io::Result<Option<()>> {
+        let cell = &self.0.state.cell;
+        let cost = MESSAGE_OVERHEAD + message.len() as u64;
+        while !cell.try_reserve(cost, matches!(wait, Wait::Blocking)) {
+            let left = deadline.map_or(Duration::ZERO, |deadline| deadline.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return Ok(None);
+            }
+            std::thread::sleep(left.min(Duration::from_millis(1)));
+        }
+        let written = write_message(&self.0.pipe, message, deadline);
+        if !matches!(written, Ok(Some(()))) {
+            cell.release(cost);
+        }
+        written
+    }
+
     /// Like [`send`](Self::send), for bytes a [`PayloadWriter`](super::PayloadWriter) produced.
     pub fn send_encoded(
         &self,
@@ -179,14 +198,16 @@ impl OsIpcSender {
         self.send(&encoded.0, channels, shared_memory, wait)
     }
 
-    /// A pipe's quota is fixed when it is created; Windows cannot resize it.
-    pub fn set_buffer_size(&self, _bytes: usize) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "a Windows pipe's buffer is fixed when it is created"))
+    /// Sets the channel's byte budget: what `try_send` and `send_timeout` let wait in the pipe
+    /// (the pipe's own quota, fixed at creation, still holds back blocking sends beyond it).
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.0.state.cell.set_capacity(bytes.min(u32::MAX as usize) as u32);
+        Ok(())
     }
 
-    /// How many bytes of messages may wait in the pipe.
+    /// The channel's byte budget.
     pub fn buffer_size(&self) -> io::Result<usize> {
-        Ok(PIPE_BUFFER as usize)
+        Ok(self.0.state.cell.capacity() as usize)
     }
 }
 
@@ -361,6 +382,7 @@ impl Reader {
     ) -> Result<Vec<u8>, RecvError> {
         let mut message = read.buffer;
         message.truncate(transferred as usize);
+        let mut total = transferred as u64;
         let mut outcome = outcome;
         // Headroom for the header over the payload limit.
         let most = limits.max_message_bytes.saturating_add(1 << 20);
@@ -378,8 +400,10 @@ impl Reader {
             message.resize(start + chunk, 0);
             let (got, next) = self.read_more(&mut message[start..])?;
             message.truncate(start + got);
+            total += got as u64;
             outcome = next;
         }
+        self.state.cell.release(MESSAGE_OVERHEAD + total);
         if discarding {
             return Err(RecvError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,

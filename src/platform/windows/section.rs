@@ -11,7 +11,7 @@ use std::io;
 use std::ops::Deref;
 use std::os::windows::io::OwnedHandle;
 use std::ptr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
@@ -97,36 +97,77 @@ impl Drop for View {
     }
 }
 
-/// Which process currently holds a channel's receiving end: one `u32` in a small section that
-/// every process holding an end of the channel maps. Written only under the channel's lock.
-pub(super) struct OwnerCell(View);
+/// What every process holding an end of one channel must agree on, in a small section they all
+/// map: which process holds the receiving end (written only under the channel's lock), and the
+/// channel's byte budget (what `set_buffer_size` sets and `try_send` is checked against).
+///
+/// Layout: owner pid (`u32`), capacity in bytes (`u32`), bytes in flight (`u64`).
+pub(super) struct ChannelCell(View);
 
-impl OwnerCell {
-    /// A new cell naming this process.
-    pub fn new() -> io::Result<OwnerCell> {
+/// The cost of one queued pipe message beyond its bytes (like a socket buffer's per-packet cost).
+pub(super) const MESSAGE_OVERHEAD: u64 = 768;
+
+impl ChannelCell {
+    /// A new cell naming this process, with `capacity` bytes of budget.
+    pub fn new(capacity: u32) -> io::Result<ChannelCell> {
         let pid = std::process::id().to_le_bytes();
-        View::create(4, |cell| cell.copy_from_slice(&pid)).map(OwnerCell)
+        View::create(16, |cell| {
+            cell[..4].copy_from_slice(&pid);
+            cell[4..8].copy_from_slice(&capacity.to_le_bytes());
+        })
+        .map(ChannelCell)
     }
 
     /// Maps a cell whose handle a peer sent.
-    pub fn open(section: OwnedHandle) -> io::Result<OwnerCell> {
-        View::map(section, 4, FILE_MAP_READ | FILE_MAP_WRITE).map(OwnerCell)
+    pub fn open(section: OwnedHandle) -> io::Result<ChannelCell> {
+        View::map(section, 16, FILE_MAP_READ | FILE_MAP_WRITE).map(ChannelCell)
     }
 
-    fn atomic(&self) -> &AtomicU32 {
-        // SAFETY: the view is at least 4 bytes, page-aligned, mapped writable and lives as long
-        // as `self`; every process accesses it only through atomics.
-        unsafe { &*self.0.address.cast::<AtomicU32>() }
+    fn fields(&self) -> (&AtomicU32, &AtomicU32, &AtomicU64) {
+        // SAFETY: the view is 16 bytes, page-aligned, mapped writable and lives as long as
+        // `self`; every process accesses these fields only through atomics.
+        unsafe {
+            let base = self.0.address;
+            (&*base.cast::<AtomicU32>(), &*base.add(4).cast::<AtomicU32>(), &*base.add(8).cast::<AtomicU64>())
+        }
     }
 
-    /// The owner's process id.
-    pub fn get(&self) -> u32 {
-        self.atomic().load(Ordering::SeqCst)
+    /// The receiving end's process id.
+    pub fn owner(&self) -> u32 {
+        self.fields().0.load(Ordering::SeqCst)
     }
 
-    /// Names a new owner.
-    pub fn set(&self, pid: u32) {
-        self.atomic().store(pid, Ordering::SeqCst)
+    /// Names a new owner (under the channel's lock).
+    pub fn set_owner(&self, pid: u32) {
+        self.fields().0.store(pid, Ordering::SeqCst)
+    }
+
+    /// The byte budget.
+    pub fn capacity(&self) -> u32 {
+        self.fields().1.load(Ordering::Relaxed)
+    }
+
+    /// Sets the byte budget.
+    pub fn set_capacity(&self, bytes: u32) {
+        self.fields().1.store(bytes, Ordering::Relaxed)
+    }
+
+    /// Takes `cost` bytes of budget if they fit (or nothing is in flight); `force` takes them
+    /// regardless (a blocking send, which the pipe itself holds back when it is full).
+    pub fn try_reserve(&self, cost: u64, force: bool) -> bool {
+        let (_, capacity, in_flight) = self.fields();
+        let capacity = u64::from(capacity.load(Ordering::Relaxed));
+        in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (force || used == 0 || used + cost <= capacity).then_some(used + cost)
+            })
+            .is_ok()
+    }
+
+    /// Gives `cost` bytes of budget back (a message was read, or never written).
+    pub fn release(&self, cost: u64) {
+        let _ =
+            self.fields().2.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| Some(used.saturating_sub(cost)));
     }
 
     /// The cell's section handle (for inheritance).

@@ -21,7 +21,7 @@ use std::time::Duration;
 use windows_sys::Win32::Foundation::{SetHandleInformation, HANDLE_FLAG_INHERIT};
 
 use super::pipe::{channel, ChannelState, OsIpcReceiver, OsOpaqueIpcChannel};
-use super::section::OwnerCell;
+use super::section::ChannelCell;
 use super::sys::{adopt, check, raw, SharedLock};
 use crate::platform::{OsIpcChannel, RecvError, Wait};
 
@@ -38,7 +38,7 @@ pub(crate) fn spawn_with_inherited(command: &mut Command, end: OsIpcChannel) -> 
     let mut reader = inherited.into_reader();
     // The child owns what is queued in the bootstrap pipe, not this process.
     reader.detached = true;
-    let handles = [raw(reader.pipe()), raw(&reader.state.lock.0), reader.state.owner.handle()];
+    let handles = [raw(reader.pipe()), raw(&reader.state.lock.0), reader.state.cell.handle()];
     let set_inherit = |on: bool| -> io::Result<()> {
         for handle in handles {
             // SAFETY: `handle` is live (owned by `reader`) for the whole spawn.
@@ -54,7 +54,7 @@ pub(crate) fn spawn_with_inherited(command: &mut Command, end: OsIpcChannel) -> 
     let child = child?;
     {
         let _guard = bootstrap.state().lock.lock()?;
-        bootstrap.state().owner.set(child.id());
+        bootstrap.state().cell.set_owner(child.id());
     }
     bootstrap.send(&[], vec![end], Vec::new(), Wait::Blocking)?;
     Ok(child)
@@ -66,12 +66,12 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
     let not_found = || io::Error::new(io::ErrorKind::NotFound, "this process did not inherit a crossproc channel");
     let value = std::env::var(INHERITED_VAR).map_err(|_| not_found())?;
     let values: Vec<u64> = value.split(':').map(str::parse).collect::<Result<_, _>>().map_err(|_| not_found())?;
-    let [pipe, lock, owner] = values[..] else { return Err(not_found()) };
+    let [pipe, lock, cell] = values[..] else { return Err(not_found()) };
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Err(not_found());
     }
-    let (pipe, lock, owner) = (adopt(pipe)?, adopt(lock)?, adopt(owner)?);
-    let state = Arc::new(ChannelState { lock: SharedLock(lock), owner: OwnerCell::open(owner)? });
+    let (pipe, lock, cell) = (adopt(pipe)?, adopt(lock)?, adopt(cell)?);
+    let state = Arc::new(ChannelState { lock: SharedLock(lock), cell: ChannelCell::open(cell)? });
     let bootstrap = OsIpcReceiver::from_parts(pipe, state, Default::default());
     let mut message = match bootstrap.recv(Wait::Timeout(BOOTSTRAP_TIMEOUT)) {
         Ok(message) => message,

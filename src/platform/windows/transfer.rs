@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::frame::{BodyWire, ChannelWire, EndWire, Header, PayloadWire, SectionWire};
 use super::pipe::{ChannelState, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, Reader, INLINE_MAX, LOCK_RETRY};
-use super::section::{OsIpcSharedMemory, OsPayload, OwnerCell, View};
+use super::section::{ChannelCell, OsIpcSharedMemory, OsPayload, View};
 use super::sys::{adopt, Peer, SharedLock};
 use crate::ipc::{LimitsCell, ReceiveLimits};
 use crate::platform::{OsIpcChannel, OsIpcMessage, RecvError};
@@ -121,7 +121,7 @@ impl<'a> Exporter<'a> {
         Ok(ChannelWire {
             pipe: self.record(self.peer.give(pipe, None))?,
             lock: self.record(self.peer.give(&state.lock.0, None))?,
-            owner: self.record(state.owner.give(self.peer))?,
+            cell: self.record(state.cell.give(self.peer))?,
         })
     }
 
@@ -171,7 +171,7 @@ pub(super) fn detach(receiver: OsIpcReceiver, new_owner: u32) -> io::Result<Read
             reader.backlog.push_back(parcel);
         }
     }
-    state.owner.set(new_owner);
+    state.cell.set_owner(new_owner);
     reader.detached = true;
     drop(guard);
     Ok(reader)
@@ -211,8 +211,8 @@ pub(super) fn import(message: &[u8], limits: &ReceiveLimits) -> io::Result<Parce
         }
         let mut channels = Vec::with_capacity(body.channels.len());
         for end in body.channels {
-            let (pipe, lock, owner) = (next(), next(), next());
-            let state = Arc::new(ChannelState { lock: SharedLock(lock), owner: OwnerCell::open(owner)? });
+            let (pipe, lock, cell) = (next(), next(), next());
+            let state = Arc::new(ChannelState { lock: SharedLock(lock), cell: ChannelCell::open(cell)? });
             channels.push(OsOpaqueIpcChannel(match end {
                 EndWire::Sender(_) => OsIpcChannel::Sender(OsIpcSender::from_parts(pipe, state)),
                 EndWire::Receiver { first, count, .. } => {
@@ -244,7 +244,7 @@ fn handle_values(body: &BodyWire) -> impl Iterator<Item = u64> + '_ {
     let regions = body.shared_memory.iter().map(|section| section.handle);
     let ends = body.channels.iter().flat_map(|end| {
         let (EndWire::Sender(channel) | EndWire::Receiver { channel, .. }) = end;
-        [channel.pipe, channel.lock, channel.owner]
+        [channel.pipe, channel.lock, channel.cell]
     });
     payload.into_iter().chain(regions).chain(ends)
 }
