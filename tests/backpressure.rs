@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use crossproc::ipc::{self, IpcSender};
 use crossproc::{SendTimeoutError, TrySendError};
 use util::child_role;
-#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 use {crossproc::ipc::IpcCommandExt, util::child_command, util::with_watchdog};
 
-#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 const ENTRY: &str = "child_entry";
 
 /// The child side of every test in this file; does nothing unless started as a child.
@@ -147,7 +147,7 @@ fn bytes_senders_report_full_too() {
 }
 
 #[test]
-#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 fn a_slow_reader_in_another_process() {
     with_watchdog(Duration::from_secs(60), || {
         let (mut child, to_child) =
