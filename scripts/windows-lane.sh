@@ -4,8 +4,8 @@
 #
 #   bash scripts/windows-lane.sh            # installs what it needs (Debian), then runs the tests
 #
-# Until the Windows backend exists (issue 7), crossproc on Windows uses the in-process backend,
-# so this lane runs the single-process tests; the multi-process ones are Linux-only for now.
+# Every integration test file runs here against the Windows backend (named pipes), the
+# cross-process ones included; README's platform table lists the tests that stay Linux-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -27,9 +27,9 @@ use crate::platform::{self, Admit, OsListener, OsServerGuard};
 pub struct PeerCredentials {
     /// The client's process id (when it connected).
     pub pid: u32,
-    /// The client's effective user id.
+    /// The client's effective user id (0 on Windows, which has no numeric user ids).
     pub uid: u32,
-    /// The client's effective group id.
+    /// The client's effective group id (0 on Windows).
     pub gid: u32,
 }
 
