@@ -27,7 +27,8 @@
 //! - `spawn_with_inherited(&mut Command, OsIpcChannel) -> io::Result<Child>` and
 //!   `take_inherited() -> io::Result<OsOpaqueIpcChannel>`: a channel end handed to a child
 //!   process without any name, and picked up there (once).
-//! - `current_credentials()`: this process's `PeerCredentials` (pid, effective uid and gid).
+//! - `current_credentials()`: this process's `PeerCredentials` (pid, effective uid and gid; the
+//!   ids are 0 where the platform has none).
 //! - `OsListener`: `bind_private() -> (listener, name)` (a name no other user can take) and
 //!   `bind(path)` (a caller's path; a stale socket from a dead server is replaced).
 //! - `serve(OsListener, Admit) -> io::Result<(OsIpcReceiver, OsServerGuard)>`: admits clients

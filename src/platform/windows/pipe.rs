@@ -45,6 +45,10 @@ pub(super) const INLINE_MAX: usize = 64 * 1024;
 /// The first read of a message asks for this much; a longer message is read on in a second step.
 const FIRST_READ: usize = INLINE_MAX + 4096;
 
+/// How long a receiver on its way out waits for its channel's lock before emptying its pipe
+/// again (a sender may hold the lock while it waits for room in that very pipe).
+pub(super) const LOCK_RETRY: Duration = Duration::from_millis(5);
+
 static NEXT_PIPE: AtomicU64 = AtomicU64::new(0);
 
 /// What every end of one channel in one process shares: the channel's lock and owner cell.
@@ -80,7 +84,7 @@ pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
         CreateFileW(name.as_ptr(), GENERIC_WRITE, 0, ptr::null(), OPEN_EXISTING, FILE_FLAG_OVERLAPPED, ptr::null_mut())
     })?;
     let state = Arc::new(ChannelState { lock: SharedLock::new()?, cell: ChannelCell::new(PIPE_BUFFER)? });
-    Ok((OsIpcSender::from_parts(client, state.clone()), OsIpcReceiver::from_parts(server, state, VecDeque::new())))
+    Ok((OsIpcSender::from_parts(client, state.clone()), OsIpcReceiver::from_parts(server, state, VecDeque::new())?))
 }
 
 /// Maps the pipe errors that mean "the other end is gone" to `BrokenPipe`.
@@ -278,10 +282,13 @@ struct PendingRead {
 unsafe impl Send for PendingRead {}
 
 impl OsIpcReceiver {
-    pub(super) fn from_parts(pipe: OwnedHandle, state: Arc<ChannelState>, backlog: VecDeque<Parcel>) -> Self {
-        let event = event().expect("an event for reads");
-        let reader = Reader { pipe, state, backlog, read: None, event, detached: false };
-        OsIpcReceiver { reader: Mutex::new(reader), limits: LimitsCell::new(ReceiveLimits::DEFAULT) }
+    pub(super) fn from_parts(
+        pipe: OwnedHandle,
+        state: Arc<ChannelState>,
+        backlog: VecDeque<Parcel>,
+    ) -> io::Result<Self> {
+        let reader = Reader { pipe, state, backlog, read: None, event: event()?, detached: false };
+        Ok(OsIpcReceiver { reader: Mutex::new(reader), limits: LimitsCell::new(ReceiveLimits::DEFAULT) })
     }
 
     pub(super) fn reader(&self) -> MutexGuard<'_, Reader> {
@@ -505,7 +512,3 @@ impl OsOpaqueIpcChannel {
         }
     }
 }
-
-/// How long a receiver on its way out waits for its channel's lock before emptying its pipe
-/// again (a sender may hold the lock while it waits for room in that very pipe).
-pub(super) const LOCK_RETRY: Duration = Duration::from_millis(5);

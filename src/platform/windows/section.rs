@@ -74,7 +74,7 @@ impl View {
     }
 
     /// Places a read-only handle to this section in `peer`.
-    pub fn give(&self, peer: &Peer) -> io::Result<u64> {
+    pub(super) fn give(&self, peer: &Peer) -> io::Result<u64> {
         peer.give(&self.section, Some(FILE_MAP_READ | SECTION_QUERY))
     }
 }

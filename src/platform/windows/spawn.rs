@@ -72,7 +72,7 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
     }
     let (pipe, lock, cell) = (adopt(pipe)?, adopt(lock)?, adopt(cell)?);
     let state = Arc::new(ChannelState { lock: SharedLock(lock), cell: ChannelCell::open(cell)? });
-    let bootstrap = OsIpcReceiver::from_parts(pipe, state, Default::default());
+    let bootstrap = OsIpcReceiver::from_parts(pipe, state, Default::default())?;
     let mut message = match bootstrap.recv(Wait::Timeout(BOOTSTRAP_TIMEOUT)) {
         Ok(message) => message,
         Err(RecvError::Io(error)) => return Err(error),

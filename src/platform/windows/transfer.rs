@@ -42,6 +42,11 @@ impl Parcel {
             max_nesting: limits.max_nesting(),
         })
     }
+
+    /// The first channel end the message carried, if any (a server's hello carries one).
+    pub fn take_channel(&mut self) -> Option<OsIpcChannel> {
+        (!self.channels.is_empty()).then(|| self.channels.remove(0).0)
+    }
 }
 
 /// The pipe message for bytes alone (no handles, so no process is named).
@@ -218,7 +223,7 @@ pub(super) fn import(message: &[u8], limits: &ReceiveLimits) -> io::Result<Parce
                 EndWire::Receiver { first, count, .. } => {
                     let range = first as usize..(first + count) as usize;
                     let backlog = built[range].iter_mut().map(|parcel| parcel.take().expect("checked tree")).collect();
-                    OsIpcChannel::Receiver(OsIpcReceiver::from_parts(pipe, state, backlog))
+                    OsIpcChannel::Receiver(OsIpcReceiver::from_parts(pipe, state, backlog)?)
                 }
             }));
         }
@@ -247,11 +252,4 @@ fn handle_values(body: &BodyWire) -> impl Iterator<Item = u64> + '_ {
         [channel.pipe, channel.lock, channel.cell]
     });
     payload.into_iter().chain(regions).chain(ends)
-}
-
-impl Parcel {
-    /// The first channel end the message carried, if any (a server's hello carries one).
-    pub fn take_channel(&mut self) -> Option<OsIpcChannel> {
-        (!self.channels.is_empty()).then(|| self.channels.remove(0).0)
-    }
 }
