@@ -29,6 +29,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const MAGIC: u32 = 0x3150_5843;
 const PAYLOAD_IN_MEMFD: u32 = 1;
 const HANDLES_ON_SIDE_SOCKET: u32 = 2;
+const PAYLOAD_IN_POOLED_MEMFD: u32 = 4;
 
 fn header(flags: u32, channels: u32, shared_memory: u32, payload_len: u64) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -179,6 +180,31 @@ fn a_payload_memfd_flag_without_a_memfd() {
 #[test]
 fn a_payload_memfd_that_is_a_pipe() {
     expect_refused(&header(PAYLOAD_IN_MEMFD, 0, 0, 10), || vec![pipe().0]);
+}
+
+#[test]
+fn a_pooled_payload_that_is_a_pipe_or_too_short_or_doubly_claimed() {
+    expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, 10), || vec![pipe().0]);
+    expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, 1 << 20), || vec![sealed_memfd(8192)]);
+    expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, 10), Vec::new);
+    expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD | PAYLOAD_IN_MEMFD, 0, 0, 10), || vec![sealed_memfd(8192)]);
+}
+
+#[test]
+fn a_pooled_payload_is_copied_out_before_its_sender_can_change_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (socket, receiver) = hostile_client();
+    // An unsealed memfd the hostile sender keeps writing to: the payload starts at 4096.
+    let memfd = memfd_create("hostile", MemfdFlags::CLOEXEC).unwrap();
+    let payload = postcard::to_stdvec(&"x".repeat(300_000)).unwrap();
+    rustix::io::pwrite(&memfd, &payload, 4096).unwrap();
+    send_raw(&socket, &header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, payload.len() as u64), &[&[memfd.as_fd()]]);
+    let received = receiver.recv().unwrap();
+    rustix::io::pwrite(&memfd, b"changed", 4096).unwrap();
+    assert_eq!(received, "x".repeat(300_000), "the receiver holds its own copy");
+    let mut state = [0xFFu8; 4];
+    rustix::io::pread(&memfd, &mut state, 0).unwrap();
+    assert_eq!(state, [0; 4], "the receiver marked the memfd free for its sender");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use super::limits::ReceiveLimits;
 use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::handles;
-use crate::platform::{self, OsIpcSender, PayloadWriter, Wait};
+use crate::platform::{self, OsIpcSender, Wait};
 
 /// Creates a channel for values of type `T`: the sending end and the receiving end.
 ///
@@ -142,7 +142,7 @@ where
     }
 
     fn send_with(&self, data: &T, wait: Wait) -> Result<(), IpcError> {
-        let writer = PayloadWriter::new(SEND_BUFFER.with(Cell::take));
+        let writer = self.end.0.payload_writer(SEND_BUFFER.with(Cell::take));
         let (writer, handles) = handles::encode(data, writer)?;
         let encoded = writer.finish()?;
         let result = self.end.0.send_encoded(&encoded, handles.channels, handles.shared_memory, wait);

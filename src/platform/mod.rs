@@ -7,11 +7,12 @@
 //! - `OsIpcSender` (`Clone + Send + Sync`): `send(&self, data, channels, shared_memory, Wait)`
 //!   sends one message atomically (whole or not at all), waiting for buffer room as `Wait` allows
 //!   (`WouldBlock` / `TimedOut` when it may not); `connect(name)` connects to a server;
-//!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer; `send_encoded` sends what
-//!   a `PayloadWriter` produced.
-//! - `PayloadWriter` (`new(Vec<u8>)`, `push`, `extend`, `finish() -> io::Result<Encoded>`): where a
-//!   message is encoded; a backend may move large messages out of the heap as they are written.
-//!   `Encoded::into_buffer` gives the buffer back for reuse.
+//!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer; `payload_writer(Vec<u8>)`
+//!   gives a `PayloadWriter` for one message to this channel, and `send_encoded` sends what it
+//!   produced.
+//! - `PayloadWriter` (`push`, `extend`, `finish() -> io::Result<Encoded>`): where a message is
+//!   encoded; a backend may move large messages out of the heap as they are written (Linux: into
+//!   the channel's pooled memfds). `Encoded::into_buffer` gives the buffer back for reuse.
 //! - `OsIpcReceiver` (`Send + Sync`): `recv(&self, Wait) -> Result<OsIpcMessage, RecvError>`;
 //!   `set_limits` / `limits`: the `ReceiveLimits` every message is checked against before anything
 //!   is allocated for it.

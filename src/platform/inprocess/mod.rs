@@ -156,6 +156,11 @@ impl OsIpcSender {
         })
     }
 
+    /// A writer to encode one message for this channel in.
+    pub fn payload_writer(&self, buffer: Vec<u8>) -> PayloadWriter {
+        PayloadWriter::new(buffer)
+    }
+
     /// Like [`send`](Self::send), for bytes a [`PayloadWriter`] produced.
     pub fn send_encoded(
         &self,

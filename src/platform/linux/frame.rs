@@ -4,14 +4,16 @@
 //! offset  size  field
 //!      0     4  magic "CXP1" (little-endian u32 0x3150_5843)
 //!      4     4  flags: bit 0 = payload is in a sealed memfd (the first descriptor),
-//!                      bit 1 = handles travel on a side socket (the next descriptor)
+//!                      bit 1 = handles travel on a side socket (the next descriptor),
+//!                      bit 2 = payload is in a pooled memfd at offset 4096 (the first
+//!                              descriptor; see `pool.rs`), never together with bit 0
 //!      8     4  number of channel ends carried
 //!     12     4  number of shared-memory regions carried
 //!     16     8  payload length in bytes
-//!     24     …  the payload itself, unless bit 0 is set
+//!     24     …  the payload itself, unless bit 0 or bit 2 is set
 //! ```
 //!
-//! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 0),
+//! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 0 or 2),
 //! the side socket (bit 1), then the channel ends, then the shared-memory regions. When bit 1 is
 //! set, the channel ends and regions come instead as packets on the side socket, at most
 //! [`MAX_FDS_PER_PACKET`] per packet, each with a one-byte body; the sender writes them all and
@@ -37,7 +39,10 @@ const MAGIC: u32 = 0x3150_5843;
 pub(super) const PAYLOAD_IN_MEMFD: u32 = 1;
 /// Flag: the handles travel on a side socket, the next descriptor.
 pub(super) const HANDLES_ON_SIDE_SOCKET: u32 = 2;
-const KNOWN_FLAGS: u32 = PAYLOAD_IN_MEMFD | HANDLES_ON_SIDE_SOCKET;
+/// Flag: the payload is in a pooled memfd, the first descriptor; the receiver copies it out and
+/// marks the memfd free for reuse.
+pub(super) const PAYLOAD_IN_POOLED_MEMFD: u32 = 4;
+const KNOWN_FLAGS: u32 = PAYLOAD_IN_MEMFD | HANDLES_ON_SIDE_SOCKET | PAYLOAD_IN_POOLED_MEMFD;
 
 /// The decoded header of one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +77,9 @@ impl FrameHeader {
         let flags = u32::from_le_bytes(field(4));
         if flags & !KNOWN_FLAGS != 0 {
             return Err(invalid_data("unknown header flags"));
+        }
+        if flags & PAYLOAD_IN_MEMFD != 0 && flags & PAYLOAD_IN_POOLED_MEMFD != 0 {
+            return Err(invalid_data("payload claimed in two memfds"));
         }
         let mut len = [0u8; 8];
         len.copy_from_slice(&packet[16..24]);

@@ -18,6 +18,7 @@ use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_creat
 use rustix::mm::{madvise, mmap, munmap, Advice, MapFlags, ProtFlags};
 
 use super::frame::INLINE_MAX;
+use super::pool::{Lease, PayloadPool};
 use super::sys::invalid_data;
 use super::sys::retry_on_intr;
 
@@ -33,11 +34,13 @@ pub(super) fn sealed_memfd_from(data: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Encoded bytes on their way out: kept in a buffer while they fit in a packet, and spilled into
-/// a memfd, chunk by chunk, once they outgrow one — so a large message is never held whole on
-/// the heap, and is copied once (into the memfd) instead of twice.
+/// one of the channel's pooled memfds (see [`super::pool`]), chunk by chunk, once they outgrow
+/// one — so a large message is never held whole on the heap, and is copied once (into pages the
+/// memfd usually already has) instead of twice.
 pub(crate) struct PayloadWriter {
     buffer: Vec<u8>,
-    spill: Option<OwnedFd>,
+    pool: Arc<PayloadPool>,
+    spill: Option<Lease>,
     error: Option<io::Error>,
 }
 
@@ -45,15 +48,15 @@ pub(crate) struct PayloadWriter {
 pub(crate) enum Encoded {
     /// Small enough for one packet.
     Inline(Vec<u8>),
-    /// In a sealed memfd of `len` bytes; `buffer` is the emptied buffer, for reuse.
-    Sealed { memfd: OwnedFd, len: u64, buffer: Vec<u8> },
+    /// In a pooled memfd; `buffer` is the emptied buffer, for reuse.
+    Pooled { lease: Lease, buffer: Vec<u8> },
 }
 
 impl PayloadWriter {
-    /// A writer that reuses `buffer`'s allocation.
-    pub fn new(mut buffer: Vec<u8>) -> Self {
+    /// A writer that reuses `buffer`'s allocation and spills into `pool`'s memfds.
+    pub(super) fn new(mut buffer: Vec<u8>, pool: Arc<PayloadPool>) -> Self {
         buffer.clear();
-        PayloadWriter { buffer, spill: None, error: None }
+        PayloadWriter { buffer, pool, spill: None, error: None }
     }
 
     #[inline]
@@ -75,33 +78,31 @@ impl PayloadWriter {
     #[cold]
     fn spill_buffer(&mut self) {
         if self.error.is_none() {
-            let result = match &self.spill {
-                Some(memfd) => write_all(memfd.as_fd(), &self.buffer),
-                None => new_memfd().and_then(|memfd| {
-                    write_all(memfd.as_fd(), &self.buffer)?;
-                    self.spill = Some(memfd);
-                    Ok(())
-                }),
-            };
-            self.error = result.err();
+            if self.spill.is_none() {
+                match self.pool.lease() {
+                    Ok(lease) => self.spill = Some(lease),
+                    Err(error) => self.error = Some(error),
+                }
+            }
+            if let Some(lease) = &mut self.spill {
+                let end = lease.len();
+                self.error = lease.write_at(end, &self.buffer).err();
+            }
         }
         self.buffer.clear();
     }
 
     /// The encoded message, or the error that spilling it met.
     pub fn finish(mut self) -> io::Result<Encoded> {
-        let Some(memfd) = self.spill.take() else {
+        if self.spill.is_none() {
             return Ok(Encoded::Inline(self.buffer));
-        };
-        self.spill = Some(memfd);
+        }
         self.spill_buffer();
         if let Some(error) = self.error {
             return Err(error);
         }
-        let memfd = self.spill.take().ok_or_else(|| io::Error::other("spilled payload vanished"))?;
-        seal(&memfd)?;
-        let len = fstat(&memfd)?.st_size as u64;
-        Ok(Encoded::Sealed { memfd, len, buffer: self.buffer })
+        let lease = self.spill.take().ok_or_else(|| io::Error::other("spilled payload vanished"))?;
+        Ok(Encoded::Pooled { lease, buffer: self.buffer })
     }
 }
 
@@ -109,7 +110,7 @@ impl Encoded {
     /// The buffer, for the next message.
     pub fn into_buffer(self) -> Vec<u8> {
         match self {
-            Encoded::Inline(buffer) | Encoded::Sealed { buffer, .. } => buffer,
+            Encoded::Inline(buffer) | Encoded::Pooled { buffer, .. } => buffer,
         }
     }
 }
@@ -215,12 +216,12 @@ impl Mapping {
     }
 }
 
-/// Reads `len` bytes from the start of `fd` into a new vector (the kernel copies; no mapping,
-/// and no zeroing of the vector first: the bytes land in its spare capacity).
-pub(super) fn read_to_vec(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+/// Reads `len` bytes at `start` in `fd` into a new vector (the kernel copies; no mapping, and
+/// no zeroing of the vector first: the bytes land in its spare capacity).
+pub(super) fn read_to_vec(fd: BorrowedFd<'_>, start: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(len);
     while bytes.len() < len {
-        let offset = bytes.len() as u64;
+        let offset = start + bytes.len() as u64;
         let read = retry_on_intr(|| rustix::io::pread(fd, spare_capacity(&mut bytes), offset))?;
         if read == 0 {
             return Err(invalid_data("payload memfd shorter than its length"));

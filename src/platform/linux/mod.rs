@@ -5,6 +5,7 @@
 //! - [`frame`]: the header that starts every packet (the wire format).
 //! - [`socket`]: channels, sending and receiving one message per packet.
 //! - [`memfd`]: sealed memfd regions, for shared memory and for payloads too large for a packet.
+//! - [`pool`]: reusable memfds for a channel's large payloads.
 //! - [`select`]: many receivers behind one epoll descriptor.
 //! - [`server`]: named servers: the listening socket and the acceptor thread that admits clients.
 //! - `reactor` (feature `tokio`): registering a descriptor with tokio's reactor.
@@ -15,6 +16,7 @@
 
 mod frame;
 mod memfd;
+mod pool;
 #[cfg(feature = "tokio")]
 mod reactor;
 mod select;

@@ -25,9 +25,10 @@ use rustix::net::{
 
 use super::frame::{
     FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED,
-    PAYLOAD_IN_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
+    PAYLOAD_IN_MEMFD, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
-use super::memfd::{read_to_vec, sealed_memfd_from, sealed_size, Encoded, Mapping};
+use super::memfd::{read_to_vec, sealed_memfd_from, sealed_size, Encoded, Mapping, PayloadWriter};
+use super::pool::{take_payload, Lease, PayloadPool, MAX_RETAINED};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
 use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits};
@@ -41,16 +42,27 @@ pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// A new channel: the sending and the receiving end.
 pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
     let (tx, rx) = seqpacket_pair()?;
-    Ok((OsIpcSender { fd: Arc::new(tx) }, OsIpcReceiver::from_fd(rx)))
+    Ok((OsIpcSender::from_fd(tx), OsIpcReceiver::from_fd(rx)))
 }
 
-/// The sending end of a channel; clones share one socket.
+/// The sending end of a channel; clones share one socket, and one pool of payload memfds.
 #[derive(Clone)]
 pub(crate) struct OsIpcSender {
     fd: Arc<OwnedFd>,
+    pool: Arc<PayloadPool>,
 }
 
 impl OsIpcSender {
+    fn from_fd(fd: OwnedFd) -> Self {
+        OsIpcSender { fd: Arc::new(fd), pool: Arc::default() }
+    }
+
+    /// A writer to encode one message for this channel in (it spills into the channel's pooled
+    /// memfds once the message outgrows a packet).
+    pub fn payload_writer(&self, buffer: Vec<u8>) -> PayloadWriter {
+        PayloadWriter::new(buffer, self.pool.clone())
+    }
+
     /// Connects to the server listening at `name` (a socket path) and waits for its verdict: a
     /// client the server's access policy refuses gets `PermissionDenied` here.
     pub fn connect(name: &str) -> io::Result<OsIpcSender> {
@@ -66,7 +78,7 @@ impl OsIpcSender {
         }
         let mut verdict = [0u8; 8];
         match retry_on_intr(|| recv(&fd, &mut verdict, RecvFlags::DONTWAIT))? {
-            (_, 8) if verdict == VERDICT_ADMITTED => Ok(OsIpcSender { fd: Arc::new(fd) }),
+            (_, 8) if verdict == VERDICT_ADMITTED => Ok(OsIpcSender::from_fd(fd)),
             (_, 8) if verdict == VERDICT_REFUSED => {
                 Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client"))
             }
@@ -97,7 +109,7 @@ impl OsIpcSender {
     ) -> io::Result<()> {
         let body = match encoded {
             Encoded::Inline(bytes) => Body::Bytes(bytes),
-            Encoded::Sealed { memfd, len, .. } => Body::Sealed(memfd.as_fd(), *len),
+            Encoded::Pooled { lease, .. } => Body::Pooled(lease),
         };
         self.send_body(body, channels, shared_memory, wait)
     }
@@ -115,7 +127,7 @@ impl OsIpcSender {
             shared_memory: wire_count(shared_memory.len())?,
             payload_len: match body {
                 Body::Bytes(data) => data.len() as u64,
-                Body::Sealed(_, len) => len,
+                Body::Pooled(lease) => lease.len() as u64,
             },
         };
         let handles: Vec<BorrowedFd<'_>> =
@@ -131,8 +143,7 @@ impl OsIpcSender {
             Some(side) => vec![side.as_fd()],
             None => handles,
         };
-        let spilled;
-        let memfd = match body {
+        match body {
             Body::Bytes(data) => {
                 if data.len() <= INLINE_MAX {
                     let frame = header.encode();
@@ -143,13 +154,37 @@ impl OsIpcSender {
                         result => return result,
                     }
                 }
-                spilled = sealed_memfd_from(data)?;
-                spilled.as_fd()
+                if data.len() <= MAX_RETAINED {
+                    let mut lease = self.pool.lease()?;
+                    lease.write_at(0, data)?;
+                    self.send_pooled(header, &fds, &lease, wait)
+                } else {
+                    let memfd = sealed_memfd_from(data)?;
+                    self.send_with_memfd(header, &fds, memfd.as_fd(), PAYLOAD_IN_MEMFD, wait)
+                }
             }
-            Body::Sealed(memfd, _) => memfd,
-        };
-        header.flags |= PAYLOAD_IN_MEMFD;
-        let fds: Vec<BorrowedFd<'_>> = std::iter::once(memfd).chain(fds).collect();
+            Body::Pooled(lease) => self.send_pooled(header, &fds, lease, wait),
+        }
+    }
+
+    /// Sends the header packet of a payload in a pooled memfd; the receiver frees the memfd.
+    fn send_pooled(&self, header: FrameHeader, fds: &[BorrowedFd<'_>], lease: &Lease, wait: Wait) -> io::Result<()> {
+        self.send_with_memfd(header, fds, lease.fd(), PAYLOAD_IN_POOLED_MEMFD, wait)?;
+        lease.mark_sent();
+        Ok(())
+    }
+
+    /// Sends the header packet of a payload in `memfd` (`flag` says which kind).
+    fn send_with_memfd(
+        &self,
+        mut header: FrameHeader,
+        fds: &[BorrowedFd<'_>],
+        memfd: BorrowedFd<'_>,
+        flag: u32,
+        wait: Wait,
+    ) -> io::Result<()> {
+        header.flags |= flag;
+        let fds: Vec<BorrowedFd<'_>> = std::iter::once(memfd).chain(fds.iter().copied()).collect();
         self.send_waiting(&[IoSlice::new(&header.encode())], &fds, wait)
     }
 
@@ -200,11 +235,11 @@ impl AsFd for OsIpcSender {
     }
 }
 
-/// A message body: bytes (sent in the packet when they fit) or an already sealed memfd.
+/// A message body: bytes (sent in the packet when they fit), or already in a pooled memfd.
 #[derive(Clone, Copy)]
 enum Body<'a> {
     Bytes(&'a [u8]),
-    Sealed(BorrowedFd<'a>, u64),
+    Pooled(&'a Lease),
 }
 
 /// Writes `handles` to a fresh socket pair, in packets of at most [`MAX_FDS_PER_PACKET`], and
@@ -363,7 +398,14 @@ fn decode_message(packet: &[u8], fds: Vec<OwnedFd>, limits: &LimitsCell) -> io::
     limits.check(header.payload_len, handle_count).map_err(LimitExceeded::into_io)?;
     let inline = &packet[HEADER_LEN..];
     let mut fds = fds.into_iter();
-    let data = if header.has(PAYLOAD_IN_MEMFD) {
+    let data = if header.has(PAYLOAD_IN_POOLED_MEMFD) {
+        let memfd = fds.next().ok_or_else(|| invalid_data("payload memfd missing"))?;
+        if !inline.is_empty() {
+            return Err(invalid_data("inline bytes beside a memfd payload"));
+        }
+        let len = usize::try_from(header.payload_len).map_err(|_| invalid_data("payload too large"))?;
+        OsPayload::Heap(take_payload(memfd.as_fd(), len)?)
+    } else if header.has(PAYLOAD_IN_MEMFD) {
         let memfd = fds.next().ok_or_else(|| invalid_data("payload memfd missing"))?;
         if !inline.is_empty() {
             return Err(invalid_data("inline bytes beside a memfd payload"));
@@ -441,7 +483,7 @@ impl OsOpaqueIpcChannel {
 
     /// This end, used as a sender.
     pub fn into_sender(self) -> OsIpcSender {
-        OsIpcSender { fd: Arc::new(self.fd) }
+        OsIpcSender::from_fd(self.fd)
     }
 
     /// This end, used as a receiver.
@@ -487,7 +529,7 @@ impl OsPayload {
     pub fn into_vec(self) -> io::Result<Vec<u8>> {
         match self {
             OsPayload::Heap(bytes) => Ok(bytes),
-            OsPayload::Mapped { map, memfd } => read_to_vec(memfd.as_fd(), map.len()),
+            OsPayload::Mapped { map, memfd } => read_to_vec(memfd.as_fd(), 0, map.len()),
         }
     }
 

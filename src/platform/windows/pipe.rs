@@ -32,7 +32,7 @@ use windows_sys::Win32::System::Pipes::{
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
-use super::section::{ChannelCell, Encoded, OsIpcSharedMemory, MESSAGE_OVERHEAD};
+use super::section::{ChannelCell, Encoded, OsIpcSharedMemory, PayloadWriter, MESSAGE_OVERHEAD};
 use super::sys::{check, deadline, event, owned, random_u64, raw, wait_for, wide, Peer, SharedLock};
 use super::transfer::{self, Exporter, Parcel};
 use crate::ipc::{LimitsCell, ReceiveLimits};
@@ -189,6 +189,11 @@ impl OsIpcSender {
             cell.release(cost);
         }
         written
+    }
+
+    /// A writer to encode one message for this channel in.
+    pub fn payload_writer(&self, buffer: Vec<u8>) -> PayloadWriter {
+        PayloadWriter::new(buffer)
     }
 
     /// Like [`send`](Self::send), for bytes a [`PayloadWriter`](super::PayloadWriter) produced.

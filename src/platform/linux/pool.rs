@@ -1,0 +1,212 @@
+//! Reusable payload memfds: a channel's large messages are written into pages that already
+//! exist, instead of into a fresh memfd each time.
+//!
+//! On Linux the dominant cost of a large message is fresh shared memory: the kernel allocates and
+//! zeroes every page of a new memfd, and frees it again once the receiver is done (measured here:
+//! several times a plain copy). So each channel's senders in one process keep a few memfds and
+//! lease one per large message:
+//!
+//! - the first 4 bytes hold a state word: `BUSY` from the moment a sender leases the memfd until
+//!   the receiver has copied the payload out, when the receiver writes `FREE` into it;
+//! - the payload starts at [`DATA_OFFSET`]; the receiver copies it out with `pread` at once, so
+//!   it never maps (or decodes in place) memory that its sender could still change;
+//! - the memfd is sealed against shrinking and against further seals, so neither side can take
+//!   pages away from the other (no `SIGBUS`, no surprise `EPERM`); it may grow to fit a larger
+//!   payload;
+//! - a pool belongs to one channel, so whatever stale bytes lie past a payload's end were sent
+//!   on the same channel before;
+//! - at most [`MAX_ENTRIES`] memfds per channel, none larger than [`MAX_RETAINED`], and
+//!   [`PROCESS_BUDGET`] bytes across the process are kept; a memfd beyond that is closed after
+//!   its one message (its pages go when the receiver closes it too).
+//!
+//! A memfd whose message is never read (dropped with its channel) stays `BUSY` and is simply
+//! not reused; it leaves the pool when the pool is dropped.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
+
+use super::memfd::read_to_vec;
+use super::sys::{invalid_data, retry_on_intr};
+
+/// Where the payload starts in a pooled memfd (the first page holds the state word).
+pub(super) const DATA_OFFSET: u64 = 4096;
+/// Memfds kept per channel.
+const MAX_ENTRIES: usize = 4;
+/// Payload bytes a kept memfd may hold; a larger one is closed after its message.
+pub(super) const MAX_RETAINED: usize = 64 << 20;
+/// Bytes of pooled memfds kept across the whole process.
+const PROCESS_BUDGET: usize = 256 << 20;
+
+const FREE: [u8; 4] = [0; 4];
+const BUSY: [u8; 4] = *b"BUSY";
+
+/// Bytes held by every pool in this process.
+static RETAINED: AtomicUsize = AtomicUsize::new(0);
+
+/// The memfds one channel's senders in this process keep for reuse.
+#[derive(Default)]
+pub(super) struct PayloadPool {
+    entries: Mutex<Vec<Entry>>,
+}
+
+/// A pooled memfd and the bytes it counts against [`PROCESS_BUDGET`].
+struct Entry {
+    fd: OwnedFd,
+    counted: usize,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        RETAINED.fetch_sub(self.counted, Ordering::Relaxed);
+    }
+}
+
+impl PayloadPool {
+    /// A memfd for one message: a free one from the pool, or a new one.
+    pub fn lease(self: &Arc<Self>) -> io::Result<Lease> {
+        let reused = {
+            let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let free = entries.iter().position(|entry| is_free(entry.fd.as_fd()));
+            free.map(|index| entries.swap_remove(index))
+        };
+        let entry = match reused {
+            Some(entry) => entry,
+            None => Entry { fd: new_pooled_memfd()?, counted: 0 },
+        };
+        write_all_at(entry.fd.as_fd(), &BUSY, 0)?;
+        Ok(Lease { pool: self.clone(), entry: Some(entry), len: 0, sent: Cell::new(false) })
+    }
+}
+
+/// One message's memfd, returned to its pool when dropped (still `BUSY` if the message was sent:
+/// the receiver frees it).
+pub(crate) struct Lease {
+    pool: Arc<PayloadPool>,
+    entry: Option<Entry>,
+    len: usize,
+    sent: Cell<bool>,
+}
+
+impl Lease {
+    /// Writes `data` at payload offset `at`.
+    pub fn write_at(&mut self, at: usize, data: &[u8]) -> io::Result<()> {
+        write_all_at(self.fd(), data, DATA_OFFSET + at as u64)?;
+        self.len = self.len.max(at + data.len());
+        Ok(())
+    }
+
+    /// The payload's length: the end of the furthest write.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The memfd, to send with the message.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.entry.as_ref().expect("a lease holds its memfd until dropped").fd.as_fd()
+    }
+
+    /// The message went out: the receiver will free the memfd.
+    pub fn mark_sent(&self) {
+        self.sent.set(true);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(mut entry) = self.entry.take() else { return };
+        if !self.sent.get() && write_all_at(entry.fd.as_fd(), &FREE, 0).is_err() {
+            return;
+        }
+        // Keep the memfd if it is small enough and the process budget has room for its growth.
+        let size = self.len.max(entry.counted);
+        if size > MAX_RETAINED {
+            return;
+        }
+        let growth = size - entry.counted;
+        let counted = RETAINED.fetch_add(growth, Ordering::Relaxed) + growth;
+        entry.counted = size;
+        if counted > PROCESS_BUDGET {
+            return;
+        }
+        let mut entries = self.pool.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if entries.len() < MAX_ENTRIES {
+            entries.push(entry);
+        }
+    }
+}
+
+/// Copies the payload out of a pooled memfd that a peer sent, then marks it free for its sender.
+/// Refuses anything but a memfd (whose reads never block) that holds the whole payload.
+pub(super) fn take_payload(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    fcntl_get_seals(fd).map_err(|_| invalid_data("payload is not in a memfd"))?;
+    let size = fstat(fd)?.st_size;
+    if (size as u64) < DATA_OFFSET.saturating_add(len as u64) {
+        return Err(invalid_data("payload memfd shorter than its length"));
+    }
+    let payload = read_to_vec(fd, DATA_OFFSET, len);
+    // Best effort: a sender that sealed its memfd against writes only loses its reuse.
+    let _ = write_all_at(fd, &FREE, 0);
+    payload
+}
+
+fn new_pooled_memfd() -> io::Result<OwnedFd> {
+    let fd = retry_on_intr(|| memfd_create("crossproc-payload", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING))?;
+    retry_on_intr(|| ftruncate(&fd, DATA_OFFSET))?;
+    retry_on_intr(|| fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::SEAL))?;
+    Ok(fd)
+}
+
+fn is_free(fd: BorrowedFd<'_>) -> bool {
+    let mut word = [0xFF; 4];
+    matches!(rustix::io::pread(fd, &mut word, 0), Ok(4)) && word == FREE
+}
+
+fn write_all_at(fd: BorrowedFd<'_>, mut data: &[u8], mut offset: u64) -> io::Result<()> {
+    while !data.is_empty() {
+        let written = retry_on_intr(|| rustix::io::pwrite(fd, data, offset))?;
+        if written == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "memfd accepted no bytes"));
+        }
+        data = &data[written..];
+        offset += written as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memfd_is_reused_only_after_its_receiver_frees_it() {
+        let pool = Arc::new(PayloadPool::default());
+        let mut first = pool.lease().unwrap();
+        first.write_at(0, b"first payload").unwrap();
+        first.mark_sent();
+        let sent = first.fd().try_clone_to_owned().unwrap();
+        drop(first);
+        // Still busy: a second lease gets a new memfd.
+        let second = pool.lease().unwrap();
+        assert_ne!(fstat(second.fd()).unwrap().st_ino, fstat(&sent).unwrap().st_ino);
+        drop(second);
+        // The receiver copies the payload out and frees the memfd; the next lease reuses it.
+        assert_eq!(take_payload(sent.as_fd(), 13).unwrap(), b"first payload");
+        let third = pool.lease().unwrap();
+        assert_eq!(fstat(third.fd()).unwrap().st_ino, fstat(&sent).unwrap().st_ino);
+    }
+
+    #[test]
+    fn a_pooled_memfd_cannot_shrink_and_a_short_one_is_refused() {
+        let pool = Arc::new(PayloadPool::default());
+        let lease = pool.lease().unwrap();
+        assert!(ftruncate(lease.fd(), 0).is_err(), "sealed against shrinking");
+        assert_eq!(take_payload(lease.fd(), 1).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let (pipe, _writer) = rustix::pipe::pipe().unwrap();
+        assert_eq!(take_payload(pipe.as_fd(), 0).unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+}
