@@ -40,7 +40,6 @@ impl IpcMessage {
     where
         T: for<'de> Deserialize<'de> + Serialize,
     {
-        self.data.prefault();
         handles::decode(&self.data, self.channels, self.shared_memory, self.max_nesting)
     }
 }

@@ -20,9 +20,9 @@
 //!   (`into_sender`, `into_receiver`).
 //! - `OsIpcSharedMemory` (`Clone + Send + Sync`, `Deref<Target = [u8]>`): an immutable region that
 //!   travels by reference, never by copy (`from_bytes`, `from_byte`).
-//! - `OsPayload` (`Deref<Target = [u8]>`, `From<Vec<u8>>`, `into_vec() -> io::Result<Vec<u8>>`,
-//!   `prefault()`): the bytes of a received message, which a backend may keep in a mapping
-//!   instead of the heap.
+//! - `OsPayload` (`Deref<Target = [u8]>`, `From<Vec<u8>>`, `into_vec() -> io::Result<Vec<u8>>`):
+//!   the bytes of a received message, which a backend may keep in a mapping instead of the heap
+//!   (Windows does, for payloads in a section).
 //! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`, `set_limits`,
 //!   `select(Wait) -> io::Result<Vec<OsIpcSelectionResult>>`.
 //! - `spawn_with_inherited(&mut Command, OsIpcChannel) -> io::Result<Child>` and

@@ -312,9 +312,6 @@ impl OsPayload {
     pub fn into_vec(self) -> io::Result<Vec<u8>> {
         Ok(self.0)
     }
-
-    /// Nothing to prepare: the bytes are on the heap.
-    pub fn prefault(&self) {}
 }
 
 impl From<Vec<u8>> for OsPayload {

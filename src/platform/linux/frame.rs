@@ -3,17 +3,17 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic "CXP1" (little-endian u32 0x3150_5843)
-//!      4     4  flags: bit 0 = payload is in a sealed memfd (the first descriptor),
+//!      4     4  flags: bit 0 = reserved (never set),
 //!                      bit 1 = handles travel on a side socket (the next descriptor),
 //!                      bit 2 = payload is in a pooled memfd at offset 4096 (the first
-//!                              descriptor; see `pool.rs`), never together with bit 0
+//!                              descriptor; see `pool.rs`)
 //!      8     4  number of channel ends carried
 //!     12     4  number of shared-memory regions carried
 //!     16     8  payload length in bytes
-//!     24     …  the payload itself, unless bit 0 or bit 2 is set
+//!     24     …  the payload itself, unless bit 2 is set
 //! ```
 //!
-//! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 0 or 2),
+//! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 2),
 //! the side socket (bit 1), then the channel ends, then the shared-memory regions. When bit 1 is
 //! set, the channel ends and regions come instead as packets on the side socket, at most
 //! [`MAX_FDS_PER_PACKET`] per packet, each with a one-byte body; the sender writes them all and
@@ -25,7 +25,7 @@ use super::sys::invalid_data;
 
 /// Bytes in a packet before the payload.
 pub(super) const HEADER_LEN: usize = 24;
-/// Largest payload carried inside the packet; larger payloads travel in a sealed memfd. A
+/// Largest payload carried inside the packet; larger payloads travel in a pooled memfd. A
 /// packet must fit the socket's send buffer (Linux's default `wmem_default` is 212,992 bytes,
 /// less 32); a sender whose buffer is smaller falls back to a memfd (`EMSGSIZE`).
 pub(super) const INLINE_MAX: usize = 200 * 1024;
@@ -35,14 +35,12 @@ pub(super) const MAX_FDS_PER_PACKET: usize = 250;
 pub(super) const MAX_FDS_RECEIVED: usize = 253;
 
 const MAGIC: u32 = 0x3150_5843;
-/// Flag: the payload is in a sealed memfd, the first descriptor.
-pub(super) const PAYLOAD_IN_MEMFD: u32 = 1;
 /// Flag: the handles travel on a side socket, the next descriptor.
 pub(super) const HANDLES_ON_SIDE_SOCKET: u32 = 2;
 /// Flag: the payload is in a pooled memfd, the first descriptor; the receiver copies it out and
 /// marks the memfd free for reuse.
 pub(super) const PAYLOAD_IN_POOLED_MEMFD: u32 = 4;
-const KNOWN_FLAGS: u32 = PAYLOAD_IN_MEMFD | HANDLES_ON_SIDE_SOCKET | PAYLOAD_IN_POOLED_MEMFD;
+const KNOWN_FLAGS: u32 = HANDLES_ON_SIDE_SOCKET | PAYLOAD_IN_POOLED_MEMFD;
 
 /// The decoded header of one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,9 +76,6 @@ impl FrameHeader {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(invalid_data("unknown header flags"));
         }
-        if flags & PAYLOAD_IN_MEMFD != 0 && flags & PAYLOAD_IN_POOLED_MEMFD != 0 {
-            return Err(invalid_data("payload claimed in two memfds"));
-        }
         let mut len = [0u8; 8];
         len.copy_from_slice(&packet[16..24]);
         Ok(FrameHeader {
@@ -110,7 +105,7 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let header = FrameHeader { flags: 3, channels: 7, shared_memory: 2, payload_len: 1 << 40 };
+        let header = FrameHeader { flags: 6, channels: 7, shared_memory: 2, payload_len: 1 << 40 };
         assert_eq!(FrameHeader::decode(&header.encode()).unwrap(), header);
     }
 

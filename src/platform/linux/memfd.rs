@@ -1,10 +1,11 @@
-//! Sealed memfd regions: shared memory, and payloads too large for one packet.
+//! Sealed memfd regions (shared memory), and the writer that encodes messages.
 //!
 //! Every region we create is written with `write()` (faster than faulting in fresh pages through
 //! a mapping) and then sealed against shrinking, growing and writing, so a receiver that maps it
 //! can trust its size and contents for as long as it holds the mapping. A region received from a
 //! peer is refused unless it carries those seals: an unsealed file could be truncated under our
-//! mapping (SIGBUS) or rewritten while we read it.
+//! mapping (SIGBUS) or rewritten while we read it. Message payloads too large for a packet go
+//! through the channel's pooled memfds instead (see [`super::pool`]).
 
 use std::fmt;
 use std::io;
@@ -188,8 +189,7 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps the first `len` bytes of a sealed memfd read-only; pages fault in when first read
-    /// (see [`prefault`](Self::prefault)).
+    /// Maps the first `len` bytes of a sealed memfd read-only; pages fault in when first read.
     pub(super) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
         if len == 0 {
             return Ok(Mapping { ptr: NonNull::dangling(), len: 0 });
@@ -204,22 +204,11 @@ impl Mapping {
     }
 }
 
-impl Mapping {
-    /// Faults every page in at once, which is cheaper than one fault per page when the caller
-    /// is about to read them all. Best effort: without it, pages fault in on first touch.
-    pub(super) fn prefault(&self) {
-        if self.len != 0 {
-            // MADV_POPULATE_READ only reads pages in; it never changes the mapping or its contents.
-            // SAFETY: the range is exactly our live mapping.
-            let _ = unsafe { madvise(self.ptr.as_ptr().cast(), self.len, Advice::LinuxPopulateRead) };
-        }
-    }
-}
-
 /// Reads `len` bytes at `start` in `fd` into a new vector (the kernel copies; no mapping, and
 /// no zeroing of the vector first: the bytes land in its spare capacity).
 pub(super) fn read_to_vec(fd: BorrowedFd<'_>, start: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(len);
+    populate_spare_capacity(&mut bytes);
     while bytes.len() < len {
         let offset = start + bytes.len() as u64;
         let read = retry_on_intr(|| rustix::io::pread(fd, spare_capacity(&mut bytes), offset))?;
@@ -229,6 +218,24 @@ pub(super) fn read_to_vec(fd: BorrowedFd<'_>, start: u64, len: usize) -> io::Res
     }
     bytes.truncate(len); // the capacity, and so one read, may exceed `len`
     Ok(bytes)
+}
+
+/// Faults in the pages of a very large vector's spare capacity with one system call, which is
+/// cheaper than the one fault per page that the kernel's copy into fresh memory would take
+/// (64 MiB one-way: 55.6 → 46.3 ms here). Only above 32 MiB: glibc serves smaller allocations
+/// from memory it already has, where this only costs time. Best effort; contents are unchanged.
+fn populate_spare_capacity(bytes: &mut Vec<u8>) {
+    const PAGE: usize = 4096;
+    let spare = bytes.spare_capacity_mut();
+    if spare.len() <= 32 << 20 {
+        return;
+    }
+    let start = spare.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let len = (start + spare.len()).saturating_sub(aligned) / PAGE * PAGE;
+    // MADV_POPULATE_WRITE only makes pages present and writable; it never changes their
+    // contents or the mapping. SAFETY: the range lies inside memory this vector owns.
+    let _ = unsafe { madvise(aligned as *mut std::ffi::c_void, len, Advice::LinuxPopulateWrite) };
 }
 
 impl Deref for Mapping {

@@ -28,7 +28,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
+use rustix::fs::{
+    fallocate, fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, FallocateFlags, MemfdFlags, SealFlags,
+};
 
 use super::memfd::read_to_vec;
 use super::sys::{invalid_data, retry_on_intr};
@@ -148,10 +150,33 @@ pub(super) fn take_payload(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>
     if (size as u64) < DATA_OFFSET.saturating_add(len as u64) {
         return Err(invalid_data("payload memfd shorter than its length"));
     }
-    let payload = read_to_vec(fd, DATA_OFFSET, len);
+    let payload = if len > MAX_RETAINED { read_releasing(fd, len) } else { read_to_vec(fd, DATA_OFFSET, len) };
     // Best effort: a sender that sealed its memfd against writes only loses its reuse.
     let _ = write_all_at(fd, &FREE, 0);
     payload
+}
+
+/// Reads a payload too large for its sender to keep, in steps, giving each step's pages back to
+/// the system as soon as they are copied (`FALLOC_FL_PUNCH_HOLE`), so the payload is never held
+/// twice over: a 256 MiB message peaks at the sender's bytes plus the receiver's, not plus a
+/// third copy in the memfd.
+fn read_releasing(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    const STEP: usize = 8 << 20;
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        let at = bytes.len();
+        let offset = DATA_OFFSET + at as u64;
+        let spare = &mut bytes.spare_capacity_mut()[..STEP.min(len - at)];
+        let read = retry_on_intr(|| rustix::io::pread(fd, &mut *spare, offset).map(|(filled, _)| filled.len()))?;
+        if read == 0 {
+            return Err(invalid_data("payload memfd shorter than its length"));
+        }
+        // SAFETY: `pread` initialized the first `read` bytes of the spare capacity.
+        unsafe { bytes.set_len(at + read) };
+        // Best effort: a memfd sealed against writes keeps its pages until it is closed.
+        let _ = fallocate(fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, read as u64);
+    }
+    Ok(bytes)
 }
 
 fn new_pooled_memfd() -> io::Result<OwnedFd> {

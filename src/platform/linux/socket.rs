@@ -25,10 +25,10 @@ use rustix::net::{
 
 use super::frame::{
     FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED,
-    PAYLOAD_IN_MEMFD, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
+    PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
-use super::memfd::{read_to_vec, sealed_memfd_from, sealed_size, Encoded, Mapping, PayloadWriter};
-use super::pool::{take_payload, Lease, PayloadPool, MAX_RETAINED};
+use super::memfd::{Encoded, PayloadWriter};
+use super::pool::{take_payload, Lease, PayloadPool};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
 use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits};
@@ -154,14 +154,9 @@ impl OsIpcSender {
                         result => return result,
                     }
                 }
-                if data.len() <= MAX_RETAINED {
-                    let mut lease = self.pool.lease()?;
-                    lease.write_at(0, data)?;
-                    self.send_pooled(header, &fds, &lease, wait)
-                } else {
-                    let memfd = sealed_memfd_from(data)?;
-                    self.send_with_memfd(header, &fds, memfd.as_fd(), PAYLOAD_IN_MEMFD, wait)
-                }
+                let mut lease = self.pool.lease()?;
+                lease.write_at(0, data)?;
+                self.send_pooled(header, &fds, &lease, wait)
             }
             Body::Pooled(lease) => self.send_pooled(header, &fds, lease, wait),
         }
@@ -404,23 +399,12 @@ fn decode_message(packet: &[u8], fds: Vec<OwnedFd>, limits: &LimitsCell) -> io::
             return Err(invalid_data("inline bytes beside a memfd payload"));
         }
         let len = usize::try_from(header.payload_len).map_err(|_| invalid_data("payload too large"))?;
-        OsPayload::Heap(take_payload(memfd.as_fd(), len)?)
-    } else if header.has(PAYLOAD_IN_MEMFD) {
-        let memfd = fds.next().ok_or_else(|| invalid_data("payload memfd missing"))?;
-        if !inline.is_empty() {
-            return Err(invalid_data("inline bytes beside a memfd payload"));
-        }
-        let len = usize::try_from(header.payload_len).map_err(|_| invalid_data("payload too large"))?;
-        if sealed_size(memfd.as_fd())? < len {
-            return Err(invalid_data("payload memfd smaller than the header says"));
-        }
-        let map = Mapping::map(memfd.as_fd(), len)?;
-        OsPayload::Mapped { map, memfd }
+        OsPayload(take_payload(memfd.as_fd(), len)?)
     } else {
         if inline.len() as u64 != header.payload_len {
             return Err(invalid_data("payload length does not match the packet"));
         }
-        OsPayload::Heap(inline.to_vec())
+        OsPayload(inline.to_vec())
     };
     let expected = handle_count;
     let handles: Vec<OwnedFd> = if header.has(HANDLES_ON_SIDE_SOCKET) {
@@ -515,35 +499,21 @@ impl OsIpcChannel {
     }
 }
 
-/// The bytes of a received message: on the heap when they came inside the packet, or in a
-/// read-only mapping of the sender's sealed memfd when they were too large for one.
+/// The bytes of a received message, on the heap: copied out of the packet, or out of the
+/// sender's pooled memfd (so nothing the sender can still change is ever read in place).
 #[derive(Debug)]
-pub(crate) enum OsPayload {
-    Heap(Vec<u8>),
-    Mapped { map: Mapping, memfd: OwnedFd },
-}
+pub(crate) struct OsPayload(Vec<u8>);
 
 impl OsPayload {
-    /// The bytes as an owned vector. Mapped bytes are read from the memfd by the kernel, which
-    /// is cheaper than faulting the mapping in and copying from it.
+    /// The bytes as an owned vector.
     pub fn into_vec(self) -> io::Result<Vec<u8>> {
-        match self {
-            OsPayload::Heap(bytes) => Ok(bytes),
-            OsPayload::Mapped { map, memfd } => read_to_vec(memfd.as_fd(), 0, map.len()),
-        }
-    }
-
-    /// Prepares the bytes to be read in full (faults a mapping in at once).
-    pub fn prefault(&self) {
-        if let OsPayload::Mapped { map, .. } = self {
-            map.prefault();
-        }
+        Ok(self.0)
     }
 }
 
 impl From<Vec<u8>> for OsPayload {
     fn from(bytes: Vec<u8>) -> Self {
-        OsPayload::Heap(bytes)
+        OsPayload(bytes)
     }
 }
 
@@ -551,10 +521,7 @@ impl Deref for OsPayload {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match self {
-            OsPayload::Heap(bytes) => bytes,
-            OsPayload::Mapped { map, .. } => map,
-        }
+        &self.0
     }
 }
 

@@ -230,9 +230,6 @@ impl OsPayload {
             OsPayload::Mapped(view) => view.to_vec(),
         })
     }
-
-    /// Nothing to prepare: Windows maps section views lazily and cheaply.
-    pub fn prefault(&self) {}
 }
 
 impl From<Vec<u8>> for OsPayload {
