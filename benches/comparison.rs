@@ -45,6 +45,42 @@ fn system_shmem() -> u64 {
     proc_kib("/proc/meminfo", "Shmem")
 }
 
+/// Samples, every millisecond until stopped, what this process and `child` hold together at the
+/// same moment: both resident sets plus the shared memory in use beyond what it was at the start
+/// (memfd pages written with `write()` are in nobody's resident set). The largest sum seen is
+/// the honest peak of sender and receiver together; the sum of each one's own peak overstates it,
+/// because the two peaks come at different moments.
+struct TogetherSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl TogetherSampler {
+    fn start(child: u32) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let baseline = system_shmem();
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stopping.load(Ordering::Relaxed) {
+                let together = proc_kib("/proc/self/status", "VmRSS")
+                    + proc_kib(&format!("/proc/{child}/status"), "VmRSS")
+                    + system_shmem().saturating_sub(baseline);
+                peak = peak.max(together);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak
+        });
+        TogetherSampler { stop, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 fn small_messages(c: &mut Criterion) {
     let crossproc = with_crossproc::spawn_peer("crossproc");
     let ipc_channel = with_ipc_channel::spawn_peer("ipc-channel");
@@ -153,11 +189,14 @@ fn main() {
     }
     if let Ok(library) = std::env::var(PEAK_VAR) {
         let size = 256 << 20;
-        let (sender, receiver, in_flight) = match library.as_str() {
+        let (sender, receiver, in_flight, together) = match library.as_str() {
             "ipc-channel" => with_ipc_channel::peak_memory("ipc-channel", size),
             _ => with_crossproc::peak_memory("crossproc", size),
         };
-        println!("{library} peak_sender={sender} peak_receiver={receiver} shmem_in_flight={in_flight} message={size}");
+        println!(
+            "{library} peak_sender={sender} peak_receiver={receiver} shmem_in_flight={in_flight} \
+             peak_together={together} message={size}"
+        );
         return;
     }
     let mut criterion = Criterion::default().configure_from_args();

@@ -139,16 +139,18 @@ pub fn select_one(set: &mut IpcReceiverSet, senders: &[IpcSender<u8>], round: us
 /// returns (sender peak, receiver peak, shared memory in flight right after the send) in bytes.
 /// Shared memory written with `write()` is in no process's resident set, so it is read from
 /// the system's `Shmem` counter instead.
-pub fn peak_memory(library: &str, size: usize) -> (u64, u64, u64) {
+pub fn peak_memory(library: &str, size: usize) -> (u64, u64, u64, u64) {
     let peer = spawn_peer(library);
     let data = vec![0x42u8; size];
+    let sampler = super::TogetherSampler::start(peer.child.id());
     let shmem_before = super::system_shmem();
     peer.bytes.send(&data).unwrap();
     let in_flight = super::system_shmem().saturating_sub(shmem_before);
     peer.replies.recv().unwrap();
+    let together = sampler.finish();
     drop(data);
     peer.requests.send(Request::PeakMemory).unwrap();
     let child_peak = peer.replies.recv().unwrap();
     let child_peak = u64::from_le_bytes(child_peak[..8].try_into().unwrap_or([0; 8]));
-    (super::peak_rss(), child_peak, in_flight)
+    (super::peak_rss(), child_peak, in_flight, together)
 }

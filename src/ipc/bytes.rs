@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
 use super::limits::ReceiveLimits;
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
-use crate::platform::{self, OsIpcMessage, RecvError, Wait};
+use crate::platform::{self, OsIpcMessage, Wait};
 
 /// Creates a byte channel: the sending end and the receiving end.
 ///
@@ -113,12 +113,12 @@ impl IpcBytesReceiver {
 
     /// Waits for the next message. [`IpcError::Disconnected`] means every sender is gone.
     pub fn recv(&self) -> Result<Vec<u8>, IpcError> {
-        self.end.recv(Wait::Blocking).and_then(into_bytes).map_err(ipc_error)
+        self.end.recv(Wait::Blocking).map(into_bytes).map_err(ipc_error)
     }
 
     /// Takes the next message if one is queued; [`TryRecvError::Empty`] otherwise.
     pub fn try_recv(&self) -> Result<Vec<u8>, TryRecvError> {
-        self.end.recv(Wait::NonBlocking).and_then(into_bytes).map_err(try_recv_error)
+        self.end.recv(Wait::NonBlocking).map(into_bytes).map_err(try_recv_error)
     }
 
     /// Waits at most `duration` for the next message; [`TryRecvError::Empty`] if none came.
@@ -128,11 +128,11 @@ impl IpcBytesReceiver {
     /// assert!(rx.try_recv_timeout(std::time::Duration::from_millis(5)).is_err());
     /// ```
     pub fn try_recv_timeout(&self, duration: Duration) -> Result<Vec<u8>, TryRecvError> {
-        self.end.recv(Wait::Timeout(duration)).and_then(into_bytes).map_err(try_recv_error)
+        self.end.recv(Wait::Timeout(duration)).map(into_bytes).map_err(try_recv_error)
     }
 }
 
 /// The bytes of a message; descriptors a peer attached to a byte message are closed.
-fn into_bytes(message: OsIpcMessage) -> Result<Vec<u8>, RecvError> {
-    Ok(message.data.into_vec()?)
+fn into_bytes(message: OsIpcMessage) -> Vec<u8> {
+    message.data
 }

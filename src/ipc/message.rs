@@ -9,7 +9,7 @@ use super::endpoint::{ReceiverEnd, SenderEnd};
 use super::typed::{IpcReceiver, IpcSender};
 use crate::error::SerDeError;
 use crate::handles;
-use crate::platform::{OsIpcMessage, OsIpcSharedMemory, OsOpaqueIpcChannel, OsPayload};
+use crate::platform::{OsIpcMessage, OsIpcSharedMemory, OsOpaqueIpcChannel};
 
 /// A received message that is not decoded yet: its bytes and the channels and shared memory it
 /// carries. [`IpcReceiverSet::select`](super::IpcReceiverSet::select) and the router hand these
@@ -22,7 +22,7 @@ use crate::platform::{OsIpcMessage, OsIpcSharedMemory, OsOpaqueIpcChannel, OsPay
 /// assert_eq!(message.to::<(u8, String)>().unwrap(), (1, "one".to_string()));
 /// ```
 pub struct IpcMessage {
-    data: OsPayload,
+    data: Vec<u8>,
     channels: Vec<OsOpaqueIpcChannel>,
     shared_memory: Vec<OsIpcSharedMemory>,
     max_nesting: usize,
@@ -31,7 +31,7 @@ pub struct IpcMessage {
 impl IpcMessage {
     /// A message made of encoded bytes only (no channels, no shared memory).
     pub fn from_data(data: Vec<u8>) -> Self {
-        IpcMessage::from(OsIpcMessage::from_data(OsPayload::from(data)))
+        IpcMessage::from(OsIpcMessage::from_data(data))
     }
 
     /// Decodes the message as a `T`, handing it the channels and shared memory it carries.

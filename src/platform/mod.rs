@@ -20,9 +20,6 @@
 //!   (`into_sender`, `into_receiver`).
 //! - `OsIpcSharedMemory` (`Clone + Send + Sync`, `Deref<Target = [u8]>`): an immutable region that
 //!   travels by reference, never by copy (`from_bytes`, `from_byte`).
-//! - `OsPayload` (`Deref<Target = [u8]>`, `From<Vec<u8>>`, `into_vec() -> io::Result<Vec<u8>>`):
-//!   the bytes of a received message, which a backend may keep in a mapping instead of the heap
-//!   (Windows does, for payloads in a section).
 //! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`, `set_limits`,
 //!   `select(Wait) -> io::Result<Vec<OsIpcSelectionResult>>`.
 //! - `spawn_with_inherited(&mut Command, OsIpcChannel) -> io::Result<Child>` and
@@ -61,7 +58,7 @@ mod backend;
 
 pub(crate) use backend::{
     channel, current_credentials, serve, spawn_with_inherited, take_inherited, OsIpcReceiver, OsIpcReceiverSet,
-    OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsPayload, OsServerGuard, PayloadWriter,
+    OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsServerGuard, PayloadWriter,
 };
 
 #[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]
@@ -86,7 +83,8 @@ pub(crate) enum OsIpcChannel {
 /// in the order the sender listed them.
 #[derive(Debug)]
 pub(crate) struct OsIpcMessage {
-    pub data: OsPayload,
+    /// The bytes, always copied out of anything the sender could still change.
+    pub data: Vec<u8>,
     pub channels: Vec<OsOpaqueIpcChannel>,
     pub shared_memory: Vec<OsIpcSharedMemory>,
     /// How deeply the decoded value may nest (the receiver's limit).
@@ -95,7 +93,7 @@ pub(crate) struct OsIpcMessage {
 
 impl OsIpcMessage {
     /// A message with bytes only, under the default limits.
-    pub fn from_data(data: OsPayload) -> Self {
+    pub fn from_data(data: Vec<u8>) -> Self {
         let max_nesting = crate::ipc::ReceiveLimits::DEFAULT.max_nesting;
         OsIpcMessage { data, channels: Vec::new(), shared_memory: Vec::new(), max_nesting }
     }

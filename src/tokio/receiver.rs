@@ -54,8 +54,8 @@ fn decode<T: for<'de> Deserialize<'de> + Serialize>(message: OsIpcMessage) -> Re
     Ok(IpcMessage::from(message).to()?)
 }
 
-fn bytes(message: OsIpcMessage) -> Result<Vec<u8>, IpcError> {
-    Ok(message.data.into_vec()?)
+fn bytes(message: OsIpcMessage) -> Vec<u8> {
+    message.data
 }
 
 /// An [`IpcReceiver`] that waits on tokio's reactor. Also a `Stream` of `Result<T, IpcError>`
@@ -133,7 +133,7 @@ impl AsyncIpcBytesReceiver {
     /// Waits for the next message; [`IpcError::Disconnected`] when every sender is gone.
     /// Cancellation safe.
     pub async fn recv(&self) -> Result<Vec<u8>, IpcError> {
-        bytes(self.core.recv().await?.ok_or(IpcError::Disconnected)?)
+        Ok(bytes(self.core.recv().await?.ok_or(IpcError::Disconnected)?))
     }
 }
 
@@ -141,7 +141,7 @@ impl Stream for AsyncIpcBytesReceiver {
     type Item = Result<Vec<u8>, IpcError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.core.poll_recv(cx).map(|result| result.transpose().map(|message| message.and_then(bytes)))
+        self.core.poll_recv(cx).map(|result| result.transpose().map(|message| message.map(bytes)))
     }
 }
 

@@ -32,7 +32,7 @@ struct Envelope {
 impl Envelope {
     fn open(self, max_nesting: usize) -> OsIpcMessage {
         OsIpcMessage {
-            data: OsPayload(self.data),
+            data: self.data,
             channels: self.channels.into_iter().map(OsOpaqueIpcChannel).collect(),
             shared_memory: self.shared_memory,
             max_nesting,
@@ -300,31 +300,6 @@ impl Encoded {
     /// The buffer, for the next message.
     pub fn into_buffer(self) -> Vec<u8> {
         self.0
-    }
-}
-
-/// The bytes of a received message.
-#[derive(Debug)]
-pub(crate) struct OsPayload(Vec<u8>);
-
-impl OsPayload {
-    /// The bytes as an owned vector.
-    pub fn into_vec(self) -> io::Result<Vec<u8>> {
-        Ok(self.0)
-    }
-}
-
-impl From<Vec<u8>> for OsPayload {
-    fn from(bytes: Vec<u8>) -> Self {
-        OsPayload(bytes)
-    }
-}
-
-impl Deref for OsPayload {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.0
     }
 }
 

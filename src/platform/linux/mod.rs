@@ -32,5 +32,5 @@ pub(crate) use select::OsIpcReceiverSet;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};
 #[cfg(feature = "fuzzing")]
 pub(crate) use socket::decode_packet;
-pub(crate) use socket::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, OsPayload};
+pub(crate) use socket::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel};
 pub(crate) use spawn::{spawn_with_inherited, take_inherited};

@@ -10,7 +10,6 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -399,12 +398,12 @@ fn decode_message(packet: &[u8], fds: Vec<OwnedFd>, limits: &LimitsCell) -> io::
             return Err(invalid_data("inline bytes beside a memfd payload"));
         }
         let len = usize::try_from(header.payload_len).map_err(|_| invalid_data("payload too large"))?;
-        OsPayload(take_payload(memfd.as_fd(), len)?)
+        take_payload(memfd.as_fd(), len)?
     } else {
         if inline.len() as u64 != header.payload_len {
             return Err(invalid_data("payload length does not match the packet"));
         }
-        OsPayload(inline.to_vec())
+        inline.to_vec()
     };
     let expected = handle_count;
     let handles: Vec<OwnedFd> = if header.has(HANDLES_ON_SIDE_SOCKET) {
@@ -496,32 +495,6 @@ impl OsIpcChannel {
             OsIpcChannel::Sender(sender) => sender.fd.as_fd(),
             OsIpcChannel::Receiver(receiver) => receiver.fd.as_fd(),
         }
-    }
-}
-
-/// The bytes of a received message, on the heap: copied out of the packet, or out of the
-/// sender's pooled memfd (so nothing the sender can still change is ever read in place).
-#[derive(Debug)]
-pub(crate) struct OsPayload(Vec<u8>);
-
-impl OsPayload {
-    /// The bytes as an owned vector.
-    pub fn into_vec(self) -> io::Result<Vec<u8>> {
-        Ok(self.0)
-    }
-}
-
-impl From<Vec<u8>> for OsPayload {
-    fn from(bytes: Vec<u8>) -> Self {
-        OsPayload(bytes)
-    }
-}
-
-impl Deref for OsPayload {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.0
     }
 }
 

@@ -216,45 +216,6 @@ impl fmt::Debug for OsIpcSharedMemory {
     }
 }
 
-/// The bytes of a received message: on the heap, or still in the sender's section.
-pub(crate) enum OsPayload {
-    Heap(Vec<u8>),
-    Mapped(View),
-}
-
-impl OsPayload {
-    /// The bytes as an owned vector.
-    pub fn into_vec(self) -> io::Result<Vec<u8>> {
-        Ok(match self {
-            OsPayload::Heap(bytes) => bytes,
-            OsPayload::Mapped(view) => view.to_vec(),
-        })
-    }
-}
-
-impl From<Vec<u8>> for OsPayload {
-    fn from(bytes: Vec<u8>) -> Self {
-        OsPayload::Heap(bytes)
-    }
-}
-
-impl Deref for OsPayload {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            OsPayload::Heap(bytes) => bytes,
-            OsPayload::Mapped(view) => view,
-        }
-    }
-}
-
-impl fmt::Debug for OsPayload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OsPayload({} bytes)", self.len())
-    }
-}
-
 /// Encoded bytes on their way out (on the heap; a large message is copied into a section when
 /// sent).
 pub(crate) struct PayloadWriter(Vec<u8>);

@@ -18,14 +18,14 @@ use std::sync::Arc;
 
 use super::frame::{BodyWire, ChannelWire, EndWire, Header, PayloadWire, SectionWire};
 use super::pipe::{ChannelState, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, Reader, INLINE_MAX, LOCK_RETRY};
-use super::section::{ChannelCell, OsIpcSharedMemory, OsPayload, View};
+use super::section::{ChannelCell, OsIpcSharedMemory, View};
 use super::sys::{adopt, Peer, SharedLock};
 use crate::ipc::{LimitsCell, ReceiveLimits};
 use crate::platform::{OsIpcChannel, OsIpcMessage, RecvError};
 
 /// A message decoded in this process: bytes, channel ends and regions, all owned here.
 pub(super) struct Parcel {
-    payload: OsPayload,
+    payload: Vec<u8>,
     channels: Vec<OsOpaqueIpcChannel>,
     shared_memory: Vec<OsIpcSharedMemory>,
 }
@@ -100,6 +100,15 @@ impl<'a> Exporter<'a> {
         Ok(value)
     }
 
+    /// A queued message's bytes: inline in the header, or in a new section when large.
+    fn payload(&mut self, bytes: Vec<u8>) -> io::Result<PayloadWire> {
+        if bytes.len() <= INLINE_MAX {
+            return Ok(PayloadWire::Inline(bytes));
+        }
+        let view = View::create(bytes.len(), |region| region.copy_from_slice(&bytes))?;
+        Ok(PayloadWire::Section(self.section(&view)?))
+    }
+
     fn section(&mut self, view: &View) -> io::Result<SectionWire> {
         let handle = self.record(view.give(self.peer))?;
         Ok(SectionWire { handle, len: view.len() as u64 })
@@ -140,10 +149,7 @@ impl<'a> Exporter<'a> {
                 let (first, count) = (self.bodies.len(), backlog.len());
                 self.bodies.extend(backlog.iter().map(|_| None));
                 for (index, parcel) in backlog.into_iter().enumerate() {
-                    let payload = match parcel.payload {
-                        OsPayload::Heap(bytes) => PayloadWire::Inline(bytes),
-                        OsPayload::Mapped(view) => PayloadWire::Section(self.section(&view)?),
-                    };
+                    let payload = self.payload(parcel.payload)?;
                     let channels = parcel.channels.into_iter().map(|end| end.0).collect();
                     self.bodies[first + index] = Some(self.body(payload, channels, parcel.shared_memory)?);
                 }
@@ -193,12 +199,18 @@ pub(super) fn import(message: &[u8], limits: &ReceiveLimits) -> io::Result<Parce
     }
     LimitsCell::new(*limits).check(bytes, handles).map_err(|limit| limit.into_io())?;
 
+    // A value named twice would be closed twice (the second time, maybe someone else's handle).
+    let values: Vec<u64> = header.bodies.iter().rev().flat_map(handle_values).collect();
+    let mut distinct = values.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != values.len() {
+        return Err(refuse("it names one handle twice"));
+    }
     // Adopt every handle first (in the order built below), so that any failure closes them all.
-    let mut adopted = VecDeque::new();
-    for body in header.bodies.iter().rev() {
-        for value in handle_values(body) {
-            adopted.push_back(adopt(value)?);
-        }
+    let mut adopted = VecDeque::with_capacity(values.len());
+    for value in values {
+        adopted.push_back(adopt(value)?);
     }
     let mut next = || adopted.pop_front().expect("one adopted handle per value");
 
@@ -206,9 +218,10 @@ pub(super) fn import(message: &[u8], limits: &ReceiveLimits) -> io::Result<Parce
     let mut built: Vec<Option<Parcel>> = (0..count).map(|_| None).collect();
     for (index, body) in header.bodies.into_iter().enumerate().rev() {
         let payload = match body.payload {
-            PayloadWire::Trailing => OsPayload::Heap(trailing.to_vec()),
-            PayloadWire::Inline(bytes) => OsPayload::Heap(bytes),
-            PayloadWire::Section(section) => OsPayload::Mapped(View::open(next(), section_len(section.len)?)?),
+            PayloadWire::Trailing => trailing.to_vec(),
+            PayloadWire::Inline(bytes) => bytes,
+            // Copied out at once: the sender keeps a writable handle to its section.
+            PayloadWire::Section(section) => View::open(next(), section_len(section.len)?)?.to_vec(),
         };
         let mut shared_memory = Vec::with_capacity(body.shared_memory.len());
         for section in &body.shared_memory {
