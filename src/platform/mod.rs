@@ -61,6 +61,9 @@ pub(crate) use backend::{
     OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsServerGuard, PayloadWriter,
 };
 
+#[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]
+mod heap_writer;
+
 #[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use backend::decode_packet;
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]

@@ -18,6 +18,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::ipc::{LimitsCell, PeerCredentials, ReceiveLimits};
+use crate::platform::heap_writer::Encoded;
+pub(crate) use crate::platform::heap_writer::PayloadWriter;
 use crate::platform::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, Wait};
 
 /// A message as it sits in a queue.
@@ -169,7 +171,7 @@ impl OsIpcSender {
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
     ) -> io::Result<()> {
-        self.send(&encoded.0, channels, shared_memory, wait)
+        self.send(encoded.bytes(), channels, shared_memory, wait)
     }
 
     /// Sets how many bytes may be in flight (the in-process stand-in for a socket buffer).
@@ -264,42 +266,6 @@ impl OsOpaqueIpcChannel {
             OsIpcChannel::Receiver(receiver) => receiver,
             OsIpcChannel::Sender(_) => channel_pair().1,
         }
-    }
-}
-
-/// Encoded bytes on their way out (always on the heap here).
-pub(crate) struct PayloadWriter(Vec<u8>);
-
-/// What a [`PayloadWriter`] produced.
-pub(crate) struct Encoded(Vec<u8>);
-
-impl PayloadWriter {
-    /// A writer that reuses `buffer`'s allocation.
-    pub fn new(mut buffer: Vec<u8>) -> Self {
-        buffer.clear();
-        PayloadWriter(buffer)
-    }
-
-    #[inline]
-    pub fn push(&mut self, byte: u8) {
-        self.0.push(byte);
-    }
-
-    #[inline]
-    pub fn extend(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-    }
-
-    /// The encoded message.
-    pub fn finish(self) -> io::Result<Encoded> {
-        Ok(Encoded(self.0))
-    }
-}
-
-impl Encoded {
-    /// The buffer, for the next message.
-    pub fn into_buffer(self) -> Vec<u8> {
-        self.0
     }
 }
 

@@ -24,8 +24,9 @@ mod spawn;
 mod sys;
 mod transfer;
 
+pub(crate) use crate::platform::heap_writer::PayloadWriter;
 pub(crate) use pipe::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel};
-pub(crate) use section::{OsIpcSharedMemory, PayloadWriter};
+pub(crate) use section::OsIpcSharedMemory;
 pub(crate) use select::OsIpcReceiverSet;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};
 pub(crate) use spawn::{spawn_with_inherited, take_inherited};

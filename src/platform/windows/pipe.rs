@@ -32,10 +32,11 @@ use windows_sys::Win32::System::Pipes::{
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
-use super::section::{ChannelCell, Encoded, OsIpcSharedMemory, PayloadWriter, MESSAGE_OVERHEAD};
+use super::section::{ChannelCell, OsIpcSharedMemory, MESSAGE_OVERHEAD};
 use super::sys::{check, deadline, event, owned, random_u64, raw, wait_for, wide, Peer, SharedLock};
 use super::transfer::{self, Exporter, Parcel};
 use crate::ipc::{LimitsCell, ReceiveLimits};
+use crate::platform::heap_writer::{Encoded, PayloadWriter};
 use crate::platform::{OsIpcChannel, OsIpcMessage, RecvError, Wait};
 
 /// The pipe's input quota: how many bytes of messages may wait for the receiver.
@@ -204,7 +205,7 @@ impl OsIpcSender {
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
     ) -> io::Result<()> {
-        self.send(&encoded.0, channels, shared_memory, wait)
+        self.send(encoded.bytes(), channels, shared_memory, wait)
     }
 
     /// Sets the channel's byte budget: what `try_send` and `send_timeout` let wait in the pipe
