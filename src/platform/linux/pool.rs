@@ -33,9 +33,9 @@ use rustix::fs::{
     fallocate, fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, FallocateFlags, MemfdFlags, SealFlags,
 };
 
-use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+use rustix::buffer::spare_capacity;
+use rustix::mm::{madvise, mmap, munmap, Advice, MapFlags, ProtFlags};
 
-use super::memfd::read_to_vec;
 use super::sys::{invalid_data, retry_on_intr};
 
 /// Where the payload starts in a pooled memfd (the first page holds the state word).
@@ -239,6 +239,40 @@ fn read_releasing(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
         let _ = fallocate(fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, read as u64);
     }
     Ok(bytes)
+}
+
+/// Reads `len` bytes at `start` in `fd` into a new vector (the kernel copies; no mapping, and
+/// no zeroing of the vector first: the bytes land in its spare capacity).
+fn read_to_vec(fd: BorrowedFd<'_>, start: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len);
+    populate_spare_capacity(&mut bytes);
+    while bytes.len() < len {
+        let offset = start + bytes.len() as u64;
+        let read = retry_on_intr(|| rustix::io::pread(fd, spare_capacity(&mut bytes), offset))?;
+        if read == 0 {
+            return Err(invalid_data("payload memfd shorter than its length"));
+        }
+    }
+    bytes.truncate(len); // the capacity, and so one read, may exceed `len`
+    Ok(bytes)
+}
+
+/// Faults in the pages of a very large vector's spare capacity with one system call, which is
+/// cheaper than the one fault per page that the kernel's copy into fresh memory would take
+/// (64 MiB one-way: 55.6 → 46.3 ms here). Only above 32 MiB: glibc serves smaller allocations
+/// from memory it already has, where this only costs time. Best effort; contents are unchanged.
+fn populate_spare_capacity(bytes: &mut Vec<u8>) {
+    const PAGE: usize = 4096;
+    let spare = bytes.spare_capacity_mut();
+    if spare.len() <= 32 << 20 {
+        return;
+    }
+    let start = spare.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let len = (start + spare.len()).saturating_sub(aligned) / PAGE * PAGE;
+    // SAFETY: the range lies inside memory this vector owns, and MADV_POPULATE_WRITE only makes
+    // pages present and writable; it never changes their contents or the mapping.
+    let _ = unsafe { madvise(aligned as *mut std::ffi::c_void, len, Advice::LinuxPopulateWrite) };
 }
 
 fn new_pooled_memfd() -> io::Result<OwnedFd> {

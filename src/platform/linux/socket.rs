@@ -161,25 +161,20 @@ impl OsIpcSender {
         }
     }
 
-    /// Sends the header packet of a payload in a pooled memfd; the receiver frees the memfd.
-    fn send_pooled(&self, header: FrameHeader, fds: &[BorrowedFd<'_>], lease: &Lease, wait: Wait) -> io::Result<()> {
-        self.send_with_memfd(header, fds, lease.fd(), PAYLOAD_IN_POOLED_MEMFD, wait)?;
-        lease.mark_sent();
-        Ok(())
-    }
-
-    /// Sends the header packet of a payload in `memfd` (`flag` says which kind).
-    fn send_with_memfd(
+    /// Sends the header packet of a payload in a pooled memfd (the first descriptor); the
+    /// receiver copies the payload out and frees the memfd.
+    fn send_pooled(
         &self,
         mut header: FrameHeader,
         fds: &[BorrowedFd<'_>],
-        memfd: BorrowedFd<'_>,
-        flag: u32,
+        lease: &Lease,
         wait: Wait,
     ) -> io::Result<()> {
-        header.flags |= flag;
-        let fds: Vec<BorrowedFd<'_>> = std::iter::once(memfd).chain(fds.iter().copied()).collect();
-        self.send_waiting(&[IoSlice::new(&header.encode())], &fds, wait)
+        header.flags |= PAYLOAD_IN_POOLED_MEMFD;
+        let fds: Vec<BorrowedFd<'_>> = std::iter::once(lease.fd()).chain(fds.iter().copied()).collect();
+        self.send_waiting(&[IoSlice::new(&header.encode())], &fds, wait)?;
+        lease.mark_sent();
+        Ok(())
     }
 
     /// Sends one packet, waiting for buffer room as `wait` allows.
