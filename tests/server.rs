@@ -116,18 +116,33 @@ fn a_hundred_threads_connect_repeatedly() {
     });
 }
 
-#[test]
-#[cfg(target_os = "linux")] // writes garbage through a raw Unix socket
-fn silent_dying_and_garbage_clients_cost_only_their_connection() {
+/// Connects to the server `name` below crossproc and writes bytes that are no crossproc frame.
+#[cfg(target_os = "linux")]
+fn garbage_client(name: &str) -> std::os::fd::OwnedFd {
     use rustix::net::{connect, send, socket_with, AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+    let raw = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+    connect(&raw, &SocketAddrUnix::new(name).unwrap()).unwrap();
+    send(&raw, b"definitely not a crossproc frame", SendFlags::empty()).unwrap();
+    raw
+}
+
+/// Opens the server's pipe `name` below crossproc and writes bytes that are no crossproc frame.
+#[cfg(windows)]
+fn garbage_client(name: &str) -> std::fs::File {
+    use std::io::Write;
+    let mut pipe = std::fs::OpenOptions::new().read(true).write(true).open(name).unwrap();
+    pipe.write_all(b"definitely not a crossproc frame").unwrap();
+    pipe
+}
+
+#[test]
+fn silent_dying_and_garbage_clients_cost_only_their_connection() {
     with_watchdog(Duration::from_secs(60), || {
         let (server, name) = IpcServer::<String>::new().unwrap();
         // A client that connects and says nothing, one that leaves at once, one that sends garbage.
         let _silent = IpcSender::<String>::connect(name.clone()).unwrap();
         drop(IpcSender::<String>::connect(name.clone()).unwrap());
-        let raw = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
-        connect(&raw, &SocketAddrUnix::new(name.as_str()).unwrap()).unwrap();
-        send(&raw, b"definitely not a crossproc frame", SendFlags::empty()).unwrap();
+        let _garbage = garbage_client(&name);
         // A process that dies with SIGKILL right after connecting.
         let mut dying = spawn_child(ENTRY, "stream", &name);
         dying.kill().unwrap();

@@ -345,6 +345,11 @@ impl Reader {
         &self.pipe
     }
 
+    /// The event a read in flight signals when it completes.
+    pub(super) fn event(&self) -> HANDLE {
+        raw(&self.event)
+    }
+
     /// Starts a read unless one is in flight.
     fn start(&mut self) -> io::Result<()> {
         if self.read.is_some() {

@@ -25,8 +25,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, WAIT_OBJECT_0,
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_OPERATION_ABORTED,
+    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, ReadFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
@@ -43,7 +43,7 @@ use super::pipe::{channel, write_message, OsIpcReceiver, OsIpcSender};
 use super::sys::{check, event, owned, random_u64, raw, wait_for, wide, Peer};
 use super::transfer::{import, Exporter};
 use crate::ipc::{PeerCredentials, ReceiveLimits};
-use crate::platform::{Admit, OsIpcChannel, Wait};
+use crate::platform::{Admit, OsIpcChannel, RecvError, Wait};
 
 const VERDICT_ADMITTED: &[u8] = b"CXW1-OK";
 const VERDICT_REFUSED: &[u8] = b"CXW1-NO";
@@ -148,74 +148,185 @@ pub(crate) fn serve(listener: OsListener, mut admit: Admit) -> io::Result<(OsIpc
     let stop = event()?;
     let stop_raw = raw(&stop) as usize;
     let acceptor = thread::Builder::new().name("crossproc-acceptor".into()).spawn(move || {
-        let stop = stop_raw as *mut std::ffi::c_void;
-        let mut current = listener.first;
-        while let Ok(true) = wait_for_client(&current, stop) {
-            // The next instance first, so clients arriving meanwhile find one.
-            let next = instance(&listener.path, false);
-            welcome(&current, &mut admit, &outlet);
-            match next {
-                Ok(next) => current = next,
-                Err(_) => return,
-            }
-        }
+        let stop = stop_raw as HANDLE;
+        let _ = accept_loop(&listener.path, listener.first, stop, &mut admit, &outlet);
     })?;
     Ok((incoming, OsServerGuard { stop, acceptor: Some(acceptor) }))
 }
 
-/// Waits until a client opens `pipe`; `false` when the server is stopping.
-fn wait_for_client(pipe: &OwnedHandle, stop: *mut std::ffi::c_void) -> io::Result<bool> {
-    let connected = event()?;
-    // SAFETY: all-zero is a valid OVERLAPPED.
-    let mut overlapped: OVERLAPPED = unsafe { mem::zeroed() };
-    overlapped.hEvent = raw(&connected);
-    // SAFETY: `overlapped` outlives the operation: it completes, or is cancelled and waited for.
-    if unsafe { ConnectNamedPipe(raw(pipe), &mut overlapped) } != 0 {
-        return Ok(true);
-    }
-    match io::Error::last_os_error().raw_os_error().map(|code| code as u32) {
-        Some(ERROR_PIPE_CONNECTED) => return Ok(true),
-        Some(ERROR_IO_PENDING) => {}
-        _ => return Err(io::Error::last_os_error()),
-    }
-    let handles = [raw(&connected), stop];
-    // SAFETY: both handles are live events.
-    let woken = unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, INFINITE) };
-    let mut ignored = 0;
-    if woken != WAIT_OBJECT_0 {
-        // SAFETY: cancels this connect, then waits until the kernel is done with `overlapped`.
-        unsafe {
-            CancelIoEx(raw(pipe), &overlapped);
-            GetOverlappedResult(raw(pipe), &overlapped, &mut ignored, 1);
+/// The acceptor: waits at once for the next client, for `stop`, and for the first message of
+/// every admitted client not yet handed over (the waiting room).
+fn accept_loop(
+    path: &str,
+    first: OwnedHandle,
+    stop: HANDLE,
+    admit: &mut Admit,
+    outlet: &OsIpcSender,
+) -> io::Result<()> {
+    let mut connecting = Connecting::start(first)?;
+    let mut waiting: Vec<Waiting> = Vec::new();
+    loop {
+        waiting.retain_mut(|client| match client.state() {
+            Readiness::Ready => {
+                let receiver = client.receiver.take().expect("handed over once");
+                let channels = vec![OsIpcChannel::Receiver(receiver)];
+                let _ = outlet.send(&client.announcement, channels, Vec::new(), Wait::Blocking);
+                false
+            }
+            Readiness::Pending => true,
+            Readiness::Dropped => false,
+        });
+        let mut events = vec![raw(&connecting.event), stop];
+        events.extend(waiting.iter().map(Waiting::event));
+        // SAFETY: every handle is a live event (`events` holds at most 2 + WAITING_ROOM).
+        let woken = unsafe { WaitForMultipleObjects(events.len() as u32, events.as_ptr(), 0, INFINITE) };
+        if woken == WAIT_OBJECT_0 + 1 {
+            return Ok(());
         }
-        return Ok(false);
+        if woken != WAIT_OBJECT_0 {
+            continue; // a waiting client's read completed
+        }
+        // The next instance first, so clients arriving meanwhile find one.
+        let next = Connecting::start(instance(path, false)?)?;
+        let client = mem::replace(&mut connecting, next).finish();
+        if let Ok(pipe) = client {
+            if let Some(admitted) = welcome(&pipe, admit, waiting.len() < WAITING_ROOM) {
+                waiting.push(admitted);
+            }
+        }
     }
-    // SAFETY: the connect has completed.
-    check(unsafe { GetOverlappedResult(raw(pipe), &overlapped, &mut ignored, 1) })?;
-    Ok(true)
 }
 
-/// Reads one client's hello, asks `admit`, answers, and hands an admitted client over.
-fn welcome(pipe: &OwnedHandle, admit: &mut Admit, outlet: &OsIpcSender) {
+/// Admitted clients whose first message has not arrived yet, at most (the limit of one
+/// `WaitForMultipleObjects`, less the acceptor's own two events); more are refused meanwhile.
+const WAITING_ROOM: usize = 60;
+
+/// A `ConnectNamedPipe` on one pipe instance, in flight until a client opens the instance.
+struct Connecting {
+    pipe: Option<OwnedHandle>,
+    overlapped: Box<OVERLAPPED>,
+    event: OwnedHandle,
+}
+
+impl Connecting {
+    fn start(pipe: OwnedHandle) -> io::Result<Connecting> {
+        let event = event()?;
+        // SAFETY: all-zero is a valid OVERLAPPED.
+        let mut overlapped: Box<OVERLAPPED> = Box::new(unsafe { mem::zeroed() });
+        overlapped.hEvent = raw(&event);
+        // SAFETY: the boxed OVERLAPPED lives until the connect completes, or is cancelled and
+        // waited for (`Drop`).
+        if unsafe { ConnectNamedPipe(raw(&pipe), &mut *overlapped) } == 0 {
+            match io::Error::last_os_error().raw_os_error().map(|code| code as u32) {
+                Some(ERROR_IO_PENDING) => {}
+                // Already connected (or connected and gone): make the wait see it.
+                // SAFETY: `event` is a live event.
+                Some(ERROR_PIPE_CONNECTED | ERROR_NO_DATA) => unsafe {
+                    SetEvent(raw(&event));
+                },
+                _ => return Err(io::Error::last_os_error()),
+            }
+        }
+        Ok(Connecting { pipe: Some(pipe), overlapped, event })
+    }
+
+    /// The connected instance (after its event fired).
+    fn finish(mut self) -> io::Result<OwnedHandle> {
+        let pipe = self.pipe.take().expect("finished once");
+        let mut ignored = 0;
+        // Waits (briefly): Wine may signal the event a moment before it records the outcome.
+        // SAFETY: the connect on `pipe` has completed (its event fired), or never started.
+        let outcome = check(unsafe { GetOverlappedResult(raw(&pipe), &*self.overlapped, &mut ignored, 1) });
+        match outcome {
+            Err(error)
+                if !matches!(
+                    error.raw_os_error().map(|code| code as u32),
+                    Some(ERROR_PIPE_CONNECTED | ERROR_NO_DATA)
+                ) =>
+            {
+                Err(error)
+            }
+            _ => Ok(pipe),
+        }
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        if let Some(pipe) = &self.pipe {
+            let mut ignored = 0;
+            // SAFETY: cancels this connect, then waits until the kernel is done with `overlapped`.
+            unsafe {
+                CancelIoEx(raw(pipe), &*self.overlapped);
+                GetOverlappedResult(raw(pipe), &*self.overlapped, &mut ignored, 1);
+            }
+        }
+    }
+}
+
+/// An admitted client, held back until its first message (or its hang-up) has arrived, so that a
+/// client that connects and stays silent never holds up `accept` for anyone else.
+struct Waiting {
+    announcement: Vec<u8>,
+    receiver: Option<OsIpcReceiver>,
+}
+
+/// Where a waiting client stands.
+enum Readiness {
+    Ready,
+    Pending,
+    Dropped,
+}
+
+impl Waiting {
+    /// Reads on: a first message goes into the receiver's backlog, to be received first.
+    fn state(&self) -> Readiness {
+        let Some(receiver) = &self.receiver else { return Readiness::Dropped };
+        let mut reader = receiver.reader();
+        if !reader.backlog.is_empty() {
+            return Readiness::Ready;
+        }
+        match reader.poll(&ReceiveLimits::DEFAULT) {
+            Ok(None) => Readiness::Pending,
+            Ok(Some(message)) => match import(&message, &ReceiveLimits::DEFAULT) {
+                Ok(parcel) => {
+                    reader.backlog.push_back(parcel);
+                    Readiness::Ready
+                }
+                Err(_) => Readiness::Dropped,
+            },
+            // A hang-up is handed over too: the server's receive reports it.
+            Err(RecvError::Disconnected) => Readiness::Ready,
+            Err(_) => Readiness::Dropped,
+        }
+    }
+
+    /// The event that the client's read in flight signals.
+    fn event(&self) -> HANDLE {
+        self.receiver.as_ref().map_or(ptr::null_mut(), |receiver| receiver.reader().event())
+    }
+}
+
+/// Reads one client's hello, asks `admit` (when `room` allows any more waiting clients),
+/// answers, and returns an admitted client for the waiting room.
+fn welcome(pipe: &OwnedHandle, admit: &mut Admit, room: bool) -> Option<Waiting> {
     let mut pid = 0;
     // SAFETY: `pipe` is a connected server instance; `pid` is a valid out-pointer.
     if unsafe { GetNamedPipeClientProcessId(raw(pipe), &mut pid) } == 0 {
-        return;
+        return None;
     }
     let deadline = Instant::now().checked_add(HELLO_TIMEOUT);
-    let Ok(Some(hello)) = read_once(pipe, deadline) else { return };
-    let Ok(mut parcel) = import(&hello, &ReceiveLimits::DEFAULT) else { return };
-    let Some(OsIpcChannel::Receiver(receiver)) = parcel.take_channel() else { return };
-    let verdict = admit(&PeerCredentials { pid, uid: 0, gid: 0 });
+    let hello = read_once(pipe, deadline).ok()??;
+    let mut parcel = import(&hello, &ReceiveLimits::DEFAULT).ok()?;
+    let Some(OsIpcChannel::Receiver(receiver)) = parcel.take_channel() else { return None };
+    let verdict = if room { admit(&PeerCredentials { pid, uid: 0, gid: 0 }) } else { None };
     let answer = if verdict.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
     if !matches!(write_message(pipe, answer, deadline), Ok(Some(()))) {
-        return;
-    }
-    if let Some(announcement) = verdict {
-        let _ = outlet.send(&announcement, vec![OsIpcChannel::Receiver(receiver)], Vec::new(), Wait::Blocking);
+        return None;
     }
     // Keep the instance open until the client has read the verdict and closed its end.
     let _ = read_once(pipe, Instant::now().checked_add(HELLO_TIMEOUT));
+    verdict.map(|announcement| Waiting { announcement, receiver: Some(receiver) })
 }
 
 /// Reads one message from `pipe` (at most 64 KiB), waiting until `deadline`; `None` on timeout.
