@@ -30,7 +30,7 @@ impl<'de> Deserialize<'de> for SenderEnd {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(deserializer)?;
         let channel = handles::take_channel(index).map_err(de::Error::custom)?;
-        Ok(SenderEnd(channel.into_sender()))
+        Ok(SenderEnd(channel.into_sender().map_err(de::Error::custom)?))
     }
 }
 
@@ -98,7 +98,7 @@ impl<'de> Deserialize<'de> for ReceiverEnd {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(deserializer)?;
         let channel = handles::take_channel(index).map_err(de::Error::custom)?;
-        Ok(ReceiverEnd::new(channel.into_receiver()))
+        Ok(ReceiverEnd::new(channel.into_receiver().map_err(de::Error::custom)?))
     }
 }
 

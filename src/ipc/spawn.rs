@@ -75,7 +75,7 @@ where
     T: for<'de> Deserialize<'de> + Serialize,
 {
     let end = platform::take_inherited()?;
-    Ok(IpcReceiver { end: ReceiverEnd::new(end.into_receiver()), phantom: PhantomData })
+    Ok(IpcReceiver { end: ReceiverEnd::new(end.into_receiver()?), phantom: PhantomData })
 }
 
 /// In a child started with [`IpcCommandExt::spawn_with_receiver`]: the sending end its parent
@@ -90,5 +90,5 @@ where
     T: for<'de> Deserialize<'de> + Serialize,
 {
     let end = platform::take_inherited()?;
-    Ok(IpcSender { end: SenderEnd(end.into_sender()), phantom: PhantomData })
+    Ok(IpcSender { end: SenderEnd(end.into_sender()?), phantom: PhantomData })
 }

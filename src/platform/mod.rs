@@ -17,7 +17,8 @@
 //!   `set_limits` / `limits`: the `ReceiveLimits` every message is checked against before anything
 //!   is allocated for it.
 //! - `OsOpaqueIpcChannel`: a received channel end, not yet known to be a sender or a receiver
-//!   (`into_sender`, `into_receiver`).
+//!   (`into_sender`, `into_receiver`, each `io::Result`: a backend may need to make a closed
+//!   channel for an end used as the other kind).
 //! - `OsIpcSharedMemory` (`Clone + Send + Sync`, `Deref<Target = [u8]>`): an immutable region that
 //!   travels by reference, never by copy (`from_bytes`, `from_byte`).
 //! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`, `set_limits`,

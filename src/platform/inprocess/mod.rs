@@ -253,19 +253,19 @@ pub(crate) struct OsOpaqueIpcChannel(OsIpcChannel);
 
 impl OsOpaqueIpcChannel {
     /// This end as a sender; a receiver used as a sender is one whose channel is already closed.
-    pub fn into_sender(self) -> OsIpcSender {
-        match self.0 {
+    pub fn into_sender(self) -> io::Result<OsIpcSender> {
+        Ok(match self.0 {
             OsIpcChannel::Sender(sender) => sender,
             OsIpcChannel::Receiver(_) => channel_pair().0,
-        }
+        })
     }
 
     /// This end as a receiver; a sender used as a receiver is one whose channel is already closed.
-    pub fn into_receiver(self) -> OsIpcReceiver {
-        match self.0 {
+    pub fn into_receiver(self) -> io::Result<OsIpcReceiver> {
+        Ok(match self.0 {
             OsIpcChannel::Receiver(receiver) => receiver,
             OsIpcChannel::Sender(_) => channel_pair().1,
-        }
+        })
     }
 }
 

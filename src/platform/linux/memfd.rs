@@ -181,8 +181,8 @@ pub(crate) struct Mapping {
     len: usize,
 }
 
-// SAFETY: the mapping is read-only and its file is sealed against writes, so the bytes never
-// change; sharing or moving the pointer between threads is as safe as sharing a `&[u8]`.
+// The mapping is read-only and its file is sealed against writes, so the bytes never change.
+// SAFETY: moving the pointer between threads is as safe as moving a `&[u8]`.
 unsafe impl Send for Mapping {}
 // SAFETY: see `Send` above; `Mapping` offers only shared, read-only access.
 unsafe impl Sync for Mapping {}
@@ -194,9 +194,9 @@ impl Mapping {
             return Ok(Mapping { ptr: NonNull::dangling(), len: 0 });
         }
         let flags = MapFlags::SHARED;
-        // SAFETY: we ask the kernel for a fresh mapping (null hint, no MAP_FIXED), so no existing
-        // memory is affected; the file is sealed (checked by every caller through
-        // `sealed_size`) so it cannot shrink under the mapping and raise SIGBUS.
+        // A fresh mapping (null hint, no MAP_FIXED) affects no existing memory; the file is sealed
+        // (checked by every caller through `sealed_size`) so it cannot shrink and raise SIGBUS.
+        // SAFETY: a new read-only mapping of a sealed file.
         let ptr = unsafe { mmap(std::ptr::null_mut(), len, ProtFlags::READ, flags, fd, 0)? };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len })
@@ -207,9 +207,10 @@ impl Deref for Mapping {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr` is either dangling with `len == 0` (a valid empty slice) or the start of
-        // a live read-only mapping of `len` bytes that stays mapped until `drop`, and whose
-        // sealed file cannot change or shrink.
+        // `ptr` is either dangling with `len == 0` (a valid empty slice) or the start of a live
+        // read-only mapping of `len` bytes that stays mapped until `drop`, and whose sealed file
+        // cannot change or shrink.
+        // SAFETY: `ptr`/`len` describe valid, immutable bytes for as long as `self` lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -217,8 +218,8 @@ impl Deref for Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         if self.len != 0 {
-            // SAFETY: `ptr`/`len` describe a mapping made by `Mapping::map` and never unmapped
-            // before; no slice borrowed from it outlives `self`.
+            // No slice borrowed from the mapping outlives `self`.
+            // SAFETY: `ptr`/`len` describe a mapping made by `Mapping::map`, unmapped only here.
             let _ = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) };
         }
     }

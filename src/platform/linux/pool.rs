@@ -93,16 +93,16 @@ struct WritableMap {
     len: usize,
 }
 
-// SAFETY: the mapping is plain shared memory owned by this value; it is written only through
-// `&mut self`, so moving it between threads is as safe as moving a `Vec<u8>`.
+// The mapping is plain shared memory owned by this value, written only through `&mut self`.
+// SAFETY: moving it between threads is as safe as moving a `Vec<u8>`.
 unsafe impl Send for WritableMap {}
 
 impl WritableMap {
     /// Maps the first `len` bytes of `fd`, which the caller has already written that far.
     fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<WritableMap> {
-        // SAFETY: a fresh mapping (null hint, no MAP_FIXED) touches no existing memory. The file
-        // is at least `len` bytes long and sealed against shrinking, so no access to the
-        // mapping can fault past its end (SIGBUS).
+        // A fresh mapping (null hint, no MAP_FIXED) touches no existing memory. The file is at
+        // least `len` bytes long and sealed against shrinking, so no access can fault (SIGBUS).
+        // SAFETY: a new mapping, within a file that cannot shrink under it.
         let ptr = unsafe { mmap(ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)? };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(WritableMap { ptr, len })
@@ -110,8 +110,8 @@ impl WritableMap {
 
     fn write(&mut self, offset: usize, data: &[u8]) {
         assert!(offset + data.len() <= self.len, "write inside the mapping");
-        // SAFETY: the range lies inside our live mapping (checked above) and cannot overlap
-        // `data`, which is ordinary memory of this process.
+        // `data` is ordinary memory of this process, so the two ranges cannot overlap.
+        // SAFETY: the destination lies inside our live mapping (checked just above).
         unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
     }
 }
@@ -270,8 +270,9 @@ fn populate_spare_capacity(bytes: &mut Vec<u8>) {
     let start = spare.as_mut_ptr() as usize;
     let aligned = start.next_multiple_of(PAGE);
     let len = (start + spare.len()).saturating_sub(aligned) / PAGE * PAGE;
-    // SAFETY: the range lies inside memory this vector owns, and MADV_POPULATE_WRITE only makes
-    // pages present and writable; it never changes their contents or the mapping.
+    // MADV_POPULATE_WRITE only makes pages present and writable; it never changes their
+    // contents or the mapping.
+    // SAFETY: the range lies inside memory this vector owns.
     let _ = unsafe { madvise(aligned as *mut std::ffi::c_void, len, Advice::LinuxPopulateWrite) };
 }
 

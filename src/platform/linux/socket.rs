@@ -460,13 +460,13 @@ impl OsOpaqueIpcChannel {
     }
 
     /// This end, used as a sender.
-    pub fn into_sender(self) -> OsIpcSender {
-        OsIpcSender::from_fd(self.fd)
+    pub fn into_sender(self) -> io::Result<OsIpcSender> {
+        Ok(OsIpcSender::from_fd(self.fd))
     }
 
     /// This end, used as a receiver.
-    pub fn into_receiver(self) -> OsIpcReceiver {
-        OsIpcReceiver::from_fd(self.fd)
+    pub fn into_receiver(self) -> io::Result<OsIpcReceiver> {
+        Ok(OsIpcReceiver::from_fd(self.fd))
     }
 }
 

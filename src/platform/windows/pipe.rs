@@ -33,7 +33,7 @@ use windows_sys::Win32::System::Pipes::{
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::section::{ChannelCell, OsIpcSharedMemory, MESSAGE_OVERHEAD};
-use super::sys::{check, deadline, event, owned, random_u64, raw, wait_for, wide, Peer, SharedLock};
+use super::sys::{check, deadline, event, finish_overlapped, owned, random_u64, raw, wait_for, wide, Peer, SharedLock};
 use super::transfer::{self, Exporter, Parcel};
 use crate::ipc::{LimitsCell, ReceiveLimits};
 use crate::platform::heap_writer::{Encoded, PayloadWriter};
@@ -66,8 +66,9 @@ pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
         NEXT_PIPE.fetch_add(1, Ordering::Relaxed),
         random_u64()
     ));
-    // SAFETY: `name` is a zero-terminated UTF-16 string; the result is checked by `owned`. The
-    // first-instance flag and a single instance mean no other process can own or join this pipe.
+    // The first-instance flag and a single instance mean no other process can own or join this
+    // pipe.
+    // SAFETY: `name` is a zero-terminated UTF-16 string; the result is checked by `owned`.
     let server = owned(unsafe {
         CreateNamedPipeW(
             name.as_ptr(),
@@ -235,27 +236,13 @@ pub(super) fn write_message(pipe: &OwnedHandle, message: &[u8], deadline: Option
         // SAFETY: all-zero is a valid OVERLAPPED.
         let mut overlapped: OVERLAPPED = unsafe { mem::zeroed() };
         overlapped.hEvent = raw(event);
-        // SAFETY: `message` and `overlapped` outlive the write: it is finished (or cancelled and
-        // waited for) below before either is dropped.
+        // `finish_overlapped` waits until the kernel is done before either is dropped.
+        // SAFETY: `message` and `overlapped` outlive the write.
         let started = unsafe { WriteFile(raw(pipe), message.as_ptr(), len, ptr::null_mut(), &mut overlapped) };
-        if started == 0 {
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() != Some(ERROR_IO_PENDING as i32) {
-                return Err(pipe_error(error));
-            }
-            if !wait_for(raw(event), deadline)? {
-                // SAFETY: cancels only this write; its completion is still waited for below.
-                unsafe { CancelIoEx(raw(pipe), &overlapped) };
-            }
-        }
-        let mut written = 0;
-        // SAFETY: waits for this write to finish, so the buffers are no longer in use after.
-        let finished = check(unsafe { GetOverlappedResult(raw(pipe), &overlapped, &mut written, 1) });
-        match finished {
-            Ok(()) if written == len => Ok(Some(())),
-            Ok(()) => Err(io::Error::other("the pipe took part of a message")),
-            Err(error) if error.raw_os_error() == Some(ERROR_OPERATION_ABORTED as i32) => Ok(None),
-            Err(error) => Err(pipe_error(error)),
+        match finish_overlapped(raw(pipe), &overlapped, started, deadline).map_err(pipe_error)? {
+            Some(written) if written == len => Ok(Some(())),
+            Some(_) => Err(io::Error::other("the pipe took part of a message")),
+            None => Ok(None),
         }
     })
 }
@@ -283,8 +270,8 @@ struct PendingRead {
     buffer: Vec<u8>,
 }
 
-// SAFETY: the pointers inside OVERLAPPED are an event handle and kernel bookkeeping; a read
-// belongs to one `Reader`, used by one thread at a time behind its mutex.
+// The pointers inside OVERLAPPED are an event handle and kernel bookkeeping.
+// SAFETY: a read belongs to one `Reader`, used by one thread at a time behind its mutex.
 unsafe impl Send for PendingRead {}
 
 impl OsIpcReceiver {
@@ -359,10 +346,10 @@ impl Reader {
         let mut read = Box::new(PendingRead { overlapped: unsafe { mem::zeroed() }, buffer: vec![0; FIRST_READ] });
         read.overlapped.hEvent = raw(&self.event);
         let PendingRead { overlapped, buffer } = &mut *read;
-        // SAFETY: the boxed OVERLAPPED and buffer stay put and alive until the read is finished,
-        // or cancelled and waited for (`poll`, `cancel`).
-        let started =
-            unsafe { ReadFile(raw(&self.pipe), buffer.as_mut_ptr(), buffer.len() as u32, ptr::null_mut(), overlapped) };
+        let (pipe, into, len) = (raw(&self.pipe), buffer.as_mut_ptr(), buffer.len() as u32);
+        // The read is finished, or cancelled and waited for, in `poll` and `cancel`.
+        // SAFETY: the boxed OVERLAPPED and buffer stay put and alive until then.
+        let started = unsafe { ReadFile(pipe, into, len, ptr::null_mut(), overlapped) };
         if started == 0 {
             let error = io::Error::last_os_error();
             if !matches!(error.raw_os_error().map(|code| code as u32), Some(ERROR_IO_PENDING | ERROR_MORE_DATA)) {
@@ -507,19 +494,21 @@ fn closed_or_io(error: io::Error) -> RecvError {
 pub(crate) struct OsOpaqueIpcChannel(pub(super) OsIpcChannel);
 
 impl OsOpaqueIpcChannel {
-    /// This end as a sender; a receiver used as a sender is one whose channel is already closed.
-    pub fn into_sender(self) -> OsIpcSender {
+    /// This end as a sender; a receiver used as a sender is one whose channel is already closed
+    /// (making that channel can fail when this process is out of handles).
+    pub fn into_sender(self) -> io::Result<OsIpcSender> {
         match self.0 {
-            OsIpcChannel::Sender(sender) => sender,
-            OsIpcChannel::Receiver(_) => channel().expect("a new channel").0,
+            OsIpcChannel::Sender(sender) => Ok(sender),
+            OsIpcChannel::Receiver(_) => Ok(channel()?.0),
         }
     }
 
-    /// This end as a receiver; a sender used as a receiver is one whose channel is already closed.
-    pub fn into_receiver(self) -> OsIpcReceiver {
+    /// This end as a receiver; a sender used as a receiver is one whose channel is already closed
+    /// (making that channel can fail when this process is out of handles).
+    pub fn into_receiver(self) -> io::Result<OsIpcReceiver> {
         match self.0 {
-            OsIpcChannel::Receiver(receiver) => receiver,
-            OsIpcChannel::Sender(_) => channel().expect("a new channel").1,
+            OsIpcChannel::Receiver(receiver) => Ok(receiver),
+            OsIpcChannel::Sender(_) => Ok(channel()?.1),
         }
     }
 }

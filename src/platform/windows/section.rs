@@ -64,8 +64,8 @@ impl View {
         if len == 0 {
             return Ok(View { address: ptr::NonNull::dangling().as_ptr(), len, section });
         }
-        // SAFETY: `section` is a live section handle; mapping `len` bytes fails cleanly when the
-        // section is smaller, so the view never extends past it.
+        // Mapping `len` bytes fails cleanly when the section is smaller.
+        // SAFETY: `section` is a live section handle, and the view never extends past it.
         let view = unsafe { MapViewOfFile(raw(&section), access, 0, 0, len) };
         if view.Value.is_null() {
             return Err(io::Error::last_os_error());
@@ -124,8 +124,8 @@ impl ChannelCell {
     }
 
     fn fields(&self) -> (&AtomicU32, &AtomicU32, &AtomicU64) {
-        // SAFETY: the view is 16 bytes, page-aligned, mapped writable and lives as long as
-        // `self`; every process accesses these fields only through atomics.
+        // Every process accesses these fields only through atomics.
+        // SAFETY: the view is 16 bytes, page-aligned, mapped writable and lives as long as `self`.
         unsafe {
             let base = self.0.address;
             (&*base.cast::<AtomicU32>(), &*base.add(4).cast::<AtomicU32>(), &*base.add(8).cast::<AtomicU64>())

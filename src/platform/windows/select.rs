@@ -51,8 +51,9 @@ impl OsIpcReceiverSet {
         let id = self.next_id;
         {
             let reader = receiver.reader();
-            // SAFETY: associates the receiver's pipe with this set's port under `id`; the
-            // receiver lives in the set (or is dropped, cancelling its read) while the port lives.
+            // The receiver lives in the set (or is dropped, cancelling its read) while the port
+            // lives.
+            // SAFETY: associates a live pipe with this set's live port under `id`.
             let port = unsafe { CreateIoCompletionPort(raw(reader.pipe()), raw(&self.port), id as usize, 0) };
             if port.is_null() {
                 return Err(io::Error::last_os_error());
@@ -103,9 +104,9 @@ impl OsIpcReceiverSet {
         // SAFETY: all-zero is a valid OVERLAPPED_ENTRY.
         let mut entries: [OVERLAPPED_ENTRY; 64] = unsafe { mem::zeroed() };
         let mut taken = 0;
+        let (port, into) = (raw(&self.port), entries.as_mut_ptr());
         // SAFETY: `entries` has room for 64 packets; not alertable.
-        let ok =
-            unsafe { GetQueuedCompletionStatusEx(raw(&self.port), entries.as_mut_ptr(), 64, &mut taken, timeout, 0) };
+        let ok = unsafe { GetQueuedCompletionStatusEx(port, into, 64, &mut taken, timeout, 0) };
         if ok == 0 {
             let error = io::Error::last_os_error();
             return match error.raw_os_error().map(|code| code as u32) {

@@ -25,8 +25,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_OPERATION_ABORTED,
-    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, WAIT_OBJECT_0,
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED,
+    GENERIC_READ, GENERIC_WRITE, HANDLE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, ReadFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
@@ -40,7 +40,7 @@ use windows_sys::Win32::System::Threading::{SetEvent, WaitForMultipleObjects, IN
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::pipe::{channel, write_message, OsIpcReceiver, OsIpcSender};
-use super::sys::{check, event, owned, random_u64, raw, wait_for, wide, Peer};
+use super::sys::{check, event, finish_overlapped, owned, random_u64, raw, wide, Peer};
 use super::transfer::{import, Exporter};
 use crate::ipc::{PeerCredentials, ReceiveLimits};
 use crate::platform::{Admit, OsIpcChannel, RecvError, Wait};
@@ -214,8 +214,8 @@ impl Connecting {
         // SAFETY: all-zero is a valid OVERLAPPED.
         let mut overlapped: Box<OVERLAPPED> = Box::new(unsafe { mem::zeroed() });
         overlapped.hEvent = raw(&event);
-        // SAFETY: the boxed OVERLAPPED lives until the connect completes, or is cancelled and
-        // waited for (`Drop`).
+        // The connect completes, or is cancelled and waited for in `Drop`.
+        // SAFETY: the boxed OVERLAPPED lives until then.
         if unsafe { ConnectNamedPipe(raw(&pipe), &mut *overlapped) } == 0 {
             match io::Error::last_os_error().raw_os_error().map(|code| code as u32) {
                 Some(ERROR_IO_PENDING) => {}
@@ -336,27 +336,15 @@ fn read_once(pipe: &OwnedHandle, deadline: Option<Instant>) -> io::Result<Option
     // SAFETY: all-zero is a valid OVERLAPPED.
     let mut overlapped: OVERLAPPED = unsafe { mem::zeroed() };
     overlapped.hEvent = raw(&done);
-    // SAFETY: `buffer` and `overlapped` outlive the read: it completes, or is cancelled and
-    // waited for, before they are dropped.
-    let started =
-        unsafe { ReadFile(raw(pipe), buffer.as_mut_ptr(), buffer.len() as u32, ptr::null_mut(), &mut overlapped) };
-    if started == 0 && io::Error::last_os_error().raw_os_error() != Some(ERROR_IO_PENDING as i32) {
-        return Err(io::Error::last_os_error());
-    }
-    if !wait_for(raw(&done), deadline)? {
-        // SAFETY: cancels only this read.
-        unsafe { CancelIoEx(raw(pipe), &overlapped) };
-    }
-    let mut got = 0;
-    // SAFETY: waits for the read to finish with `buffer`.
-    match check(unsafe { GetOverlappedResult(raw(pipe), &overlapped, &mut got, 1) }) {
-        Ok(()) => {
-            buffer.truncate(got as usize);
-            Ok(Some(buffer))
-        }
-        Err(error) if error.raw_os_error() == Some(ERROR_OPERATION_ABORTED as i32) => Ok(None),
-        Err(error) => Err(error),
-    }
+    let (into, len) = (buffer.as_mut_ptr(), buffer.len() as u32);
+    // `finish_overlapped` waits until the kernel is done before either is dropped.
+    // SAFETY: `buffer` and `overlapped` outlive the read.
+    let started = unsafe { ReadFile(raw(pipe), into, len, ptr::null_mut(), &mut overlapped) };
+    let got = finish_overlapped(raw(pipe), &overlapped, started, deadline)?;
+    Ok(got.map(|got| {
+        buffer.truncate(got as usize);
+        buffer
+    }))
 }
 
 /// Connects to the server named `name`; see the module documentation.

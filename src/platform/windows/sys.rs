@@ -9,13 +9,14 @@ use std::time::Instant;
 use windows_sys::core::BOOL;
 
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, HANDLE, INVALID_HANDLE_VALUE, WAIT_ABANDONED,
-    WAIT_OBJECT_0, WAIT_TIMEOUT,
+    DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED, HANDLE,
+    INVALID_HANDLE_VALUE, WAIT_ABANDONED, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Threading::{
     CreateEventW, CreateMutexW, GetCurrentProcess, OpenProcess, ReleaseMutex, WaitForSingleObject, INFINITE,
     PROCESS_DUP_HANDLE,
 };
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use crate::platform::Wait;
 
@@ -42,9 +43,9 @@ pub(super) fn adopt(value: u64) -> io::Result<OwnedHandle> {
     if value == 0 || value > u32::MAX as u64 || value % 4 != 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "a message named an impossible handle value"));
     }
-    // SAFETY: the sender duplicated this handle into this process for this message, and the
-    // message is decoded once, so no other owner exists (see the README's Windows notes for what
-    // a hostile sender can do with a forged value).
+    // The message is decoded once, so no other owner exists (see SECURITY.md "On Windows" for
+    // what a hostile sender can do with a forged value).
+    // SAFETY: the sender duplicated this handle into this process for this message.
     Ok(unsafe { OwnedHandle::from_raw_handle(value as usize as RawHandle) })
 }
 
@@ -94,6 +95,35 @@ pub(super) fn wait_for(handle: HANDLE, deadline: Option<Instant>) -> io::Result<
     }
 }
 
+/// Finishes an overlapped operation on `file` that a call just started (`started` is what the
+/// call returned): waits for its event until `deadline`, cancels it then, and always waits until
+/// the kernel is done with `overlapped` and the buffer. The bytes transferred, or `None` when it
+/// was cancelled (nothing transferred).
+pub(super) fn finish_overlapped(
+    file: HANDLE,
+    overlapped: &OVERLAPPED,
+    started: BOOL,
+    deadline: Option<Instant>,
+) -> io::Result<Option<u32>> {
+    if started == 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(ERROR_IO_PENDING as i32) {
+            return Err(error);
+        }
+        if !wait_for(overlapped.hEvent, deadline)? {
+            // SAFETY: cancels only this operation; its completion is still waited for below.
+            unsafe { CancelIoEx(file, overlapped) };
+        }
+    }
+    let mut transferred = 0;
+    // SAFETY: waits for this operation to finish, so its buffers are no longer in use after.
+    match check(unsafe { GetOverlappedResult(file, overlapped, &mut transferred, 1) }) {
+        Ok(()) => Ok(Some(transferred)),
+        Err(error) if error.raw_os_error() == Some(ERROR_OPERATION_ABORTED as i32) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Another process (or this one), opened to place handles in its handle table.
 pub(super) struct Peer {
     pub pid: u32,
@@ -131,8 +161,8 @@ impl Peer {
     /// Closes a handle this process placed in the peer with [`give`](Self::give) (the message
     /// that named it was never sent).
     pub fn take_back(&self, value: u64) {
-        // SAFETY: `value` names a handle this process duplicated into the peer and nobody there
-        // has seen yet; DUPLICATE_CLOSE_SOURCE with no target only closes it.
+        // DUPLICATE_CLOSE_SOURCE with no target only closes the handle.
+        // SAFETY: `value` names a handle this process placed in the peer, unseen there yet.
         unsafe {
             DuplicateHandle(
                 raw(&self.process),
