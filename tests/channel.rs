@@ -70,6 +70,32 @@ fn every_message_is_received_before_disconnected() {
     ));
 }
 
+/// A message sent just before the last sender closes is never hidden behind `Disconnected`,
+/// however the non-blocking receive interleaves with the close (the kernel reports end-of-file
+/// to a non-blocking read that found the queue empty a moment before the message arrived).
+#[test]
+fn try_recv_never_reports_disconnected_before_the_last_message() {
+    let (handover, senders) = std::sync::mpsc::channel::<IpcSender<u32>>();
+    let sending = std::thread::spawn(move || {
+        for (round, tx) in senders.into_iter().enumerate() {
+            tx.send(round as u32).unwrap();
+        }
+    });
+    for round in 0..50_000 {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        handover.send(tx).unwrap();
+        let received = loop {
+            match rx.try_recv() {
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                other => break other,
+            }
+        };
+        assert!(matches!(received, Ok(value) if value == round), "round {round}: {received:?}");
+    }
+    drop(handover);
+    sending.join().unwrap();
+}
+
 #[test]
 fn send_to_a_dropped_receiver_is_disconnected() {
     let (tx, rx) = ipc::channel::<u8>().unwrap();

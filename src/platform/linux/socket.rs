@@ -309,7 +309,14 @@ impl OsIpcReceiver {
     fn recv_once(&self, flags: RecvFlags) -> Result<OsIpcMessage, RecvError> {
         RECV_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
-            match recv_packet(self.fd.as_fd(), &mut buffer, flags) {
+            let mut received = recv_packet(self.fd.as_fd(), &mut buffer, flags);
+            if matches!(received, Ok(None)) && flags.contains(RecvFlags::DONTWAIT) {
+                // A non-blocking read that finds the queue empty and *then* sees the peer's
+                // hang-up reports end-of-file, even if the peer's last packet was queued in
+                // between. The hang-up comes after that packet, so one more read settles it.
+                received = recv_packet(self.fd.as_fd(), &mut buffer, flags);
+            }
+            match received {
                 Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds, &self.limits)?),
                 Ok(None) => Err(RecvError::Disconnected),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
