@@ -259,6 +259,8 @@ fn a_message_that_refers_to_descriptors_twice_is_refused() {
 
 #[test]
 fn shared_memory_from_a_peer_is_sealed_and_cannot_be_rewritten() {
+    // Opens descriptors, so it must not overlap the tests that count them.
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let region = IpcSharedMemory::from_bytes(b"immutable");
     let (tx, rx) = crossproc::ipc::channel::<IpcSharedMemory>().unwrap();
     tx.send(region).unwrap();
