@@ -96,6 +96,37 @@ fn try_recv_never_reports_disconnected_before_the_last_message() {
     sending.join().unwrap();
 }
 
+/// A waiting receive polls for the spin window before it sleeps; a window longer than the
+/// wait never stretches a timeout, and a message that arrives while polling is taken. (The
+/// window is process-wide: other tests meanwhile just poll longer.)
+#[test]
+fn a_long_receive_spin_keeps_timeouts_and_takes_messages() {
+    let before = ipc::set_receive_spin(Duration::from_secs(1));
+    assert_eq!(ipc::receive_spin(), Duration::from_secs(1));
+    let (tx, rx) = ipc::channel::<u8>().unwrap();
+    let mut set = crossproc::ipc::IpcReceiverSet::new().unwrap();
+    let (set_tx, set_rx) = ipc::channel::<u8>().unwrap();
+    set.add(set_rx).unwrap();
+
+    let start = Instant::now();
+    assert!(matches!(rx.try_recv_timeout(Duration::from_millis(20)), Err(TryRecvError::Empty)));
+    assert!(matches!(set.try_select_timeout(Duration::from_millis(20)), Err(crossproc::TrySelectError::Empty)));
+    assert!(start.elapsed() < Duration::from_millis(500), "a timeout waited {:?}", start.elapsed());
+
+    let sending = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        tx.send(5).unwrap();
+        set_tx.send(6).unwrap();
+        set_tx // kept open until the select below is done
+    });
+    assert_eq!(rx.recv().unwrap(), 5);
+    let selected = set.select().unwrap();
+    assert_eq!(selected.len(), 1);
+    assert_eq!(selected.into_iter().next().unwrap().unwrap().1.to::<u8>().unwrap(), 6);
+    sending.join().unwrap();
+    ipc::set_receive_spin(before);
+}
+
 #[test]
 fn send_to_a_dropped_receiver_is_disconnected() {
     let (tx, rx) = ipc::channel::<u8>().unwrap();

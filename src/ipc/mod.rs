@@ -10,6 +10,7 @@
 //! | [`ReceiveLimits`], [`LimitExceeded`] | what a receiver accepts from an untrusted peer |
 //! | [`IpcOneShotServer`] | a named rendezvous for a process that has no channel yet |
 //! | [`IpcServer`], [`AccessPolicy`], [`PeerCredentials`], [`IpcClient`] | a named server for many clients |
+//! | [`set_receive_spin`], [`receive_spin`] | how long a waiting receive polls before it sleeps |
 //! | [`IpcCommandExt`], [`inherited_receiver`], [`inherited_sender`] | a child process started with a connected channel |
 //!
 //! Every sender, receiver and shared-memory region is itself serializable: put it anywhere in a
@@ -24,6 +25,7 @@ mod select;
 mod server;
 mod shmem;
 mod spawn;
+mod spin;
 #[cfg(feature = "async")]
 mod stream;
 mod typed;
@@ -37,6 +39,7 @@ pub use select::{IpcReceiverSet, IpcSelectionResult};
 pub use server::{AccessPolicy, IpcClient, IpcServer, PeerCredentials};
 pub use shmem::IpcSharedMemory;
 pub use spawn::{inherited_receiver, inherited_sender, IpcCommandExt};
+pub use spin::{receive_spin, set_receive_spin};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use stream::IpcStream;

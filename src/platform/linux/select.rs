@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use std::mem::MaybeUninit;
 
@@ -76,25 +77,34 @@ impl OsIpcReceiverSet {
     /// disconnected is reported once and leaves the set. A malformed message is dropped (its
     /// descriptors closed) and its channel keeps being served.
     pub fn select(&mut self, mode: Wait) -> io::Result<Vec<OsIpcSelectionResult>> {
-        let timeout = match mode {
-            Wait::Blocking => None,
-            Wait::NonBlocking => Some(timespec(Default::default())),
-            Wait::Timeout(duration) => Some(timespec(duration)),
-        };
+        let start = Instant::now();
+        // Poll first, like a receive (see `Wait::spin_window`), then sleep as `mode` allows.
+        let spin = mode.spin_window();
         let mut results = Vec::new();
         let mut events = [MaybeUninit::<Event>::uninit(); EVENTS_PER_WAIT];
         loop {
-            let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], timeout.as_ref()) {
+            let elapsed = start.elapsed();
+            let polling = elapsed < spin;
+            let timeout = match mode {
+                _ if polling => Some(Duration::ZERO),
+                Wait::Blocking => None,
+                Wait::NonBlocking => Some(Duration::ZERO),
+                Wait::Timeout(duration) => Some(duration.saturating_sub(elapsed)),
+            };
+            let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], timeout.map(timespec).as_ref()) {
                 Ok((ready, _)) => ready.iter().map(|event| event.data.u64()).collect(),
-                Err(Errno::INTR) if timeout.is_none() => continue,
+                Err(Errno::INTR) if timeout.is_none() || polling => continue,
                 Err(Errno::INTR) => return Ok(results),
                 Err(error) => return Err(error.into()),
             };
             for id in ready {
                 self.drain(id, &mut results);
             }
-            if !results.is_empty() || timeout.is_some() {
+            if !results.is_empty() || (timeout.is_some() && !polling) {
                 return Ok(results);
+            }
+            if polling {
+                std::hint::spin_loop();
             }
         }
     }

@@ -286,6 +286,12 @@ impl OsIpcReceiver {
             Wait::Timeout(timeout) => Some(Instant::now().checked_add(timeout)),
             _ => None,
         };
+        // Poll first (a non-blocking receive, once): a message that arrives within the spin
+        // window is taken without the thread going to sleep and waiting to be woken.
+        match self.poll_briefly(mode.spin_window()) {
+            Err(RecvError::Empty) if !matches!(mode, Wait::NonBlocking) => {}
+            result => return result,
+        }
         loop {
             if let Some(deadline) = deadline {
                 let left =
@@ -301,6 +307,18 @@ impl OsIpcReceiver {
             match self.recv_once(flags) {
                 // Readiness without a message (another reader won the race): wait again.
                 Err(RecvError::Empty) if deadline.is_some() => continue,
+                result => return result,
+            }
+        }
+    }
+
+    /// Tries to receive, without sleeping, at least once and for up to `window`: a message
+    /// that arrives meanwhile is taken without the thread going to sleep.
+    fn poll_briefly(&self, window: Duration) -> Result<OsIpcMessage, RecvError> {
+        let start = Instant::now();
+        loop {
+            match self.recv_once(RecvFlags::DONTWAIT) {
+                Err(RecvError::Empty) if start.elapsed() < window => std::hint::spin_loop(),
                 result => return result,
             }
         }
