@@ -83,27 +83,51 @@ impl TogetherSampler {
 
 fn small_messages(c: &mut Criterion) {
     let crossproc = with_crossproc::spawn_peer("crossproc");
+    let sleeping = with_crossproc::spawn_peer(SLEEPING);
     let ipc_channel = with_ipc_channel::spawn_peer("ipc-channel");
-    let floor = floor::Peer::spawn();
+    let floor = floor::Peer::spawn(false);
+    let polling_floor = floor::Peer::spawn(true);
     let data = vec![7u8; 64];
 
     let mut group = c.benchmark_group("round_trip_64B");
     group.bench_function("crossproc", |b| b.iter(|| with_crossproc::round_trip(&crossproc, &data)));
+    without_polling(|| {
+        group.bench_function(SLEEPING, |b| b.iter(|| with_crossproc::round_trip(&sleeping, &data)));
+    });
     group.bench_function("ipc-channel", |b| b.iter(|| with_ipc_channel::round_trip(&ipc_channel, &data)));
     group.bench_function("syscall-floor", |b| b.iter(|| floor.round_trip(&data)));
+    group.bench_function("syscall-floor-polling", |b| b.iter(|| polling_floor.round_trip(&data)));
     group.finish();
 
     let mut group = c.benchmark_group("stream_64B");
     group.throughput(Throughput::Elements(1));
     group.bench_function("crossproc", |b| b.iter_custom(|n| with_crossproc::stream(&crossproc, &data, n)));
+    without_polling(|| {
+        group.bench_function(SLEEPING, |b| b.iter_custom(|n| with_crossproc::stream(&sleeping, &data, n)));
+    });
     group.bench_function("ipc-channel", |b| b.iter_custom(|n| with_ipc_channel::stream(&ipc_channel, &data, n)));
     group.bench_function("syscall-floor", |b| b.iter_custom(|n| floor.stream(&data, n)));
+    group.bench_function("syscall-floor-polling", |b| b.iter_custom(|n| polling_floor.stream(&data, n)));
     group.finish();
 
     let mut group = c.benchmark_group("pass_sender");
     group.bench_function("crossproc", |b| b.iter(|| with_crossproc::pass_sender(&crossproc)));
+    without_polling(|| {
+        group.bench_function(SLEEPING, |b| b.iter(|| with_crossproc::pass_sender(&sleeping)));
+    });
     group.bench_function("ipc-channel", |b| b.iter(|| with_ipc_channel::pass_sender(&ipc_channel)));
     group.finish();
+}
+
+/// crossproc with polling turned off in both processes (`ipc::set_receive_spin(ZERO)`): the
+/// same strategy as `ipc-channel`, for a like-for-like line next to the default.
+const SLEEPING: &str = "crossproc-sleeping";
+
+/// Runs `bench` with this process's receives sleeping at once.
+fn without_polling(bench: impl FnOnce()) {
+    let window = crossproc::ipc::set_receive_spin(Duration::ZERO);
+    bench();
+    crossproc::ipc::set_receive_spin(window);
 }
 
 fn sizes(c: &mut Criterion) {
@@ -182,8 +206,10 @@ fn main() {
         let server = std::env::var(SERVER_VAR).unwrap_or_default();
         match library.as_str() {
             "crossproc" => with_crossproc::child_main(server),
+            SLEEPING => without_polling(|| with_crossproc::child_main(server)),
             "ipc-channel" => with_ipc_channel::child_main(server),
-            _ => floor::child_main(server),
+            "floor-polling" => floor::child_main(server, true),
+            _ => floor::child_main(server, false),
         }
         return;
     }
