@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use crate::byte_seq::{is_byte_vec, BytesAsSeq};
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 
 /// A deserializer that may go `depth` more levels deep.
@@ -40,11 +41,21 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<D> {
         deserialize_u64(), deserialize_u128(), deserialize_f32(), deserialize_f64(), deserialize_char(),
         deserialize_str(), deserialize_string(), deserialize_bytes(), deserialize_byte_buf(),
         deserialize_option(), deserialize_unit(), deserialize_unit_struct(name: &'static str),
-        deserialize_newtype_struct(name: &'static str), deserialize_seq(), deserialize_tuple(len: usize),
+        deserialize_newtype_struct(name: &'static str), deserialize_tuple(len: usize),
         deserialize_tuple_struct(name: &'static str, len: usize), deserialize_map(),
         deserialize_struct(name: &'static str, fields: &'static [&'static str]),
         deserialize_enum(name: &'static str, variants: &'static [&'static str]),
         deserialize_identifier(), deserialize_ignored_any(),
+    }
+
+    #[inline]
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        if is_byte_vec::<V::Value>() {
+            // Same bytes on the wire; one level deep, like any sequence (see `byte_seq`).
+            deeper::<Self::Error>(self.depth)?;
+            return self.inner.deserialize_bytes(BytesAsSeq(visitor));
+        }
+        self.inner.deserialize_seq(Visit { inner: visitor, depth: self.depth })
     }
 
     fn is_human_readable(&self) -> bool {

@@ -98,7 +98,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     writer: PayloadWriter,
 ) -> Result<(PayloadWriter, Outgoing), SerDeError> {
     let scope = Scope::enter(&OUTGOING, Outgoing::default());
-    let writer = postcard::serialize_with_flavor(value, Output(writer))?;
+    let writer = crate::encoder::to_flavor(value, Output(writer))?;
     Ok((writer, scope.finish().unwrap_or_default()))
 }
 

@@ -27,7 +27,9 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod byte_seq;
 mod depth;
+mod encoder;
 mod error;
 mod handles;
 pub mod ipc;
