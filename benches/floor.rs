@@ -16,7 +16,7 @@ fn seqpacket() -> OwnedFd {
 }
 
 /// How long the polling variant polls before it sleeps (crossproc's default window).
-const POLL_WINDOW: Duration = Duration::from_micros(50);
+const POLL_WINDOW: Duration = Duration::from_micros(200);
 
 /// The parent's connected socket and its child.
 pub struct Peer {

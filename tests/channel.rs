@@ -127,6 +127,38 @@ fn a_long_receive_spin_keeps_timeouts_and_takes_messages() {
     ipc::set_receive_spin(before);
 }
 
+/// The CPU time this thread has used, from /proc (clock-tick resolution).
+#[cfg(target_os = "linux")]
+fn thread_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 1000 / rustix::param::clock_ticks_per_second())
+}
+
+/// A receiver whose messages are far apart sleeps at once instead of polling: after one wait
+/// longer than the spin window, the next wait costs (next to) no CPU time.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_receiver_with_sparse_messages_does_not_poll() {
+    let before = ipc::set_receive_spin(Duration::from_millis(200));
+    let (tx, rx) = ipc::channel::<u8>().unwrap();
+    let sending = std::thread::spawn(move || {
+        for value in 0..2 {
+            std::thread::sleep(Duration::from_millis(400));
+            tx.send(value).unwrap();
+        }
+    });
+    assert_eq!(rx.recv().unwrap(), 0); // may poll: the receiver has no history yet
+    let cpu = thread_cpu_time();
+    assert_eq!(rx.recv().unwrap(), 1);
+    let used = thread_cpu_time() - cpu;
+    sending.join().unwrap();
+    ipc::set_receive_spin(before);
+    assert!(used < Duration::from_millis(100), "a 400 ms wait used {used:?} of CPU");
+}
+
 #[test]
 fn send_to_a_dropped_receiver_is_disconnected() {
     let (tx, rx) = ipc::channel::<u8>().unwrap();

@@ -4,21 +4,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The polling window when nobody has set one, on a machine with more than one CPU.
-const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+const DEFAULT_SPIN: Duration = Duration::from_micros(200);
 
 /// Not set yet: the default is worked out on first use.
 const UNSET: u64 = u64::MAX;
 
 static SPIN_NANOS: AtomicU64 = AtomicU64::new(UNSET);
 
-/// Sets how long a waiting receive (`recv`, `recv_timeout`) keeps polling its channel before it
-/// puts the thread to sleep, for every channel of this process. Returns the previous window.
+/// Sets the longest a waiting receive (`recv`, `try_recv_timeout`, `select`) keeps polling its
+/// channel before it puts the thread to sleep, for every channel of this process. Returns the
+/// previous window.
 ///
 /// A thread that sleeps must be woken by the kernel when the message arrives, and on virtual
 /// machines that wake-up often costs more than the whole message; a receiver that is still
-/// polling takes the message at once. The price is CPU time: each receive that ends up
-/// sleeping first burns up to the window. The default is 50 µs on machines with more than one
-/// CPU and zero (sleep at once) on a single CPU, where polling would only delay the sender.
+/// polling takes the message at once. Polling costs CPU time, so a receiver (or set) polls only
+/// while its messages come in quick succession: when its previous message arrived within the
+/// window of the wait (or it has had none yet). A receiver whose messages are far apart sleeps
+/// at once and burns nothing. The default is 200 µs on machines with more than one CPU and zero
+/// (sleep at once) on a single CPU, where polling would only delay the sender.
 /// `Duration::ZERO` turns polling off. Linux only; elsewhere receives sleep at once.
 ///
 /// ```
@@ -49,4 +52,29 @@ pub fn receive_spin() -> Duration {
     // A concurrent `set_receive_spin` wins over the default.
     let _ = SPIN_NANOS.compare_exchange(UNSET, default.as_nanos() as u64, Ordering::Relaxed, Ordering::Relaxed);
     Duration::from_nanos(SPIN_NANOS.load(Ordering::Relaxed))
+}
+
+/// How long a receiver's (or set's) previous wait lasted, from the start of the receive to the
+/// message: whether its messages come in quick succession, and so whether polling pays.
+#[derive(Debug, Default)]
+pub(crate) struct RecentWait(AtomicU64);
+
+impl RecentWait {
+    /// How long a receive starting now may poll: the window of `wait` (never longer than the
+    /// wait itself), or nothing when the previous message took longer than that to come.
+    #[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
+    pub fn spin_window(&self, wait: crate::platform::Wait) -> Duration {
+        let window = wait.spin_window();
+        if Duration::from_nanos(self.0.load(Ordering::Relaxed)) <= window {
+            window
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Records a wait that began at `start` and has just ended.
+    #[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
+    pub fn record(&self, start: std::time::Instant) {
+        self.0.store(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
 }

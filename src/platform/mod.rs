@@ -117,8 +117,8 @@ pub(crate) enum Wait {
 }
 
 impl Wait {
-    /// How long a receive waiting this way polls before it sleeps: the process's window (see
-    /// [`set_receive_spin`](crate::ipc::set_receive_spin)), never longer than the wait allowed.
+    /// The longest a receive waiting this way may poll before it sleeps: the process's window
+    /// (see [`set_receive_spin`](crate::ipc::set_receive_spin)), never longer than the wait.
     #[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
     pub fn spin_window(self) -> Duration {
         match self {

@@ -13,7 +13,7 @@ use rustix::io::Errno;
 
 use super::sys::{retry_on_intr, timespec};
 use super::OsIpcReceiver;
-use crate::ipc::ReceiveLimits;
+use crate::ipc::{ReceiveLimits, RecentWait};
 use crate::platform::{OsIpcSelectionResult, RecvError, Wait};
 
 /// Events fetched from the kernel per wait.
@@ -27,6 +27,7 @@ pub(crate) struct OsIpcReceiverSet {
     receivers: HashMap<u64, OsIpcReceiver>,
     next_id: u64,
     limits: Option<ReceiveLimits>,
+    recent_wait: RecentWait,
 }
 
 impl OsIpcReceiverSet {
@@ -37,6 +38,7 @@ impl OsIpcReceiverSet {
             receivers: HashMap::new(),
             next_id: 0,
             limits: None,
+            recent_wait: RecentWait::default(),
         })
     }
 
@@ -78,8 +80,8 @@ impl OsIpcReceiverSet {
     /// descriptors closed) and its channel keeps being served.
     pub fn select(&mut self, mode: Wait) -> io::Result<Vec<OsIpcSelectionResult>> {
         let start = Instant::now();
-        // Poll first, like a receive (see `Wait::spin_window`), then sleep as `mode` allows.
-        let spin = mode.spin_window();
+        // Poll first, like a receive (see `RecentWait`), then sleep as `mode` allows.
+        let spin = self.recent_wait.spin_window(mode);
         let mut results = Vec::new();
         let mut events = [MaybeUninit::<Event>::uninit(); EVENTS_PER_WAIT];
         loop {
@@ -101,6 +103,9 @@ impl OsIpcReceiverSet {
                 self.drain(id, &mut results);
             }
             if !results.is_empty() || (timeout.is_some() && !polling) {
+                if !matches!(mode, Wait::NonBlocking) {
+                    self.recent_wait.record(start);
+                }
                 return Ok(results);
             }
             if polling {

@@ -30,7 +30,7 @@ use super::memfd::{Encoded, PayloadWriter};
 use super::pool::{take_payload, Lease, PayloadPool};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
-use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits};
+use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits, RecentWait};
 use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, Wait};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
@@ -272,6 +272,7 @@ fn send_packet(
 pub(crate) struct OsIpcReceiver {
     fd: OwnedFd,
     limits: LimitsCell,
+    recent_wait: RecentWait,
 }
 
 thread_local! {
@@ -282,14 +283,24 @@ thread_local! {
 impl OsIpcReceiver {
     /// Receives the next message, waiting as `mode` allows.
     pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
+        if matches!(mode, Wait::NonBlocking) {
+            return self.recv_once(RecvFlags::DONTWAIT);
+        }
+        let start = Instant::now();
+        let result = self.wait_and_recv(mode, start);
+        self.recent_wait.record(start);
+        result
+    }
+
+    fn wait_and_recv(&self, mode: Wait, start: Instant) -> Result<OsIpcMessage, RecvError> {
         let deadline = match mode {
-            Wait::Timeout(timeout) => Some(Instant::now().checked_add(timeout)),
+            Wait::Timeout(timeout) => Some(start.checked_add(timeout)),
             _ => None,
         };
-        // Poll first (a non-blocking receive, once): a message that arrives within the spin
-        // window is taken without the thread going to sleep and waiting to be woken.
-        match self.poll_briefly(mode.spin_window()) {
-            Err(RecvError::Empty) if !matches!(mode, Wait::NonBlocking) => {}
+        // Poll first: a message that arrives within the spin window is taken without the
+        // thread going to sleep and waiting to be woken.
+        match self.poll_briefly(self.recent_wait.spin_window(mode)) {
+            Err(RecvError::Empty) => {}
             result => return result,
         }
         loop {
@@ -359,7 +370,7 @@ impl fmt::Debug for OsIpcReceiver {
 impl OsIpcReceiver {
     /// Adopts a connected socket (an accepted connection) as a receiver.
     pub(super) fn from_fd(fd: OwnedFd) -> Self {
-        OsIpcReceiver { fd, limits: LimitsCell::new(ReceiveLimits::DEFAULT) }
+        OsIpcReceiver { fd, limits: LimitsCell::new(ReceiveLimits::DEFAULT), recent_wait: RecentWait::default() }
     }
 
     /// Sets the limits every later message is checked against.
