@@ -39,6 +39,7 @@ pub use select::{IpcReceiverSet, IpcSelectionResult};
 pub use server::{AccessPolicy, IpcClient, IpcServer, PeerCredentials};
 pub use shmem::IpcSharedMemory;
 pub use spawn::{inherited_receiver, inherited_sender, IpcCommandExt};
+#[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(unused_imports))]
 pub(crate) use spin::RecentWait;
 pub use spin::{receive_spin, set_receive_spin};
 #[cfg(feature = "async")]

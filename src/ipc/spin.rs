@@ -57,6 +57,7 @@ pub fn receive_spin() -> Duration {
 /// How long a receiver's (or set's) previous wait lasted, from the start of the receive to the
 /// message: whether its messages come in quick succession, and so whether polling pays.
 #[derive(Debug, Default)]
+#[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
 pub(crate) struct RecentWait(AtomicU64);
 
 impl RecentWait {
