@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::platform::Wait;
+
 /// The polling window when nobody has set one, on a machine with more than one CPU.
 const DEFAULT_SPIN: Duration = Duration::from_micros(200);
 
@@ -60,12 +62,16 @@ pub fn receive_spin() -> Duration {
 #[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
 pub(crate) struct RecentWait(AtomicU64);
 
+#[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
 impl RecentWait {
     /// How long a receive starting now may poll: the window of `wait` (never longer than the
     /// wait itself), or nothing when the previous message took longer than that to come.
-    #[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
-    pub fn spin_window(&self, wait: crate::platform::Wait) -> Duration {
-        let window = wait.spin_window();
+    pub fn spin_window(&self, wait: Wait) -> Duration {
+        let window = match wait {
+            Wait::NonBlocking => Duration::ZERO,
+            Wait::Blocking => receive_spin(),
+            Wait::Timeout(timeout) => receive_spin().min(timeout),
+        };
         if Duration::from_nanos(self.0.load(Ordering::Relaxed)) <= window {
             window
         } else {
@@ -74,7 +80,6 @@ impl RecentWait {
     }
 
     /// Records a wait that began at `start` and has just ended.
-    #[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
     pub fn record(&self, start: std::time::Instant) {
         self.0.store(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }

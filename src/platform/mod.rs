@@ -116,19 +116,6 @@ pub(crate) enum Wait {
     Timeout(Duration),
 }
 
-impl Wait {
-    /// The longest a receive waiting this way may poll before it sleeps: the process's window
-    /// (see [`set_receive_spin`](crate::ipc::set_receive_spin)), never longer than the wait.
-    #[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(dead_code))]
-    pub fn spin_window(self) -> Duration {
-        match self {
-            Wait::NonBlocking => Duration::ZERO,
-            Wait::Blocking => crate::ipc::receive_spin(),
-            Wait::Timeout(timeout) => crate::ipc::receive_spin().min(timeout),
-        }
-    }
-}
-
 /// Why a receive returned no message.
 #[derive(Debug)]
 pub(crate) enum RecvError {
