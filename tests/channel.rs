@@ -354,6 +354,18 @@ fn messages_of_every_size_arrive_intact() {
     }
 }
 
+/// Large bytes messages are copied in two halves by two threads, into a reused memfd through
+/// its mapping and out into fresh memory: every byte must land where it belongs.
+#[test]
+fn large_messages_copied_in_halves_arrive_intact() {
+    let (tx, rx) = ipc::bytes_channel().unwrap();
+    for round in 0..3u8 {
+        let data: Vec<u8> = (0..40usize << 20).map(|i| (i % 251) as u8 ^ round).collect();
+        tx.send(&data).unwrap();
+        assert!(rx.recv().unwrap() == data, "round {round}: the payload changed on the way");
+    }
+}
+
 #[test]
 fn a_256_mib_message_arrives_intact() {
     let size = 256 << 20;
