@@ -121,10 +121,10 @@ impl<'a, F: Flavor> Serializer for Bulk<'a, F> {
         name: &'static str,
         index: u32,
         variant: &'static str,
-        _len: usize,
+        len: usize,
     ) -> Result<Self, Error> {
-        self.0.serialize_unit_variant(name, index, variant)?;
-        Ok(self)
+        // The same bytes as a tuple variant: the variant's index, then the fields back to back.
+        self.serialize_tuple_variant(name, index, variant, len)
     }
 
     fn collect_seq<I>(self, iter: I) -> Result<(), Error>
