@@ -71,7 +71,7 @@ impl IpcReceiverSet {
     }
 
     /// Moves a server into the set: each new client is reported as a message on the returned id,
-    /// which decodes as an [`IpcClient<T>`]; add its `receiver` to the set to hear from it.
+    /// which decodes as an [`IpcClient<T>`](super::IpcClient); add its `receiver` to the set to hear from it.
     /// The server runs (and keeps its name) while it is in the set.
     ///
     /// ```
