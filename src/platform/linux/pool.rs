@@ -112,28 +112,28 @@ impl WritableMap {
     /// [`PARALLEL_FROM`]).
     fn write(&mut self, offset: usize, data: &[u8]) {
         assert!(offset + data.len() <= self.len, "write inside the mapping");
-        let target = self.ptr.as_ptr() as usize + offset;
+        // An address rather than a pointer, so that the closure can go to a second thread.
+        let base = self.ptr.as_ptr() as usize + offset;
+        let copy = |at: usize, part: &[u8]| {
+            assert!(at + part.len() <= data.len(), "a part of `data`");
+            // The destination lies inside `data`'s range of the live mapping (both checked just
+            // above), which `&mut self` keeps to this call; the halves are disjoint, and `part`
+            // is ordinary memory of this process, so no two ranges overlap.
+            // SAFETY: a copy into valid, writable, non-overlapping memory.
+            unsafe { ptr::copy_nonoverlapping(part.as_ptr(), (base + at) as *mut u8, part.len()) };
+        };
         if data.len() < PARALLEL_FROM || !spare_core() {
-            return copy_into_map(target, data);
+            return copy(0, data);
         }
         let (head, tail) = data.split_at(data.len() / 2);
         std::thread::scope(|scope| {
-            let helper = std::thread::Builder::new().spawn_scoped(scope, || copy_into_map(target, head)).ok();
-            copy_into_map(target + head.len(), tail);
+            let helper = std::thread::Builder::new().spawn_scoped(scope, || copy(0, head)).ok();
+            copy(head.len(), tail);
             if helper.and_then(|helper| helper.join().ok()).is_none() {
-                copy_into_map(target, head); // no helper thread: the rest on this one
+                copy(0, head); // no helper thread: the rest on this one
             }
         });
     }
-}
-
-/// Copies `data` to the address `target` inside a live `WritableMap` that has room for it
-/// (an address, not a pointer, so that two threads may each copy one half).
-fn copy_into_map(target: usize, data: &[u8]) {
-    // `data` is ordinary memory of this process, so the two ranges cannot overlap.
-    // SAFETY: the caller (`WritableMap::write`) checked that the destination lies inside its
-    // live mapping, which it borrows mutably until both halves are copied.
-    unsafe { ptr::copy_nonoverlapping(data.as_ptr(), target as *mut u8, data.len()) };
 }
 
 impl Drop for WritableMap {
