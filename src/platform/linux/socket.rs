@@ -299,7 +299,7 @@ impl OsIpcReceiver {
         };
         // Poll first: a message that arrives within the spin window is taken without the
         // thread going to sleep and waiting to be woken.
-        match self.poll_briefly(self.recent_wait.spin_window(mode)) {
+        match self.poll_briefly(start, self.recent_wait.spin_window(mode)) {
             Err(RecvError::Empty) => {}
             result => return result,
         }
@@ -323,10 +323,9 @@ impl OsIpcReceiver {
         }
     }
 
-    /// Tries to receive, without sleeping, at least once and for up to `window`: a message
-    /// that arrives meanwhile is taken without the thread going to sleep.
-    fn poll_briefly(&self, window: Duration) -> Result<OsIpcMessage, RecvError> {
-        let start = Instant::now();
+    /// Tries to receive, without sleeping, at least once and until `window` after `start`: a
+    /// message that arrives meanwhile is taken without the thread going to sleep.
+    fn poll_briefly(&self, start: Instant, window: Duration) -> Result<OsIpcMessage, RecvError> {
         loop {
             match self.recv_once(RecvFlags::DONTWAIT) {
                 Err(RecvError::Empty) if start.elapsed() < window => std::hint::spin_loop(),
