@@ -371,8 +371,10 @@ fn a_256_mib_message_arrives_intact() {
     let size = 256 << 20;
     let (btx, brx) = ipc::bytes_channel().unwrap();
     let mut data = vec![0u8; size];
+    // Every page different, so that a step copied to the wrong place shows.
     for (i, chunk) in data.chunks_mut(4096).enumerate() {
         chunk.fill(i as u8);
+        chunk[..4].copy_from_slice(&(i as u32).to_le_bytes());
     }
     btx.send(&data).unwrap();
     let received = brx.recv().unwrap();

@@ -169,8 +169,14 @@ fn shared_memory_without_seals() {
 }
 
 #[test]
-fn a_pooled_payload_that_is_a_pipe_or_too_short_or_missing_or_flagged_reserved() {
+fn a_pooled_payload_that_is_a_pipe_or_unsealed_or_too_short_or_missing_or_flagged_reserved() {
     expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, 10), || vec![pipe().0]);
+    // Without the shrink seal its sender could truncate it while the receiver copies it out.
+    expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, 10), || {
+        let fd = memfd_create("unsealed", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        ftruncate(&fd, 8192).unwrap();
+        vec![fd]
+    });
     expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, 1 << 20), || vec![sealed_memfd(8192)]);
     expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, 10), Vec::new);
     expect_refused(&header(PAYLOAD_IN_POOLED_MEMFD | RESERVED_FLAG, 0, 0, 10), || vec![sealed_memfd(8192)]);
@@ -180,10 +186,12 @@ fn a_pooled_payload_that_is_a_pipe_or_too_short_or_missing_or_flagged_reserved()
 fn a_pooled_payload_is_copied_out_before_its_sender_can_change_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let (socket, receiver) = hostile_client();
-    // An unsealed memfd the hostile sender keeps writing to: the payload starts at 4096.
-    let memfd = memfd_create("hostile", MemfdFlags::CLOEXEC).unwrap();
+    // A memfd the hostile sender keeps writing to (sealed only against shrinking, as pooled
+    // payloads must be): the payload starts at 4096.
+    let memfd = memfd_create("hostile", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
     let payload = postcard::to_stdvec(&"x".repeat(300_000)).unwrap();
     rustix::io::pwrite(&memfd, &payload, 4096).unwrap();
+    fcntl_add_seals(&memfd, SealFlags::SHRINK).unwrap();
     send_raw(&socket, &header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, payload.len() as u64), &[&[memfd.as_fd()]]);
     let received = receiver.recv().unwrap();
     rustix::io::pwrite(&memfd, b"changed", 4096).unwrap();
