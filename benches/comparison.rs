@@ -161,6 +161,27 @@ fn sizes(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("memcpy-floor", size), &data, |b, data| {
             b.iter(|| std::hint::black_box(data.to_vec()))
         });
+        if size == 64 << 20 {
+            // The bandwidth yardstick: a copy between buffers that are already in memory.
+            let mut warm = vec![0u8; size];
+            group.bench_with_input(BenchmarkId::new("memcpy-warm", size), &data, |b, data| {
+                b.iter(|| std::hint::black_box(&mut warm).copy_from_slice(data))
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("one_way_shared_memory");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    for size in [1usize << 20, 64 << 20] {
+        let data = vec![7u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("crossproc", size), &data, |b, data| {
+            b.iter(|| with_crossproc::one_way_shared_memory(&crossproc, data))
+        });
+        group.bench_with_input(BenchmarkId::new("ipc-channel", size), &data, |b, data| {
+            b.iter(|| with_ipc_channel::one_way_shared_memory(&ipc_channel, data))
+        });
     }
     group.finish();
 

@@ -2,7 +2,7 @@
 // `lib` is `crossproc` in one module and `ipc_channel` in the other (see comparison.rs), so
 // both libraries run exactly the same code.
 
-use lib::ipc::{self, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSender};
+use lib::ipc::{self, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ pub enum Request {
     Ping(IpcSender<()>),
     /// Answer with this process's peak resident memory (8 bytes, little-endian).
     PeakMemory,
+    /// Read one byte of every page of this region, then answer with an empty reply.
+    Region(IpcSharedMemory),
 }
 
 /// The parent's side of a connected child.
@@ -77,6 +79,11 @@ pub fn child_main(server_name: String) {
             Request::Flush => reply.send(Vec::new()),
             Request::Ping(sender) => sender.send(()),
             Request::PeakMemory => reply.send(super::peak_rss().to_le_bytes().to_vec()),
+            Request::Region(region) => {
+                let touched = region.iter().step_by(4096).fold(0u8, |sum, byte| sum.wrapping_add(*byte));
+                std::hint::black_box(touched);
+                reply.send(Vec::new())
+            }
             Request::Start(_) => Ok(()),
         };
         if result.is_err() {
@@ -105,6 +112,13 @@ pub fn stream(peer: &Peer, data: &[u8], count: u64) -> Duration {
 /// One bytes message of `data` to the child, and its acknowledgement.
 pub fn one_way_bytes(peer: &Peer, data: &[u8]) {
     peer.bytes.send(data).unwrap();
+    peer.replies.recv().unwrap();
+}
+
+/// `data` copied into a new shared memory region, sent to the child, which reads every page of
+/// its mapping (no copy on the receiving side), and its acknowledgement.
+pub fn one_way_shared_memory(peer: &Peer, data: &[u8]) {
+    peer.requests.send(Request::Region(IpcSharedMemory::from_bytes(data))).unwrap();
     peer.replies.recv().unwrap();
 }
 
