@@ -167,3 +167,12 @@ fn a_slow_reader_in_another_process() {
         assert!(status.success(), "the child received all {sent} messages in order");
     });
 }
+
+#[test]
+#[cfg(not(windows))]
+fn a_receiver_gone_with_messages_unread_is_a_broken_pipe() {
+    let (btx, brx) = ipc::bytes_channel().unwrap();
+    btx.send(b"never read").unwrap();
+    drop(brx);
+    assert_eq!(btx.send(b"late").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+}

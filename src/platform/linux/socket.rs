@@ -259,7 +259,15 @@ fn send_packet(
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors in one packet"));
     }
-    let sent = retry_on_intr(|| sendmsg(socket, iov, &mut control, flags | SendFlags::NOSIGNAL))?;
+    let sent = retry_on_intr(|| sendmsg(socket, iov, &mut control, flags | SendFlags::NOSIGNAL)).map_err(|error| {
+        // A receiver that closed with messages unread resets the connection instead: the same
+        // thing to a sender.
+        if error.kind() == io::ErrorKind::ConnectionReset {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the receiver is gone")
+        } else {
+            error
+        }
+    })?;
     let expected: usize = iov.iter().map(|slice| slice.len()).sum();
     if sent != expected {
         // A SOCK_SEQPACKET send is all or nothing; anything else is a kernel we do not understand.
