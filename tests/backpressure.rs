@@ -176,3 +176,109 @@ fn a_receiver_gone_with_messages_unread_is_a_broken_pipe() {
     drop(brx);
     assert_eq!(btx.send(b"late").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
 }
+
+/// Large payloads travel in memfds, but each claims room in the channel's buffer (1 KiB per MiB,
+/// at most 64 KiB), so a receiver that falls behind cannot make them pile up without bound.
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+mod large_payloads_in_flight {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const CHUNK: usize = 64 << 20;
+    /// More `CHUNK`s in flight than this means the bound does not hold (the default buffer,
+    /// about 208 KiB, holds about four 64 KiB claims).
+    const MOST: usize = 6;
+
+    fn payload(seq: usize) -> Vec<u8> {
+        vec![seq as u8 + 1; CHUNK]
+    }
+
+    /// Fills `tx` with `CHUNK`s until it reports full; returns how many went in.
+    fn fill(tx: &ipc::IpcBytesSender) -> usize {
+        let mut sent = 0;
+        while tx.try_send(&payload(sent)).is_ok() {
+            sent += 1;
+            assert!(sent <= MOST, "more than {MOST} payloads of 64 MiB in flight");
+        }
+        sent
+    }
+
+    #[test]
+    fn are_bounded_and_reading_one_makes_room() {
+        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let sent = fill(&tx);
+        assert!(sent >= 2, "at least two payloads of any size fit ({sent})");
+        assert!(tx.send_timeout(&payload(sent), Duration::from_millis(30)).unwrap_err().is_timeout());
+        assert!(rx.recv().unwrap() == payload(0));
+        tx.try_send(&payload(sent)).unwrap();
+        for seq in 1..=sent {
+            assert!(rx.recv().unwrap() == payload(seq), "message {seq}");
+        }
+    }
+
+    #[test]
+    fn a_smaller_buffer_lets_fewer_through() {
+        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let default = fill(&tx);
+        drop(rx);
+        let (tx, _rx) = ipc::bytes_channel().unwrap();
+        let full_size = tx.buffer_size().unwrap();
+        // Linux doubles the size it is given (for its own bookkeeping): this halves the buffer.
+        tx.set_buffer_size(full_size / 4).unwrap();
+        assert!(tx.buffer_size().unwrap() <= full_size / 2);
+        let mut sent = 0;
+        while tx.try_send(&payload(sent)).is_ok() {
+            sent += 1;
+        }
+        assert!(sent < default, "half the buffer, fewer payloads in flight ({sent} vs {default})");
+    }
+
+    #[test]
+    fn a_blocked_send_goes_once_the_receiver_reads() {
+        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let probe = fill(&tx);
+        for seq in 0..probe {
+            assert!(rx.recv().unwrap() == payload(seq));
+        }
+        let sent = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let total = probe + 2;
+        let sender = std::thread::spawn(move || {
+            for seq in 0..total {
+                tx.send(&payload(seq)).unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sent.load(Ordering::SeqCst) < probe && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(sent.load(Ordering::SeqCst), probe, "the last two sends wait for room");
+        for seq in 0..total {
+            assert!(rx.recv().unwrap() == payload(seq), "message {seq}");
+        }
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn a_blocked_send_ends_when_the_receiver_goes() {
+        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let sent = fill(&tx);
+        let dropper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(rx);
+        });
+        let error = tx.send(&payload(sent)).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
+        dropper.join().unwrap();
+    }
+
+    #[test]
+    fn a_tiny_buffer_still_takes_one_large_payload() {
+        let (tx, rx) = ipc::bytes_channel().unwrap();
+        tx.set_buffer_size(4096).unwrap();
+        tx.send(&payload(0)).unwrap();
+        assert!(rx.recv().unwrap() == payload(0));
+    }
+}

@@ -10,8 +10,16 @@
 //!      8     4  number of channel ends carried
 //!     12     4  number of shared-memory regions carried
 //!     16     8  payload length in bytes
-//!     24     …  the payload itself, unless bit 2 is set
+//!     24     …  the payload itself; when bit 2 is set, zeros instead (the buffer claim)
 //! ```
+//!
+//! A payload in a pooled memfd would cost the channel's kernel send buffer only its header, so
+//! a sender could pile up large payloads without bound while the receiver falls behind. Its
+//! header packet therefore carries [`buffer_claim`] bytes of zeros, 1 KiB per MiB of payload:
+//! the kernel's own backpressure (`send` blocks, `try_send` reports full, async senders await
+//! writability) then bounds large payloads in flight too, to about 200 MiB with the default
+//! buffer, and the claim is released when the receiver takes the packet. The receiver ignores
+//! those bytes.
 //!
 //! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 2),
 //! the side socket (bit 1), then the channel ends, then the shared-memory regions. When bit 1 is
@@ -29,6 +37,16 @@ pub(super) const HEADER_LEN: usize = 24;
 /// packet must fit the socket's send buffer (Linux's default `wmem_default` is 212,992 bytes,
 /// less 32); a sender whose buffer is smaller falls back to a memfd (`EMSGSIZE`).
 pub(super) const INLINE_MAX: usize = 200 * 1024;
+/// The most buffer one payload claims, whatever its size: a claim must leave room in the
+/// default buffer (212,992 bytes) for more than one payload in flight.
+pub(super) const MAX_BUFFER_CLAIM: usize = 64 * 1024;
+
+/// How many bytes of the channel's send buffer a payload of `len` bytes in a pooled memfd
+/// claims with its header packet: 1 KiB per MiB, at most [`MAX_BUFFER_CLAIM`].
+pub(super) fn buffer_claim(len: usize) -> usize {
+    (len >> 10).min(MAX_BUFFER_CLAIM)
+}
+
 /// Descriptors sent per packet (the kernel accepts at most 253, `SCM_MAX_FD`).
 pub(super) const MAX_FDS_PER_PACKET: usize = 250;
 /// Descriptors accepted per packet: the kernel's own limit, so a peer cannot truncate us.

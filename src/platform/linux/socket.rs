@@ -23,8 +23,8 @@ use rustix::net::{
 };
 
 use super::frame::{
-    FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED,
-    PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
+    buffer_claim, FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_BUFFER_CLAIM, MAX_FDS_PER_PACKET,
+    MAX_FDS_RECEIVED, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
 use super::memfd::{Encoded, PayloadWriter};
 use super::pool::{take_payload, Lease, PayloadPool};
@@ -170,9 +170,18 @@ impl OsIpcSender {
         lease: &Lease,
         wait: Wait,
     ) -> io::Result<()> {
+        static ZEROS: [u8; MAX_BUFFER_CLAIM] = [0; MAX_BUFFER_CLAIM];
         header.flags |= PAYLOAD_IN_POOLED_MEMFD;
         let fds: Vec<BorrowedFd<'_>> = std::iter::once(lease.fd()).chain(fds.iter().copied()).collect();
-        self.send_waiting(&[IoSlice::new(&header.encode())], &fds, wait)?;
+        let frame = header.encode();
+        let claim = &ZEROS[..buffer_claim(lease.len())];
+        match self.send_waiting(&[IoSlice::new(&frame), IoSlice::new(claim)], &fds, wait) {
+            // A send buffer set smaller than the claim: the header alone.
+            Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) && !claim.is_empty() => {
+                self.send_waiting(&[IoSlice::new(&frame)], &fds, wait)?
+            }
+            result => result?,
+        }
         lease.mark_sent();
         Ok(())
     }
@@ -431,10 +440,8 @@ fn decode_message(packet: &[u8], fds: Vec<OwnedFd>, limits: &LimitsCell) -> io::
     let inline = &packet[HEADER_LEN..];
     let mut fds = fds.into_iter();
     let data = if header.has(PAYLOAD_IN_POOLED_MEMFD) {
+        // Any bytes after the header are the sender's buffer claim (see `frame.rs`).
         let memfd = fds.next().ok_or_else(|| invalid_data("payload memfd missing"))?;
-        if !inline.is_empty() {
-            return Err(invalid_data("inline bytes beside a memfd payload"));
-        }
         let len = usize::try_from(header.payload_len).map_err(|_| invalid_data("payload too large"))?;
         take_payload(memfd.as_fd(), len)?
     } else {
