@@ -150,6 +150,28 @@ async fn an_async_send_waits_for_room_without_blocking_the_runtime() {
     assert!(matches!(tx.send(vec![]).await, Err(IpcError::Disconnected)));
 }
 
+/// Large payloads claim room in the channel's buffer too, so an async send of one waits for the
+/// receiver like any other, woken by the socket becoming writable.
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_send_of_a_large_payload_waits_for_room() {
+    let (tx, rx) = ipc::bytes_channel().unwrap();
+    let payload = vec![3u8; 64 << 20];
+    let mut queued = 0;
+    while tx.try_send(&payload).is_ok() {
+        queued += 1;
+        assert!(queued < 100, "large payloads in flight are bounded");
+    }
+    let tx = AsyncIpcBytesSender::new(tx).unwrap();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..=queued {
+            assert_eq!(rx.recv().unwrap().len(), 64 << 20);
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), tx.send(&payload)).await.expect("woken once there is room").unwrap();
+    reader.join().unwrap();
+}
+
 #[tokio::test]
 async fn bytes_and_opaque_receivers() {
     let (btx, brx) = ipc::bytes_channel().unwrap();
