@@ -118,3 +118,27 @@ fn the_count_sees_a_channel_open_and_close() {
     drop(channel);
     assert_eq!(settled_count(), before);
 }
+
+/// Mappings of pooled payload memfds in this process (`/proc/self/maps`).
+#[cfg(target_os = "linux")]
+fn payload_mappings() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().filter(|line| line.contains("memfd:crossproc-payload")).count()
+}
+
+/// A receiver keeps mappings of the memfds its senders reuse, and lets them go once every
+/// sender is gone; the senders' pools go with the senders.
+#[test]
+#[cfg(target_os = "linux")]
+fn payload_mappings_go_with_the_channel() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (tx, rx) = ipc::bytes_channel().unwrap();
+    for round in 0..3u8 {
+        tx.send(&vec![round; 1 << 20]).unwrap();
+        assert_eq!(rx.recv().unwrap(), vec![round; 1 << 20]);
+    }
+    assert!(payload_mappings() >= 2, "the sender's pool and the receiver keep theirs");
+    drop(tx);
+    assert!(rx.recv().is_err());
+    assert_eq!(payload_mappings(), 0);
+}

@@ -5,7 +5,9 @@
 //! - [`frame`]: the header that starts every packet (the wire format).
 //! - [`socket`]: channels, sending and receiving one message per packet.
 //! - [`memfd`]: sealed memfd regions, for shared memory and for payloads too large for a packet.
-//! - [`pool`]: reusable memfds for a channel's large payloads.
+//! - [`pool`]: reusable memfds for a channel's large payloads (the sending side).
+//! - [`intake`]: copying a pooled payload out on the receiving side.
+//! - [`shared_map`]: the mapping of a pooled memfd both sides copy through.
 //! - [`select`]: many receivers behind one epoll descriptor.
 //! - [`server`]: named servers: the listening socket and the acceptor thread that admits clients.
 //! - `reactor` (feature `tokio`): registering a descriptor with tokio's reactor.
@@ -15,12 +17,14 @@
 #![allow(unsafe_code)]
 
 mod frame;
+mod intake;
 mod memfd;
 mod pool;
 #[cfg(feature = "tokio")]
 mod reactor;
 mod select;
 mod server;
+mod shared_map;
 mod socket;
 mod spawn;
 mod sys;

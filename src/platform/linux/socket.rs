@@ -26,8 +26,9 @@ use super::frame::{
     buffer_claim, FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_BUFFER_CLAIM, MAX_FDS_PER_PACKET,
     MAX_FDS_RECEIVED, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
+use super::intake::{take_payload, PeerMaps};
 use super::memfd::{Encoded, PayloadWriter};
-use super::pool::{take_payload, Lease, PayloadPool};
+use super::pool::{Lease, PayloadPool};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
 use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits, RecentWait};
@@ -290,6 +291,8 @@ pub(crate) struct OsIpcReceiver {
     fd: OwnedFd,
     limits: LimitsCell,
     recent_wait: RecentWait,
+    /// Mappings of the pooled memfds this channel's senders reuse.
+    peer_maps: PeerMaps,
 }
 
 thread_local! {
@@ -362,8 +365,12 @@ impl OsIpcReceiver {
                 received = recv_packet(self.fd.as_fd(), &mut buffer, flags);
             }
             match received {
-                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds, &self.limits)?),
-                Ok(None) => Err(RecvError::Disconnected),
+                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds, &self.limits, &self.peer_maps)?),
+                Ok(None) => {
+                    // The senders are gone, and their memfds will not come again.
+                    self.peer_maps.clear();
+                    Err(RecvError::Disconnected)
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
                 Err(error) => Err(RecvError::Io(error)),
             }
@@ -386,7 +393,12 @@ impl fmt::Debug for OsIpcReceiver {
 impl OsIpcReceiver {
     /// Adopts a connected socket (an accepted connection) as a receiver.
     pub(super) fn from_fd(fd: OwnedFd) -> Self {
-        OsIpcReceiver { fd, limits: LimitsCell::new(ReceiveLimits::DEFAULT), recent_wait: RecentWait::default() }
+        OsIpcReceiver {
+            fd,
+            limits: LimitsCell::new(ReceiveLimits::DEFAULT),
+            recent_wait: RecentWait::default(),
+            peer_maps: PeerMaps::default(),
+        }
     }
 
     /// Sets the limits every later message is checked against.
@@ -433,7 +445,12 @@ fn recv_packet(
 }
 
 /// Turns one received packet and its descriptors into a message, validating everything.
-fn decode_message(packet: &[u8], fds: Vec<OwnedFd>, limits: &LimitsCell) -> io::Result<OsIpcMessage> {
+fn decode_message(
+    packet: &[u8],
+    fds: Vec<OwnedFd>,
+    limits: &LimitsCell,
+    peer_maps: &PeerMaps,
+) -> io::Result<OsIpcMessage> {
     let header = FrameHeader::decode(packet)?;
     let handle_count = header.channels as usize + header.shared_memory as usize;
     limits.check(header.payload_len, handle_count).map_err(LimitExceeded::into_io)?;
@@ -443,7 +460,7 @@ fn decode_message(packet: &[u8], fds: Vec<OwnedFd>, limits: &LimitsCell) -> io::
         // Any bytes after the header are the sender's buffer claim (see `frame.rs`).
         let memfd = fds.next().ok_or_else(|| invalid_data("payload memfd missing"))?;
         let len = usize::try_from(header.payload_len).map_err(|_| invalid_data("payload too large"))?;
-        take_payload(memfd.as_fd(), len)?
+        take_payload(memfd.as_fd(), len, peer_maps)?
     } else {
         if inline.len() as u64 != header.payload_len {
             return Err(invalid_data("payload length does not match the packet"));
@@ -546,5 +563,5 @@ impl OsIpcChannel {
 /// The packet decoder, for the fuzz targets: decodes `packet` with `fds` under default limits.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn decode_packet(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> {
-    decode_message(packet, fds, &LimitsCell::new(ReceiveLimits::DEFAULT))
+    decode_message(packet, fds, &LimitsCell::new(ReceiveLimits::DEFAULT), &PeerMaps::default())
 }
