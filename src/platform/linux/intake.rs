@@ -131,11 +131,12 @@ fn copy_out(map: &SharedMap, len: usize, release: Option<BorrowedFd<'_>>) -> Vec
         // SAFETY: valid, exclusive (possibly uninitialized) memory of `bytes`.
         let part =
             unsafe { std::slice::from_raw_parts_mut((destination + range.start) as *mut MaybeUninit<u8>, range.len()) };
-        if len > POPULATE_FROM {
-            populate_pages(part);
-        }
         for (index, step) in part.chunks_mut(STEP).enumerate() {
             let at = DATA_OFFSET as usize + range.start + index * STEP;
+            // Step by step, so that a released payload's pages go as fast as the vector's come.
+            if len > POPULATE_FROM {
+                populate_pages(step);
+            }
             map.read(at, step);
             if let Some(fd) = release {
                 // Best effort: a memfd sealed against writes keeps its pages until it is closed.
