@@ -146,16 +146,17 @@ impl<'a, F: Flavor> Serializer for Bulk<'a, F> {
         }
         // Zeroing a larger chunk showed up in the profile of 64-byte messages.
         let mut chunk = [0u8; 256];
-        let mut filled = 0;
-        for item in iter {
-            chunk[filled] = item.serialize(ByteValue)?;
-            filled += 1;
-            if filled == chunk.len() {
-                seq.0.output.try_extend(&chunk)?;
-                filled = 0;
+        let mut iter = iter.peekable();
+        while iter.peek().is_some() {
+            let mut filled = 0;
+            // A fixed-size chunk filled by a zip, which the compiler turns into plain copies.
+            for (slot, item) in chunk.iter_mut().zip(iter.by_ref()) {
+                *slot = item.serialize(ByteValue)?;
+                filled += 1;
             }
+            seq.0.output.try_extend(&chunk[..filled])?;
         }
-        seq.0.output.try_extend(&chunk[..filled])
+        Ok(())
     }
 
     fn collect_str<T: ?Sized + std::fmt::Display>(self, value: &T) -> Result<(), Error> {
@@ -362,6 +363,7 @@ mod tests {
             shapes: vec![
                 Shape::Unit,
                 Shape::Newtype(vec![]),
+                Shape::Newtype(vec![3; 512]),
                 Shape::Tuple(7, vec![300, 1]),
                 Shape::Struct { bytes: (0..=255).collect(), nested: vec![vec![9; 5000], vec![]], text: "ünï".into() },
             ],
