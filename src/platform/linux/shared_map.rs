@@ -86,7 +86,7 @@ impl Drop for SharedMap {
 /// has more than one CPU: copying into memory that is not yet touched is bound by one core
 /// faulting pages in, and the other side is idle meanwhile (16 MiB typed one-way: 29 → 13 ms
 /// here).
-pub(super) const PARALLEL_FROM: usize = 8 << 20;
+const PARALLEL_FROM: usize = 8 << 20;
 
 /// Runs `copy` over all of `0..len`: from [`PARALLEL_FROM`] on, and when the machine has a spare
 /// core, as two halves at once, the first on a helper thread (on this one if none can start).
@@ -105,7 +105,7 @@ pub(super) fn in_halves(len: usize, copy: impl Fn(std::ops::Range<usize>) + Sync
 }
 
 /// Whether the machine has more than one CPU, so that a second copying thread can help.
-pub(super) fn spare_core() -> bool {
+fn spare_core() -> bool {
     static SPARE_CORE: OnceLock<bool> = OnceLock::new();
     *SPARE_CORE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() > 1))
 }
