@@ -96,9 +96,10 @@ pub(super) fn take_payload(fd: BorrowedFd<'_>, len: usize, maps: &PeerMaps) -> i
         return Err(invalid_data("payload memfd is not sealed against shrinking"));
     }
     let stat = fstat(fd)?;
-    let mapped = usize::try_from(DATA_OFFSET).ok().and_then(|offset| offset.checked_add(len));
-    let mapped = mapped.filter(|&mapped| stat.st_size as u64 >= mapped as u64);
-    let mapped = mapped.ok_or_else(|| invalid_data("payload memfd shorter than its length"))?;
+    let mapped = (DATA_OFFSET as usize)
+        .checked_add(len)
+        .filter(|&mapped| stat.st_size as u64 >= mapped as u64)
+        .ok_or_else(|| invalid_data("payload memfd shorter than its length"))?;
     let payload = if len > MAX_RETAINED {
         // Its sender does not keep it: map it this once, and give its pages back as they are copied.
         copy_out(&SharedMap::new(fd, mapped, false)?, len, Some(fd))
@@ -126,11 +127,11 @@ fn copy_out(map: &SharedMap, len: usize, release: Option<BorrowedFd<'_>>) -> Vec
     // An address rather than a pointer, so that the closure can go to a second thread.
     let destination = bytes.as_mut_ptr() as usize;
     in_halves(len, |range| {
+        let start = (destination + range.start) as *mut MaybeUninit<u8>;
         // `range` lies within the vector's capacity, and the ranges `in_halves` gives are
         // disjoint, so this part is borrowed by nothing else.
         // SAFETY: valid, exclusive (possibly uninitialized) memory of `bytes`.
-        let part =
-            unsafe { std::slice::from_raw_parts_mut((destination + range.start) as *mut MaybeUninit<u8>, range.len()) };
+        let part = unsafe { std::slice::from_raw_parts_mut(start, range.len()) };
         for (index, step) in part.chunks_mut(STEP).enumerate() {
             let at = DATA_OFFSET as usize + range.start + index * STEP;
             // Step by step, so that a released payload's pages go as fast as the vector's come.
