@@ -4,23 +4,60 @@
 //! the input position from memory (the byte just stored might have changed it, as far as the
 //! compiler knows): a few nanoseconds per byte. In postcard's format a sequence of bytes is
 //! exactly a byte string (a varint length, then the bytes), so when the value being decoded is a
-//! `Vec<u8>`, the decoder reads it as a byte string and hands the visitor the bytes from a
-//! local slice iterator, which the compiler keeps in registers.
+//! `Vec<u8>`, the decoder reads it as a byte string. When the visitor is serde's own one for
+//! `Vec<u8>` (which collects every element, nothing else), the bytes are copied into the vector
+//! at once; any other visitor (a `deserialize_with` function, say) is handed the bytes one `u8`
+//! at a time from a local slice iterator, which the compiler keeps in registers.
 
+use std::any::type_name;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
 
 /// Whether `T` is `u8` or `&u8`. (`type_name` needs no `'static` bound, unlike `TypeId`; the
 /// names of primitive types cannot clash with a path.)
 pub(crate) fn is_byte<T: ?Sized>() -> bool {
-    let name = std::any::type_name::<T>();
-    name == std::any::type_name::<u8>() || name == std::any::type_name::<&u8>()
+    let name = type_name::<T>();
+    name == type_name::<u8>() || name == type_name::<&u8>()
 }
 
 /// Whether a visitor producing `T` reads a sequence of bytes.
 pub(crate) fn is_byte_vec<T: ?Sized>() -> bool {
-    std::any::type_name::<T>() == std::any::type_name::<Vec<u8>>()
+    type_name::<T>() == type_name::<Vec<u8>>()
+}
+
+/// Whether `V` is the visitor serde's `Deserialize` impl of `Vec<u8>` uses. Its type is private
+/// to serde, so its name is learnt once, from [`SeqVisitorName`].
+fn is_serde_vec_visitor<V>() -> bool {
+    static NAME: OnceLock<String> = OnceLock::new();
+    let name = NAME.get_or_init(|| match Vec::<u8>::deserialize(SeqVisitorName) {
+        Err(name) => name.to_string(),
+        Ok(_) => String::new(),
+    });
+    type_name::<V>() == name
+}
+
+/// A deserializer that decodes nothing: its error names the visitor a sequence would be decoded
+/// with.
+struct SeqVisitorName;
+
+impl<'de> Deserializer<'de> for SeqVisitorName {
+    type Error = de::value::Error;
+
+    fn deserialize_seq<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom(type_name::<V>()))
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("not a sequence"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct tuple tuple_struct map struct enum identifier ignored_any
+    }
 }
 
 /// A visitor of a byte string that passes it on to `V` as a sequence of `u8`.
@@ -38,6 +75,16 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for BytesAsSeq<V> {
     }
 
     fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<V::Value, E> {
+        if is_serde_vec_visitor::<V>() {
+            // The cast succeeds exactly when `V::Value` is `Vec<u8>`.
+            let mut value: Option<V::Value> = None;
+            if let Ok(slot) = castaway::cast!(&mut value, &mut Option<Vec<u8>>) {
+                *slot = Some(bytes.to_vec());
+            }
+            if let Some(value) = value {
+                return Ok(value);
+            }
+        }
         self.0.visit_seq(ByteSeq { bytes: bytes.iter(), error: std::marker::PhantomData })
     }
 }
@@ -87,7 +134,14 @@ impl<'de, E: de::Error> Deserializer<'de> for Byte<E> {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_byte, is_byte_vec};
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::{Deserialize, Serialize};
+
+    use super::{is_byte, is_byte_vec, is_serde_vec_visitor};
+    use crate::depth::Limited;
 
     #[test]
     fn only_bytes_are_bytes() {
@@ -95,5 +149,73 @@ mod tests {
         assert!(!is_byte::<i8>() && !is_byte::<&&u8>() && !is_byte::<bool>());
         assert!(is_byte_vec::<Vec<u8>>());
         assert!(!is_byte_vec::<Vec<i8>>() && !is_byte_vec::<Vec<Vec<u8>>>() && !is_byte_vec::<String>());
+    }
+
+    /// Answers, for the visitor a value is decoded with, whether it is serde's `Vec<u8>` visitor.
+    struct Recorder<'a>(&'a Cell<Option<bool>>);
+
+    impl<'de> Deserializer<'de> for Recorder<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            self.0.set(Some(is_serde_vec_visitor::<V>()));
+            Err(de::Error::custom("recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+            unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+        }
+    }
+
+    fn decoded_by_serde_vec_visitor<T: for<'de> Deserialize<'de>>() -> bool {
+        let seen = Cell::new(None);
+        let _ = T::deserialize(Recorder(&seen));
+        seen.get().expect("the value asked for a visitor")
+    }
+
+    #[test]
+    fn only_serdes_own_vec_of_bytes_visitor_is_taken_for_it() {
+        assert!(decoded_by_serde_vec_visitor::<Vec<u8>>());
+        assert!(!decoded_by_serde_vec_visitor::<Vec<i8>>());
+        assert!(!decoded_by_serde_vec_visitor::<Vec<u16>>());
+        assert!(!decoded_by_serde_vec_visitor::<EvenBytes>());
+    }
+
+    /// A `Vec<u8>` decoded by a visitor of its own, which keeps only the even bytes.
+    #[derive(Debug, PartialEq, Serialize)]
+    struct EvenBytes(Vec<u8>);
+
+    impl<'de> Deserialize<'de> for EvenBytes {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Even;
+            impl<'de> Visitor<'de> for Even {
+                type Value = Vec<u8>;
+                fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    formatter.write_str("bytes")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                    let mut even = Vec::new();
+                    while let Some(byte) = seq.next_element::<u8>()? {
+                        if byte % 2 == 0 {
+                            even.push(byte);
+                        }
+                    }
+                    Ok(even)
+                }
+            }
+            deserializer.deserialize_seq(Even).map(EvenBytes)
+        }
+    }
+
+    #[test]
+    fn byte_vectors_decode_whole_and_other_visitors_still_see_every_byte() {
+        let bytes: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        let wire = postcard::to_stdvec(&(bytes.clone(), EvenBytes(bytes.clone()), vec![-1i8, 2])).unwrap();
+        let mut deserializer = postcard::Deserializer::from_bytes(&wire);
+        let decoded: (Vec<u8>, EvenBytes, Vec<i8>) =
+            Deserialize::deserialize(Limited { inner: &mut deserializer, depth: 8 }).unwrap();
+        let even: Vec<u8> = bytes.iter().copied().filter(|byte| byte % 2 == 0).collect();
+        assert_eq!(decoded, (bytes, EvenBytes(even), vec![-1, 2]));
     }
 }
