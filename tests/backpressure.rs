@@ -177,8 +177,8 @@ fn a_receiver_gone_with_messages_unread_is_a_broken_pipe() {
     assert_eq!(btx.send(b"late").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
 }
 
-/// Large payloads travel in memfds, but each claims room in the channel's buffer (1 KiB per MiB,
-/// at most 64 KiB), so a receiver that falls behind cannot make them pile up without bound.
+/// Large payloads travel in memfds, but each claims room in the channel's buffer (64 KiB for a
+/// fresh memfd), so a receiver that falls behind cannot make them pile up without bound.
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 mod large_payloads_in_flight {
     use super::*;

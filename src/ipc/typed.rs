@@ -43,10 +43,11 @@ where
 /// while that buffer has no room for the message (the receiver is not keeping up), and returns as
 /// soon as it has; it never waits for the receiver to *process* the message. On Linux the buffer
 /// holds about 208 KiB by default (each small message costs about 1 KiB of it, so a few hundred
-/// messages). Payloads over 200 KiB travel in a memfd beside the buffer, and claim 1 KiB of it
-/// per MiB (at most 64 KiB each), so the default buffer also bounds large payloads in flight, to
-/// about 200 MiB (and at least two of any size): a receiver that falls behind cannot make them
-/// pile up in memory. [`try_send`](Self::try_send) and [`send_timeout`](Self::send_timeout)
+/// messages). Payloads over 200 KiB travel in a memfd beside the buffer; each claims 64 KiB of
+/// the buffer, or only 1 KiB per MiB when it reuses one of the few memfds the channel's senders
+/// keep (up to 16 per channel, 256 MiB per process). So the default buffer also bounds large
+/// payloads in flight, to about four beyond those kept memfds (and at least two of any size): a
+/// receiver that falls behind cannot make them pile up in memory. [`try_send`](Self::try_send) and [`send_timeout`](Self::send_timeout)
 /// never block (longer than asked), and [`set_buffer_size`](Self::set_buffer_size) sizes the
 /// buffer.
 ///

@@ -15,11 +15,14 @@
 //!
 //! A payload in a pooled memfd would cost the channel's kernel send buffer only its header, so
 //! a sender could pile up large payloads without bound while the receiver falls behind. Its
-//! header packet therefore carries [`buffer_claim`] bytes of zeros, 1 KiB per MiB of payload:
-//! the kernel's own backpressure (`send` blocks, `try_send` reports full, async senders await
-//! writability) then bounds large payloads in flight too, to about 200 MiB with the default
-//! buffer, and the claim is released when the receiver takes the packet. The receiver ignores
-//! those bytes.
+//! header packet therefore carries [`buffer_claim`] bytes of zeros: 64 KiB for a payload that
+//! needed fresh pages (a new memfd, or one that grew), and only 1 KiB per MiB for one written
+//! into pages its sender's pool already holds (which that pool bounds: `pool.rs`). The kernel's
+//! own backpressure (`send` blocks, `try_send` reports full, async senders await writability)
+//! then bounds the fresh memory in flight too: about four payloads beyond the pool's with the
+//! default buffer (about 208 KiB), at least two of any size. A stream of large messages thus
+//! settles on reusing the pool's memfds instead of making new ones. The claim is released when
+//! the receiver takes the packet; the receiver ignores those bytes.
 //!
 //! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 2),
 //! the side socket (bit 1), then the channel ends, then the shared-memory regions. When bit 1 is
@@ -42,9 +45,14 @@ pub(super) const INLINE_MAX: usize = 200 * 1024;
 pub(super) const MAX_BUFFER_CLAIM: usize = 64 * 1024;
 
 /// How many bytes of the channel's send buffer a payload of `len` bytes in a pooled memfd
-/// claims with its header packet: 1 KiB per MiB, at most [`MAX_BUFFER_CLAIM`].
-pub(super) fn buffer_claim(len: usize) -> usize {
-    (len >> 10).min(MAX_BUFFER_CLAIM)
+/// claims with its header packet: [`MAX_BUFFER_CLAIM`] if it needed `fresh` pages, else (in
+/// pages its sender's pool holds anyway) 1 KiB per MiB, at most that.
+pub(super) fn buffer_claim(len: usize, fresh: bool) -> usize {
+    if fresh {
+        MAX_BUFFER_CLAIM
+    } else {
+        (len >> 10).min(MAX_BUFFER_CLAIM)
+    }
 }
 
 /// Descriptors sent per packet (the kernel accepts at most 253, `SCM_MAX_FD`).

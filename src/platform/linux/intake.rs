@@ -15,12 +15,13 @@ use std::sync::Mutex;
 use rustix::fs::{fallocate, fcntl_get_seals, fstat, FallocateFlags, SealFlags};
 use rustix::mm::{madvise, Advice};
 
-use super::pool::{free_for_sender, DATA_OFFSET, MAX_RETAINED};
+use super::pool::{free_for_sender, DATA_OFFSET, MAX_ENTRIES, MAX_RETAINED};
 use super::shared_map::{in_halves, SharedMap};
 use super::sys::invalid_data;
 
-/// Mappings one receiver keeps.
-const MAPS_PER_RECEIVER: usize = 4;
+/// Mappings one receiver keeps: as many memfds as one sender pools, which a stream of large
+/// messages cycles through.
+const MAPS_PER_RECEIVER: usize = MAX_ENTRIES;
 /// Bytes of kept mappings across the whole process. A kept mapping holds its memfd's pages even
 /// after the sender lets the memfd go, so this bounds what receivers can hold on to.
 const MAPPED_BUDGET: usize = 256 << 20;

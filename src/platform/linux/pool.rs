@@ -35,8 +35,10 @@ use super::sys::retry_on_intr;
 
 /// Where the payload starts in a pooled memfd (the first page holds the state word).
 pub(super) const DATA_OFFSET: u64 = 4096;
-/// Memfds kept per channel.
-const MAX_ENTRIES: usize = 4;
+/// Memfds kept per channel: enough that a stream of large messages, whose fresh memfds the
+/// channel's buffer lets only a few be in flight at once (`frame.rs`, the buffer claim),
+/// settles on reusing them (8 were made in a stream of 1 MiB messages).
+pub(super) const MAX_ENTRIES: usize = 16;
 /// Payload bytes a kept memfd may hold; a larger one is closed after its message.
 pub(super) const MAX_RETAINED: usize = 64 << 20;
 /// Bytes of pooled memfds kept across the whole process.
@@ -101,7 +103,7 @@ impl PayloadPool {
             None => Entry { fd: new_pooled_memfd()?, counted: 0, map: None },
         };
         write_all_at(entry.fd.as_fd(), &BUSY, 0)?;
-        Ok(Lease { pool: self.clone(), entry: Some(entry), len: 0, sent: Cell::new(false) })
+        Ok(Lease { pool: self.clone(), entry: Some(entry), len: 0, fresh: false, sent: Cell::new(false) })
     }
 }
 
@@ -111,6 +113,8 @@ pub(crate) struct Lease {
     pool: Arc<PayloadPool>,
     entry: Option<Entry>,
     len: usize,
+    /// Whether the payload needed pages the pool did not hold yet.
+    fresh: bool,
     sent: Cell<bool>,
 }
 
@@ -119,6 +123,7 @@ impl Lease {
     pub fn write_at(&mut self, at: usize, data: &[u8]) -> io::Result<()> {
         let entry = self.entry.as_mut().expect("a lease holds its memfd until dropped");
         entry.write(DATA_OFFSET as usize + at, data)?;
+        self.fresh |= at + data.len() > entry.counted;
         self.len = self.len.max(at + data.len());
         Ok(())
     }
@@ -126,6 +131,12 @@ impl Lease {
     /// The payload's length: the end of the furthest write.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether the payload needed pages the pool did not hold yet: new memory in flight, rather
+    /// than memory the pool keeps anyway.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// The memfd, to send with the message.
@@ -225,6 +236,26 @@ mod tests {
         let mut expected = b"second".to_vec();
         expected.extend([7u8; 20_000]);
         assert_eq!(take_payload(third.fd(), expected.len(), &maps).unwrap(), expected);
+    }
+
+    #[test]
+    fn only_a_payload_in_pages_the_pool_already_holds_is_not_fresh() {
+        let pool = Arc::new(PayloadPool::default());
+        let maps = PeerMaps::default();
+        let send = |len: usize| {
+            let mut lease = pool.lease().unwrap();
+            lease.write_at(0, &vec![1u8; len]).unwrap();
+            lease.mark_sent();
+            let fresh = lease.is_fresh();
+            let fd = lease.fd().try_clone_to_owned().unwrap();
+            drop(lease);
+            take_payload(fd.as_fd(), len, &maps).unwrap();
+            fresh
+        };
+        assert!(send(10_000), "a new memfd");
+        assert!(!send(10_000), "the same pages again");
+        assert!(!send(5_000), "fewer of them");
+        assert!(send(20_000), "the memfd grew");
     }
 
     #[test]

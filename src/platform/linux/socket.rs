@@ -175,7 +175,7 @@ impl OsIpcSender {
         header.flags |= PAYLOAD_IN_POOLED_MEMFD;
         let fds: Vec<BorrowedFd<'_>> = std::iter::once(lease.fd()).chain(fds.iter().copied()).collect();
         let frame = header.encode();
-        let claim = &ZEROS[..buffer_claim(lease.len())];
+        let claim = &ZEROS[..buffer_claim(lease.len(), lease.is_fresh())];
         match self.send_waiting(&[IoSlice::new(&frame), IoSlice::new(claim)], &fds, wait) {
             // A send buffer set smaller than the claim: the header alone.
             Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) && !claim.is_empty() => {
