@@ -17,11 +17,22 @@ const PEAK_VAR: &str = "CROSSPROC_BENCH_PEAK";
 mod with_crossproc {
     use crossproc as lib;
     include!("scenarios.rs");
+
+    /// Receives a bytes message into `buffer`, reusing its allocation.
+    fn recv_reusing(bytes: &ipc::IpcBytesReceiver, buffer: &mut Vec<u8>) -> Result<usize, crossproc::IpcError> {
+        bytes.recv_into(buffer).map(|()| buffer.len())
+    }
 }
 
 mod with_ipc_channel {
     use ipc_channel as lib;
     include!("scenarios.rs");
+
+    /// `ipc-channel` has no receive into a given vector: the message's own vector replaces it.
+    fn recv_reusing(bytes: &ipc::IpcBytesReceiver, buffer: &mut Vec<u8>) -> Result<usize, ipc_channel::IpcError> {
+        *buffer = bytes.recv()?;
+        Ok(buffer.len())
+    }
 }
 
 mod floor;
@@ -119,6 +130,10 @@ fn small_messages(c: &mut Criterion) {
     group.finish();
 }
 
+/// crossproc with the child receiving bytes messages into one reused vector
+/// (`IpcBytesReceiver::recv_into`); `ipc-channel` has no such receive.
+const REUSING: &str = "crossproc-recv-into";
+
 /// crossproc with polling turned off in both processes (`ipc::set_receive_spin(ZERO)`): the
 /// same strategy as `ipc-channel`, for a like-for-like line next to the default.
 const SLEEPING: &str = "crossproc-sleeping";
@@ -132,6 +147,7 @@ fn without_polling(bench: impl FnOnce()) {
 
 fn sizes(c: &mut Criterion) {
     let crossproc = with_crossproc::spawn_peer("crossproc");
+    let reusing = with_crossproc::spawn_peer(REUSING);
     let ipc_channel = with_ipc_channel::spawn_peer("ipc-channel");
 
     let mut group = c.benchmark_group("round_trip");
@@ -155,6 +171,11 @@ fn sizes(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("crossproc", size), &data, |b, data| {
             b.iter(|| with_crossproc::one_way_bytes(&crossproc, data))
         });
+        if size >= 1 << 20 {
+            group.bench_with_input(BenchmarkId::new(REUSING, size), &data, |b, data| {
+                b.iter(|| with_crossproc::one_way_bytes(&reusing, data))
+            });
+        }
         group.bench_with_input(BenchmarkId::new("ipc-channel", size), &data, |b, data| {
             b.iter(|| with_ipc_channel::one_way_bytes(&ipc_channel, data))
         });
@@ -226,9 +247,10 @@ fn main() {
     if let Ok(library) = std::env::var(CHILD_VAR) {
         let server = std::env::var(SERVER_VAR).unwrap_or_default();
         match library.as_str() {
-            "crossproc" => with_crossproc::child_main(server),
-            SLEEPING => without_polling(|| with_crossproc::child_main(server)),
-            "ipc-channel" => with_ipc_channel::child_main(server),
+            "crossproc" => with_crossproc::child_main(server, false),
+            REUSING => with_crossproc::child_main(server, true),
+            SLEEPING => without_polling(|| with_crossproc::child_main(server, false)),
+            "ipc-channel" => with_ipc_channel::child_main(server, false),
             "floor-polling" => floor::child_main(server, true),
             _ => floor::child_main(server, false),
         }

@@ -54,19 +54,25 @@ impl Drop for Peer {
     }
 }
 
-/// The child process: answers requests, acknowledges every bytes message.
-pub fn child_main(server_name: String) {
+/// The child process: answers requests, acknowledges every bytes message (with `reuse`,
+/// received into one vector, see `recv_reusing`).
+pub fn child_main(server_name: String, reuse: bool) {
     let (requests_tx, requests) = ipc::channel::<Request>().unwrap();
     let (bytes_tx, bytes) = ipc::bytes_channel().unwrap();
     IpcSender::connect(server_name).unwrap().send((requests_tx, bytes_tx)).unwrap();
     let Ok(Request::Start(reply)) = requests.recv() else { return };
     let bytes_reply = reply.clone();
     std::thread::spawn(move || {
-        while let Ok(message) = bytes.recv() {
-            std::hint::black_box(&message);
-            if bytes_reply.send(Vec::new()).is_err() {
+        let mut buffer = Vec::new();
+        loop {
+            let received = match reuse {
+                true => recv_reusing(&bytes, &mut buffer),
+                false => bytes.recv().map(|message| std::hint::black_box(message).len()),
+            };
+            if received.is_err() || bytes_reply.send(Vec::new()).is_err() {
                 return;
             }
+            std::hint::black_box(&buffer);
         }
     });
     while let Ok(request) = requests.recv() {

@@ -397,6 +397,38 @@ fn bytes_channels_and_their_ends_travel() {
 }
 
 #[test]
+fn recv_into_replaces_the_buffer_contents_and_reports_disconnection() {
+    let (tx, rx) = ipc::bytes_channel().unwrap();
+    let mut buffer = b"old contents, longer than the message".to_vec();
+    for message in [&b"short"[..], &[5u8; 300_000][..], &[6u8; 1000][..], &[][..]] {
+        tx.send(message).unwrap();
+        rx.recv_into(&mut buffer).unwrap();
+        assert_eq!(buffer, message);
+    }
+    drop(tx);
+    assert!(matches!(rx.recv_into(&mut buffer), Err(IpcError::Disconnected)));
+}
+
+/// On Linux the message lands in the buffer's own allocation when it fits, inline or in a memfd.
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[test]
+fn recv_into_reuses_an_allocation_that_fits() {
+    let (tx, rx) = ipc::bytes_channel().unwrap();
+    let mut buffer = Vec::with_capacity(4 << 20);
+    let allocation = buffer.as_ptr();
+    for (seq, len) in [(1u8, 3 << 20), (2, 100), (3, 150_000), (4, 4 << 20)] {
+        tx.send(&vec![seq; len]).unwrap();
+        rx.recv_into(&mut buffer).unwrap();
+        assert!(buffer.len() == len && buffer.iter().all(|&byte| byte == seq), "message {seq}");
+        assert_eq!(buffer.as_ptr(), allocation, "message {seq} reused the allocation");
+    }
+    // Larger than the buffer: a new allocation, and the right bytes.
+    tx.send(&vec![9u8; 5 << 20]).unwrap();
+    rx.recv_into(&mut buffer).unwrap();
+    assert!(buffer.len() == 5 << 20 && buffer.iter().all(|&byte| byte == 9));
+}
+
+#[test]
 fn opaque_ends_travel_and_become_typed_again() {
     let (tx, rx) = ipc::channel::<(OpaqueIpcSender, OpaqueIpcReceiver)>().unwrap();
     let (inner_tx, inner_rx) = ipc::channel::<u64>().unwrap();

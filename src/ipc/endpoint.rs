@@ -45,8 +45,13 @@ impl ReceiverEnd {
 
     /// Receives one raw message, waiting as `mode` allows.
     pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
+        self.recv_into(mode, &mut Vec::new())
+    }
+
+    /// Receives one raw message whose data may reuse `buffer`'s allocation.
+    pub fn recv_into(&self, mode: Wait, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
         match self.0.borrow().as_ref() {
-            Some(receiver) => receiver.recv(mode),
+            Some(receiver) => receiver.recv_into(mode, buffer),
             None => Err(RecvError::Io(moved_error())),
         }
     }

@@ -14,7 +14,8 @@
 //!   encoded; a backend may move large messages out of the heap as they are written (Linux: into
 //!   the channel's pooled memfds). `Encoded::into_buffer` gives the buffer back for reuse.
 //! - `OsIpcReceiver` (`Send + Sync`): `recv(&self, Wait) -> Result<OsIpcMessage, RecvError>`;
-//!   `set_limits` / `limits`: the `ReceiveLimits` every message is checked against before anything
+//!   `recv_into(&self, Wait, &mut Vec<u8>)`, the same but the message's data may reuse (take) the
+//!   vector's allocation (Linux does; other backends ignore it); `set_limits` / `limits`: the `ReceiveLimits` every message is checked against before anything
 //!   is allocated for it.
 //! - `OsOpaqueIpcChannel`: a received channel end, not yet known to be a sender or a receiver
 //!   (`into_sender`, `into_receiver`, each `io::Result`: a backend may need to make a closed

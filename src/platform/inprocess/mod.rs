@@ -220,6 +220,11 @@ impl OsIpcReceiver {
         self.limits.get()
     }
 
+    /// Like [`recv`](Self::recv): a message here already is a vector, so `buffer` is not used.
+    pub fn recv_into(&self, mode: Wait, _buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+        self.recv(mode)
+    }
+
     /// Receives the next message, waiting as `mode` allows.
     pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
         use crossbeam_channel::{RecvTimeoutError, TryRecvError};

@@ -88,10 +88,11 @@ impl PeerMaps {
     }
 }
 
-/// Copies the payload out of a pooled memfd that a peer sent, then marks it free for its sender.
+/// Copies the payload out of a pooled memfd that a peer sent into `bytes` (whose contents go,
+/// and whose allocation is reused when large enough), then marks the memfd free for its sender.
 /// Refuses anything but a memfd sealed against shrinking (so that its mapping cannot fault) that
 /// holds the whole payload.
-pub(super) fn take_payload(fd: BorrowedFd<'_>, len: usize, maps: &PeerMaps) -> io::Result<Vec<u8>> {
+pub(super) fn take_payload(fd: BorrowedFd<'_>, len: usize, maps: &PeerMaps, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
     let seals = fcntl_get_seals(fd).map_err(|_| invalid_data("payload is not in a memfd"))?;
     if !seals.contains(SealFlags::SHRINK) {
         return Err(invalid_data("payload memfd is not sealed against shrinking"));
@@ -103,9 +104,9 @@ pub(super) fn take_payload(fd: BorrowedFd<'_>, len: usize, maps: &PeerMaps) -> i
         .ok_or_else(|| invalid_data("payload memfd shorter than its length"))?;
     let payload = if len > MAX_RETAINED {
         // Its sender does not keep it: map it this once, and give its pages back as they are copied.
-        copy_out(&SharedMap::new(fd, mapped, false)?, len, Some(fd))
+        copy_out(&SharedMap::new(fd, mapped, false)?, len, Some(fd), bytes)
     } else {
-        maps.with(fd, (stat.st_dev, stat.st_ino), mapped, |map| copy_out(map, len, None))?
+        maps.with(fd, (stat.st_dev, stat.st_ino), mapped, |map| copy_out(map, len, None, bytes))?
     };
     free_for_sender(fd);
     Ok(payload)
@@ -116,15 +117,21 @@ pub(super) fn take_payload(fd: BorrowedFd<'_>, len: usize, maps: &PeerMaps) -> i
 /// would only cost time.
 const POPULATE_FROM: usize = 32 << 20;
 
-/// Copies the `len`-byte payload out of `map` into a new vector: the kernel's own copy (`pread`)
+/// Copies the `len`-byte payload out of `map` into `bytes`, or into a new vector when `bytes`
+/// cannot hold it: the kernel's own copy (`pread`)
 /// moves a few GB/s less on large payloads (64 MiB here: 46 ms against 19 ms for mapping and
 /// copying). With `release`, each step's pages go back to the system once copied
 /// (`FALLOC_FL_PUNCH_HOLE`), so a payload too large for its sender to keep is never held twice
 /// over: a 256 MiB message peaks at the sender's bytes plus the receiver's, not plus a third copy
 /// in the memfd.
-fn copy_out(map: &SharedMap, len: usize, release: Option<BorrowedFd<'_>>) -> Vec<u8> {
+fn copy_out(map: &SharedMap, len: usize, release: Option<BorrowedFd<'_>>, mut bytes: Vec<u8>) -> Vec<u8> {
     const STEP: usize = 8 << 20;
-    let mut bytes = Vec::<u8>::with_capacity(len);
+    bytes.clear();
+    // Pages of a vector being reused are there already; a new one's are faulted in ahead.
+    let populate = len > POPULATE_FROM && bytes.capacity() < len;
+    if bytes.capacity() < len {
+        bytes = Vec::with_capacity(len);
+    }
     // An address rather than a pointer, so that the closure can go to a second thread.
     let destination = bytes.as_mut_ptr() as usize;
     in_halves(len, |range| {
@@ -136,7 +143,7 @@ fn copy_out(map: &SharedMap, len: usize, release: Option<BorrowedFd<'_>>) -> Vec
         for (index, step) in part.chunks_mut(STEP).enumerate() {
             let at = DATA_OFFSET as usize + range.start + index * STEP;
             // Step by step, so that a released payload's pages go as fast as the vector's come.
-            if len > POPULATE_FROM {
+            if populate {
                 populate_pages(step);
             }
             map.read(at, step);

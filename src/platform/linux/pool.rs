@@ -226,7 +226,7 @@ mod tests {
         assert_ne!(fstat(second.fd()).unwrap().st_ino, fstat(&sent).unwrap().st_ino);
         drop(second);
         // The receiver copies the payload out and frees the memfd; the next lease reuses it.
-        assert_eq!(take_payload(sent.as_fd(), 13, &maps).unwrap(), b"first payload");
+        assert_eq!(take_payload(sent.as_fd(), 13, &maps, Vec::new()).unwrap(), b"first payload");
         let mut third = pool.lease().unwrap();
         assert_eq!(fstat(third.fd()).unwrap().st_ino, fstat(&sent).unwrap().st_ino);
         // The reused memfd takes new bytes through its mapping, and beyond it with pwrite.
@@ -235,7 +235,7 @@ mod tests {
         third.mark_sent();
         let mut expected = b"second".to_vec();
         expected.extend([7u8; 20_000]);
-        assert_eq!(take_payload(third.fd(), expected.len(), &maps).unwrap(), expected);
+        assert_eq!(take_payload(third.fd(), expected.len(), &maps, Vec::new()).unwrap(), expected);
     }
 
     #[test]
@@ -249,7 +249,7 @@ mod tests {
             let fresh = lease.is_fresh();
             let fd = lease.fd().try_clone_to_owned().unwrap();
             drop(lease);
-            take_payload(fd.as_fd(), len, &maps).unwrap();
+            take_payload(fd.as_fd(), len, &maps, Vec::new()).unwrap();
             fresh
         };
         assert!(send(10_000), "a new memfd");
@@ -263,8 +263,14 @@ mod tests {
         let pool = Arc::new(PayloadPool::default());
         let lease = pool.lease().unwrap();
         assert!(ftruncate(lease.fd(), 0).is_err(), "sealed against shrinking");
-        assert_eq!(take_payload(lease.fd(), 1, &PeerMaps::default()).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            take_payload(lease.fd(), 1, &PeerMaps::default(), Vec::new()).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
         let (pipe, _writer) = rustix::pipe::pipe().unwrap();
-        assert_eq!(take_payload(pipe.as_fd(), 0, &PeerMaps::default()).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            take_payload(pipe.as_fd(), 0, &PeerMaps::default(), Vec::new()).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 }

@@ -303,23 +303,29 @@ thread_local! {
 impl OsIpcReceiver {
     /// Receives the next message, waiting as `mode` allows.
     pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
+        self.recv_into(mode, &mut Vec::new())
+    }
+
+    /// Like [`recv`](Self::recv); the message's data reuses `buffer`'s allocation (taking it)
+    /// when the message is large enough to need one.
+    pub fn recv_into(&self, mode: Wait, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
         if matches!(mode, Wait::NonBlocking) {
-            return self.recv_once(RecvFlags::DONTWAIT);
+            return self.recv_once(RecvFlags::DONTWAIT, buffer);
         }
         let start = Instant::now();
-        let result = self.wait_and_recv(mode, start);
+        let result = self.wait_and_recv(mode, start, buffer);
         self.recent_wait.record(start);
         result
     }
 
-    fn wait_and_recv(&self, mode: Wait, start: Instant) -> Result<OsIpcMessage, RecvError> {
+    fn wait_and_recv(&self, mode: Wait, start: Instant, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
         let deadline = match mode {
             Wait::Timeout(timeout) => Some(start.checked_add(timeout)),
             _ => None,
         };
         // Poll first: a message that arrives within the spin window is taken without the
         // thread going to sleep and waiting to be woken.
-        match self.poll_briefly(start, self.recent_wait.spin_window(mode)) {
+        match self.poll_briefly(start, self.recent_wait.spin_window(mode), buffer) {
             Err(RecvError::Empty) => {}
             result => return result,
         }
@@ -335,7 +341,7 @@ impl OsIpcReceiver {
                 Wait::Blocking => RecvFlags::empty(),
                 _ => RecvFlags::DONTWAIT,
             };
-            match self.recv_once(flags) {
+            match self.recv_once(flags, buffer) {
                 // Readiness without a message (another reader won the race): wait again.
                 Err(RecvError::Empty) if deadline.is_some() => continue,
                 result => return result,
@@ -345,16 +351,16 @@ impl OsIpcReceiver {
 
     /// Tries to receive, without sleeping, at least once and until `window` after `start`: a
     /// message that arrives meanwhile is taken without the thread going to sleep.
-    fn poll_briefly(&self, start: Instant, window: Duration) -> Result<OsIpcMessage, RecvError> {
+    fn poll_briefly(&self, start: Instant, window: Duration, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
         loop {
-            match self.recv_once(RecvFlags::DONTWAIT) {
+            match self.recv_once(RecvFlags::DONTWAIT, buffer) {
                 Err(RecvError::Empty) if start.elapsed() < window => std::hint::spin_loop(),
                 result => return result,
             }
         }
     }
 
-    fn recv_once(&self, flags: RecvFlags) -> Result<OsIpcMessage, RecvError> {
+    fn recv_once(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
         RECV_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let buffer = buffer.get();
@@ -366,7 +372,7 @@ impl OsIpcReceiver {
                 received = recv_packet(self.fd.as_fd(), buffer, flags);
             }
             match received {
-                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds, &self.limits, &self.peer_maps)?),
+                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds, &self.limits, &self.peer_maps, reuse)?),
                 Ok(None) => {
                     // The senders are gone, and their memfds will not come again.
                     self.peer_maps.clear();
@@ -477,11 +483,13 @@ fn recv_packet(
 }
 
 /// Turns one received packet and its descriptors into a message, validating everything.
+/// Decodes one packet; the payload reuses `reuse`'s allocation (taking it) if that can hold it.
 fn decode_message(
     packet: &[u8],
     fds: Vec<OwnedFd>,
     limits: &LimitsCell,
     peer_maps: &PeerMaps,
+    reuse: &mut Vec<u8>,
 ) -> io::Result<OsIpcMessage> {
     let header = FrameHeader::decode(packet)?;
     let handle_count = header.channels as usize + header.shared_memory as usize;
@@ -492,12 +500,19 @@ fn decode_message(
         // Any bytes after the header are the sender's buffer claim (see `frame.rs`).
         let memfd = fds.next().ok_or_else(|| invalid_data("payload memfd missing"))?;
         let len = usize::try_from(header.payload_len).map_err(|_| invalid_data("payload too large"))?;
-        take_payload(memfd.as_fd(), len, peer_maps)?
+        take_payload(memfd.as_fd(), len, peer_maps, std::mem::take(reuse))?
     } else {
         if inline.len() as u64 != header.payload_len {
             return Err(invalid_data("payload length does not match the packet"));
         }
-        inline.to_vec()
+        if reuse.capacity() < inline.len() {
+            inline.to_vec()
+        } else {
+            let mut data = std::mem::take(reuse);
+            data.clear();
+            data.extend_from_slice(inline);
+            data
+        }
     };
     let expected = handle_count;
     let handles: Vec<OwnedFd> = if header.has(HANDLES_ON_SIDE_SOCKET) {
@@ -595,5 +610,5 @@ impl OsIpcChannel {
 /// The packet decoder, for the fuzz targets: decodes `packet` with `fds` under default limits.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn decode_packet(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> {
-    decode_message(packet, fds, &LimitsCell::new(ReceiveLimits::DEFAULT), &PeerMaps::default())
+    decode_message(packet, fds, &LimitsCell::new(ReceiveLimits::DEFAULT), &PeerMaps::default(), &mut Vec::new())
 }

@@ -302,6 +302,12 @@ impl OsIpcReceiver {
         self.limits.get()
     }
 
+    /// Like [`recv`](Self::recv); `buffer` is not used (messages are read into vectors of
+    /// their own).
+    pub fn recv_into(&self, mode: Wait, _buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+        self.recv(mode)
+    }
+
     /// Receives the next message, waiting as `mode` allows.
     pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
         let deadline = deadline(mode);
