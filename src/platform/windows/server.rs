@@ -49,8 +49,10 @@ const VERDICT_ADMITTED: &[u8] = b"CXW1-OK";
 const VERDICT_REFUSED: &[u8] = b"CXW1-NO";
 /// How long either side waits for the other during the hello exchange.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a client waits for a free instance of a busy server's pipe.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client waits for a free instance of a busy server's pipe. Generous: a Linux client
+/// of a server whose backlog is full waits without limit, and under Wine a hundred clients
+/// connecting at once were seen to wait over 10 s for their turn.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 static NEXT_SERVER: AtomicU64 = AtomicU64::new(0);
 
