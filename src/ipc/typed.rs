@@ -47,9 +47,9 @@ where
 /// the buffer, or only 1 KiB per MiB when it reuses one of the few memfds the channel's senders
 /// keep (up to 16 per channel, 256 MiB per process). So the default buffer also bounds large
 /// payloads in flight, to about four beyond those kept memfds (and at least two of any size): a
-/// receiver that falls behind cannot make them pile up in memory. [`try_send`](Self::try_send) and [`send_timeout`](Self::send_timeout)
-/// never block (longer than asked), and [`set_buffer_size`](Self::set_buffer_size) sizes the
-/// buffer.
+/// receiver that falls behind cannot make them pile up in memory. [`try_send`](Self::try_send)
+/// and [`send_timeout`](Self::send_timeout) never block (longer than asked), and
+/// [`set_buffer_size`](Self::set_buffer_size) sizes the buffer.
 ///
 /// ```
 /// let (tx, rx) = crossproc::ipc::channel::<u64>().unwrap();

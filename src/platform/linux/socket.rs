@@ -482,8 +482,8 @@ fn recv_packet(
     Ok(Some((received.bytes, fds)))
 }
 
-/// Turns one received packet and its descriptors into a message, validating everything.
-/// Decodes one packet; the payload reuses `reuse`'s allocation (taking it) if that can hold it.
+/// Turns one received packet and its descriptors into a message, validating everything; the
+/// payload goes into `reuse`'s allocation (taking it) where that can hold it.
 fn decode_message(
     packet: &[u8],
     fds: Vec<OwnedFd>,
@@ -505,14 +505,10 @@ fn decode_message(
         if inline.len() as u64 != header.payload_len {
             return Err(invalid_data("payload length does not match the packet"));
         }
-        if reuse.capacity() < inline.len() {
-            inline.to_vec()
-        } else {
-            let mut data = std::mem::take(reuse);
-            data.clear();
-            data.extend_from_slice(inline);
-            data
-        }
+        let mut data = std::mem::take(reuse);
+        data.clear();
+        data.extend_from_slice(inline);
+        data
     };
     let expected = handle_count;
     let handles: Vec<OwnedFd> = if header.has(HANDLES_ON_SIDE_SOCKET) {
