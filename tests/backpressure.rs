@@ -275,6 +275,21 @@ mod large_payloads_in_flight {
     }
 
     #[test]
+    fn a_buffer_smaller_than_the_claim_still_bounds_them() {
+        let (tx, _rx) = ipc::bytes_channel().unwrap();
+        // Smaller than a fresh payload's 64 KiB claim: the claim shrinks to fit, rather than
+        // leaving only the header packet (about 1 KiB of buffer each, so dozens in flight).
+        tx.set_buffer_size(16 << 10).unwrap();
+        let payload = vec![7u8; 1 << 20];
+        let mut sent = 0;
+        while tx.try_send(&payload).is_ok() {
+            sent += 1;
+            assert!(sent <= 4, "more than 4 fresh payloads in a 16 KiB buffer");
+        }
+        assert!(sent >= 1);
+    }
+
+    #[test]
     fn a_tiny_buffer_still_takes_one_large_payload() {
         let (tx, rx) = ipc::bytes_channel().unwrap();
         tx.set_buffer_size(4096).unwrap();

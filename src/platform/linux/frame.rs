@@ -21,8 +21,9 @@
 //! own backpressure (`send` blocks, `try_send` reports full, async senders await writability)
 //! then bounds the fresh memory in flight too: about four payloads beyond the pool's with the
 //! default buffer (about 208 KiB), at least two of any size. A stream of large messages thus
-//! settles on reusing the pool's memfds instead of making new ones. The claim is released when
-//! the receiver takes the packet; the receiver ignores those bytes.
+//! settles on reusing the pool's memfds instead of making new ones. A send buffer set smaller
+//! than a claim gets half of it, and so on until it fits (at last the header alone). The claim is
+//! released when the receiver takes the packet; the receiver ignores those bytes.
 //!
 //! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 2),
 //! the side socket (bit 1), then the channel ends, then the shared-memory regions. When bit 1 is

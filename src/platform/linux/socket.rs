@@ -175,13 +175,15 @@ impl OsIpcSender {
         header.flags |= PAYLOAD_IN_POOLED_MEMFD;
         let fds: Vec<BorrowedFd<'_>> = std::iter::once(lease.fd()).chain(fds.iter().copied()).collect();
         let frame = header.encode();
-        let claim = &ZEROS[..buffer_claim(lease.len(), lease.is_fresh())];
-        match self.send_waiting(&[IoSlice::new(&frame), IoSlice::new(claim)], &fds, wait) {
-            // A send buffer set smaller than the claim: the header alone.
-            Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) && !claim.is_empty() => {
-                self.send_waiting(&[IoSlice::new(&frame)], &fds, wait)?
+        let mut claim = buffer_claim(lease.len(), lease.is_fresh());
+        loop {
+            match self.send_waiting(&[IoSlice::new(&frame), IoSlice::new(&ZEROS[..claim])], &fds, wait) {
+                // A send buffer set smaller than the claim: half as much, the header alone at last.
+                Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) && claim > 0 => {
+                    claim = if claim > 1024 { claim / 2 } else { 0 };
+                }
+                result => break result?,
             }
-            result => result?,
         }
         lease.mark_sent();
         Ok(())
