@@ -193,6 +193,26 @@ async fn bytes_and_opaque_receivers() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn async_recv_into_reuses_the_buffer_and_a_cancelled_one_leaves_it_alone() {
+    let (tx, rx) = ipc::bytes_channel().unwrap();
+    let rx = AsyncIpcBytesReceiver::new(rx).unwrap();
+    let mut buffer = Vec::with_capacity(2 << 20);
+    buffer.extend_from_slice(b"kept");
+    let allocation = buffer.as_ptr();
+    let waited = tokio::time::timeout(Duration::from_millis(20), rx.recv_into(&mut buffer)).await;
+    assert!(waited.is_err(), "nothing was sent");
+    assert_eq!(buffer, b"kept", "a cancelled receive leaves the buffer as it was");
+    for (seq, len) in [(1u8, 1 << 20), (2, 64)] {
+        tx.send(&vec![seq; len]).unwrap();
+        rx.recv_into(&mut buffer).await.unwrap();
+        assert!(buffer.len() == len && buffer.iter().all(|&byte| byte == seq), "message {seq}");
+        assert_eq!(buffer.as_ptr(), allocation, "message {seq} reused the allocation");
+    }
+    drop(tx);
+    assert!(matches!(rx.recv_into(&mut buffer).await, Err(IpcError::Disconnected)));
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn async_select_over_many_receivers() {
     let mut set = AsyncIpcReceiverSet::new(IpcReceiverSet::new().unwrap()).unwrap();
     let mut senders = Vec::new();

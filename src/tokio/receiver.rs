@@ -21,9 +21,10 @@ struct Core {
     readiness: Readiness,
 }
 
-/// Turns a receive result into the `io::Result<Option<_>>` the readiness loop expects.
-fn attempt(receiver: &OsIpcReceiver) -> io::Result<Result<Option<OsIpcMessage>, IpcError>> {
-    match receiver.recv(Wait::NonBlocking) {
+/// Turns a receive result into the `io::Result<Option<_>>` the readiness loop expects; the
+/// message's data may reuse `buffer`'s allocation.
+fn attempt(receiver: &OsIpcReceiver, buffer: &mut Vec<u8>) -> io::Result<Result<Option<OsIpcMessage>, IpcError>> {
+    match receiver.recv_into(Wait::NonBlocking, buffer) {
         Ok(message) => Ok(Ok(Some(message))),
         Err(RecvError::Empty) => Err(io::ErrorKind::WouldBlock.into()),
         Err(RecvError::Disconnected) => Ok(Ok(None)),
@@ -38,11 +39,15 @@ impl Core {
     }
 
     async fn recv(&self) -> Result<Option<OsIpcMessage>, IpcError> {
-        self.readiness.readable(|| attempt(&self.receiver)).await?
+        self.recv_into(&mut Vec::new()).await
+    }
+
+    async fn recv_into(&self, buffer: &mut Vec<u8>) -> Result<Option<OsIpcMessage>, IpcError> {
+        self.readiness.readable(|| attempt(&self.receiver, buffer)).await?
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<OsIpcMessage>, IpcError>> {
-        match self.readiness.poll_readable(cx, || attempt(&self.receiver)) {
+        match self.readiness.poll_readable(cx, || attempt(&self.receiver, &mut Vec::new())) {
             Poll::Ready(Ok(result)) => Poll::Ready(result),
             Poll::Ready(Err(error)) => Poll::Ready(Err(IpcError::Io(error))),
             Poll::Pending => Poll::Pending,
@@ -134,6 +139,25 @@ impl AsyncIpcBytesReceiver {
     /// Cancellation safe.
     pub async fn recv(&self) -> Result<Vec<u8>, IpcError> {
         Ok(bytes(self.core.recv().await?.ok_or(IpcError::Disconnected)?))
+    }
+
+    /// Like [`recv`](Self::recv), but the message replaces `buffer`'s contents and reuses its
+    /// allocation (see [`IpcBytesReceiver::recv_into`]). Cancellation safe: `buffer` is
+    /// untouched until a message arrives.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (tx, rx) = crossproc::ipc::bytes_channel().unwrap();
+    /// let rx = crossproc::tokio::AsyncIpcBytesReceiver::new(rx).unwrap();
+    /// let mut buffer = Vec::with_capacity(1 << 20);
+    /// tx.send(&[3; 500_000]).unwrap();
+    /// rx.recv_into(&mut buffer).await.unwrap();
+    /// assert_eq!(buffer, [3; 500_000]);
+    /// # });
+    /// ```
+    pub async fn recv_into(&self, buffer: &mut Vec<u8>) -> Result<(), IpcError> {
+        *buffer = bytes(self.core.recv_into(buffer).await?.ok_or(IpcError::Disconnected)?);
+        Ok(())
     }
 }
 
