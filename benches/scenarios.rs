@@ -65,9 +65,10 @@ pub fn child_main(server_name: String, reuse: bool) {
     std::thread::spawn(move || {
         let mut buffer = Vec::new();
         loop {
-            let received = match reuse {
-                true => recv_reusing(&bytes, &mut buffer),
-                false => bytes.recv().map(|message| std::hint::black_box(message).len()),
+            let received = if reuse {
+                recv_reusing(&bytes, &mut buffer)
+            } else {
+                bytes.recv().map(|message| std::hint::black_box(message).len())
             };
             if received.is_err() || bytes_reply.send(Vec::new()).is_err() {
                 return;

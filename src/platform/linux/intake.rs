@@ -127,10 +127,11 @@ fn copy_out(map: &SharedMap, len: usize, release: Option<BorrowedFd<'_>>, mut by
     const STEP: usize = 8 << 20;
     bytes.clear();
     // Pages of a vector being reused are there already; a new one's are faulted in ahead.
-    let populate = len > POPULATE_FROM && bytes.capacity() < len;
-    if bytes.capacity() < len {
+    let fresh = bytes.capacity() < len;
+    if fresh {
         bytes = Vec::with_capacity(len);
     }
+    let populate = fresh && len > POPULATE_FROM;
     // An address rather than a pointer, so that the closure can go to a second thread.
     let destination = bytes.as_mut_ptr() as usize;
     in_halves(len, |range| {
