@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
-use crate::platform;
+use crate::sys;
 
 /// Decodes one packet the way a receiver does, with descriptors made from the input.
 ///
@@ -18,7 +18,7 @@ pub fn decode_packet(input: &[u8]) -> io::Result<()> {
     let count = usize::from(count % 8).min(rest.len());
     let (kinds, packet) = rest.split_at(count);
     let fds = kinds.iter().map(|&kind| descriptor(kind)).collect::<io::Result<Vec<_>>>()?;
-    platform::decode_packet(packet, fds).map(drop)
+    sys::decode_packet(packet, fds).map(drop)
 }
 
 fn memfd(len: u64, sealed: bool) -> io::Result<OwnedFd> {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::depth::Limited;
 use crate::error::SerDeError;
-use crate::platform::{OsIpcChannel, OsIpcSharedMemory, OsOpaqueIpcChannel, PayloadWriter};
+use crate::sys::{OsIpcChannel, OsIpcSharedMemory, OsOpaqueIpcChannel, PayloadWriter};
 
 /// What a value handed over while it was encoded.
 #[derive(Default)]

@@ -19,8 +19,8 @@
 //! ```
 //!
 //! Layout: [`ipc`] is the public channel API, [`router`] the callback thread; below them,
-//! `handles` (channels found while encoding a message) and `platform` (one folder per operating
-//! system, behind a narrow contract documented in `src/platform/mod.rs`).
+//! `handles` (channels found while encoding a message) and `sys` (one folder per operating
+//! system, behind a narrow contract documented in `src/sys/mod.rs`).
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -33,7 +33,7 @@ mod encoder;
 mod error;
 mod handles;
 pub mod ipc;
-mod platform;
+mod sys;
 pub mod router;
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

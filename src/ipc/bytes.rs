@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
 use super::limits::ReceiveLimits;
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
-use crate::platform::{self, OsIpcMessage, Wait};
+use crate::sys::{self, OsIpcMessage, Wait};
 
 /// Creates a byte channel: the sending end and the receiving end.
 ///
@@ -18,7 +18,7 @@ use crate::platform::{self, OsIpcMessage, Wait};
 /// assert_eq!(rx.recv().unwrap(), b"raw bytes");
 /// ```
 pub fn bytes_channel() -> Result<(IpcBytesSender, IpcBytesReceiver), io::Error> {
-    let (sender, receiver) = platform::channel()?;
+    let (sender, receiver) = sys::channel()?;
     Ok((IpcBytesSender { end: SenderEnd(sender) }, IpcBytesReceiver { end: ReceiverEnd::new(receiver) }))
 }
 
@@ -37,7 +37,7 @@ pub struct IpcBytesSender {
 impl IpcBytesSender {
     /// The platform sender (for the tokio wrappers).
     #[cfg(feature = "tokio")]
-    pub(crate) fn os(&self) -> &crate::platform::OsIpcSender {
+    pub(crate) fn os(&self) -> &crate::sys::OsIpcSender {
         &self.end.0
     }
 
@@ -94,7 +94,7 @@ pub struct IpcBytesReceiver {
 impl IpcBytesReceiver {
     /// The platform receiver (for the tokio wrappers).
     #[cfg(feature = "tokio")]
-    pub(crate) fn into_os(self) -> io::Result<crate::platform::OsIpcReceiver> {
+    pub(crate) fn into_os(self) -> io::Result<crate::sys::OsIpcReceiver> {
         self.end.into_inner()
     }
 

@@ -13,7 +13,7 @@ use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{IpcError, TryRecvError};
 use crate::handles;
 use crate::ipc::ReceiveLimits;
-use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
+use crate::sys::{OsIpcChannel, OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
 
 /// The sending end shared by typed, bytes and opaque senders.
 #[derive(Clone, Debug)]

@@ -9,7 +9,7 @@ use super::endpoint::{ReceiverEnd, SenderEnd};
 use super::typed::{IpcReceiver, IpcSender};
 use crate::error::SerDeError;
 use crate::handles;
-use crate::platform::{OsIpcMessage, OsIpcSharedMemory, OsOpaqueIpcChannel};
+use crate::sys::{OsIpcMessage, OsIpcSharedMemory, OsOpaqueIpcChannel};
 
 /// A received message that is not decoded yet: its bytes and the channels and shared memory it
 /// carries. [`IpcReceiverSet::select`](super::IpcReceiverSet::select) and the router hand these

@@ -11,7 +11,7 @@ use super::message::{IpcMessage, OpaqueIpcReceiver};
 use super::server::IpcServer;
 use super::typed::IpcReceiver;
 use crate::error::TrySelectError;
-use crate::platform::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
+use crate::sys::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
 
 /// A set of receivers waited on together: receivers move into the set, and each
 /// [`select`](IpcReceiverSet::select) reports what arrived on any of them. Waiting costs the

@@ -14,7 +14,7 @@ use super::endpoint::ReceiverEnd;
 use super::limits::ReceiveLimits;
 use super::typed::IpcReceiver;
 use crate::error::{IpcError, TryRecvError};
-use crate::platform::{self, Admit, OsListener, OsServerGuard};
+use crate::sys::{self, Admit, OsListener, OsServerGuard};
 
 /// Who a client is, as the kernel reports it (`SO_PEERCRED` on Linux) when it connects: never
 /// the client's own word.
@@ -36,7 +36,7 @@ pub struct PeerCredentials {
 impl PeerCredentials {
     /// The credentials this process presents to a server.
     pub fn of_this_process() -> PeerCredentials {
-        platform::current_credentials()
+        sys::current_credentials()
     }
 }
 
@@ -73,7 +73,7 @@ impl AccessPolicy {
     /// Whether a client with these credentials is admitted.
     pub fn allows(&self, peer: &PeerCredentials) -> bool {
         match self {
-            AccessPolicy::SameUser => peer.uid == platform::current_credentials().uid,
+            AccessPolicy::SameUser => peer.uid == sys::current_credentials().uid,
             AccessPolicy::Uids(uids) => uids.contains(&peer.uid),
             AccessPolicy::Anyone => true,
             AccessPolicy::Custom(rule) => rule(peer),
@@ -175,7 +175,7 @@ where
 
     fn start(listener: OsListener, name: String, policy: AccessPolicy) -> io::Result<IpcServer<T>> {
         let admit: Admit = Box::new(move |peer| policy.allows(peer).then(|| announcement(peer)));
-        let (receiver, guard) = platform::serve(listener, admit)?;
+        let (receiver, guard) = sys::serve(listener, admit)?;
         let incoming = IpcReceiver { end: ReceiverEnd::new(receiver), phantom: PhantomData };
         Ok(IpcServer { incoming, guard, name, limits: Cell::new(ReceiveLimits::DEFAULT) })
     }

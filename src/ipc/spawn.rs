@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::endpoint::{ReceiverEnd, SenderEnd};
 use super::typed::{channel, IpcReceiver, IpcSender};
-use crate::platform::{self, OsIpcChannel};
+use crate::sys::{self, OsIpcChannel};
 
 /// Starts a [`Command`] with a connected channel, passed as an inherited descriptor: no
 /// file-system name exists, so no other process can connect in its place. Only that one
@@ -49,7 +49,7 @@ impl IpcCommandExt for Command {
     {
         let (sender, receiver) = channel::<T>()?;
         let child_end = OsIpcChannel::Receiver(receiver.end.into_inner()?);
-        Ok((platform::spawn_with_inherited(self, child_end)?, sender))
+        Ok((sys::spawn_with_inherited(self, child_end)?, sender))
     }
 
     fn spawn_with_receiver<T>(&mut self) -> io::Result<(Child, IpcReceiver<T>)>
@@ -58,7 +58,7 @@ impl IpcCommandExt for Command {
     {
         let (sender, receiver) = channel::<T>()?;
         let child_end = OsIpcChannel::Sender(sender.end.0);
-        Ok((platform::spawn_with_inherited(self, child_end)?, receiver))
+        Ok((sys::spawn_with_inherited(self, child_end)?, receiver))
     }
 }
 
@@ -74,7 +74,7 @@ pub fn inherited_receiver<T>() -> io::Result<IpcReceiver<T>>
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    let end = platform::take_inherited()?;
+    let end = sys::take_inherited()?;
     Ok(IpcReceiver { end: ReceiverEnd::new(end.into_receiver()?), phantom: PhantomData })
 }
 
@@ -89,6 +89,6 @@ pub fn inherited_sender<T>() -> io::Result<IpcSender<T>>
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    let end = platform::take_inherited()?;
+    let end = sys::take_inherited()?;
     Ok(IpcSender { end: SenderEnd(end.into_sender()?), phantom: PhantomData })
 }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::platform::Wait;
+use crate::sys::Wait;
 
 /// The polling window when nobody has set one, on a machine with more than one CPU.
 const DEFAULT_SPIN: Duration = Duration::from_micros(200);

@@ -13,7 +13,7 @@ use super::limits::ReceiveLimits;
 use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::handles;
-use crate::platform::{self, OsIpcSender, Wait};
+use crate::sys::{self, OsIpcSender, Wait};
 
 /// Creates a channel for values of type `T`: the sending end and the receiving end.
 ///
@@ -29,7 +29,7 @@ pub fn channel<T>() -> Result<(IpcSender<T>, IpcReceiver<T>), io::Error>
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    let (sender, receiver) = platform::channel()?;
+    let (sender, receiver) = sys::channel()?;
     Ok((
         IpcSender { end: SenderEnd(sender), phantom: PhantomData },
         IpcReceiver { end: ReceiverEnd::new(receiver), phantom: PhantomData },

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::platform;
+use crate::sys;
 
 /// A duplicate of a descriptor, registered for `interest`.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ pub(crate) struct Readiness(AsyncFd<OwnedFd>);
 
 impl Readiness {
     pub fn new(fd: impl AsFd, interest: Interest) -> io::Result<Self> {
-        Ok(Readiness(platform::register(fd.as_fd().try_clone_to_owned()?, interest)?))
+        Ok(Readiness(sys::register(fd.as_fd().try_clone_to_owned()?, interest)?))
     }
 
     /// Runs `attempt` whenever the descriptor is readable, until it returns something other

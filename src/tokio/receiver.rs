@@ -13,7 +13,7 @@ use tokio::io::Interest;
 use super::readiness::Readiness;
 use crate::error::IpcError;
 use crate::ipc::{IpcBytesReceiver, IpcMessage, IpcReceiver, OpaqueIpcReceiver};
-use crate::platform::{OsIpcMessage, OsIpcReceiver, RecvError, Wait};
+use crate::sys::{OsIpcMessage, OsIpcReceiver, RecvError, Wait};
 
 /// A platform receiver and its readiness; `None` from a receive means every sender is gone.
 struct Core {

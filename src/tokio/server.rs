@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::receiver::AsyncIpcReceiver;
 use crate::error::IpcError;
 use crate::ipc::{IpcClient, IpcReceiver, IpcServer, PeerCredentials};
-use crate::platform::OsServerGuard;
+use crate::sys::OsServerGuard;
 
 /// An [`IpcServer`] whose `accept` awaits on tokio's reactor.
 ///

@@ -14,7 +14,7 @@ use rustix::io::Errno;
 use super::sys::{retry_on_intr, timespec};
 use super::OsIpcReceiver;
 use crate::ipc::{ReceiveLimits, RecentWait};
-use crate::platform::{OsIpcSelectionResult, RecvError, Wait};
+use crate::sys::{OsIpcSelectionResult, RecvError, Wait};
 
 /// Events fetched from the kernel per wait.
 const EVENTS_PER_WAIT: usize = 256;

@@ -18,7 +18,7 @@ use windows_sys::Win32::System::Threading::{
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
-use crate::platform::Wait;
+use crate::sys::Wait;
 
 /// `Ok` when a call returned a true `BOOL`, else the thread's last error.
 pub(super) fn check(ok: BOOL) -> io::Result<()> {

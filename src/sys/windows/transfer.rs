@@ -21,7 +21,7 @@ use super::pipe::{ChannelState, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, 
 use super::section::{ChannelCell, OsIpcSharedMemory, View};
 use super::sys::{adopt, Peer, SharedLock};
 use crate::ipc::{LimitsCell, ReceiveLimits};
-use crate::platform::{OsIpcChannel, OsIpcMessage, RecvError};
+use crate::sys::{OsIpcChannel, OsIpcMessage, RecvError};
 
 /// A message decoded in this process: bytes, channel ends and regions, all owned here.
 pub(super) struct Parcel {

@@ -18,7 +18,7 @@ use windows_sys::Win32::System::IO::{CreateIoCompletionPort, GetQueuedCompletion
 use super::pipe::OsIpcReceiver;
 use super::sys::{deadline, millis_until, owned, raw};
 use crate::ipc::ReceiveLimits;
-use crate::platform::{OsIpcSelectionResult, RecvError, Wait};
+use crate::sys::{OsIpcSelectionResult, RecvError, Wait};
 
 /// How many messages one member may report per `select` call, so one busy sender cannot starve
 /// the others.

@@ -17,7 +17,7 @@ use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
 use rustix::net::{sockopt::socket_type, SocketType};
 
 use super::socket::OsOpaqueIpcChannel;
-use crate::platform::OsIpcChannel;
+use crate::sys::OsIpcChannel;
 
 /// The environment variable that tells a child which descriptor is its channel: `FD:INODE`.
 const INHERITED_VAR: &str = "CROSSPROC_INHERITED_CHANNEL";

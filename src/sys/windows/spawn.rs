@@ -23,7 +23,7 @@ use windows_sys::Win32::Foundation::{SetHandleInformation, HANDLE_FLAG_INHERIT};
 use super::pipe::{channel, ChannelState, OsIpcReceiver, OsOpaqueIpcChannel};
 use super::section::ChannelCell;
 use super::sys::{adopt, check, raw, SharedLock};
-use crate::platform::{OsIpcChannel, RecvError, Wait};
+use crate::sys::{OsIpcChannel, RecvError, Wait};
 
 /// The environment variable that tells a child its bootstrap handles: `PIPE:LOCK:OWNER`.
 const INHERITED_VAR: &str = "CROSSPROC_INHERITED_CHANNEL";

@@ -18,9 +18,9 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::ipc::{LimitsCell, PeerCredentials, ReceiveLimits};
-use crate::platform::heap_writer::Encoded;
-pub(crate) use crate::platform::heap_writer::PayloadWriter;
-use crate::platform::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, Wait};
+use crate::sys::heap_writer::Encoded;
+pub(crate) use crate::sys::heap_writer::PayloadWriter;
+use crate::sys::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, Wait};
 
 /// A message as it sits in a queue.
 struct Envelope {

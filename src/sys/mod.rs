@@ -1,6 +1,6 @@
-//! The platform layer: everything that touches the operating system lives below this module.
+//! The OS layer (`sys`): everything that touches the operating system lives below this module.
 //!
-//! Everything above `platform` is platform-free. A backend is one folder that provides exactly
+//! Everything above `sys` is platform-free. A backend is one folder that provides exactly
 //! these items (the contract), re-exported from here:
 //!
 //! - `channel() -> io::Result<(OsIpcSender, OsIpcReceiver)>`: a new connected channel.

@@ -32,7 +32,7 @@ use super::pool::{Lease, PayloadPool};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
 use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits, RecentWait};
-use crate::platform::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, Wait};
+use crate::sys::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, Wait};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
 pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {

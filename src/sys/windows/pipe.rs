@@ -36,8 +36,8 @@ use super::section::{ChannelCell, OsIpcSharedMemory, MESSAGE_OVERHEAD};
 use super::sys::{check, deadline, event, finish_overlapped, owned, random_u64, raw, wait_for, wide, Peer, SharedLock};
 use super::transfer::{self, Exporter, Parcel};
 use crate::ipc::{LimitsCell, ReceiveLimits};
-use crate::platform::heap_writer::{Encoded, PayloadWriter};
-use crate::platform::{OsIpcChannel, OsIpcMessage, RecvError, Wait};
+use crate::sys::heap_writer::{Encoded, PayloadWriter};
+use crate::sys::{OsIpcChannel, OsIpcMessage, RecvError, Wait};
 
 /// The pipe's input quota: how many bytes of messages may wait for the receiver.
 pub(super) const PIPE_BUFFER: u32 = 256 * 1024;

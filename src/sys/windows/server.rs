@@ -43,7 +43,7 @@ use super::pipe::{channel, write_message, OsIpcReceiver, OsIpcSender};
 use super::sys::{check, event, finish_overlapped, owned, random_u64, raw, wide, Peer};
 use super::transfer::{import, Exporter};
 use crate::ipc::{PeerCredentials, ReceiveLimits};
-use crate::platform::{Admit, OsIpcChannel, RecvError, Wait};
+use crate::sys::{Admit, OsIpcChannel, RecvError, Wait};
 
 const VERDICT_ADMITTED: &[u8] = b"CXW1-OK";
 const VERDICT_REFUSED: &[u8] = b"CXW1-NO";

@@ -37,7 +37,7 @@ use super::socket::channel;
 use super::sys::retry_on_intr;
 use super::{OsIpcReceiver, OsIpcSender};
 use crate::ipc::PeerCredentials;
-use crate::platform::{Admit, OsIpcChannel, Wait};
+use crate::sys::{Admit, OsIpcChannel, Wait};
 
 /// Connections admitted but not yet readable, at most; more are refused until some are handed over.
 const MAX_WAITING: usize = 4096;
