@@ -2,7 +2,9 @@
 //! callback or a crossbeam channel.
 //!
 //! Use the global [`ROUTER`], or a [`RouterProxy`] of your own. A route's handler is dropped
-//! when every sender of its receiver is gone.
+//! when every sender of its receiver is gone. A handler that panics ends only its own route: the
+//! panic is reported through the panic hook, its receiver is closed, and every other route goes
+//! on.
 //!
 //! ```
 //! use crossproc::{ipc, router::ROUTER};
@@ -13,6 +15,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{LazyLock, Mutex};
 use std::thread;
 
@@ -23,7 +26,8 @@ use crate::ipc::{self, IpcMessage, IpcReceiver, IpcReceiverSet, IpcSelectionResu
 
 /// A callback for every message of a route.
 pub type RouterMultiHandler = Box<dyn FnMut(IpcMessage) + Send>;
-/// A callback for the first message of a route; the route ends after it.
+/// A callback for the first message of a route. Later messages are discarded (their sends
+/// still succeed) until every sender is gone, as in `ipc-channel`.
 pub type RouterOneShotHandler = Box<dyn FnOnce(IpcMessage) + Send>;
 /// Like [`RouterMultiHandler`], with the message decoded as a `T`.
 pub type TypedRouterMultiHandler<T> = Box<dyn FnMut(Result<T, SerDeError>) + Send>;
@@ -35,7 +39,8 @@ pub static ROUTER: LazyLock<RouterProxy> = LazyLock::new(RouterProxy::new);
 
 enum Handler {
     Multi(RouterMultiHandler),
-    OneShot(RouterOneShotHandler),
+    /// `None` once the handler has run: the receiver stays registered and discards messages.
+    OneShot(Option<RouterOneShotHandler>),
 }
 
 enum Command {
@@ -83,6 +88,12 @@ impl RouterProxy {
         RouterProxy { comm: Mutex::new(Comm { commands, wakeup, shutdown: false }) }
     }
 
+    /// Calls `handler` with every raw message of `receiver` (for the crate's own streams).
+    #[cfg(feature = "async")]
+    pub(crate) fn add_raw_route(&self, receiver: OpaqueIpcReceiver, handler: RouterMultiHandler) {
+        self.add_route(receiver, Handler::Multi(handler));
+    }
+
     fn add_route(&self, receiver: OpaqueIpcReceiver, handler: Handler) {
         let comm = self.comm.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if comm.shutdown {
@@ -103,7 +114,8 @@ impl RouterProxy {
         self.add_route(receiver.to_opaque(), handler);
     }
 
-    /// Calls `callback` with the first message `receiver` gets, then closes `receiver`.
+    /// Calls `callback` with the first message `receiver` gets. The receiver stays registered:
+    /// later messages are discarded, and their sends succeed, until every sender is gone.
     ///
     /// ```
     /// use crossproc::{ipc, router::ROUTER};
@@ -117,7 +129,7 @@ impl RouterProxy {
     where
         T: Serialize + for<'de> Deserialize<'de> + 'static,
     {
-        let handler = Handler::OneShot(Box::new(move |message: IpcMessage| callback(message.to::<T>())));
+        let handler = Handler::OneShot(Some(Box::new(move |message: IpcMessage| callback(message.to::<T>()))));
         self.add_route(receiver.to_opaque(), handler);
     }
 
@@ -222,17 +234,21 @@ impl Router {
         true
     }
 
+    /// Runs the route's handler on `message`. A handler that panics loses its route (the panic
+    /// hook has already reported it); the other routes never notice.
     fn deliver(&mut self, id: u64, message: IpcMessage) {
-        match self.handlers.remove(&id) {
-            Some(Handler::Multi(mut handler)) => {
-                handler(message);
-                self.handlers.insert(id, Handler::Multi(handler));
+        let Some(handler) = self.handlers.get_mut(&id) else { return };
+        let ran = panic::catch_unwind(AssertUnwindSafe(|| match handler {
+            Handler::Multi(handler) => handler(message),
+            Handler::OneShot(handler) => {
+                if let Some(handler) = handler.take() {
+                    handler(message);
+                }
             }
-            Some(Handler::OneShot(handler)) => {
-                handler(message);
-                self.set.remove(id);
-            }
-            None => {}
+        }));
+        if ran.is_err() {
+            self.handlers.remove(&id);
+            self.set.remove(id);
         }
     }
 }

@@ -43,20 +43,51 @@ fn typed_route_sees_every_message_and_is_dropped_on_disconnect() {
 }
 
 #[test]
-fn one_shot_route_gets_only_the_first_message() {
+fn one_shot_route_gets_only_the_first_message_and_later_sends_still_succeed() {
     let (tx, rx) = ipc::channel::<String>().unwrap();
     let (seen_tx, seen_rx) = crossbeam_channel::unbounded();
     let handler: TypedRouterOneShotHandler<String> = Box::new(move |value| seen_tx.send(value.unwrap()).unwrap());
     ROUTER.add_typed_one_shot_route(rx, handler);
     tx.send("first".into()).unwrap();
     assert_eq!(seen_rx.recv_timeout(Duration::from_secs(10)).unwrap(), "first");
-    // The handler is gone after its one call, and the receiver was closed.
+    // The handler is gone after its one call (its crossbeam sender with it)...
     assert!(seen_rx.recv_timeout(Duration::from_secs(10)).is_err());
-    let closed = (0..1000).any(|_| {
-        std::thread::sleep(Duration::from_millis(5));
-        tx.send("second".into()).is_err()
-    });
-    assert!(closed, "the one-shot route's receiver must be closed after its message");
+    // ...but the receiver stays registered and discards what comes later, as in ipc-channel:
+    // 1 MiB in all, far beyond the channel's buffer, so these sends succeed only if the router
+    // keeps reading and dropping them.
+    let filler = "x".repeat(4096);
+    for _ in 0..256 {
+        tx.send(filler.clone()).expect("a send after the one-shot handler ran must succeed");
+    }
+}
+
+#[test]
+fn a_panicking_handler_costs_only_its_own_route() {
+    let router = RouterProxy::new();
+    let (panicky_tx, panicky_rx) = ipc::channel::<u8>().unwrap();
+    let (steady_tx, steady_rx) = ipc::channel::<u8>().unwrap();
+    let (about_to_panic_tx, about_to_panic) = crossbeam_channel::unbounded();
+    router.add_typed_route(
+        panicky_rx,
+        Box::new(move |_| {
+            about_to_panic_tx.send(()).unwrap();
+            panic!("a handler panics (this panic is expected by the test)");
+        }),
+    );
+    let steady = router.route_ipc_receiver_to_new_crossbeam_receiver(steady_rx);
+    panicky_tx.send(1).unwrap();
+    about_to_panic.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Sent after the panic began, so the router reads it in a later round than the panicking
+    // message: once it arrives, the router has survived and dropped the panicking route.
+    steady_tx.send(2).unwrap();
+    assert_eq!(steady.recv_timeout(Duration::from_secs(10)).unwrap(), 2);
+    assert!(
+        matches!(panicky_tx.send(3), Err(ipc::IpcError::Disconnected)),
+        "the panicking route's receiver must be closed"
+    );
+    steady_tx.send(4).unwrap();
+    assert_eq!(steady.recv_timeout(Duration::from_secs(10)).unwrap(), 4);
+    router.shutdown();
 }
 
 #[test]

@@ -26,8 +26,6 @@ mod server;
 mod shmem;
 mod spawn;
 mod spin;
-#[cfg(feature = "async")]
-mod stream;
 mod typed;
 
 pub use bytes::{bytes_channel, IpcBytesReceiver, IpcBytesSender};
@@ -44,7 +42,7 @@ pub(crate) use spin::RecentWait;
 pub use spin::{receive_spin, set_receive_spin};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-pub use stream::IpcStream;
+pub use crate::asynch::IpcStream;
 pub use typed::{channel, IpcReceiver, IpcSender};
 
 pub use crate::error::{IpcError, TryRecvError, TrySelectError};
