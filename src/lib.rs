@@ -36,8 +36,9 @@ mod encoder;
 mod error;
 mod handles;
 pub mod ipc;
-mod sys;
+pub mod platform;
 pub mod router;
+mod sys;
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;

@@ -68,7 +68,12 @@ impl ReceiverEnd {
         self.0.borrow().as_ref().map_or(ReceiveLimits::DEFAULT, OsIpcReceiver::limits)
     }
 
-    /// The platform receiver, unless it was moved into a message.
+    /// Moves the receiver out into a new end, leaving this one empty (as if it had been sent).
+    pub fn take(&self) -> ReceiverEnd {
+        ReceiverEnd(RefCell::new(self.0.borrow_mut().take()))
+    }
+
+    /// The OS receiver, unless it was moved into a message.
     pub fn into_inner(self) -> io::Result<OsIpcReceiver> {
         self.0.into_inner().ok_or_else(moved_error)
     }

@@ -80,9 +80,9 @@ pub struct OpaqueIpcSender {
 
 impl OpaqueIpcSender {
     /// This sender, typed again.
-    pub fn to<T>(self) -> IpcSender<T>
+    pub fn to<'de, T>(self) -> IpcSender<T>
     where
-        T: for<'de> Deserialize<'de> + Serialize,
+        T: Deserialize<'de> + Serialize,
     {
         IpcSender { end: self.end, phantom: PhantomData }
     }
@@ -104,9 +104,9 @@ pub struct OpaqueIpcReceiver {
 
 impl OpaqueIpcReceiver {
     /// This receiver, typed again.
-    pub fn to<T>(self) -> IpcReceiver<T>
+    pub fn to<'de, T>(self) -> IpcReceiver<T>
     where
-        T: for<'de> Deserialize<'de> + Serialize,
+        T: Deserialize<'de> + Serialize,
     {
         IpcReceiver { end: self.end, phantom: PhantomData }
     }

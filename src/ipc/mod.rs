@@ -28,7 +28,11 @@ mod spawn;
 mod spin;
 mod typed;
 
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use crate::asynch::IpcStream;
 pub use bytes::{bytes_channel, IpcBytesReceiver, IpcBytesSender};
+pub(crate) use endpoint::{ReceiverEnd, SenderEnd};
 pub(crate) use limits::LimitsCell;
 pub use limits::{LimitExceeded, ReceiveLimits};
 pub use message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
@@ -40,9 +44,6 @@ pub use spawn::{inherited_receiver, inherited_sender, IpcCommandExt};
 #[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(unused_imports))]
 pub(crate) use spin::RecentWait;
 pub use spin::{receive_spin, set_receive_spin};
-#[cfg(feature = "async")]
-#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-pub use crate::asynch::IpcStream;
 pub use typed::{channel, IpcReceiver, IpcSender};
 
 pub use crate::error::{IpcError, TryRecvError, TrySelectError};

@@ -5,6 +5,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use super::message::{IpcMessage, OpaqueIpcReceiver};
 use super::server::{AccessPolicy, IpcServer};
 use super::typed::IpcReceiver;
 use crate::error::IpcError;
@@ -48,7 +49,13 @@ where
     /// feeds and that first message. A client that leaves without a message is
     /// [`IpcError::Disconnected`].
     pub fn accept(self) -> Result<(IpcReceiver<T>, T), IpcError> {
-        self.server.accept_first()
+        let (receiver, first) = self.server.accept_first_raw()?;
+        Ok((receiver.to(), first.to()?))
+    }
+
+    /// The raw form of [`accept`](Self::accept), for `crossproc::platform`.
+    pub(crate) fn accept_raw(self) -> Result<(OpaqueIpcReceiver, IpcMessage), IpcError> {
+        self.server.accept_first_raw()
     }
 }
 

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::endpoint::ReceiverEnd;
+use super::endpoint::{ipc_error, ReceiverEnd};
 use super::limits::ReceiveLimits;
+use super::message::{IpcMessage, OpaqueIpcReceiver};
 use super::typed::IpcReceiver;
 use crate::error::{IpcError, TryRecvError};
-use crate::sys::{self, Admit, OsListener, OsServerGuard};
+use crate::sys::{self, Admit, OsListener, OsServerGuard, Wait};
 
 /// Who a client is, as the kernel reports it (`SO_PEERCRED` on Linux) when it connects: never
 /// the client's own word.
@@ -236,12 +237,13 @@ where
         }
     }
 
-    /// The first client only, whatever became of it (the one-shot server's rule).
-    pub(crate) fn accept_first(self) -> Result<(IpcReceiver<T>, T), IpcError> {
+    /// The first client only, whatever became of it (the one-shot server's rule), with its first
+    /// message not yet decoded.
+    pub(crate) fn accept_first_raw(self) -> Result<(OpaqueIpcReceiver, IpcMessage), IpcError> {
         let client = self.incoming.recv()?;
         client.receiver.set_limits(self.limits.get());
-        let first = client.receiver.recv()?;
-        Ok((client.receiver, first))
+        let first = client.receiver.end.recv(Wait::Blocking).map_err(ipc_error)?;
+        Ok((client.receiver.to_opaque(), IpcMessage::from(first)))
     }
 
     /// The server's parts, for a receiver set: the channel of new clients and the guard that

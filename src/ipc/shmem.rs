@@ -26,6 +26,9 @@ use crate::sys::OsIpcSharedMemory;
 #[derive(Clone)]
 pub struct IpcSharedMemory {
     os: OsIpcSharedMemory,
+    /// This handle's own copy, once [`deref_mut`](IpcSharedMemory::deref_mut) was called: the
+    /// shared region itself is sealed and never changes.
+    private: Option<Box<[u8]>>,
 }
 
 impl IpcSharedMemory {
@@ -63,7 +66,7 @@ impl IpcSharedMemory {
     /// assert!(crossproc::ipc::IpcSharedMemory::try_from_bytes(b"ok").is_ok());
     /// ```
     pub fn try_from_bytes(bytes: &[u8]) -> io::Result<IpcSharedMemory> {
-        Ok(IpcSharedMemory { os: OsIpcSharedMemory::from_bytes(bytes)? })
+        Ok(IpcSharedMemory::from(OsIpcSharedMemory::from_bytes(bytes)?))
     }
 
     /// Like [`from_byte`](Self::from_byte), returning the operating system's error.
@@ -72,7 +75,7 @@ impl IpcSharedMemory {
     /// assert_eq!(crossproc::ipc::IpcSharedMemory::try_from_byte(1, 2).unwrap().len(), 2);
     /// ```
     pub fn try_from_byte(byte: u8, length: usize) -> io::Result<IpcSharedMemory> {
-        Ok(IpcSharedMemory { os: OsIpcSharedMemory::from_byte(byte, length)? })
+        Ok(IpcSharedMemory::from(OsIpcSharedMemory::from_byte(byte, length)?))
     }
 
     /// The contents as an owned vector (a copy). Always `Some`; the `Option` is kept for
@@ -83,7 +86,56 @@ impl IpcSharedMemory {
     /// assert_eq!(region.take(), Some(b"xy".to_vec()));
     /// ```
     pub fn take(self) -> Option<Vec<u8>> {
-        Some(self.os.to_vec())
+        Some(match self.private {
+            Some(private) => private.into_vec(),
+            None => self.os.to_vec(),
+        })
+    }
+
+    /// A mutable view of the contents, as `ipc-channel` has it — but a private copy-on-write
+    /// view: the first call copies the contents into memory of this handle's own, and later
+    /// reads and sends of *this* handle see the changes, while the shared region (and every
+    /// clone, and every process that received it) keeps the bytes it had. Sending a changed
+    /// handle sends a new region with the changed bytes. The region itself stays sealed, so no
+    /// receiver can see bytes change under it.
+    ///
+    /// # Safety
+    /// Nothing is required of the caller: the function is `unsafe` only to keep `ipc-channel`'s
+    /// signature, whose version writes to memory other processes may be reading.
+    ///
+    /// ```
+    /// let mut region = crossproc::ipc::IpcSharedMemory::from_byte(0, 4);
+    /// let copy = region.clone();
+    /// // SAFETY: crossproc's deref_mut has no precondition.
+    /// unsafe { region.deref_mut()[0] = 9 };
+    /// assert_eq!(&*region, [9, 0, 0, 0]);
+    /// assert_eq!(&*copy, [0, 0, 0, 0]);
+    /// ```
+    #[allow(unsafe_code)] // an `unsafe fn` signature for compatibility; no unsafe operation inside
+    pub unsafe fn deref_mut(&mut self) -> &mut [u8] {
+        self.private_mut()
+    }
+
+    /// This handle's private copy of the contents, made on first use.
+    pub(crate) fn private_mut(&mut self) -> &mut [u8] {
+        let os = &self.os;
+        self.private.get_or_insert_with(|| Box::from(&os[..]))
+    }
+}
+
+impl IpcSharedMemory {
+    /// The region to send: the shared one, or a new one holding this handle's private copy.
+    pub(crate) fn to_os(&self) -> io::Result<OsIpcSharedMemory> {
+        match &self.private {
+            Some(private) => OsIpcSharedMemory::from_bytes(private),
+            None => Ok(self.os.clone()),
+        }
+    }
+}
+
+impl From<OsIpcSharedMemory> for IpcSharedMemory {
+    fn from(os: OsIpcSharedMemory) -> Self {
+        IpcSharedMemory { os, private: None }
     }
 }
 
@@ -91,7 +143,7 @@ impl Deref for IpcSharedMemory {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.os
+        self.private.as_deref().unwrap_or(&self.os)
     }
 }
 
@@ -109,7 +161,8 @@ impl fmt::Debug for IpcSharedMemory {
 
 impl Serialize for IpcSharedMemory {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let index = handles::push_shared_memory(self.os.clone()).map_err(ser::Error::custom)?;
+        let region = self.to_os().map_err(ser::Error::custom)?;
+        let index = handles::push_shared_memory(region).map_err(ser::Error::custom)?;
         serializer.serialize_u32(index)
     }
 }
@@ -117,6 +170,6 @@ impl Serialize for IpcSharedMemory {
 impl<'de> Deserialize<'de> for IpcSharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(deserializer)?;
-        Ok(IpcSharedMemory { os: handles::take_shared_memory(index).map_err(de::Error::custom)? })
+        Ok(IpcSharedMemory::from(handles::take_shared_memory(index).map_err(de::Error::custom)?))
     }
 }

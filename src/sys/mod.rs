@@ -27,6 +27,8 @@
 //! - `spawn_with_inherited(&mut Command, OsIpcChannel) -> io::Result<Child>` and
 //!   `take_inherited() -> io::Result<OsOpaqueIpcChannel>`: a channel end handed to a child
 //!   process without any name, and picked up there (once).
+//! - `INLINE_MAX`: the largest message data that travels inside one packet; larger data goes
+//!   out of line (Linux: a memfd; Windows: a file mapping).
 //! - `current_credentials()`: this process's `PeerCredentials` (pid, effective uid and gid; the
 //!   ids are 0 where the platform has none).
 //! - `OsListener`: `bind_private() -> (listener, name)` (a name no other user can take) and
@@ -60,7 +62,7 @@ mod backend;
 
 pub(crate) use backend::{
     channel, current_credentials, serve, spawn_with_inherited, take_inherited, OsIpcReceiver, OsIpcReceiverSet,
-    OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsServerGuard, PayloadWriter,
+    OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsServerGuard, PayloadWriter, INLINE_MAX,
 };
 
 #[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]

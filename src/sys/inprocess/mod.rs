@@ -69,7 +69,7 @@ const DEFAULT_CAPACITY: usize = 212_992;
 /// What Linux charges per queued packet, roughly.
 const PACKET_OVERHEAD: usize = 768;
 /// Payloads above this travel outside the buffer on Linux.
-const LARGEST_INLINE: usize = 200 * 1024;
+pub(crate) const INLINE_MAX: usize = 200 * 1024;
 
 impl Budget {
     fn new() -> Self {
@@ -82,7 +82,7 @@ impl Budget {
     }
 
     fn cost(len: usize) -> usize {
-        PACKET_OVERHEAD + if len > LARGEST_INLINE { 0 } else { len }
+        PACKET_OVERHEAD + if len > INLINE_MAX { 0 } else { len }
     }
 
     /// Takes `cost` from the budget, waiting as `wait` allows.

@@ -40,7 +40,7 @@ pub(super) const HEADER_LEN: usize = 24;
 /// Largest payload carried inside the packet; larger payloads travel in a pooled memfd. A
 /// packet must fit the socket's send buffer (Linux's default `wmem_default` is 212,992 bytes,
 /// less 32); a sender whose buffer is smaller falls back to a memfd (`EMSGSIZE`).
-pub(super) const INLINE_MAX: usize = 200 * 1024;
+pub(crate) const INLINE_MAX: usize = 200 * 1024;
 /// The most buffer one payload claims, whatever its size: a claim must leave room in the
 /// default buffer (212,992 bytes) for more than one payload in flight.
 pub(super) const MAX_BUFFER_CLAIM: usize = 64 * 1024;

@@ -29,6 +29,7 @@ mod socket;
 mod spawn;
 mod sys;
 
+pub(crate) use frame::INLINE_MAX;
 pub(crate) use memfd::{OsIpcSharedMemory, PayloadWriter};
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register;

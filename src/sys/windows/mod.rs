@@ -25,7 +25,7 @@ mod sys;
 mod transfer;
 
 pub(crate) use crate::sys::heap_writer::PayloadWriter;
-pub(crate) use pipe::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel};
+pub(crate) use pipe::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, INLINE_MAX};
 pub(crate) use section::OsIpcSharedMemory;
 pub(crate) use select::OsIpcReceiverSet;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};

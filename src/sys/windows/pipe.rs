@@ -42,7 +42,7 @@ use crate::sys::{OsIpcChannel, OsIpcMessage, RecvError, Wait};
 /// The pipe's input quota: how many bytes of messages may wait for the receiver.
 pub(super) const PIPE_BUFFER: u32 = 256 * 1024;
 /// Payloads above this travel in a section instead of the pipe.
-pub(super) const INLINE_MAX: usize = 64 * 1024;
+pub(crate) const INLINE_MAX: usize = 64 * 1024;
 /// The first read of a message asks for this much; a longer message is read on in a second step.
 const FIRST_READ: usize = INLINE_MAX + 4096;
 
