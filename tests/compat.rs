@@ -2,6 +2,9 @@
 //! with its signature (this file fails to compile otherwise; `docs/compatibility.md` is the
 //! list), and the `platform` module works as ipc-channel's does.
 
+// The signatures are spelled out in full on purpose: they are what is being checked.
+#![allow(clippy::type_complexity)]
+
 use std::io;
 use std::time::Duration;
 
