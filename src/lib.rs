@@ -6,8 +6,9 @@
 //! shared memory). Senders, receivers and shared memory are themselves serializable, so channels
 //! travel inside messages, to any process.
 //!
-//! It is a drop-in replacement for Servo's `ipc-channel` 0.21: change the dependency line to
-//! `ipc-channel = { package = "crossproc", … }` and the program builds and behaves the same.
+//! It is a drop-in replacement for Servo's `ipc-channel` 0.21 and 0.22: change the dependency
+//! line to `ipc-channel = { package = "crossproc", … }` and the program builds and behaves the
+//! same (`docs/compatibility.md` lists every item).
 //!
 //! ```
 //! use crossproc::ipc;
@@ -18,7 +19,9 @@
 //! assert_eq!(reply_rx.recv().unwrap(), "pong");
 //! ```
 //!
-//! Layout: [`ipc`] is the public channel API, [`router`] the callback thread; below them,
+//! Layout: [`ipc`] is the public channel API, [`router`] the callback thread, `asynch` streams
+//! (feature `async`), [`platform`] ipc-channel's OS-level module for code written against it;
+//! below them,
 //! `handles` (channels found while encoding a message) and `sys` (one folder per operating
 //! system, behind a narrow contract documented in `src/sys/mod.rs`).
 
