@@ -21,7 +21,7 @@ use rustix::net::{
     connect, sendmsg, socket_with, AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
     SocketFlags, SocketType,
 };
-use util::open_fds;
+use util::{assert_child_succeeds, child_command, child_role, open_fds};
 
 /// Descriptor counts are per process: the tests in this file run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -307,4 +307,51 @@ fn a_deeply_nested_value_is_an_error_not_a_stack_overflow() {
     packet.extend_from_slice(&payload);
     send_raw(&socket, &packet, &[]);
     assert!(matches!(receiver.recv().unwrap(), Tree::Node(_)));
+}
+
+const ENTRY: &str = "child_entry";
+
+/// The child side of the tests below; does nothing unless started by one of them.
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    match role.as_str() {
+        "unallocatable_payload" => unallocatable_payload_child(),
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// A peer announces a 1 GiB payload (in a sparse memfd, which costs it nothing) to a process
+/// whose address space has room to map it but not also to allocate a copy: that receive fails,
+/// the process lives on, and the next message on the channel arrives.
+#[test]
+fn a_payload_the_receiver_cannot_allocate_fails_that_message_only() {
+    let child = child_command(ENTRY, "unallocatable_payload").spawn().unwrap();
+    assert_child_succeeds(child);
+}
+
+fn unallocatable_payload_child() {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    const LEN: u64 = 1 << 30;
+    let (socket, receiver) = hostile_client();
+    let memfd = sealed_memfd(4096 + LEN);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .unwrap()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    // Room for the payload's mapping or for its copy, not for both.
+    let limit = vm_kib * 1024 + LEN * 3 / 2;
+    setrlimit(Resource::As, Rlimit { current: Some(limit), maximum: None }).unwrap();
+    send_raw(&socket, &header(PAYLOAD_IN_POOLED_MEMFD, 0, 0, LEN), &[&[memfd.as_fd()]]);
+    match receiver.recv() {
+        Err(IpcError::Io(error)) => assert_eq!(error.kind(), std::io::ErrorKind::OutOfMemory, "{error}"),
+        other => panic!("expected an out-of-memory error, got {other:?}"),
+    }
+    send_raw(&socket, &valid_packet(&"after".to_string()), &[]);
+    assert_eq!(receiver.recv().unwrap(), "after");
 }

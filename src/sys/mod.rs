@@ -106,6 +106,17 @@ impl OsIpcMessage {
     }
 }
 
+/// An empty vector with room for `len` bytes of a received message, or an `OutOfMemory` error:
+/// a peer chooses `len` (up to the receive limit), so failing to allocate it must fail that one
+/// message, never abort the process.
+pub(crate) fn message_buffer(len: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| {
+        io::Error::new(io::ErrorKind::OutOfMemory, format!("cannot allocate {len} bytes for a received message"))
+    })?;
+    Ok(bytes)
+}
+
 /// How long a send or receive may wait.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Wait {

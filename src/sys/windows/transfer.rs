@@ -221,7 +221,12 @@ pub(super) fn import(message: &[u8], limits: &ReceiveLimits) -> io::Result<Parce
             PayloadWire::Trailing => trailing.to_vec(),
             PayloadWire::Inline(bytes) => bytes,
             // Copied out at once: the sender keeps a writable handle to its section.
-            PayloadWire::Section(section) => View::open(next(), section_len(section.len)?)?.to_vec(),
+            PayloadWire::Section(section) => {
+                let len = section_len(section.len)?;
+                let mut bytes = crate::sys::message_buffer(len)?;
+                bytes.extend_from_slice(&View::open(next(), len)?);
+                bytes
+            }
         };
         let mut shared_memory = Vec::with_capacity(body.shared_memory.len());
         for section in &body.shared_memory {
