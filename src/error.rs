@@ -12,13 +12,14 @@ pub struct SerDeError(pub(crate) postcard::Error);
 
 impl fmt::Display for SerDeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "serialization error: {}", self.0)
+        // postcard's own words: they are this error's message, so `source` skips past them.
+        write!(f, "{}", self.0)
     }
 }
 
 impl std::error::Error for SerDeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        std::error::Error::source(&self.0)
     }
 }
 
@@ -60,9 +61,9 @@ impl IpcError {
 impl fmt::Display for IpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IpcError::SerializationError(error) => write!(f, "{error}"),
-            IpcError::Io(error) => write!(f, "i/o error: {error}"),
-            IpcError::Disconnected => write!(f, "channel disconnected"),
+            IpcError::SerializationError(_) => f.write_str("cannot encode or decode the message"),
+            IpcError::Io(_) => f.write_str("i/o error"),
+            IpcError::Disconnected => f.write_str("channel disconnected"),
         }
     }
 }
@@ -104,8 +105,8 @@ pub enum TryRecvError {
 impl fmt::Display for TryRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TryRecvError::IpcError(error) => write!(f, "{error}"),
-            TryRecvError::Empty => write!(f, "channel empty"),
+            TryRecvError::IpcError(_) => f.write_str("receive failed"),
+            TryRecvError::Empty => f.write_str("channel empty"),
         }
     }
 }
@@ -140,8 +141,8 @@ pub enum TrySelectError {
 impl fmt::Display for TrySelectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TrySelectError::IoError(error) => write!(f, "i/o error: {error}"),
-            TrySelectError::Empty => write!(f, "no messages were received and no channel closed"),
+            TrySelectError::IoError(_) => f.write_str("select failed"),
+            TrySelectError::Empty => f.write_str("no messages were received and no channel closed"),
         }
     }
 }
@@ -250,7 +251,7 @@ impl<T> fmt::Display for TrySendError<T> {
         match self {
             TrySendError::Full(_) => f.write_str("sending on a full channel"),
             TrySendError::Disconnected(_) => f.write_str("sending on a disconnected channel"),
-            TrySendError::Failed(_, error) => write!(f, "send failed: {error}"),
+            TrySendError::Failed(..) => f.write_str("send failed"),
         }
     }
 }
@@ -260,13 +261,28 @@ impl<T> fmt::Display for SendTimeoutError<T> {
         match self {
             SendTimeoutError::Timeout(_) => f.write_str("timed out waiting on a full channel"),
             SendTimeoutError::Disconnected(_) => f.write_str("sending on a disconnected channel"),
-            SendTimeoutError::Failed(_, error) => write!(f, "send failed: {error}"),
+            SendTimeoutError::Failed(..) => f.write_str("send failed"),
         }
     }
 }
 
-impl<T> std::error::Error for TrySendError<T> {}
-impl<T> std::error::Error for SendTimeoutError<T> {}
+impl<T> std::error::Error for TrySendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrySendError::Failed(_, error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl<T> std::error::Error for SendTimeoutError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendTimeoutError::Failed(_, error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 impl<T> TrySendError<T> {
     /// Sorts the outcome of a non-blocking send.
@@ -295,17 +311,58 @@ mod tests {
     use super::*;
     use std::error::Error;
 
+    /// Every message of the chain that `error` starts, outermost first.
+    fn chain(error: &dyn Error) -> Vec<String> {
+        let mut messages = vec![error.to_string()];
+        let mut next = error.source();
+        while let Some(cause) = next {
+            messages.push(cause.to_string());
+            next = cause.source();
+        }
+        messages
+    }
+
+    #[test]
+    fn no_text_appears_twice_in_a_printed_chain() {
+        let boom = || io::Error::other("boom");
+        let limit =
+            || io::Error::new(io::ErrorKind::InvalidData, crate::ipc::LimitExceeded::Handles { limit: 1, actual: 2 });
+        let serde = || SerDeError(postcard::Error::DeserializeUnexpectedEnd);
+        let errors: Vec<Box<dyn Error>> = vec![
+            Box::new(IpcError::from(boom())),
+            Box::new(IpcError::from(limit())),
+            Box::new(IpcError::from(serde())),
+            Box::new(TryRecvError::from(IpcError::from(boom()))),
+            Box::new(TryRecvError::from(IpcError::from(serde()))),
+            Box::new(TrySelectError::from(boom())),
+            Box::new(TrySendError::Failed(1, IpcError::from(boom()))),
+            Box::new(SendTimeoutError::Failed(1, IpcError::from(serde()))),
+            Box::new(crate::platform::OsTrySelectError::IoError(boom().into())),
+        ];
+        for error in &errors {
+            let messages = chain(error.as_ref());
+            assert!(messages.len() >= 2, "{messages:?}: the cause must be reachable as a source");
+            for (outer, inner) in messages.iter().zip(&messages[1..]) {
+                assert!(!outer.contains(inner.as_str()), "{outer:?} repeats its source {inner:?}");
+            }
+            let innermost = messages.last().unwrap();
+            assert!(
+                ["boom", "exceeds the receive limit", "end of buffer"].iter().any(|cause| innermost.contains(cause)),
+                "{messages:?}"
+            );
+        }
+    }
+
     #[test]
     fn errors_display_and_chain() {
         let io_error = IpcError::from(io::Error::other("boom"));
-        assert!(io_error.to_string().contains("boom"));
-        assert!(io_error.source().is_some());
+        assert_eq!(io_error.source().unwrap().to_string(), "boom");
         assert_eq!(IpcError::Disconnected.to_string(), "channel disconnected");
         let serde = IpcError::from(SerDeError(postcard::Error::DeserializeUnexpectedEnd));
         assert!(matches!(serde, IpcError::SerializationError(_)));
         assert!(serde.source().is_some());
         let try_recv = TryRecvError::from(IpcError::Disconnected);
-        assert!(try_recv.to_string().contains("disconnected"));
+        assert_eq!(try_recv.source().unwrap().to_string(), "channel disconnected");
         assert_eq!(TryRecvError::Empty.to_string(), "channel empty");
         assert!(TrySelectError::from(io::Error::other("x")).source().is_some());
         assert!(TrySelectError::Empty.source().is_none());
