@@ -56,9 +56,34 @@ mod backend;
 #[path = "windows/mod.rs"]
 mod backend;
 
-#[cfg(any(not(any(target_os = "linux", windows)), feature = "force-inprocess"))]
+/// Where `ipc-channel` itself has no cross-process backend and falls back to channels within
+/// one process, crossproc does the same (README, "Platforms").
+#[cfg(any(
+    feature = "force-inprocess",
+    target_os = "android",
+    target_os = "ios",
+    target_os = "wasi",
+    target_os = "unknown"
+))]
 #[path = "inprocess/mod.rs"]
 mod backend;
+
+// Anywhere else without a backend (macOS, FreeBSD, OpenBSD and illumos, where ipc-channel talks
+// between processes, and every other system), a build that silently could not reach its child
+// processes would be worse than none.
+#[cfg(not(any(
+    target_os = "linux",
+    windows,
+    feature = "force-inprocess",
+    target_os = "android",
+    target_os = "ios",
+    target_os = "wasi",
+    target_os = "unknown"
+)))]
+compile_error!(
+    "crossproc has no cross-process backend for this operating system yet (Linux and Windows \
+     have one). Enable feature `force-inprocess` for channels within one process only."
+);
 
 pub(crate) use backend::{
     channel, current_credentials, serve, spawn_with_inherited, take_inherited, OsIpcReceiver, OsIpcReceiverSet,
@@ -109,6 +134,7 @@ impl OsIpcMessage {
 /// An empty vector with room for `len` bytes of a received message, or an `OutOfMemory` error:
 /// a peer chooses `len` (up to the receive limit), so failing to allocate it must fail that one
 /// message, never abort the process.
+#[cfg_attr(any(feature = "force-inprocess", not(any(target_os = "linux", windows))), allow(dead_code))]
 pub(crate) fn message_buffer(len: usize) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     bytes.try_reserve_exact(len).map_err(|_| {
