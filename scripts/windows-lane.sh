@@ -33,6 +33,13 @@ if [ -n "$warnings" ]; then
     echo "$warnings"
     exit 1
 fi
+# One wineserver for the whole lane (-p: persistent). Without it, each test process's exit can end
+# the server while the next one starts, and a client then loses its connection to it ("wine client
+# error:0: recvmsg: Connection reset by peer", seen once in two fresh runs).
+mkdir -p "$WINEPREFIX"
+/usr/lib/wine/wineserver -k 2>/dev/null || true
+/usr/lib/wine/wineserver -p
+trap '/usr/lib/wine/wineserver -k 2>/dev/null || true' EXIT
 # One test at a time: Wine's process creation fails now and then (ERROR_INTERNAL_ERROR) when
 # several tests spawn child processes at once (seen in CI while the 64-client test ran).
 /usr/bin/cargo test "${target[@]}" --tests "$@" -- --test-threads=1

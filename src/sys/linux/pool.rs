@@ -21,6 +21,12 @@
 //!
 //! A memfd whose message is never read (dropped with its channel) stays `BUSY` and is simply
 //! not reused; it leaves the pool when the pool is dropped.
+//!
+//! A pool belongs to one process. A child made by `fork` inherits the parent's pool, memfds and
+//! all, and if both leased from it, both could find the same memfd free and write their payloads
+//! over each other. So a pool remembers the process that owns it, and a forked child that finds
+//! itself in a pool it does not own first drops every inherited memfd (the parent keeps them)
+//! and starts afresh.
 
 use std::cell::Cell;
 use std::io;
@@ -51,9 +57,33 @@ const BUSY: [u8; 4] = *b"BUSY";
 static RETAINED: AtomicUsize = AtomicUsize::new(0);
 
 /// The memfds one channel's senders in this process keep for reuse.
-#[derive(Default)]
 pub(super) struct PayloadPool {
-    entries: Mutex<Vec<Entry>>,
+    entries: Mutex<Pooled>,
+}
+
+/// A pool's memfds, and the process they belong to.
+struct Pooled {
+    owner: u32,
+    entries: Vec<Entry>,
+}
+
+impl Default for PayloadPool {
+    fn default() -> Self {
+        PayloadPool { entries: Mutex::new(Pooled { owner: std::process::id(), entries: Vec::new() }) }
+    }
+}
+
+impl PayloadPool {
+    /// The memfds this process may lease from: none inherited through `fork`.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pooled> {
+        let mut pooled = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let me = std::process::id();
+        if pooled.owner != me {
+            pooled.entries.clear();
+            pooled.owner = me;
+        }
+        pooled
+    }
 }
 
 /// A pooled memfd and the bytes it counts against [`PROCESS_BUDGET`].
@@ -94,9 +124,9 @@ impl PayloadPool {
     /// A memfd for one message: a free one from the pool, or a new one.
     pub fn lease(self: &Arc<Self>) -> io::Result<Lease> {
         let reused = {
-            let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let free = entries.iter().position(|entry| is_free(entry.fd.as_fd()));
-            free.map(|index| entries.swap_remove(index))
+            let mut pooled = self.lock();
+            let free = pooled.entries.iter().position(|entry| is_free(entry.fd.as_fd()));
+            free.map(|index| pooled.entries.swap_remove(index))
         };
         let entry = match reused {
             Some(entry) => entry,
@@ -167,9 +197,9 @@ impl Drop for Lease {
         if counted > PROCESS_BUDGET {
             return;
         }
-        let mut entries = self.pool.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if entries.len() < MAX_ENTRIES {
-            entries.push(entry);
+        let mut pooled = self.pool.lock();
+        if pooled.entries.len() < MAX_ENTRIES {
+            pooled.entries.push(entry);
         }
     }
 }
