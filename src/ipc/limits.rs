@@ -137,3 +137,21 @@ impl LimitsCell {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ReceiveLimits;
+
+    #[test]
+    fn security_md_states_the_default_limits() {
+        let security = include_str!("../../SECURITY.md");
+        let defaults = ReceiveLimits::DEFAULT;
+        for row in [
+            format!("largest encoded message | {} GiB |", defaults.max_message_bytes >> 30),
+            format!("per message | {} |", defaults.max_handles),
+            format!("nested in a decoded value | {} |", defaults.max_nesting),
+        ] {
+            assert!(security.contains(&row), "SECURITY.md's limits table must say {row:?}");
+        }
+    }
+}

@@ -84,3 +84,18 @@ impl RecentWait {
         self.0.store(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn readme_states_the_default_spin() {
+        let readme = include_str!("../../README.md").split_whitespace().collect::<Vec<_>>().join(" ");
+        let micros = super::DEFAULT_SPIN.as_micros();
+        for phrase in [
+            format!("polls for up to {micros} µs before it sleeps"),
+            format!("polls the channel for up to {micros} µs"),
+        ] {
+            assert!(readme.contains(&phrase), "README.md must say {phrase:?}");
+        }
+    }
+}

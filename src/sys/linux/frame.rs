@@ -58,6 +58,9 @@ pub(super) fn buffer_claim(len: usize, fresh: bool) -> usize {
 
 /// Descriptors sent per packet (the kernel accepts at most 253, `SCM_MAX_FD`).
 pub(super) const MAX_FDS_PER_PACKET: usize = 250;
+/// Channels and regions that travel in the message's own packet; a message with more sends
+/// them on a side socket (room is left for the payload memfd and the side socket itself).
+pub(super) const MAX_HANDLES_IN_PACKET: usize = MAX_FDS_PER_PACKET - 2;
 /// Descriptors accepted per packet: the kernel's own limit, so a peer cannot truncate us.
 pub(super) const MAX_FDS_RECEIVED: usize = 253;
 

@@ -21,10 +21,10 @@ use super::sys::invalid_data;
 
 /// Mappings one receiver keeps: as many memfds as one sender pools, which a stream of large
 /// messages cycles through.
-const MAPS_PER_RECEIVER: usize = MAX_ENTRIES;
+pub(super) const MAPS_PER_RECEIVER: usize = MAX_ENTRIES;
 /// Bytes of kept mappings across the whole process. A kept mapping holds its memfd's pages even
 /// after the sender lets the memfd go, so this bounds what receivers can hold on to.
-const MAPPED_BUDGET: usize = 256 << 20;
+pub(super) const MAPPED_BUDGET: usize = 256 << 20;
 
 /// Bytes mapped by every [`PeerMaps`] in this process.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);

@@ -16,6 +16,8 @@
 
 #![allow(unsafe_code)]
 
+#[cfg(test)]
+mod documented;
 mod frame;
 mod intake;
 mod memfd;

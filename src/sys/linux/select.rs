@@ -19,7 +19,7 @@ use crate::sys::{OsIpcSelectionResult, RecvError, Wait};
 /// Events fetched from the kernel per wait.
 const EVENTS_PER_WAIT: usize = 256;
 /// Messages read from one ready receiver per select, so one busy peer cannot starve the rest.
-const MESSAGES_PER_RECEIVER: usize = 32;
+pub(super) const MESSAGES_PER_RECEIVER: usize = 32;
 
 /// A set of receivers waited on together.
 pub(crate) struct OsIpcReceiverSet {

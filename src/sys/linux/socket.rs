@@ -24,7 +24,8 @@ use rustix::net::{
 
 use super::frame::{
     buffer_claim, FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_BUFFER_CLAIM, MAX_FDS_PER_PACKET,
-    MAX_FDS_RECEIVED, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
+    MAX_FDS_RECEIVED, MAX_HANDLES_IN_PACKET, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED,
+    VERDICT_TIMEOUT,
 };
 use super::intake::{take_payload, PeerMaps};
 use super::memfd::{Encoded, PayloadWriter};
@@ -133,7 +134,7 @@ impl OsIpcSender {
         let handles: Vec<BorrowedFd<'_>> =
             channels.iter().map(OsIpcChannel::as_fd).chain(shared_memory.iter().map(AsFd::as_fd)).collect();
 
-        let side_socket = if handles.len() > MAX_FDS_PER_PACKET - 2 {
+        let side_socket = if handles.len() > MAX_HANDLES_IN_PACKET {
             header.flags |= HANDLES_ON_SIDE_SOCKET;
             Some(send_on_side_socket(&handles)?)
         } else {

@@ -1,0 +1,47 @@
+//! The Linux numbers README.md and SECURITY.md state, checked against the constants that
+//! define them: change a constant and this test names the sentence to change with it.
+
+use super::frame::{INLINE_MAX, MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET};
+use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
+use super::pool::MAX_RETAINED;
+use super::select::MESSAGES_PER_RECEIVER;
+
+const README: &str = include_str!("../../../README.md");
+const SECURITY: &str = include_str!("../../../SECURITY.md");
+
+/// Asserts that `doc` (named `name`) says `phrase`, whatever the line breaks.
+fn says(name: &str, doc: &str, phrase: &str) {
+    let flat = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat(doc).contains(&flat(phrase)), "{name} must say {phrase:?}");
+}
+
+#[test]
+fn the_docs_state_the_linux_backends_numbers() {
+    let kib = |bytes: usize| bytes >> 10;
+    let mib = |bytes: usize| bytes >> 20;
+    says("README.md", README, &format!("up to {MAX_HANDLES_IN_PACKET} channels and regions with the message itself"));
+    says(
+        "SECURITY.md",
+        SECURITY,
+        &format!("more than {MAX_HANDLES_IN_PACKET} channels and regions sends them on a side socket"),
+    );
+    says("README.md", README, &format!("payloads over {} KiB travel in a memfd", kib(INLINE_MAX)));
+    says(
+        "README.md",
+        README,
+        &format!("Payloads over {} KiB travel in a memfd and claim {} KiB", kib(INLINE_MAX), kib(MAX_BUFFER_CLAIM)),
+    );
+    says(
+        "SECURITY.md",
+        SECURITY,
+        &format!("{} KiB unless it reuses one of the sender's few kept memfds", kib(MAX_BUFFER_CLAIM)),
+    );
+    says("README.md", README, &format!("at most {MESSAGES_PER_RECEIVER} messages from one receiver per call"));
+    says("SECURITY.md", SECURITY, &format!("reads at most {MESSAGES_PER_RECEIVER} messages per receiver per call"));
+    says("SECURITY.md", SECURITY, &format!("the last {MAPS_PER_RECEIVER} payload memfds each channel was sent"));
+    says(
+        "SECURITY.md",
+        SECURITY,
+        &format!("none over {} MiB, at most {} MiB per process", mib(MAX_RETAINED), mib(MAPPED_BUDGET)),
+    );
+}
