@@ -52,6 +52,7 @@ struct Comm {
     commands: crossbeam_channel::Sender<Command>,
     wakeup: IpcSender<()>,
     shutdown: bool,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 /// A handle to a router thread: registers routes with it and shuts it down.
@@ -81,11 +82,11 @@ impl RouterProxy {
         let (commands, command_receiver) = crossbeam_channel::unbounded();
         let mut set = IpcReceiverSet::new().expect("cannot create the router's receiver set");
         let wakeup_id = set.add(wakeup_receiver).expect("cannot register the router's wakeup channel");
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("crossproc-router".into())
             .spawn(move || Router { set, wakeup_id, commands: command_receiver, handlers: HashMap::new() }.run())
             .expect("cannot start the router thread");
-        RouterProxy { comm: Mutex::new(Comm { commands, wakeup, shutdown: false }) }
+        RouterProxy { comm: Mutex::new(Comm { commands, wakeup, shutdown: false, thread: Some(thread) }) }
     }
 
     /// Calls `handler` with every raw message of `receiver` (for the crate's own streams).
@@ -133,17 +134,22 @@ impl RouterProxy {
         self.add_route(receiver.to_opaque(), handler);
     }
 
-    /// Stops the router thread and waits until it has stopped, dropping every handler. Calling
-    /// it again does nothing; routes added afterwards are ignored.
+    /// Stops the router thread and waits until it has ended, every handler and receiver
+    /// dropped. Calling it again does nothing; routes added afterwards are ignored. (Called by a
+    /// handler, on the router thread itself, it stops the router without waiting for itself.)
     pub fn shutdown(&self) {
         let mut comm = self.comm.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if comm.shutdown {
             return;
         }
         comm.shutdown = true;
+        let router = comm.thread.take().filter(|router| router.thread().id() != thread::current().id());
         let (ack, acked) = crossbeam_channel::bounded(1);
-        if comm.commands.send(Command::Shutdown(ack)).is_ok() && comm.wakeup.send(()).is_ok() {
+        if comm.commands.send(Command::Shutdown(ack)).is_ok() && comm.wakeup.send(()).is_ok() && router.is_some() {
             let _ = acked.recv();
+        }
+        if let Some(router) = router {
+            let _ = router.join();
         }
     }
 

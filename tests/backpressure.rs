@@ -243,17 +243,21 @@ mod large_payloads_in_flight {
         let sent = std::sync::Arc::new(AtomicUsize::new(0));
         let counter = sent.clone();
         let total = probe + 2;
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let sender = std::thread::spawn(move || {
+            tid_tx.send(util::thread_id()).unwrap();
             for seq in 0..total {
                 tx.send(&payload(seq)).unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
             }
         });
+        let tid = tid_rx.recv().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while sent.load(Ordering::SeqCst) < probe && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        while sent.load(Ordering::SeqCst) < probe {
+            assert!(Instant::now() < deadline, "the first {probe} sends must fit the emptied buffer");
+            std::thread::yield_now();
         }
-        std::thread::sleep(Duration::from_millis(300));
+        util::wait_until_asleep(tid, "the send after the buffer filled up");
         assert_eq!(sent.load(Ordering::SeqCst), probe, "the last two sends wait for room");
         for seq in 0..total {
             assert!(rx.recv().unwrap() == payload(seq), "message {seq}");
@@ -265,13 +269,15 @@ mod large_payloads_in_flight {
     fn a_blocked_send_ends_when_the_receiver_goes() {
         let (tx, rx) = ipc::bytes_channel().unwrap();
         let sent = fill(&tx);
-        let dropper = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            drop(rx);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            tid_tx.send(util::thread_id()).unwrap();
+            tx.send(&payload(sent)).unwrap_err()
         });
-        let error = tx.send(&payload(sent)).unwrap_err();
-        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
-        dropper.join().unwrap();
+        // The receiver goes only once the send is blocked, waiting for room.
+        util::wait_until_asleep(tid_rx.recv().unwrap(), "a send into a full buffer");
+        drop(rx);
+        assert_eq!(sender.join().unwrap().kind(), std::io::ErrorKind::BrokenPipe);
     }
 
     #[test]

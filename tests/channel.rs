@@ -96,11 +96,15 @@ fn try_recv_never_reports_disconnected_before_the_last_message() {
     sending.join().unwrap();
 }
 
+/// The receive spin is process-wide: the tests that set it, or measure what it costs, take
+/// this lock so that they never run at once. (Other tests meanwhile just poll longer.)
+static SPIN_SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A waiting receive polls for the spin window before it sleeps; a window longer than the
-/// wait never stretches a timeout, and a message that arrives while polling is taken. (The
-/// window is process-wide: other tests meanwhile just poll longer.)
+/// wait never stretches a timeout, and a message that arrives while polling is taken.
 #[test]
 fn a_long_receive_spin_keeps_timeouts_and_takes_messages() {
+    let _spin = SPIN_SETTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let before = ipc::set_receive_spin(Duration::from_secs(1));
     assert_eq!(ipc::receive_spin(), Duration::from_secs(1));
     let (tx, rx) = ipc::channel::<u8>().unwrap();
@@ -142,6 +146,7 @@ fn thread_cpu_time() -> Duration {
 #[test]
 #[cfg(target_os = "linux")]
 fn a_receiver_with_sparse_messages_does_not_poll() {
+    let _spin = SPIN_SETTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let before = ipc::set_receive_spin(Duration::from_millis(200));
     let (tx, rx) = ipc::channel::<u8>().unwrap();
     let sending = std::thread::spawn(move || {

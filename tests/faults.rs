@@ -12,10 +12,12 @@ use crossproc::ipc::{
     self, IpcOneShotServer, IpcReceiverSet, IpcSelectionResult, IpcSender, IpcServer, IpcSharedMemory, LimitExceeded,
     ReceiveLimits,
 };
-use crossproc::IpcError;
-use util::{assert_child_succeeds, child_role, server_name, spawn_child, with_watchdog};
+use crossproc::{IpcError, TryRecvError};
+use util::{assert_child_succeeds, child_command, child_role, server_name, spawn_child, with_watchdog, SERVER_VAR};
 
 const ENTRY: &str = "child_entry";
+/// What a "connect_and_hang" child prints once its connection is made.
+const CONNECTED: &str = "crossproc-test: connected";
 
 /// The child side of every test in this file; does nothing unless started by `spawn_child`.
 #[test]
@@ -34,6 +36,8 @@ fn child_entry() {
         }
         "connect_and_hang" => {
             let _tx = IpcSender::<u32>::connect(server_name()).unwrap();
+            // Tell the parent (through stdout) that the connection is made, then stay silent.
+            println!("{CONNECTED}");
             std::thread::sleep(Duration::from_secs(600));
         }
         "exhaust_descriptors" => exhaust_descriptors_child(),
@@ -128,10 +132,17 @@ fn sigkill_during_descriptor_passing() {
 fn sigkill_of_a_client_during_accept() {
     with_watchdog(Duration::from_secs(60), || {
         let (server, name) = IpcServer::<u32>::new().unwrap();
-        let mut hanging = spawn_child(ENTRY, "connect_and_hang", &name);
-        // Wait until the child has connected, then kill it mid-handshake (no first message).
-        while server.accept_timeout(Duration::from_millis(50)).is_ok() {}
-        std::thread::sleep(Duration::from_millis(200));
+        let mut hanging = child_command(ENTRY, "connect_and_hang")
+            .env(SERVER_VAR, &name)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the child says it has connected, then kill it mid-handshake (connected,
+        // no first message).
+        let stdout = std::io::BufReader::new(hanging.stdout.take().unwrap());
+        let said = std::io::BufRead::lines(stdout).map(Result::unwrap).find(|line| line == CONNECTED);
+        assert!(said.is_some(), "the child ended before it connected");
+        assert!(matches!(server.try_accept(), Err(TryRecvError::Empty)), "a silent client must not be accepted");
         hanging.kill().unwrap();
         hanging.wait().unwrap();
         // The server goes on serving everyone else.

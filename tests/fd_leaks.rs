@@ -16,29 +16,15 @@ use util::open_fds;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Runs `scenario` twice (the first run may allocate lazily created, kept descriptors such as
-/// thread-local state) and asserts the second run leaves the count unchanged. Threads that a
-/// scenario stops may take a moment to exit (and on Windows each holds a handle), so the count
-/// is read once it has settled.
+/// thread-local state) and asserts the second run leaves the count unchanged. A scenario waits
+/// for everything it stops (a server's acceptor, a router thread) before it returns, so the
+/// count is exact the moment it ends.
 fn assert_no_leak(scenario: impl Fn()) {
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     scenario();
-    let before = settled_count();
+    let before = open_fds();
     scenario();
-    assert_eq!(settled_count(), before, "descriptors leaked");
-}
-
-/// The descriptor count once it has stayed the same for 100 ms (at most 5 s).
-fn settled_count() -> usize {
-    let mut count = open_fds();
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = open_fds();
-        if now == count {
-            break;
-        }
-        count = now;
-    }
-    count
+    assert_eq!(open_fds(), before, "descriptors leaked");
 }
 
 #[test]
@@ -112,11 +98,11 @@ fn a_router_that_shuts_down() {
 #[test]
 fn the_count_sees_a_channel_open_and_close() {
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let before = settled_count();
+    let before = open_fds();
     let channel = ipc::channel::<u8>().unwrap();
     assert!(open_fds() > before, "a new channel holds descriptors the count must see");
     drop(channel);
-    assert_eq!(settled_count(), before);
+    assert_eq!(open_fds(), before);
 }
 
 /// Mappings of pooled payload memfds in this process (`/proc/self/maps`).

@@ -116,3 +116,21 @@ fn routes_added_after_shutdown_are_ignored() {
     // The route was refused: its handler (and crossbeam sender) was dropped at once.
     assert!(received.recv_timeout(Duration::from_secs(5)).is_err());
 }
+
+#[test]
+fn a_handler_may_shut_down_its_own_router() {
+    let router = Arc::new(RouterProxy::new());
+    let (tx, rx) = ipc::channel::<u8>().unwrap();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let inner = router.clone();
+    router.add_typed_route(
+        rx,
+        Box::new(move |_| {
+            inner.shutdown(); // on the router thread: must not wait for itself
+            done_tx.send(()).unwrap();
+        }),
+    );
+    tx.send(1).unwrap();
+    done_rx.recv_timeout(Duration::from_secs(10)).expect("the handler returned from shutdown");
+    router.shutdown(); // already shut down: returns at once
+}

@@ -5,8 +5,6 @@
 
 mod util;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crossproc::ipc::{self, IpcCommandExt, IpcReceiverSet, IpcSelectionResult, IpcSender, IpcServer};
@@ -90,7 +88,10 @@ async fn many_receivers_on_one_thread() {
 async fn dropping_recv_futures_loses_nothing() {
     let (tx, rx) = ipc::channel::<u32>().unwrap();
     let rx = AsyncIpcReceiver::new(rx).unwrap();
+    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
     let producer = std::thread::spawn(move || {
+        // Not before a receive future has been dropped mid-wait (below).
+        wait_for_go.recv().unwrap();
         for i in 0..2000 {
             tx.send(i).unwrap();
             if i % 50 == 0 {
@@ -110,12 +111,17 @@ async fn dropping_recv_futures_loses_nothing() {
                 Err(IpcError::Disconnected) => break,
                 Err(other) => panic!("{other}"),
             },
-            _ = tokio::task::yield_now() => cancelled += 1,
+            _ = tokio::task::yield_now() => {
+                cancelled += 1;
+                if cancelled == 1 {
+                    // Nothing was sent yet, so that receive future waited and was dropped.
+                    go.send(()).unwrap();
+                }
+            }
         }
     }
     producer.join().unwrap();
     assert_eq!(expected, 2000);
-    assert!(cancelled > 0, "the recv future was dropped at least once");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -126,26 +132,24 @@ async fn an_async_send_waits_for_room_without_blocking_the_runtime() {
         queued += 1;
     }
     let tx = AsyncIpcSender::new(tx).unwrap();
-    let ticks = Arc::new(AtomicU64::new(0));
-    let ticker = {
-        let ticks = ticks.clone();
-        tokio::spawn(async move {
-            loop {
-                ticks.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
+    let message = vec![2; 512];
+    let mut send = std::pin::pin!(tx.send(message));
+    // The buffer is full: the send waits, and gives the (single) runtime thread back meanwhile.
+    assert!(futures::poll!(&mut send).is_pending(), "a send into a full channel must wait");
+    let other_task = tokio::spawn(async { "ran while the send waited" });
+    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
     let reader = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        for _ in 0..=queued {
-            rx.recv().unwrap();
+        wait_for_go.recv().unwrap();
+        for _ in 0..queued {
+            assert_eq!(rx.recv().unwrap(), vec![1; 512]);
         }
+        assert_eq!(rx.recv().unwrap(), vec![2; 512]);
         rx
     });
-    tx.send(vec![2; 512]).await.unwrap();
-    assert!(ticks.load(Ordering::SeqCst) > 2, "other tasks ran while the send waited");
-    ticker.abort();
+    assert!(futures::poll!(&mut send).is_pending(), "still no room");
+    assert_eq!(other_task.await.unwrap(), "ran while the send waited");
+    go.send(()).unwrap();
+    send.await.unwrap();
     drop(reader.join().unwrap());
     assert!(matches!(tx.send(vec![]).await, Err(IpcError::Disconnected)));
 }
@@ -162,13 +166,14 @@ async fn an_async_send_of_a_large_payload_waits_for_room() {
         assert!(queued < 100, "large payloads in flight are bounded");
     }
     let tx = AsyncIpcBytesSender::new(tx).unwrap();
+    let mut send = std::pin::pin!(tx.send(&payload));
+    assert!(futures::poll!(&mut send).is_pending(), "a large payload into a full channel must wait");
     let reader = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
         for _ in 0..=queued {
             assert_eq!(rx.recv().unwrap().len(), 64 << 20);
         }
     });
-    tokio::time::timeout(Duration::from_secs(60), tx.send(&payload)).await.expect("woken once there is room").unwrap();
+    tokio::time::timeout(Duration::from_secs(60), send).await.expect("woken once there is room").unwrap();
     reader.join().unwrap();
 }
 

@@ -81,3 +81,28 @@ pub fn with_watchdog<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> 
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("test hung for more than {limit:?}"),
     }
 }
+
+/// The kernel's id of the calling thread.
+#[cfg(target_os = "linux")]
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Waits until thread `tid` of this process sleeps in the kernel (state `S` in
+/// `/proc/self/task/<tid>/stat`): how a test sees that a send is blocked, waiting for room.
+/// Fails, naming `what`, if that does not happen within 30 s.
+#[cfg(target_os = "linux")]
+pub fn wait_until_asleep(tid: i32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("read the thread's stat");
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat.rsplit(')').next().and_then(|rest| rest.trim_start().chars().next());
+        if state == Some('S') {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: thread {tid} never blocked (state {state:?})");
+        thread::yield_now();
+    }
+}
