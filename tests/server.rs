@@ -38,8 +38,69 @@ fn child_entry() {
             let _server = IpcServer::<u8>::bind(server_name()).unwrap();
             std::thread::sleep(Duration::from_secs(600));
         }
+        #[cfg(target_os = "linux")]
+        "silent_flood" => silent_flood(),
         other => panic!("unknown child role {other}"),
     }
+}
+
+/// What a "silent_flood" child prints once all its connections are open.
+#[cfg(target_os = "linux")]
+const FLOODED: &str = "crossproc-test: flooded";
+
+/// Opens as many connections to the server as its descriptor limit allows (up to 6,000) that
+/// never say a word, says so, and keeps them open.
+#[cfg(target_os = "linux")]
+fn silent_flood() {
+    use rustix::net::{connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.map_or(6_100, |hard| hard.min(6_100));
+    setrlimit(Resource::Nofile, Rlimit { current: Some(wanted), maximum: limit.maximum }).unwrap();
+    let address = SocketAddrUnix::new(server_name().as_str()).unwrap();
+    let silent: Vec<_> = (0..wanted.saturating_sub(100).min(6_000))
+        .map(|_| {
+            let socket = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+            connect(&socket, &address).unwrap();
+            socket
+        })
+        .collect();
+    assert!(silent.len() >= 2_000, "only {} connections", silent.len());
+    println!("{FLOODED}");
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// Thousands of connections that never speak neither lock out a client that does, nor take
+/// more of the server's descriptors than its waiting room (SECURITY.md).
+#[cfg(target_os = "linux")]
+#[test]
+fn silent_connections_lock_out_nobody() {
+    with_watchdog(Duration::from_secs(120), || {
+        let (server, name) = IpcServer::<String>::new().unwrap();
+        let before = util::open_fds();
+        let mut flood = util::child_command(ENTRY, "silent_flood")
+            .env(util::SERVER_VAR, &name)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(flood.stdout.take().unwrap());
+        let said = std::io::BufRead::lines(stdout).map(Result::unwrap).find(|line| line == FLOODED);
+        assert!(said.is_some(), "the flooding child ended early");
+        let held = util::open_fds().saturating_sub(before);
+        assert!(held <= 1024 + 16, "the server holds {held} descriptors for silent connections");
+        for round in 0..3 {
+            let name = name.clone();
+            let client = std::thread::spawn(move || {
+                IpcSender::<String>::connect(name).unwrap().send(format!("spoke at once {round}")).unwrap()
+            });
+            let (_, first, _) =
+                server.accept_timeout(Duration::from_secs(30)).expect("a client that speaks is accepted");
+            assert_eq!(first, format!("spoke at once {round}"));
+            client.join().unwrap();
+        }
+        flood.kill().unwrap();
+        flood.wait().unwrap();
+    });
 }
 
 #[test]

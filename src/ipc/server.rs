@@ -196,9 +196,19 @@ where
     /// or over the limits, are skipped.
     pub fn accept(&self) -> Result<(IpcReceiver<T>, T, PeerCredentials), IpcError> {
         loop {
-            if let Some(accepted) = self.first_message(self.incoming.recv()?) {
+            let client = self.incoming.recv().map_err(|error| self.acceptor_error(error))?;
+            if let Some(accepted) = self.first_message(client) {
                 return Ok(accepted);
             }
+        }
+    }
+
+    /// `error`, or the system error that stopped the acceptor when that is why new clients
+    /// stopped coming (the incoming channel then reports `Disconnected`).
+    fn acceptor_error(&self, error: IpcError) -> IpcError {
+        match error {
+            IpcError::Disconnected => self.guard.take_failure().map_or(IpcError::Disconnected, IpcError::Io),
+            error => error,
         }
     }
 
@@ -213,7 +223,8 @@ where
     /// is ready.
     pub fn try_accept(&self) -> Result<(IpcReceiver<T>, T, PeerCredentials), TryRecvError> {
         loop {
-            if let Some(accepted) = self.first_message(self.incoming.try_recv()?) {
+            let client = self.incoming.try_recv().map_err(|error| self.try_acceptor_error(error))?;
+            if let Some(accepted) = self.first_message(client) {
                 return Ok(accepted);
             }
         }
@@ -231,16 +242,25 @@ where
         let deadline = Instant::now().checked_add(timeout);
         loop {
             let left = deadline.map_or(timeout, |deadline| deadline.saturating_duration_since(Instant::now()));
-            if let Some(accepted) = self.first_message(self.incoming.try_recv_timeout(left)?) {
+            let client = self.incoming.try_recv_timeout(left).map_err(|error| self.try_acceptor_error(error))?;
+            if let Some(accepted) = self.first_message(client) {
                 return Ok(accepted);
             }
+        }
+    }
+
+    /// [`acceptor_error`](Self::acceptor_error) for the non-blocking forms.
+    fn try_acceptor_error(&self, error: TryRecvError) -> TryRecvError {
+        match error {
+            TryRecvError::IpcError(error) => TryRecvError::IpcError(self.acceptor_error(error)),
+            TryRecvError::Empty => TryRecvError::Empty,
         }
     }
 
     /// The first client only, whatever became of it (the one-shot server's rule), with its first
     /// message not yet decoded.
     pub(crate) fn accept_first_raw(self) -> Result<(OpaqueIpcReceiver, IpcMessage), IpcError> {
-        let client = self.incoming.recv()?;
+        let client = self.incoming.recv().map_err(|error| self.acceptor_error(error))?;
         client.receiver.set_limits(self.limits.get());
         let first = client.receiver.end.recv(Wait::Blocking).map_err(ipc_error)?;
         Ok((client.receiver.to_opaque(), IpcMessage::from(first)))

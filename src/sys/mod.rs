@@ -37,7 +37,8 @@
 //!   that connect with `OsIpcSender::connect` by their kernel-reported credentials; each admitted
 //!   client arrives on the receiver as one message whose data are the bytes `Admit` returned and
 //!   whose one channel is the client's connection, once its first message is readable. Dropping
-//!   the guard stops admitting clients and removes the name.
+//!   the guard stops admitting clients and removes the name; `OsServerGuard::take_failure()`
+//!   gives the error that stopped the acceptor, if one did (an [`AcceptorFailure`]).
 //!
 //! Linux only, for now: `register` (a descriptor with tokio's reactor, feature `tokio`) and
 //! `decode_packet` (feature `fuzzing`); the tokio wrappers use the Linux types' `AsFd`.
@@ -141,6 +142,25 @@ pub(crate) fn message_buffer(len: usize) -> io::Result<Vec<u8>> {
         io::Error::new(io::ErrorKind::OutOfMemory, format!("cannot allocate {len} bytes for a received message"))
     })?;
     Ok(bytes)
+}
+
+/// Where a server's acceptor thread leaves the error that stopped it, for `accept` to report
+/// (the server's incoming channel closes at the same time). Shared by the thread and the guard.
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(any(feature = "force-inprocess", not(any(target_os = "linux", windows))), allow(dead_code))]
+pub(crate) struct AcceptorFailure(std::sync::Arc<std::sync::Mutex<Option<io::Error>>>);
+
+#[cfg_attr(any(feature = "force-inprocess", not(any(target_os = "linux", windows))), allow(dead_code))]
+impl AcceptorFailure {
+    /// Records why the acceptor stopped.
+    pub fn record(&self, error: io::Error) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
+    }
+
+    /// The recorded error, once.
+    pub fn take(&self) -> Option<io::Error> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
 }
 
 /// How long a send or receive may wait.

@@ -6,14 +6,17 @@
 //! (see [`super::frame`]); [`OsIpcSender::connect`](super::OsIpcSender::connect) waits for that
 //! verdict, so a refused client gets a clear error from `connect` itself. An admitted connection
 //! is handed to the server only once its first message (or its hang-up) is readable, so a client
-//! that connects and stays silent never holds up anyone else.
+//! that connects and stays silent never holds up anyone else. Silent connections are bounded:
+//! each is closed after [`SILENT_DEADLINE`], and when [`waiting_room`] of them wait, a new client
+//! evicts the oldest — so a flood of connections that never speak costs a bounded share of the
+//! process's descriptors and locks out no client that speaks at once.
 //!
 //! Names: a private server lives in a fresh directory with mode 0700 (no other user can connect
 //! or replace the socket); a server bound at a caller's path replaces a stale socket left by a
 //! crashed server, but never a live one or a file that is not a socket. The name is removed when
 //! the server's guard is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
@@ -21,9 +24,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::Timespec;
 use rustix::event::{eventfd, EventfdFlags};
 use rustix::io::Errno;
 use rustix::net::{
@@ -37,10 +41,14 @@ use super::socket::channel;
 use super::sys::retry_on_intr;
 use super::{OsIpcReceiver, OsIpcSender};
 use crate::ipc::PeerCredentials;
-use crate::sys::{Admit, OsIpcChannel, Wait};
+use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, Wait};
 
-/// Connections admitted but not yet readable, at most; more are refused until some are handed over.
-const MAX_WAITING: usize = 4096;
+/// Connections admitted but silent so far (no first message yet) are held at most this long,
+/// then closed: a client is expected to speak as soon as it has connected.
+pub(super) const SILENT_DEADLINE: Duration = Duration::from_secs(10);
+/// At most this many silent connections are held, and never more than a quarter of the
+/// process's descriptor limit ([`waiting_room`]); a new client beyond that evicts the oldest.
+pub(super) const MAX_WAITING: usize = 1024;
 const LISTENER: u64 = 0;
 const STOP: u64 = 1;
 const OUTLET: u64 = 2;
@@ -113,11 +121,29 @@ fn is_stale_socket(path: &Path) -> io::Result<bool> {
     Ok(matches!(connect(&probe, &SocketAddrUnix::new(path)?), Err(Errno::CONNREFUSED)))
 }
 
+/// How many silent connections a server holds: [`MAX_WAITING`], or a quarter of the process's
+/// soft descriptor limit if that is less (at least 16), so that a flood of connections that
+/// never speak cannot take the descriptors every other channel of the process needs.
+fn waiting_room() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let quarter = limit.map_or(usize::MAX, |limit| usize::try_from(limit / 4).unwrap_or(usize::MAX));
+    quarter.clamp(16, MAX_WAITING)
+}
+
 /// Stops a server's acceptor thread and removes its name when dropped.
 pub(crate) struct OsServerGuard {
     stop: OwnedFd,
     name: Option<Name>,
     acceptor: Option<thread::JoinHandle<()>>,
+    failure: AcceptorFailure,
+}
+
+impl OsServerGuard {
+    /// Why the acceptor stopped admitting clients, if it failed (the server's incoming channel
+    /// then reports `Disconnected`).
+    pub fn take_failure(&self) -> Option<io::Error> {
+        self.failure.take()
+    }
 }
 
 impl Drop for OsServerGuard {
@@ -164,10 +190,25 @@ pub(crate) fn serve(listener: OsListener, admit: Admit) -> io::Result<(OsIpcRece
     // No interest flags: only the hang-up of the incoming side (the server was dropped) wakes us.
     epoll::add(&epoll, outlet.as_fd(), EventData::new_u64(OUTLET), EventFlags::empty())?;
     let thread_stop = stop.try_clone()?;
-    let acceptor =
-        Acceptor { listener: listener.fd, epoll, _stop: thread_stop, outlet, admit, waiting: HashMap::new() };
-    let acceptor = thread::Builder::new().name("crossproc-acceptor".into()).spawn(move || acceptor.run())?;
-    Ok((incoming, OsServerGuard { stop, name: Some(listener.name), acceptor: Some(acceptor) }))
+    let failure = AcceptorFailure::default();
+    let acceptor = Acceptor {
+        listener: listener.fd,
+        epoll,
+        _stop: thread_stop,
+        outlet,
+        admit,
+        waiting: HashMap::new(),
+        arrivals: VecDeque::new(),
+        room: waiting_room(),
+    };
+    let report = failure.clone();
+    let run = move || {
+        if let Err(error) = acceptor.run() {
+            report.record(error);
+        }
+    };
+    let acceptor = thread::Builder::new().name("crossproc-acceptor".into()).spawn(run)?;
+    Ok((incoming, OsServerGuard { stop, name: Some(listener.name), acceptor: Some(acceptor), failure }))
 }
 
 struct Acceptor {
@@ -178,25 +219,32 @@ struct Acceptor {
     admit: Admit,
     /// Admitted connections whose first message is not readable yet, with their announcement.
     waiting: HashMap<u64, (OwnedFd, Vec<u8>)>,
+    /// The ids of `waiting`, oldest first, with the moment each is closed if still silent (ids
+    /// handed over meanwhile are skipped when they come up).
+    arrivals: VecDeque<(u64, Instant)>,
+    /// How many silent connections may wait at once.
+    room: usize,
 }
 
 impl Acceptor {
-    fn run(mut self) {
+    /// Admits clients until the server is dropped (`Ok`) or the system fails (`Err`).
+    fn run(mut self) -> io::Result<()> {
         let mut next_id = FIRST_CONNECTION;
         let mut events = [MaybeUninit::<Event>::uninit(); 64];
         loop {
-            let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], None) {
+            let timeout = self.close_overdue();
+            let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], timeout.as_ref()) {
                 Ok((ready, _)) => ready.iter().map(|event| event.data.u64()).collect(),
                 Err(Errno::INTR) => continue,
-                Err(_) => return,
+                Err(error) => return Err(error.into()),
             };
             for id in ready {
                 match id {
-                    STOP | OUTLET => return,
-                    LISTENER => self.accept_all(&mut next_id),
+                    STOP | OUTLET => return Ok(()),
+                    LISTENER => self.accept_all(&mut next_id)?,
                     id => {
                         if !self.hand_over(id) {
-                            return;
+                            return Ok(());
                         }
                     }
                 }
@@ -204,22 +252,51 @@ impl Acceptor {
         }
     }
 
+    /// Closes every connection silent past its deadline; returns how long until the next one's.
+    fn close_overdue(&mut self) -> Option<Timespec> {
+        let now = Instant::now();
+        while let Some(&(id, deadline)) = self.arrivals.front() {
+            if !self.waiting.contains_key(&id) {
+                self.arrivals.pop_front();
+            } else if deadline <= now {
+                self.arrivals.pop_front();
+                self.waiting.remove(&id); // closed: epoll forgets it with its last descriptor
+            } else {
+                let left = deadline - now;
+                return Some(Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) });
+            }
+        }
+        None
+    }
+
+    /// Makes room for one more silent connection by closing the oldest.
+    fn evict_oldest(&mut self) {
+        while let Some((id, _)) = self.arrivals.pop_front() {
+            if self.waiting.remove(&id).is_some() {
+                return;
+            }
+        }
+    }
+
     /// Accepts every queued connection and answers each with a verdict.
-    fn accept_all(&mut self, next_id: &mut u64) {
+    fn accept_all(&mut self, next_id: &mut u64) -> io::Result<()> {
         loop {
             let connection = match accept_with(&self.listener, SocketFlags::CLOEXEC) {
                 Ok(connection) => connection,
-                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(Errno::AGAIN) => return Ok(()),
+                Err(Errno::INTR | Errno::CONNABORTED | Errno::PROTO) => continue,
                 Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
-                    // Out of descriptors or memory: leave clients in the backlog and retry soon,
-                    // rather than spinning on a listener that stays readable.
+                    // Out of descriptors or memory: give back the oldest silent connection,
+                    // leave the rest in the backlog and retry soon, rather than spinning on a
+                    // listener that stays readable.
+                    self.evict_oldest();
                     thread::sleep(Duration::from_millis(20));
-                    return;
+                    return Ok(());
                 }
-                Err(_) => return,
+                Err(error) => return Err(error.into()),
             };
             let announcement = match socket_peercred(&connection) {
-                Ok(cred) if self.waiting.len() < MAX_WAITING => {
+                Ok(cred) => {
                     let credentials = PeerCredentials {
                         pid: cred.pid.as_raw_nonzero().get() as u32,
                         uid: cred.uid.as_raw(),
@@ -227,15 +304,19 @@ impl Acceptor {
                     };
                     (self.admit)(&credentials)
                 }
-                _ => None,
+                Err(_) => None,
             };
             let verdict = if announcement.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
             let _ = send(&connection, &verdict, SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
             if let Some(announcement) = announcement {
+                if self.waiting.len() >= self.room {
+                    self.evict_oldest();
+                }
                 let id = *next_id;
                 *next_id += 1;
                 if epoll::add(&self.epoll, &connection, EventData::new_u64(id), EventFlags::IN).is_ok() {
                     self.waiting.insert(id, (connection, announcement));
+                    self.arrivals.push_back((id, Instant::now() + SILENT_DEADLINE));
                 }
             }
         }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED,
-    GENERIC_READ, GENERIC_WRITE, HANDLE, WAIT_OBJECT_0,
+    GENERIC_READ, GENERIC_WRITE, HANDLE, WAIT_FAILED, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, ReadFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
@@ -43,7 +43,7 @@ use super::pipe::{channel, write_message, OsIpcReceiver, OsIpcSender};
 use super::sys::{check, event, finish_overlapped, owned, random_u64, raw, wide, Peer};
 use super::transfer::{import, Exporter};
 use crate::ipc::{PeerCredentials, ReceiveLimits};
-use crate::sys::{Admit, OsIpcChannel, RecvError, Wait};
+use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, RecvError, Wait};
 
 const VERDICT_ADMITTED: &[u8] = b"CXW1-OK";
 const VERDICT_REFUSED: &[u8] = b"CXW1-NO";
@@ -127,6 +127,14 @@ fn instance(path: &str, first: bool) -> io::Result<OwnedHandle> {
 pub(crate) struct OsServerGuard {
     stop: OwnedHandle,
     acceptor: Option<JoinHandle<()>>,
+    failure: AcceptorFailure,
+}
+
+impl OsServerGuard {
+    /// Why the acceptor stopped admitting clients, if it failed.
+    pub fn take_failure(&self) -> Option<io::Error> {
+        self.failure.take()
+    }
 }
 
 impl Drop for OsServerGuard {
@@ -149,11 +157,15 @@ pub(crate) fn serve(listener: OsListener, mut admit: Admit) -> io::Result<(OsIpc
     let (outlet, incoming) = channel()?;
     let stop = event()?;
     let stop_raw = raw(&stop) as usize;
+    let failure = AcceptorFailure::default();
+    let report = failure.clone();
     let acceptor = thread::Builder::new().name("crossproc-acceptor".into()).spawn(move || {
         let stop = stop_raw as HANDLE;
-        let _ = accept_loop(&listener.path, listener.first, stop, &mut admit, &outlet);
+        if let Err(error) = accept_loop(&listener.path, listener.first, stop, &mut admit, &outlet) {
+            report.record(error);
+        }
     })?;
-    Ok((incoming, OsServerGuard { stop, acceptor: Some(acceptor) }))
+    Ok((incoming, OsServerGuard { stop, acceptor: Some(acceptor), failure }))
 }
 
 /// The acceptor: waits at once for the next client, for `stop`, and for the first message of
@@ -184,6 +196,9 @@ fn accept_loop(
         let woken = unsafe { WaitForMultipleObjects(events.len() as u32, events.as_ptr(), 0, INFINITE) };
         if woken == WAIT_OBJECT_0 + 1 {
             return Ok(());
+        }
+        if woken == WAIT_FAILED {
+            return Err(io::Error::last_os_error());
         }
         if woken != WAIT_OBJECT_0 {
             continue; // a waiting client's read completed
