@@ -45,4 +45,6 @@ fn the_docs_state_the_linux_backends_numbers() {
         SECURITY,
         &format!("none over {} MiB, at most {} MiB per process", mib(MAX_RETAINED), mib(MAPPED_BUDGET)),
     );
+    let deadline = SILENT_DEADLINE.as_secs();
+    says("SECURITY.md", SECURITY, &format!("for at most {deadline} s, and at most {MAX_WAITING} such clients"));
 }
