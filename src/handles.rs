@@ -13,20 +13,66 @@
 //!    travel inside a crossproc message.
 //! 3. Decoding takes each entry at most once: an index used twice, or out of range, is an error.
 //!    Entries no index claimed are dropped (their descriptors closed) when decoding ends.
+//! 4. A receiver moved into the outgoing table leaves a [`ReturnSlot`] behind in its end. Unless
+//!    the message was sent ([`Outgoing::commit`]), dropping the table puts every such receiver
+//!    back in its slot, and the end takes it back on its next use: a value handed back by a
+//!    failed send (`TrySendError::Full(v)`, an encoding error, …) is whole.
 
 use std::cell::RefCell;
+use std::mem;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::depth::Limited;
 use crate::error::SerDeError;
-use crate::sys::{OsIpcChannel, OsIpcSharedMemory, OsOpaqueIpcChannel, PayloadWriter};
+use crate::sys::{OsIpcChannel, OsIpcReceiver, OsIpcSender, OsIpcSharedMemory, OsOpaqueIpcChannel, PayloadWriter};
+
+/// Where a receiver moved into a message waits to be given back if the message is not sent.
+pub(crate) type ReturnSlot = Arc<Mutex<Option<OsIpcReceiver>>>;
 
 /// What a value handed over while it was encoded.
 #[derive(Default)]
 pub(crate) struct Outgoing {
-    pub channels: Vec<OsIpcChannel>,
-    pub shared_memory: Vec<OsIpcSharedMemory>,
+    channels: Vec<OsIpcChannel>,
+    shared_memory: Vec<OsIpcSharedMemory>,
+    /// The receivers among `channels` (by index), each with the slot its end waits on.
+    returns: Vec<(usize, ReturnSlot)>,
+}
+
+impl Outgoing {
+    /// The channel ends and regions to send; give the ends back with [`give_back`](Self::give_back)
+    /// if the send fails, or [`commit`](Self::commit) once it succeeded.
+    pub fn take_for_send(&mut self) -> (Vec<OsIpcChannel>, Vec<OsIpcSharedMemory>) {
+        (mem::take(&mut self.channels), mem::take(&mut self.shared_memory))
+    }
+
+    /// The channel ends a failed send gave back, in the order they were taken.
+    pub fn give_back(&mut self, channels: Vec<OsIpcChannel>) {
+        self.channels = channels;
+    }
+
+    /// The message was sent: its receivers now belong to the peer.
+    pub fn commit(mut self) {
+        self.returns.clear();
+    }
+}
+
+impl Drop for Outgoing {
+    /// Gives every receiver of a message that was not sent back to the end it came from. (A
+    /// backend that could not give an end back leaves fewer ends than were taken: those
+    /// receivers are lost, as the send's error says.)
+    fn drop(&mut self) {
+        if self.returns.is_empty() {
+            return;
+        }
+        let mut channels: Vec<Option<OsIpcChannel>> = mem::take(&mut self.channels).into_iter().map(Some).collect();
+        for (index, slot) in self.returns.drain(..) {
+            if let Some(OsIpcChannel::Receiver(receiver)) = channels.get_mut(index).and_then(Option::take) {
+                *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(receiver);
+            }
+        }
+    }
 }
 
 /// What a received message carried, waiting to be claimed by index.
@@ -118,13 +164,32 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     Ok(T::deserialize(Limited { inner: &mut deserializer, depth: max_nesting })?)
 }
 
-/// Adds a channel end to the message being encoded and returns its index.
-pub(crate) fn push_channel(channel: OsIpcChannel) -> Result<u32, &'static str> {
+/// Adds a sender to the message being encoded and returns its index.
+pub(crate) fn push_sender(sender: OsIpcSender) -> Result<u32, &'static str> {
+    push_channel(OsIpcChannel::Sender(sender), None)
+}
+
+/// Moves a receiver into the message being encoded and returns its index, or gives the
+/// receiver back with the error. `slot` is where it returns if the message is not sent.
+pub(crate) fn push_receiver(receiver: OsIpcReceiver, slot: ReturnSlot) -> Result<u32, &'static str> {
+    push_channel(OsIpcChannel::Receiver(receiver), Some(slot))
+}
+
+fn push_channel(channel: OsIpcChannel, slot: Option<ReturnSlot>) -> Result<u32, &'static str> {
     OUTGOING.with(|cell| {
         let mut table = cell.borrow_mut();
-        let table = table.as_mut().ok_or("channels can only be serialized inside a crossproc message")?;
+        let Some(table) = table.as_mut() else {
+            if let (Some(slot), OsIpcChannel::Receiver(receiver)) = (slot, channel) {
+                *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(receiver);
+            }
+            return Err("channels can only be serialized inside a crossproc message");
+        };
+        let index = table.channels.len();
         table.channels.push(channel);
-        u32::try_from(table.channels.len() - 1).map_err(|_| "too many channels in one message")
+        if let Some(slot) = slot {
+            table.returns.push((index, slot));
+        }
+        u32::try_from(index).map_err(|_| "too many channels in one message")
     })
 }
 

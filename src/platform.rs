@@ -170,7 +170,7 @@ impl OsIpcSender {
     ) -> Result<(), OsError> {
         let channels = channels.into_iter().map(OsIpcChannel::into_sys).collect::<io::Result<_>>()?;
         let regions = shared_memory_regions.iter().map(|region| region.0.to_os()).collect::<io::Result<_>>()?;
-        Ok(self.0.end.0.send(data, channels, regions, Wait::Blocking)?)
+        Ok(self.0.end.0.send(data, channels, regions, Wait::Blocking).map_err(io::Error::from)?)
     }
 
     /// This sender as crossproc's untyped sender.

@@ -45,7 +45,7 @@ impl IpcBytesSender {
     /// [`IpcSender`](super::IpcSender#when-send-blocks)). A receiver that is gone gives
     /// `io::ErrorKind::BrokenPipe`.
     pub fn send(&self, data: &[u8]) -> Result<(), io::Error> {
-        self.end.0.send(data, Vec::new(), Vec::new(), Wait::Blocking)
+        Ok(self.end.0.send(data, Vec::new(), Vec::new(), Wait::Blocking)?)
     }
 
     /// Sends `data` if the channel's buffer has room now; [`TrySendError::Full`] otherwise.
@@ -56,13 +56,13 @@ impl IpcBytesSender {
     /// ```
     pub fn try_send(&self, data: &[u8]) -> Result<(), TrySendError<()>> {
         let result = self.end.0.send(data, Vec::new(), Vec::new(), Wait::NonBlocking);
-        result.map_err(|error| TrySendError::from_send((), send_error(error)))
+        result.map_err(|failure| TrySendError::from_send((), send_error(failure.error)))
     }
 
     /// Sends `data`, waiting at most `timeout` for room; [`SendTimeoutError::Timeout`] otherwise.
     pub fn send_timeout(&self, data: &[u8], timeout: Duration) -> Result<(), SendTimeoutError<()>> {
         let result = self.end.0.send(data, Vec::new(), Vec::new(), Wait::Timeout(timeout));
-        result.map_err(|error| SendTimeoutError::from_send((), send_error(error)))
+        result.map_err(|failure| SendTimeoutError::from_send((), send_error(failure.error)))
     }
 
     /// Sets the size of the channel's kernel buffer; see

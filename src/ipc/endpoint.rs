@@ -7,13 +7,14 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{IpcError, TryRecvError};
-use crate::handles;
+use crate::handles::{self, ReturnSlot};
 use crate::ipc::ReceiveLimits;
-use crate::sys::{OsIpcChannel, OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
+use crate::sys::{OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
 
 /// The sending end shared by typed, bytes and opaque senders.
 #[derive(Clone, Debug)]
@@ -21,7 +22,7 @@ pub(crate) struct SenderEnd(pub OsIpcSender);
 
 impl Serialize for SenderEnd {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let index = handles::push_channel(OsIpcChannel::Sender(self.0.clone())).map_err(ser::Error::custom)?;
+        let index = handles::push_sender(self.0.clone()).map_err(ser::Error::custom)?;
         serializer.serialize_u32(index)
     }
 }
@@ -35,12 +36,33 @@ impl<'de> Deserialize<'de> for SenderEnd {
 }
 
 /// The receiving end shared by typed, bytes and opaque receivers. Empty once it has been
-/// moved into a message.
-pub(crate) struct ReceiverEnd(RefCell<Option<OsIpcReceiver>>);
+/// moved into a message that was sent.
+pub(crate) struct ReceiverEnd {
+    receiver: RefCell<Option<OsIpcReceiver>>,
+    /// Set while the receiver is inside a message being sent: if that send fails, the receiver
+    /// comes back through this slot (see `handles`), and is taken back on the next use.
+    sent: RefCell<Option<ReturnSlot>>,
+}
 
 impl ReceiverEnd {
     pub fn new(receiver: OsIpcReceiver) -> Self {
-        ReceiverEnd(RefCell::new(Some(receiver)))
+        ReceiverEnd { receiver: RefCell::new(Some(receiver)), sent: RefCell::new(None) }
+    }
+
+    /// The receiver, taken back from a message whose send failed; `None` once it was moved into
+    /// a message that was sent.
+    fn receiver(&self) -> std::cell::RefMut<'_, Option<OsIpcReceiver>> {
+        let mut sent = self.sent.borrow_mut();
+        if let Some(slot) = sent.as_ref() {
+            let returned = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            if let Some(receiver) = returned {
+                *self.receiver.borrow_mut() = Some(receiver);
+                *sent = None;
+            } else if Arc::strong_count(slot) == 1 {
+                *sent = None; // the message went out: the receiver is the peer's now
+            }
+        }
+        self.receiver.borrow_mut()
     }
 
     /// Receives one raw message, waiting as `mode` allows.
@@ -50,7 +72,7 @@ impl ReceiverEnd {
 
     /// Receives one raw message whose data may reuse `buffer`'s allocation.
     pub fn recv_into(&self, mode: Wait, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
-        match self.0.borrow().as_ref() {
+        match self.receiver().as_ref() {
             Some(receiver) => receiver.recv_into(mode, buffer),
             None => Err(RecvError::Io(moved_error())),
         }
@@ -58,24 +80,24 @@ impl ReceiverEnd {
 
     /// Sets the receive limits (ignored once the receiver was moved into a message).
     pub fn set_limits(&self, limits: ReceiveLimits) {
-        if let Some(receiver) = self.0.borrow().as_ref() {
+        if let Some(receiver) = self.receiver().as_ref() {
             receiver.set_limits(limits);
         }
     }
 
     /// The receive limits in force.
     pub fn limits(&self) -> ReceiveLimits {
-        self.0.borrow().as_ref().map_or(ReceiveLimits::DEFAULT, OsIpcReceiver::limits)
+        self.receiver().as_ref().map_or(ReceiveLimits::DEFAULT, OsIpcReceiver::limits)
     }
 
     /// Moves the receiver out into a new end, leaving this one empty (as if it had been sent).
     pub fn take(&self) -> ReceiverEnd {
-        ReceiverEnd(RefCell::new(self.0.borrow_mut().take()))
+        ReceiverEnd { receiver: RefCell::new(self.receiver().take()), sent: RefCell::new(None) }
     }
 
     /// The OS receiver, unless it was moved into a message.
     pub fn into_inner(self) -> io::Result<OsIpcReceiver> {
-        self.0.into_inner().ok_or_else(moved_error)
+        self.receiver().take().ok_or_else(moved_error)
     }
 }
 
@@ -85,7 +107,7 @@ fn moved_error() -> io::Error {
 
 impl fmt::Debug for ReceiverEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.try_borrow() {
+        match self.receiver.try_borrow() {
             Ok(receiver) => write!(f, "{:?}", *receiver),
             Err(_) => write!(f, "<busy>"),
         }
@@ -95,11 +117,12 @@ impl fmt::Debug for ReceiverEnd {
 impl Serialize for ReceiverEnd {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let receiver = self
-            .0
-            .borrow_mut()
+            .receiver()
             .take()
             .ok_or_else(|| ser::Error::custom("this receiver was already moved into a message"))?;
-        let index = handles::push_channel(OsIpcChannel::Receiver(receiver)).map_err(ser::Error::custom)?;
+        let slot = ReturnSlot::default();
+        *self.sent.borrow_mut() = Some(slot.clone());
+        let index = handles::push_receiver(receiver, slot).map_err(ser::Error::custom)?;
         serializer.serialize_u32(index)
     }
 }

@@ -147,14 +147,25 @@ where
 
     fn send_with(&self, data: &T, wait: Wait) -> Result<(), IpcError> {
         let writer = self.end.0.payload_writer(SEND_BUFFER.with(Cell::take));
-        let (writer, handles) = handles::encode(data, writer)?;
+        // Should anything below fail, dropping `handles` gives every receiver inside `data` back.
+        let (writer, mut handles) = handles::encode(data, writer)?;
         let encoded = writer.finish()?;
-        let result = self.end.0.send_encoded(&encoded, handles.channels, handles.shared_memory, wait);
+        let (channels, shared_memory) = handles.take_for_send();
+        let result = self.end.0.send_encoded(&encoded, channels, shared_memory, wait);
         let buffer = encoded.into_buffer();
         if buffer.capacity() <= KEPT_BUFFER_CAPACITY {
             SEND_BUFFER.with(|cell| cell.set(buffer));
         }
-        result.map_err(send_error)
+        match result {
+            Ok(()) => {
+                handles.commit();
+                Ok(())
+            }
+            Err(failure) => {
+                handles.give_back(failure.channels);
+                Err(send_error(failure.error))
+            }
+        }
     }
 
     /// Sets the size of the channel's kernel buffer, which decides how much may be in flight

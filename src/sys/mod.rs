@@ -6,7 +6,8 @@
 //! - `channel() -> io::Result<(OsIpcSender, OsIpcReceiver)>`: a new connected channel.
 //! - `OsIpcSender` (`Clone + Send + Sync`): `send(&self, data, channels, shared_memory, Wait)`
 //!   sends one message atomically (whole or not at all), waiting for buffer room as `Wait` allows
-//!   (`WouldBlock` / `TimedOut` when it may not); `connect(name)` connects to a server;
+//!   (`WouldBlock` / `TimedOut` when it may not); a failure is a `SendFailure` that gives the
+//!   channel ends back as they were; `connect(name)` connects to a server;
 //!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer; `payload_writer(Vec<u8>)`
 //!   gives a `PayloadWriter` for one message to this channel, and `send_encoded` sends what it
 //!   produced.
@@ -174,6 +175,28 @@ pub(crate) enum Wait {
     NonBlocking,
     /// Wait at most this long.
     Timeout(Duration),
+}
+
+/// A send that failed, with the channel ends it was given, unchanged and in order, so that a
+/// value handed back to the caller is whole (a receiver inside it still receives). A backend that
+/// cannot give an end back (Windows, once a moving receiver was detached) returns fewer.
+#[derive(Debug)]
+pub(crate) struct SendFailure {
+    pub error: io::Error,
+    pub channels: Vec<OsIpcChannel>,
+}
+
+impl From<io::Error> for SendFailure {
+    /// A failure of a message that carried no channel ends.
+    fn from(error: io::Error) -> Self {
+        SendFailure { error, channels: Vec::new() }
+    }
+}
+
+impl From<SendFailure> for io::Error {
+    fn from(failure: SendFailure) -> Self {
+        failure.error
+    }
 }
 
 /// Why a receive returned no message.

@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Select, Sender};
 use crate::ipc::{LimitsCell, PeerCredentials, ReceiveLimits};
 use crate::sys::heap_writer::Encoded;
 pub(crate) use crate::sys::heap_writer::PayloadWriter;
-use crate::sys::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, Wait};
+use crate::sys::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, SendFailure, Wait};
 
 /// A message as it sits in a queue.
 struct Envelope {
@@ -148,13 +148,15 @@ impl OsIpcSender {
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
-    ) -> io::Result<()> {
+    ) -> Result<(), SendFailure> {
         let cost = Budget::cost(data.len());
-        self.budget.reserve(cost, wait)?;
+        if let Err(error) = self.budget.reserve(cost, wait) {
+            return Err(SendFailure { error, channels });
+        }
         let envelope = Envelope { data: data.to_vec(), channels, shared_memory, cost };
-        self.sender.send(envelope).map_err(|_| {
+        self.sender.send(envelope).map_err(|returned| {
             self.budget.release(cost);
-            io::Error::from(io::ErrorKind::BrokenPipe)
+            SendFailure { error: io::ErrorKind::BrokenPipe.into(), channels: returned.into_inner().channels }
         })
     }
 
@@ -170,7 +172,7 @@ impl OsIpcSender {
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
-    ) -> io::Result<()> {
+    ) -> Result<(), SendFailure> {
         self.send(encoded.bytes(), channels, shared_memory, wait)
     }
 

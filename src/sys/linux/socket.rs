@@ -33,7 +33,7 @@ use super::pool::{Lease, PayloadPool};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
 use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits, RecentWait};
-use crate::sys::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, Wait};
+use crate::sys::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, SendFailure, Wait};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
 pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -96,7 +96,7 @@ impl OsIpcSender {
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
-    ) -> io::Result<()> {
+    ) -> Result<(), SendFailure> {
         self.send_body(Body::Bytes(data), channels, shared_memory, wait)
     }
 
@@ -107,7 +107,7 @@ impl OsIpcSender {
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
-    ) -> io::Result<()> {
+    ) -> Result<(), SendFailure> {
         let body = match encoded {
             Encoded::Inline(bytes) => Body::Bytes(bytes),
             Encoded::Pooled { lease, .. } => Body::Pooled(lease),
@@ -115,11 +115,22 @@ impl OsIpcSender {
         self.send_body(body, channels, shared_memory, wait)
     }
 
+    /// Sends the message; the channel ends are only borrowed, so a failure gives them back.
     fn send_body(
         &self,
         body: Body<'_>,
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> Result<(), SendFailure> {
+        self.send_packet_of(body, &channels, &shared_memory, wait).map_err(|error| SendFailure { error, channels })
+    }
+
+    fn send_packet_of(
+        &self,
+        body: Body<'_>,
+        channels: &[OsIpcChannel],
+        shared_memory: &[OsIpcSharedMemory],
         wait: Wait,
     ) -> io::Result<()> {
         let mut header = FrameHeader {

@@ -37,7 +37,7 @@ use super::sys::{check, deadline, event, finish_overlapped, owned, random_u64, r
 use super::transfer::{self, Exporter, Parcel};
 use crate::ipc::{LimitsCell, ReceiveLimits};
 use crate::sys::heap_writer::{Encoded, PayloadWriter};
-use crate::sys::{OsIpcChannel, OsIpcMessage, RecvError, Wait};
+use crate::sys::{OsIpcChannel, OsIpcMessage, RecvError, SendFailure, Wait};
 
 /// The pipe's input quota: how many bytes of messages may wait for the receiver.
 pub(super) const PIPE_BUFFER: u32 = 256 * 1024;
@@ -138,25 +138,41 @@ impl OsIpcSender {
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
-    ) -> io::Result<()> {
+    ) -> Result<(), SendFailure> {
         let deadline = deadline(wait);
         let timed_out = || match wait {
             Wait::NonBlocking => io::Error::from(io::ErrorKind::WouldBlock),
             _ => io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"),
         };
         if channels.is_empty() && shared_memory.is_empty() && data.len() <= INLINE_MAX {
-            let message = transfer::bytes_only(data)?;
-            return self.post(&message, wait, deadline)?.ok_or_else(timed_out);
+            let posted = transfer::bytes_only(data).and_then(|message| self.post(&message, wait, deadline));
+            return posted.and_then(|posted| posted.ok_or_else(timed_out)).map_err(SendFailure::from);
         }
-        let Some(_guard) = self.0.state.lock.lock_until(deadline)? else {
-            return Err(timed_out());
+        // Until the message is exported, a failure gives the channel ends back untouched.
+        let failed = |error: io::Error, channels: Vec<OsIpcChannel>| Err(SendFailure { error, channels });
+        let _guard = match self.0.state.lock.lock_until(deadline) {
+            Ok(Some(guard)) => guard,
+            Ok(None) => return failed(timed_out(), channels),
+            Err(error) => return failed(error, channels),
         };
         let mut peer = self.0.peer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let owner = self.0.state.cell.owner();
         if !matches!(&*peer, Some(peer) if peer.pid == owner) {
-            *peer = Some(Peer::open(owner).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?);
+            match Peer::open(owner) {
+                Ok(opened) => *peer = Some(opened),
+                Err(_) => return failed(io::ErrorKind::BrokenPipe.into(), channels),
+            }
         }
         let peer = peer.as_ref().expect("just opened");
+        // A channel without room for even the data is reported before anything is exported, so
+        // the common failures (full, timed out) give every end back.
+        if !matches!(wait, Wait::Blocking) && !self.wait_for_room(MESSAGE_OVERHEAD + data.len() as u64, deadline) {
+            return failed(timed_out(), channels);
+        }
+        // Exporting detaches every moving receiver (its queue goes into the message, its owner
+        // is renamed), which cannot be undone here: from now on a failure (the budget taken
+        // meanwhile, a message larger than its data because of a moving receiver's queue, a
+        // broken pipe) loses those ends.
         let mut exporter = Exporter::new(peer);
         let sent =
             exporter.message(data, channels, shared_memory).and_then(|message| self.post(&message, wait, deadline));
@@ -164,13 +180,25 @@ impl OsIpcSender {
             Ok(Some(())) => Ok(()),
             Ok(None) => {
                 exporter.take_back();
-                Err(timed_out())
+                Err(timed_out().into())
             }
             Err(error) => {
                 exporter.take_back();
-                Err(error)
+                Err(error.into())
             }
         }
+    }
+
+    /// Waits until the budget has room for `cost` bytes, until `deadline` at most.
+    fn wait_for_room(&self, cost: u64, deadline: Option<Instant>) -> bool {
+        while !self.0.state.cell.has_room(cost) {
+            let left = deadline.map_or(Duration::ZERO, |deadline| deadline.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(1)));
+        }
+        true
     }
 
     /// Takes the message's cost from the channel's budget (waiting for room until `deadline`;
@@ -205,7 +233,7 @@ impl OsIpcSender {
         channels: Vec<OsIpcChannel>,
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
-    ) -> io::Result<()> {
+    ) -> Result<(), SendFailure> {
         self.send(encoded.bytes(), channels, shared_memory, wait)
     }
 

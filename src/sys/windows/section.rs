@@ -164,6 +164,13 @@ impl ChannelCell {
             .is_ok()
     }
 
+    /// Whether `cost` more bytes would fit the budget now (without taking them).
+    pub fn has_room(&self, cost: u64) -> bool {
+        let (_, capacity, in_flight) = self.fields();
+        let used = in_flight.load(Ordering::SeqCst);
+        used == 0 || used + cost <= u64::from(capacity.load(Ordering::Relaxed))
+    }
+
     /// Gives `cost` bytes of budget back (a message was read, or never written).
     pub fn release(&self, cost: u64) {
         let _ =

@@ -56,7 +56,7 @@ pub(crate) fn spawn_with_inherited(command: &mut Command, end: OsIpcChannel) -> 
         let _guard = bootstrap.state().lock.lock()?;
         bootstrap.state().cell.set_owner(child.id());
     }
-    bootstrap.send(&[], vec![end], Vec::new(), Wait::Blocking)?;
+    bootstrap.send(&[], vec![end], Vec::new(), Wait::Blocking).map_err(io::Error::from)?;
     Ok(child)
 }
 
