@@ -7,7 +7,7 @@ mod util;
 
 use std::time::Duration;
 
-use crossproc::ipc::{self, IpcCommandExt, IpcReceiverSet, IpcSelectionResult, IpcSender, IpcServer};
+use crossproc::ipc::{self, IpcCommandExt, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender, IpcServer};
 use crossproc::tokio::{
     AsyncIpcBytesReceiver, AsyncIpcBytesSender, AsyncIpcReceiver, AsyncIpcReceiverSet, AsyncIpcSender, AsyncIpcServer,
     AsyncOpaqueIpcReceiver,
@@ -266,4 +266,33 @@ async fn async_accept_from_client_processes() {
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
+}
+
+/// An async send retries under backpressure with the same value: a receiver inside it must
+/// survive every failed attempt and arrive whole.
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_send_that_waits_keeps_a_receiver_inside_whole() {
+    let (tx, rx) = ipc::channel::<(u32, IpcReceiver<String>)>().unwrap();
+    tx.set_buffer_size(4096).unwrap();
+    let mut queued = 0;
+    while tx.try_send((0, ipc::channel::<String>().unwrap().1)).is_ok() {
+        queued += 1;
+    }
+    let (inner_tx, inner_rx) = ipc::channel::<String>().unwrap();
+    inner_tx.send("queued".into()).unwrap();
+    let tx = AsyncIpcSender::new(tx).unwrap();
+    let mut send = std::pin::pin!(tx.send((1, inner_rx)));
+    assert!(futures::poll!(&mut send).is_pending(), "the channel is full: the send waits");
+    let reader = std::thread::spawn(move || {
+        for _ in 0..queued {
+            rx.recv().unwrap();
+        }
+        rx.recv().unwrap()
+    });
+    send.await.unwrap();
+    let (one, moved) = reader.join().unwrap();
+    assert_eq!(one, 1);
+    assert_eq!(moved.recv().unwrap(), "queued");
+    inner_tx.send("after".into()).unwrap();
+    assert_eq!(moved.recv().unwrap(), "after");
 }
