@@ -99,8 +99,17 @@ impl IpcReceiverSet {
     }
 
     /// Waits until at least one receiver has a message or closed, and reports every such event.
-    /// A closed channel is reported once, then leaves the set.
+    /// A closed channel is reported once, then leaves the set. At most 32 messages are taken
+    /// from one receiver per call (the rest come with the next), and a malformed or over-limit
+    /// message is dropped while its channel stays. An empty set is an `InvalidInput` error: it
+    /// would wait forever.
+    ///
+    /// ```
+    /// let mut set = crossproc::ipc::IpcReceiverSet::new().unwrap();
+    /// assert_eq!(set.select().unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    /// ```
     pub fn select(&mut self) -> Result<Vec<IpcSelectionResult>, io::Error> {
+        self.check_not_empty()?;
         let results = self.os.select(Wait::Blocking)?;
         Ok(self.report(results))
     }
@@ -117,12 +126,21 @@ impl IpcReceiverSet {
         self.select_with(Wait::NonBlocking)
     }
 
-    /// Waits at most `duration`; [`TrySelectError::Empty`] if nothing happened.
+    /// Waits at most `duration`; [`TrySelectError::Empty`] if nothing happened (an empty set
+    /// waits out `duration` too).
     pub fn try_select_timeout(&mut self, duration: Duration) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
         self.select_with(Wait::Timeout(duration))
     }
 
     fn select_with(&mut self, mode: Wait) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
+        if self.os.is_empty() {
+            // Nothing can happen in an empty set: it waits out the time it was given, as a set
+            // of silent members would.
+            if let Wait::Timeout(duration) = mode {
+                std::thread::sleep(duration);
+            }
+            return Err(TrySelectError::Empty);
+        }
         let results = self.os.select(mode)?;
         if results.is_empty() {
             return Err(TrySelectError::Empty);
@@ -143,6 +161,14 @@ impl IpcReceiverSet {
     #[cfg(feature = "tokio")]
     pub(crate) fn os_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.os.as_fd()
+    }
+
+    /// A blocking select of an empty set would wait forever: that is an `InvalidInput` error.
+    pub(crate) fn check_not_empty(&self) -> io::Result<()> {
+        if self.os.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "select on an empty set would wait forever"));
+        }
+        Ok(())
     }
 
     /// Closes and forgets the receiver with this id (used by the router for one-shot routes).

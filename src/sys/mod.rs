@@ -24,7 +24,9 @@
 //! - `OsIpcSharedMemory` (`Clone + Send + Sync`, `Deref<Target = [u8]>`): an immutable region that
 //!   travels by reference, never by copy (`from_bytes`, `from_byte`).
 //! - `OsIpcReceiverSet`: `new`, `add(OsIpcReceiver) -> u64`, `remove(u64)`, `set_limits`,
-//!   `select(Wait) -> io::Result<Vec<OsIpcSelectionResult>>`.
+//!   `is_empty`, `select(Wait) -> io::Result<Vec<OsIpcSelectionResult>>` over a set that is not
+//!   empty (the layer above decides what selecting an empty set means), taking each ready
+//!   member's messages with [`drain_member`].
 //! - `spawn_with_inherited(&mut Command, OsIpcChannel) -> io::Result<Child>` and
 //!   `take_inherited() -> io::Result<OsOpaqueIpcChannel>`: a channel end handed to a child
 //!   process without any name, and picked up there (once).
@@ -214,6 +216,44 @@ impl From<io::Error> for RecvError {
     fn from(error: io::Error) -> Self {
         RecvError::Io(error)
     }
+}
+
+/// The most messages one select call takes from one receiver, so that a receiver flooded by
+/// its peer cannot starve the others (every backend follows this).
+pub(crate) const MESSAGES_PER_RECEIVER: usize = 32;
+
+/// What [`drain_member`] left of a ready member.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Drained {
+    /// Nothing more is queued.
+    Empty,
+    /// [`MESSAGES_PER_RECEIVER`] were taken; more may be queued.
+    More,
+    /// The channel closed (or failed); it was reported and must leave the set.
+    Closed,
+}
+
+/// The select policy, decided once for every backend: takes up to [`MESSAGES_PER_RECEIVER`]
+/// messages from the member `id` (through `receive`, a non-blocking receive); a malformed or
+/// over-limit message (`InvalidData`) is dropped, its descriptors closed, and the channel stays;
+/// a hang-up or any other error is reported as `ChannelClosed`.
+pub(crate) fn drain_member(
+    id: u64,
+    mut receive: impl FnMut() -> Result<OsIpcMessage, RecvError>,
+    results: &mut Vec<OsIpcSelectionResult>,
+) -> Drained {
+    for _ in 0..MESSAGES_PER_RECEIVER {
+        match receive() {
+            Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(id, message)),
+            Err(RecvError::Empty) => return Drained::Empty,
+            Err(RecvError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => {}
+            Err(RecvError::Io(_) | RecvError::Disconnected) => {
+                results.push(OsIpcSelectionResult::ChannelClosed(id));
+                return Drained::Closed;
+            }
+        }
+    }
+    Drained::More
 }
 
 /// One event reported by [`OsIpcReceiverSet::select`].

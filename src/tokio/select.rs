@@ -40,8 +40,10 @@ impl AsyncIpcReceiverSet {
         &mut self.set
     }
 
-    /// Waits until at least one receiver has a message or closed. Cancellation safe.
+    /// Waits until at least one receiver has a message or closed. Cancellation safe. An empty
+    /// set is an `InvalidInput` error, as in [`IpcReceiverSet::select`].
     pub async fn select(&mut self) -> io::Result<Vec<IpcSelectionResult>> {
+        self.set.check_not_empty()?;
         let set = &mut self.set;
         self.readiness
             .readable(|| match set.try_select() {

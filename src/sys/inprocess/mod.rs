@@ -20,7 +20,9 @@ use crossbeam_channel::{Receiver, Select, Sender};
 use crate::ipc::{LimitsCell, PeerCredentials, ReceiveLimits};
 use crate::sys::heap_writer::Encoded;
 pub(crate) use crate::sys::heap_writer::PayloadWriter;
-use crate::sys::{Admit, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, SendFailure, Wait};
+use crate::sys::{
+    drain_member, Admit, Drained, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, SendFailure, Wait,
+};
 
 /// A message as it sits in a queue.
 struct Envelope {
@@ -50,7 +52,7 @@ pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
 fn channel_pair() -> (OsIpcSender, OsIpcReceiver) {
     let (sender, receiver) = crossbeam_channel::unbounded();
     let budget = Arc::new(Budget::new());
-    (OsIpcSender { sender, budget: budget.clone() }, OsIpcReceiver::new(receiver, budget))
+    (OsIpcSender { sender, budget: budget.clone(), handover: None }, OsIpcReceiver::new(receiver, budget))
 }
 
 /// Bytes in flight on a channel, bounded like a Linux socket buffer so that backpressure behaves
@@ -132,6 +134,29 @@ impl Budget {
 pub(crate) struct OsIpcSender {
     sender: Sender<Envelope>,
     budget: Arc<Budget>,
+    /// A client's connection, until its first message (or its hang-up) hands it to the server.
+    handover: Option<Arc<Handover>>,
+}
+
+/// A connected client not yet handed to its server: as on Linux, the server sees a client only
+/// once its first message (or its hang-up) is there, so a silent client holds up nobody.
+struct Handover(Mutex<Option<(OsIpcSender, Vec<u8>, OsIpcReceiver)>>);
+
+impl Handover {
+    /// Hands the client's channel to the server (once).
+    fn complete(&self) {
+        let pending = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some((outlet, announcement, receiver)) = pending {
+            let _ = outlet.send(&announcement, vec![OsIpcChannel::Receiver(receiver)], Vec::new(), Wait::Blocking);
+        }
+    }
+}
+
+impl Drop for Handover {
+    /// Every copy of the client's sender is gone: the server sees the hang-up.
+    fn drop(&mut self) {
+        self.complete();
+    }
 }
 
 impl OsIpcSender {
@@ -157,7 +182,11 @@ impl OsIpcSender {
         self.sender.send(envelope).map_err(|returned| {
             self.budget.release(cost);
             SendFailure { error: io::ErrorKind::BrokenPipe.into(), channels: returned.into_inner().channels }
-        })
+        })?;
+        if let Some(handover) = &self.handover {
+            handover.complete();
+        }
+        Ok(())
     }
 
     /// A writer to encode one message for this channel in.
@@ -359,12 +388,6 @@ impl OsIpcReceiverSet {
                 select.recv(&receiver.receiver);
             }
             match (mode, deadline) {
-                (Wait::Blocking, _) if self.receivers.is_empty() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "select on an empty set would wait forever",
-                    ))
-                }
                 (Wait::Blocking | Wait::NonBlocking, _) | (Wait::Timeout(_), None) => {
                     select.ready();
                 }
@@ -381,20 +404,17 @@ impl OsIpcReceiverSet {
         let mut results = Vec::new();
         let mut closed = Vec::new();
         for (id, receiver) in &self.receivers {
-            loop {
-                match receiver.recv(Wait::NonBlocking) {
-                    Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(*id, message)),
-                    Err(RecvError::Empty) => break,
-                    Err(_) => {
-                        results.push(OsIpcSelectionResult::ChannelClosed(*id));
-                        closed.push(*id);
-                        break;
-                    }
-                }
+            if drain_member(*id, || receiver.recv(Wait::NonBlocking), &mut results) == Drained::Closed {
+                closed.push(*id);
             }
         }
         self.receivers.retain(|(id, _)| !closed.contains(id));
         results
+    }
+
+    /// Whether the set has no members.
+    pub fn is_empty(&self) -> bool {
+        self.receivers.is_empty()
     }
 }
 
@@ -480,8 +500,9 @@ fn connect_to(name: &str) -> io::Result<OsIpcSender> {
     let announcement = announcement.ok_or_else(|| {
         io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client")
     })?;
-    let (sender, receiver) = channel()?;
-    server.outlet.send(&announcement, vec![OsIpcChannel::Receiver(receiver)], Vec::new(), Wait::Blocking)?;
+    let (mut sender, receiver) = channel()?;
+    let pending = (server.outlet.clone(), announcement, receiver);
+    sender.handover = Some(Arc::new(Handover(Mutex::new(Some(pending)))));
     Ok(sender)
 }
 

@@ -4,8 +4,8 @@
 use super::frame::{INLINE_MAX, MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET};
 use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
 use super::pool::MAX_RETAINED;
-use super::select::MESSAGES_PER_RECEIVER;
 use super::server::{MAX_WAITING, SILENT_DEADLINE};
+use crate::sys::MESSAGES_PER_RECEIVER;
 
 const README: &str = include_str!("../../../README.md");
 const SECURITY: &str = include_str!("../../../SECURITY.md");

@@ -14,12 +14,10 @@ use rustix::io::Errno;
 use super::sys::{retry_on_intr, timespec};
 use super::OsIpcReceiver;
 use crate::ipc::{ReceiveLimits, RecentWait};
-use crate::sys::{OsIpcSelectionResult, RecvError, Wait};
+use crate::sys::{drain_member, Drained, OsIpcSelectionResult, Wait};
 
 /// Events fetched from the kernel per wait.
 const EVENTS_PER_WAIT: usize = 256;
-/// Messages read from one ready receiver per select, so one busy peer cannot starve the rest.
-pub(super) const MESSAGES_PER_RECEIVER: usize = 32;
 
 /// A set of receivers waited on together.
 pub(crate) struct OsIpcReceiverSet {
@@ -52,6 +50,11 @@ impl OsIpcReceiverSet {
         self.next_id += 1;
         self.receivers.insert(id, receiver);
         Ok(id)
+    }
+
+    /// Whether the set has no members.
+    pub fn is_empty(&self) -> bool {
+        self.receivers.is_empty()
     }
 
     /// The epoll descriptor: readable whenever a member is ready (for async runtimes).
@@ -116,17 +119,9 @@ impl OsIpcReceiverSet {
 
     fn drain(&mut self, id: u64, results: &mut Vec<OsIpcSelectionResult>) {
         let Some(receiver) = self.receivers.get(&id) else { return };
-        for _ in 0..MESSAGES_PER_RECEIVER {
-            match receiver.recv(Wait::NonBlocking) {
-                Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(id, message)),
-                Err(RecvError::Empty) => return,
-                Err(RecvError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => continue,
-                Err(RecvError::Io(_)) | Err(RecvError::Disconnected) => {
-                    self.remove(id);
-                    results.push(OsIpcSelectionResult::ChannelClosed(id));
-                    return;
-                }
-            }
+        // Epoll is level-triggered: a member left with `More` is reported again next time.
+        if drain_member(id, || receiver.recv(Wait::NonBlocking), results) == Drained::Closed {
+            self.remove(id);
         }
     }
 }

@@ -157,6 +157,9 @@ impl OsIpcSender {
         };
         let mut peer = self.0.peer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let owner = self.0.state.cell.owner();
+        if owner == RECEIVER_GONE {
+            return failed(io::ErrorKind::BrokenPipe.into(), channels);
+        }
         if !matches!(&*peer, Some(peer) if peer.pid == owner) {
             match Peer::open(owner) {
                 Ok(opened) => *peer = Some(opened),
@@ -282,6 +285,9 @@ pub(crate) struct OsIpcReceiver {
 }
 
 /// A receiver's pipe, its read in flight, and the messages already taken from the pipe.
+/// The owner a channel's cell names once its receiver was dropped (no process has id 0).
+const RECEIVER_GONE: u32 = 0;
+
 pub(super) struct Reader {
     pipe: OwnedHandle,
     pub state: Arc<ChannelState>,
@@ -502,8 +508,11 @@ impl Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         let limits = ReceiveLimits::DEFAULT;
-        // Close the handles of messages still queued for this process, as a closing socket would.
+        // Close the handles of messages still queued for this process, as a closing socket would,
+        // and tell senders the receiver is gone (so a send with channel ends inside fails before
+        // it exports them, and gives them back).
         if !self.detached {
+            self.state.cell.set_owner(RECEIVER_GONE);
             for _ in 0..1024 {
                 match self.poll(&limits) {
                     Ok(Some(message)) => drop(transfer::import(&message, &limits)),

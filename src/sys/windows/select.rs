@@ -18,11 +18,7 @@ use windows_sys::Win32::System::IO::{CreateIoCompletionPort, GetQueuedCompletion
 use super::pipe::OsIpcReceiver;
 use super::sys::{deadline, millis_until, owned, raw};
 use crate::ipc::ReceiveLimits;
-use crate::sys::{OsIpcSelectionResult, RecvError, Wait};
-
-/// How many messages one member may report per `select` call, so one busy sender cannot starve
-/// the others.
-const PER_MEMBER: usize = 32;
+use crate::sys::{drain_member, Drained, OsIpcSelectionResult, Wait};
 
 /// A set of receivers waited on together.
 pub(crate) struct OsIpcReceiverSet {
@@ -41,6 +37,11 @@ impl OsIpcReceiverSet {
         // SAFETY: creates a new port not tied to any file; checked by `owned`.
         let port = owned(unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, ptr::null_mut(), 0, 1) })?;
         Ok(OsIpcReceiverSet { members: HashMap::new(), port, due: HashSet::new(), next_id: 0, limits: None })
+    }
+
+    /// Whether the set has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
     }
 
     /// Adds a receiver and returns its id.
@@ -81,9 +82,6 @@ impl OsIpcReceiverSet {
 
     /// Waits as `mode` allows, then reports what arrived and which channels closed.
     pub fn select(&mut self, mode: Wait) -> io::Result<Vec<OsIpcSelectionResult>> {
-        if self.members.is_empty() && matches!(mode, Wait::Blocking) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "select on an empty set would wait forever"));
-        }
         let deadline = deadline(mode);
         let mut timeout = 0;
         loop {
@@ -128,24 +126,15 @@ impl OsIpcReceiverSet {
         let mut results = Vec::new();
         for id in mem::take(&mut self.due) {
             let Some(receiver) = self.members.get(&id) else { continue };
-            let mut reported = 0;
-            let closed = loop {
-                if reported == PER_MEMBER {
+            match drain_member(id, || receiver.recv(Wait::NonBlocking), &mut results) {
+                Drained::Empty => {}
+                // No new packet will name it: it stays due for the next call.
+                Drained::More => {
                     self.due.insert(id);
-                    break false;
                 }
-                match receiver.recv(Wait::NonBlocking) {
-                    Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(id, message)),
-                    Err(RecvError::Empty) => break false,
-                    // A malformed message is dropped; the channel stays.
-                    Err(RecvError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => {}
-                    Err(_) => break true,
+                Drained::Closed => {
+                    self.members.remove(&id);
                 }
-                reported += 1;
-            };
-            if closed {
-                self.members.remove(&id);
-                results.push(OsIpcSelectionResult::ChannelClosed(id));
             }
         }
         results
