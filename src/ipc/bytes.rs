@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
-use super::limits::ReceiveLimits;
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::sys::ReceiveLimits;
 use crate::sys::{self, OsIpcMessage, Wait};
 
 /// Creates a byte channel: the sending end and the receiving end.
@@ -31,16 +31,10 @@ pub fn bytes_channel() -> Result<(IpcBytesSender, IpcBytesReceiver), io::Error> 
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IpcBytesSender {
-    end: SenderEnd,
+    pub(crate) end: SenderEnd,
 }
 
 impl IpcBytesSender {
-    /// The platform sender (for the tokio wrappers).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn os(&self) -> &crate::sys::OsIpcSender {
-        &self.end.0
-    }
-
     /// Sends `data` as one message, blocking while the channel's kernel buffer is full (see
     /// [`IpcSender`](super::IpcSender#when-send-blocks)). A receiver that is gone gives
     /// `io::ErrorKind::BrokenPipe`.
@@ -88,16 +82,10 @@ impl IpcBytesSender {
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IpcBytesReceiver {
-    end: ReceiverEnd,
+    pub(crate) end: ReceiverEnd,
 }
 
 impl IpcBytesReceiver {
-    /// The platform receiver (for the tokio wrappers).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn into_os(self) -> io::Result<crate::sys::OsIpcReceiver> {
-        self.end.into_inner()
-    }
-
     /// Sets the limits every later message must respect; see [`ReceiveLimits`].
     ///
     /// ```

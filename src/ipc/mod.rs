@@ -18,32 +18,28 @@
 
 mod bytes;
 mod endpoint;
-mod limits;
 mod message;
 mod one_shot;
 mod select;
 mod server;
 mod shmem;
 mod spawn;
-mod spin;
 mod typed;
 
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use crate::asynch::IpcStream;
+pub use crate::sys::credentials::PeerCredentials;
+pub use crate::sys::limits::{LimitExceeded, ReceiveLimits};
+pub use crate::sys::spin::{receive_spin, set_receive_spin};
 pub use bytes::{bytes_channel, IpcBytesReceiver, IpcBytesSender};
 pub(crate) use endpoint::{ReceiverEnd, SenderEnd};
-pub(crate) use limits::LimitsCell;
-pub use limits::{LimitExceeded, ReceiveLimits};
 pub use message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 pub use one_shot::IpcOneShotServer;
 pub use select::{IpcReceiverSet, IpcSelectionResult};
-pub use server::{AccessPolicy, IpcClient, IpcServer, PeerCredentials};
+pub use server::{AccessPolicy, IpcClient, IpcServer};
 pub use shmem::IpcSharedMemory;
 pub use spawn::{inherited_receiver, inherited_sender, IpcCommandExt};
-#[cfg_attr(any(not(target_os = "linux"), feature = "force-inprocess"), allow(unused_imports))]
-pub(crate) use spin::RecentWait;
-pub use spin::{receive_spin, set_receive_spin};
 pub use typed::{channel, IpcReceiver, IpcSender};
 
 pub use crate::error::{IpcError, TryRecvError, TrySelectError};

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::limits::ReceiveLimits;
 use super::message::{IpcMessage, OpaqueIpcReceiver};
 use super::server::IpcServer;
 use super::typed::IpcReceiver;
 use crate::error::TrySelectError;
+use crate::sys::ReceiveLimits;
 use crate::sys::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
 
 /// A set of receivers waited on together: receivers move into the set, and each
@@ -41,7 +41,7 @@ use crate::sys::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
 /// }
 /// ```
 pub struct IpcReceiverSet {
-    os: OsIpcReceiverSet,
+    pub(crate) os: OsIpcReceiverSet,
     /// Servers added with `add_server`, kept running while their id is in the set.
     servers: HashMap<u64, OsServerGuard>,
 }
@@ -155,12 +155,6 @@ impl IpcReceiverSet {
             }
         }
         results.into_iter().map(IpcSelectionResult::from).collect()
-    }
-
-    /// The descriptor that is readable whenever a member is ready (for the tokio wrapper).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn os_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.os.as_fd()
     }
 
     /// A blocking select of an empty set would wait forever: that is an `InvalidInput` error.

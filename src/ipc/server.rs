@@ -11,35 +11,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{ipc_error, ReceiverEnd};
-use super::limits::ReceiveLimits;
 use super::message::{IpcMessage, OpaqueIpcReceiver};
 use super::typed::IpcReceiver;
 use crate::error::{IpcError, TryRecvError};
-use crate::sys::{self, Admit, OsListener, OsServerGuard, Wait};
-
-/// Who a client is, as the kernel reports it (`SO_PEERCRED` on Linux) when it connects: never
-/// the client's own word.
-///
-/// ```
-/// let me = crossproc::ipc::PeerCredentials::of_this_process();
-/// assert_eq!(me.pid, std::process::id());
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PeerCredentials {
-    /// The client's process id (when it connected).
-    pub pid: u32,
-    /// The client's effective user id (0 on Windows, which has no numeric user ids).
-    pub uid: u32,
-    /// The client's effective group id (0 on Windows).
-    pub gid: u32,
-}
-
-impl PeerCredentials {
-    /// The credentials this process presents to a server.
-    pub fn of_this_process() -> PeerCredentials {
-        sys::current_credentials()
-    }
-}
+use crate::sys::ReceiveLimits;
+use crate::sys::{self, Admit, OsListener, OsServerGuard, PeerCredentials, Wait};
 
 /// Which clients a server admits. A refused client's
 /// [`IpcSender::connect`](super::IpcSender::connect) fails with

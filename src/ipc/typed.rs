@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
-use super::limits::ReceiveLimits;
 use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::handles;
+use crate::sys::ReceiveLimits;
 use crate::sys::{self, OsIpcSender, Wait};
 
 /// Creates a channel for values of type `T`: the sending end and the receiving end.
@@ -139,13 +139,9 @@ where
         self.send_with(&data, Wait::Timeout(timeout)).map_err(|error| SendTimeoutError::from_send(data, error))
     }
 
-    /// `try_send` by reference (for the tokio sender, which retries with the same value).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn try_send_ref(&self, data: &T) -> Result<(), TrySendError<()>> {
-        self.send_with(data, Wait::NonBlocking).map_err(|error| TrySendError::from_send((), error))
-    }
-
-    fn send_with(&self, data: &T, wait: Wait) -> Result<(), IpcError> {
+    /// Sends a value by reference, waiting as `wait` allows (every send above, and the async
+    /// sender's non-blocking attempts, which retry with the same value).
+    pub(crate) fn send_with(&self, data: &T, wait: Wait) -> Result<(), IpcError> {
         let writer = self.end.0.payload_writer(SEND_BUFFER.with(Cell::take));
         // Should anything below fail, dropping `handles` gives every receiver inside `data` back.
         let (writer, mut handles) = handles::encode(data, writer)?;

@@ -43,8 +43,13 @@
 //!   the guard stops admitting clients and removes the name; `OsServerGuard::take_failure()`
 //!   gives the error that stopped the acceptor, if one did (an [`AcceptorFailure`]).
 //!
-//! Linux only, for now: `register` (a descriptor with tokio's reactor, feature `tokio`) and
-//! `decode_packet` (feature `fuzzing`); the tokio wrappers use the Linux types' `AsFd`.
+//! Async interface (Linux only, for now; feature `tokio`): `register` puts a descriptor on
+//! tokio's reactor; `OsIpcSender`, `OsIpcReceiver` and `OsIpcReceiverSet` are `AsFd` (readable
+//! when a message or event is there, writable when a sender has room); before an async receive
+//! sleeps on that readiness it calls `OsIpcReceiver::prepare_to_sleep() -> bool` — `false` means
+//! a message may have arrived meanwhile and the receive is retried instead of sleeping (a socket
+//! needs no announcement and always says `true`; a shared-memory ring will set its ASLEEP bit
+//! there). Also Linux only: `decode_packet` (feature `fuzzing`).
 //!
 //! The shared vocabulary (`OsIpcChannel`, `OsIpcMessage`, `Wait`, `RecvError`,
 //! `OsIpcSelectionResult`) is defined here, once, for every backend.
@@ -102,7 +107,14 @@ pub(crate) use backend::decode_packet;
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use backend::register;
 
-use crate::ipc::PeerCredentials;
+pub(crate) mod credentials;
+pub(crate) mod limits;
+pub(crate) mod spin;
+
+pub(crate) use credentials::PeerCredentials;
+pub(crate) use limits::{LimitsCell, ReceiveLimits};
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+pub(crate) use {limits::LimitExceeded, spin::RecentWait};
 
 /// A server's admission rule: given a client's credentials, the bytes that announce the client
 /// to the server, or `None` to refuse it.
@@ -130,7 +142,7 @@ pub(crate) struct OsIpcMessage {
 impl OsIpcMessage {
     /// A message with bytes only, under the default limits.
     pub fn from_data(data: Vec<u8>) -> Self {
-        let max_nesting = crate::ipc::ReceiveLimits::DEFAULT.max_nesting;
+        let max_nesting = ReceiveLimits::DEFAULT.max_nesting;
         OsIpcMessage { data, channels: Vec::new(), shared_memory: Vec::new(), max_nesting }
     }
 }

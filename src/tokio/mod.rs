@@ -18,6 +18,22 @@
 //! whole or not at all.
 //!
 //! Constructors register with the reactor of the current runtime, so call them inside one.
+//!
+//! # What this module builds on
+//! Nothing tokio-specific lives in [`ipc`](crate::ipc); this module uses three things of the OS
+//! layer (`src/sys/mod.rs`, "Async interface"):
+//! - **readiness**: `sys::register` puts a duplicate of an end's descriptor (`AsFd` of a
+//!   sender, a receiver or a receiver set) on the runtime's reactor;
+//! - **a non-blocking receive**: `OsIpcReceiver::recv_into(Wait::NonBlocking, …)` — `Empty`
+//!   means wait for readiness, after `OsIpcReceiver::prepare_to_sleep` allowed it;
+//! - **a non-blocking send**: `IpcSender::send_with(&value, Wait::NonBlocking)` — `WouldBlock`
+//!   means wait until the sender's descriptor is writable (room in the channel).
+//!
+//! The shared-memory fast path (issue 17) changes the last two without changing this module: a
+//! receiver must announce that it is about to sleep before it waits (`prepare_to_sleep` may
+//! then find a message that arrived meanwhile, and the receive is retried instead), and a
+//! sender waiting for room in a ring rather than in the socket is woken through the same
+//! descriptor.
 
 mod readiness;
 mod receiver;

@@ -22,13 +22,17 @@ struct Core {
 }
 
 /// Turns a receive result into the `io::Result<Option<_>>` the readiness loop expects; the
-/// message's data may reuse `buffer`'s allocation.
+/// message's data may reuse `buffer`'s allocation. `WouldBlock` only once the receiver has
+/// announced that it is going to sleep (see the module's "What this module builds on").
 fn attempt(receiver: &OsIpcReceiver, buffer: &mut Vec<u8>) -> io::Result<Result<Option<OsIpcMessage>, IpcError>> {
-    match receiver.recv_into(Wait::NonBlocking, buffer) {
-        Ok(message) => Ok(Ok(Some(message))),
-        Err(RecvError::Empty) => Err(io::ErrorKind::WouldBlock.into()),
-        Err(RecvError::Disconnected) => Ok(Ok(None)),
-        Err(RecvError::Io(error)) => Ok(Err(IpcError::Io(error))),
+    loop {
+        return match receiver.recv_into(Wait::NonBlocking, buffer) {
+            Ok(message) => Ok(Ok(Some(message))),
+            Err(RecvError::Empty) if receiver.prepare_to_sleep() => Err(io::ErrorKind::WouldBlock.into()),
+            Err(RecvError::Empty) => continue,
+            Err(RecvError::Disconnected) => Ok(Ok(None)),
+            Err(RecvError::Io(error)) => Ok(Err(IpcError::Io(error))),
+        };
     }
 }
 
@@ -132,7 +136,7 @@ pub struct AsyncIpcBytesReceiver {
 impl AsyncIpcBytesReceiver {
     /// Registers `receiver` with the current runtime's reactor.
     pub fn new(receiver: IpcBytesReceiver) -> io::Result<Self> {
-        Ok(AsyncIpcBytesReceiver { core: Core::new(receiver.into_os()?)? })
+        Ok(AsyncIpcBytesReceiver { core: Core::new(receiver.end.into_inner()?)? })
     }
 
     /// Waits for the next message; [`IpcError::Disconnected`] when every sender is gone.

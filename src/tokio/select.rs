@@ -31,7 +31,7 @@ pub struct AsyncIpcReceiverSet {
 impl AsyncIpcReceiverSet {
     /// Registers `set` with the current runtime's reactor.
     pub fn new(set: IpcReceiverSet) -> io::Result<Self> {
-        let readiness = Readiness::new(set.os_fd(), Interest::READABLE)?;
+        let readiness = Readiness::new(set.os.as_fd(), Interest::READABLE)?;
         Ok(AsyncIpcReceiverSet { set, readiness })
     }
 

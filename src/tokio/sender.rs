@@ -9,6 +9,7 @@ use tokio::io::Interest;
 use super::readiness::Readiness;
 use crate::error::{IpcError, TrySendError};
 use crate::ipc::{IpcBytesSender, IpcSender};
+use crate::sys::Wait;
 
 /// Turns a `try_send` outcome into what the readiness loop expects: `WouldBlock` while full.
 fn attempt<V>(result: Result<(), TrySendError<V>>) -> io::Result<Result<(), IpcError>> {
@@ -49,7 +50,9 @@ where
     /// Sends `value`, awaiting room in the channel's buffer. Cancellation safe: a dropped
     /// future has sent the message whole or not at all.
     pub async fn send(&self, value: T) -> Result<(), IpcError> {
-        self.readiness.writable(|| attempt(self.sender.try_send_ref(&value))).await?
+        let try_send =
+            || self.sender.send_with(&value, Wait::NonBlocking).map_err(|error| TrySendError::from_send((), error));
+        self.readiness.writable(|| attempt(try_send())).await?
     }
 
     /// Another sender of the same channel, registered with the current runtime (not `Clone`,
@@ -88,7 +91,7 @@ pub struct AsyncIpcBytesSender {
 impl AsyncIpcBytesSender {
     /// Registers `sender` with the current runtime's reactor.
     pub fn new(sender: IpcBytesSender) -> io::Result<Self> {
-        let readiness = Readiness::new(sender.os(), Interest::WRITABLE)?;
+        let readiness = Readiness::new(&sender.end.0, Interest::WRITABLE)?;
         Ok(AsyncIpcBytesSender { sender, readiness })
     }
 

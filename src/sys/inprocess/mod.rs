@@ -17,12 +17,12 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::ipc::{LimitsCell, PeerCredentials, ReceiveLimits};
 use crate::sys::heap_writer::Encoded;
 pub(crate) use crate::sys::heap_writer::PayloadWriter;
 use crate::sys::{
     drain_member, Admit, Drained, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, SendFailure, Wait,
 };
+use crate::sys::{LimitsCell, PeerCredentials, ReceiveLimits};
 
 /// A message as it sits in a queue.
 struct Envelope {

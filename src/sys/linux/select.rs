@@ -13,8 +13,8 @@ use rustix::io::Errno;
 
 use super::sys::{retry_on_intr, timespec};
 use super::OsIpcReceiver;
-use crate::ipc::{ReceiveLimits, RecentWait};
 use crate::sys::{drain_member, Drained, OsIpcSelectionResult, Wait};
+use crate::sys::{ReceiveLimits, RecentWait};
 
 /// Events fetched from the kernel per wait.
 const EVENTS_PER_WAIT: usize = 256;

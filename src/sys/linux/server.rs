@@ -40,7 +40,7 @@ use super::frame::{VERDICT_ADMITTED, VERDICT_REFUSED};
 use super::socket::channel;
 use super::sys::retry_on_intr;
 use super::{OsIpcReceiver, OsIpcSender};
-use crate::ipc::PeerCredentials;
+use crate::sys::PeerCredentials;
 use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, Wait};
 
 /// Connections admitted but silent so far (no first message yet) are held at most this long,

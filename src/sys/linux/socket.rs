@@ -32,7 +32,7 @@ use super::memfd::{Encoded, PayloadWriter};
 use super::pool::{Lease, PayloadPool};
 use super::sys::invalid_data;
 use super::sys::{retry_on_intr, wait_readable, wait_writable, wire_count};
-use crate::ipc::{LimitExceeded, LimitsCell, ReceiveLimits, RecentWait};
+use crate::sys::{LimitExceeded, LimitsCell, ReceiveLimits, RecentWait};
 use crate::sys::{OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, RecvError, SendFailure, Wait};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
@@ -315,6 +315,14 @@ thread_local! {
 }
 
 impl OsIpcReceiver {
+    /// Called by an async receive before it sleeps on this receiver's readiness; `false`
+    /// means a message may have arrived meanwhile and the receive should be retried. A socket
+    /// needs no announcement: its readiness says everything.
+    #[cfg(feature = "tokio")]
+    pub fn prepare_to_sleep(&self) -> bool {
+        true
+    }
+
     /// Receives the next message, waiting as `mode` allows.
     pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
         self.recv_into(mode, &mut Vec::new())

@@ -35,8 +35,8 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use super::section::{ChannelCell, OsIpcSharedMemory, MESSAGE_OVERHEAD};
 use super::sys::{check, deadline, event, finish_overlapped, owned, random_u64, raw, wait_for, wide, Peer, SharedLock};
 use super::transfer::{self, Exporter, Parcel};
-use crate::ipc::{LimitsCell, ReceiveLimits};
 use crate::sys::heap_writer::{Encoded, PayloadWriter};
+use crate::sys::{LimitsCell, ReceiveLimits};
 use crate::sys::{OsIpcChannel, OsIpcMessage, RecvError, SendFailure, Wait};
 
 /// The pipe's input quota: how many bytes of messages may wait for the receiver.

@@ -17,7 +17,7 @@ use windows_sys::Win32::System::IO::{CreateIoCompletionPort, GetQueuedCompletion
 
 use super::pipe::OsIpcReceiver;
 use super::sys::{deadline, millis_until, owned, raw};
-use crate::ipc::ReceiveLimits;
+use crate::sys::ReceiveLimits;
 use crate::sys::{drain_member, Drained, OsIpcSelectionResult, Wait};
 
 /// A set of receivers waited on together.

@@ -42,8 +42,8 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use super::pipe::{channel, write_message, OsIpcReceiver, OsIpcSender};
 use super::sys::{check, event, finish_overlapped, owned, random_u64, raw, wide, Peer};
 use super::transfer::{import, Exporter};
-use crate::ipc::{PeerCredentials, ReceiveLimits};
 use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, RecvError, Wait};
+use crate::sys::{PeerCredentials, ReceiveLimits};
 
 const VERDICT_ADMITTED: &[u8] = b"CXW1-OK";
 const VERDICT_REFUSED: &[u8] = b"CXW1-NO";

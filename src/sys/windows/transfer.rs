@@ -20,7 +20,7 @@ use super::frame::{BodyWire, ChannelWire, EndWire, Header, PayloadWire, SectionW
 use super::pipe::{ChannelState, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, Reader, INLINE_MAX, LOCK_RETRY};
 use super::section::{ChannelCell, OsIpcSharedMemory, View};
 use super::sys::{adopt, Peer, SharedLock};
-use crate::ipc::{LimitsCell, ReceiveLimits};
+use crate::sys::{LimitsCell, ReceiveLimits};
 use crate::sys::{OsIpcChannel, OsIpcMessage, RecvError};
 
 /// A message decoded in this process: bytes, channel ends and regions, all owned here.
