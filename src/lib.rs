@@ -21,9 +21,8 @@
 //!
 //! Layout: [`ipc`] is the public channel API, [`router`] the callback thread, `asynch` streams
 //! (feature `async`), [`platform`] ipc-channel's OS-level module for code written against it;
-//! below them,
-//! `handles` (channels found while encoding a message) and `sys` (one folder per operating
-//! system, behind a narrow contract documented in `src/sys/mod.rs`).
+//! below them, `codec` (how a value becomes bytes plus channels, and back) and `sys` (one folder
+//! per operating system, behind a narrow contract documented in `src/sys/mod.rs`).
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -33,11 +32,8 @@
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub mod asynch;
-mod byte_seq;
-mod depth;
-mod encoder;
+mod codec;
 mod error;
-mod handles;
 pub mod ipc;
 pub mod platform;
 pub mod router;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{IpcError, TryRecvError};
-use crate::handles::{self, ReturnSlot};
+use crate::codec::handles::{self, ReturnSlot};
 use crate::ipc::ReceiveLimits;
 use crate::sys::{OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
 

@@ -6,7 +6,7 @@ use std::ops::Deref;
 
 use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::handles;
+use crate::codec::handles;
 use crate::sys::OsIpcSharedMemory;
 
 /// An immutable region of memory shared between processes. Sending it maps the same pages in

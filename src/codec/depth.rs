@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::byte_seq::{is_byte_vec, BytesAsSeq};
+use crate::codec::byte_seq::{is_byte_vec, BytesAsSeq};
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 
 /// A deserializer that may go `depth` more levels deep.

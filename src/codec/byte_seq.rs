@@ -141,7 +141,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::{is_byte, is_byte_vec, is_serde_vec_visitor};
-    use crate::depth::Limited;
+    use crate::codec::depth::Limited;
 
     #[test]
     fn only_bytes_are_bytes() {

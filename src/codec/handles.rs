@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::depth::Limited;
+use crate::codec::depth::Limited;
 use crate::error::SerDeError;
 use crate::sys::{OsIpcChannel, OsIpcReceiver, OsIpcSender, OsIpcSharedMemory, OsOpaqueIpcChannel, PayloadWriter};
 
@@ -144,7 +144,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     writer: PayloadWriter,
 ) -> Result<(PayloadWriter, Outgoing), SerDeError> {
     let scope = Scope::enter(&OUTGOING, Outgoing::default());
-    let writer = crate::encoder::to_flavor(value, Output(writer))?;
+    let writer = crate::codec::encoder::to_flavor(value, Output(writer))?;
     Ok((writer, scope.finish().unwrap_or_default()))
 }
 

@@ -9,7 +9,7 @@
 //! [`Bulk`] wraps postcard's serializer at every level of the value, so nested sequences take
 //! the fast path too.
 
-use crate::byte_seq::is_byte;
+use crate::codec::byte_seq::is_byte;
 use postcard::ser_flavors::Flavor;
 use postcard::{Error, Serializer as Postcard};
 use serde::ser::{
