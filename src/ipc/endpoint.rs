@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{IpcError, TryRecvError};
 use crate::codec::handles::{self, ReturnSlot};
+use crate::error::{IpcError, TryRecvError};
 use crate::ipc::ReceiveLimits;
 use crate::sys::{OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
 

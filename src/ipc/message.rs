@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::endpoint::{ReceiverEnd, SenderEnd};
 use super::typed::{IpcReceiver, IpcSender};
-use crate::error::SerDeError;
 use crate::codec::handles;
+use crate::error::SerDeError;
 use crate::sys::{OsIpcMessage, OsIpcSharedMemory, OsOpaqueIpcChannel};
 
 /// A received message that is not decoded yet: its bytes and the channels and shared memory it

@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
 use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
-use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::codec::handles;
+use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::sys::ReceiveLimits;
 use crate::sys::{self, OsIpcSender, Wait};
 

@@ -95,8 +95,9 @@ compile_error!(
 );
 
 pub(crate) use backend::{
-    channel, current_credentials, serve, spawn_with_inherited, take_inherited, OsIpcReceiver, OsIpcReceiverSet,
-    OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsServerGuard, PayloadWriter, INLINE_MAX,
+    channel, current_credentials, serve, spawn_with_inherited, take_inherited, Encoded, OsIpcReceiver,
+    OsIpcReceiverSet, OsIpcSender, OsIpcSharedMemory, OsListener, OsOpaqueIpcChannel, OsServerGuard, PayloadWriter,
+    INLINE_MAX,
 };
 
 #[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]
@@ -115,6 +116,71 @@ pub(crate) use credentials::PeerCredentials;
 pub(crate) use limits::{LimitsCell, ReceiveLimits};
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use {limits::LimitExceeded, spin::RecentWait};
+
+/// The contract, checked by the compiler: every item a backend must provide, bound to the
+/// signature the layers above use. A backend that lacks an item, or gives it another
+/// signature, fails the build here with an error that names the item.
+///
+/// Error conventions every backend follows (what the layer above relies on):
+/// - `BrokenPipe` (or `ConnectionReset`) from a send: the receiver is gone (`Disconnected`).
+/// - `WouldBlock` from a non-blocking send, `TimedOut` from a timed one: no room in time; the
+///   message was not sent.
+/// - `InvalidData` from a receive: the peer sent something malformed or over the limits; that
+///   message is dropped (its descriptors closed) and the channel goes on.
+/// - `RecvError::Disconnected`: every sender is gone and nothing is queued.
+/// - `NotConnected`: the end was moved into a message (decided above the backends).
+/// - `OutOfMemory`: a message could not be allocated; that message only fails.
+///
+/// Auto traits: senders and shared memory are `Send + Sync` (many producers), receivers and
+/// receiver sets `Send` (one consumer), and every type is `Debug` but the payload writer.
+#[allow(dead_code, clippy::type_complexity)]
+fn contract() {
+    fn send_sync<T: Send + Sync + std::fmt::Debug>() {}
+    fn send<T: Send>() {}
+    send_sync::<OsIpcSender>();
+    send_sync::<OsIpcSharedMemory>();
+    send_sync::<OsIpcReceiver>();
+    send::<OsIpcReceiverSet>();
+    send::<OsOpaqueIpcChannel>();
+    send::<OsListener>();
+    send::<OsServerGuard>();
+    let _: fn() -> io::Result<(OsIpcSender, OsIpcReceiver)> = channel;
+    let _: fn(&str) -> io::Result<OsIpcSender> = OsIpcSender::connect;
+    let _: fn(&OsIpcSender, &[u8], Vec<OsIpcChannel>, Vec<OsIpcSharedMemory>, Wait) -> Result<(), SendFailure> =
+        OsIpcSender::send;
+    let _: fn(&OsIpcSender, &Encoded, Vec<OsIpcChannel>, Vec<OsIpcSharedMemory>, Wait) -> Result<(), SendFailure> =
+        OsIpcSender::send_encoded;
+    let _: fn(&OsIpcSender, Vec<u8>) -> PayloadWriter = OsIpcSender::payload_writer;
+    let _: fn(&OsIpcSender, usize) -> io::Result<()> = OsIpcSender::set_buffer_size;
+    let _: fn(&OsIpcSender) -> io::Result<usize> = OsIpcSender::buffer_size;
+    let _: fn(&mut PayloadWriter, u8) = PayloadWriter::push;
+    let _: fn(&mut PayloadWriter, &[u8]) = PayloadWriter::extend;
+    let _: fn(PayloadWriter) -> io::Result<Encoded> = PayloadWriter::finish;
+    let _: fn(Encoded) -> Vec<u8> = Encoded::into_buffer;
+    let _: fn(&OsIpcReceiver, Wait) -> Result<OsIpcMessage, RecvError> = OsIpcReceiver::recv;
+    let _: fn(&OsIpcReceiver, Wait, &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> = OsIpcReceiver::recv_into;
+    let _: fn(&OsIpcReceiver, ReceiveLimits) = OsIpcReceiver::set_limits;
+    let _: fn(&OsIpcReceiver) -> ReceiveLimits = OsIpcReceiver::limits;
+    let _: fn(OsOpaqueIpcChannel) -> io::Result<OsIpcSender> = OsOpaqueIpcChannel::into_sender;
+    let _: fn(OsOpaqueIpcChannel) -> io::Result<OsIpcReceiver> = OsOpaqueIpcChannel::into_receiver;
+    let _: fn(&[u8]) -> io::Result<OsIpcSharedMemory> = OsIpcSharedMemory::from_bytes;
+    let _: fn(u8, usize) -> io::Result<OsIpcSharedMemory> = OsIpcSharedMemory::from_byte;
+    let _: fn(&OsIpcSharedMemory) -> &[u8] = <OsIpcSharedMemory as std::ops::Deref>::deref;
+    let _: fn() -> io::Result<OsIpcReceiverSet> = OsIpcReceiverSet::new;
+    let _: fn(&mut OsIpcReceiverSet, OsIpcReceiver) -> io::Result<u64> = OsIpcReceiverSet::add;
+    let _: fn(&mut OsIpcReceiverSet, u64) = OsIpcReceiverSet::remove;
+    let _: fn(&mut OsIpcReceiverSet, ReceiveLimits) = OsIpcReceiverSet::set_limits;
+    let _: fn(&OsIpcReceiverSet) -> bool = OsIpcReceiverSet::is_empty;
+    let _: fn(&mut OsIpcReceiverSet, Wait) -> io::Result<Vec<OsIpcSelectionResult>> = OsIpcReceiverSet::select;
+    let _: fn(&mut std::process::Command, OsIpcChannel) -> io::Result<std::process::Child> = spawn_with_inherited;
+    let _: fn() -> io::Result<OsOpaqueIpcChannel> = take_inherited;
+    let _: fn() -> PeerCredentials = current_credentials;
+    let _: fn() -> io::Result<(OsListener, String)> = OsListener::bind_private;
+    let _: fn(&std::path::Path) -> io::Result<OsListener> = OsListener::bind;
+    let _: fn(OsListener, Admit) -> io::Result<(OsIpcReceiver, OsServerGuard)> = serve;
+    let _: fn(&OsServerGuard) -> Option<io::Error> = OsServerGuard::take_failure;
+    let _: usize = INLINE_MAX;
+}
 
 /// A server's admission rule: given a client's credentials, the bytes that announce the client
 /// to the server, or `None` to refuse it.

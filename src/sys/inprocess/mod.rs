@@ -17,8 +17,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::sys::heap_writer::Encoded;
-pub(crate) use crate::sys::heap_writer::PayloadWriter;
+pub(crate) use crate::sys::heap_writer::{Encoded, PayloadWriter};
 use crate::sys::{
     drain_member, Admit, Drained, OsIpcChannel, OsIpcMessage, OsIpcSelectionResult, RecvError, SendFailure, Wait,
 };

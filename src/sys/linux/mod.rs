@@ -32,7 +32,7 @@ mod spawn;
 mod sys;
 
 pub(crate) use frame::INLINE_MAX;
-pub(crate) use memfd::{OsIpcSharedMemory, PayloadWriter};
+pub(crate) use memfd::{Encoded, OsIpcSharedMemory, PayloadWriter};
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register;
 pub(crate) use select::OsIpcReceiverSet;

@@ -24,7 +24,7 @@ mod spawn;
 mod sys;
 mod transfer;
 
-pub(crate) use crate::sys::heap_writer::PayloadWriter;
+pub(crate) use crate::sys::heap_writer::{Encoded, PayloadWriter};
 pub(crate) use pipe::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, INLINE_MAX};
 pub(crate) use section::OsIpcSharedMemory;
 pub(crate) use select::OsIpcReceiverSet;
