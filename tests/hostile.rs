@@ -3,7 +3,7 @@
 //!
 //! The peer connects to a one-shot server's name with a raw `SOCK_SEQPACKET` socket, as any
 //! local process could, and writes packets in the format documented in
-//! `src/sys/linux/frame.rs`.
+//! `src/sys/unix/frame.rs`.
 
 #![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 

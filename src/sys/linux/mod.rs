@@ -1,23 +1,30 @@
 //! The Linux backend: `SOCK_SEQPACKET` Unix-domain sockets with descriptor passing, sealed memfd
 //! shared memory, and epoll.
 //!
-//! One file per mechanism:
+//! What any Unix with `SOCK_SEQPACKET` and `SCM_RIGHTS` shares lives in `src/sys/unix/` and is
+//! compiled in here (a FreeBSD backend would include the same files):
 //! - [`frame`]: the header that starts every packet (the wire format).
-//! - [`socket`]: channels, sending and receiving one message per packet.
-//! - [`memfd`]: sealed memfd regions, for shared memory and for payloads too large for a packet.
+//! - [`spawn`]: a channel end inherited by a child process (close-on-exec cleared in the child).
+//! - [`sys`]: the small helpers every file uses (EINTR retry, `poll` readiness waits).
+//!
+//! What is Linux's own, one file per mechanism:
+//! - [`socket`]: channels, sending and receiving one message per packet (portable but for the
+//!   memfd payloads it hands to [`pool`] and [`intake`]).
+//! - [`memfd`]: sealed memfd regions (`memfd_create`, `F_SEAL_*`), for shared memory and for
+//!   payloads too large for a packet.
 //! - [`pool`]: reusable memfds for a channel's large payloads (the sending side).
 //! - [`intake`]: copying a pooled payload out on the receiving side.
 //! - [`shared_map`]: the mapping of a pooled memfd both sides copy through.
 //! - [`select`]: many receivers behind one epoll descriptor.
-//! - [`server`]: named servers: the listening socket and the acceptor thread that admits clients.
+//! - [`server`]: named servers: the listening socket, `SO_PEERCRED`, and the epoll-driven
+//!   acceptor thread that admits clients.
 //! - `reactor` (feature `tokio`): registering a descriptor with tokio's reactor.
-//! - [`spawn`]: a channel end inherited by a child process.
-//! - [`sys`]: the small helpers every file above uses (EINTR retry, readiness wait).
 
 #![allow(unsafe_code)]
 
 #[cfg(test)]
 mod documented;
+#[path = "../unix/frame.rs"]
 mod frame;
 mod intake;
 mod memfd;
@@ -28,7 +35,9 @@ mod select;
 mod server;
 mod shared_map;
 mod socket;
+#[path = "../unix/spawn.rs"]
 mod spawn;
+#[path = "../unix/sys.rs"]
 mod sys;
 
 pub(crate) use frame::INLINE_MAX;

@@ -1,4 +1,4 @@
-//! Small system-call helpers shared by the Linux backend.
+//! Small system-call helpers any Unix backend uses (compiled into the Linux backend).
 
 use std::io;
 use std::os::fd::AsFd;
