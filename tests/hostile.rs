@@ -355,3 +355,45 @@ fn unallocatable_payload_child() {
     send_raw(&socket, &valid_packet(&"after".to_string()), &[]);
     assert_eq!(receiver.recv().unwrap(), "after");
 }
+
+/// A packet from a crossproc build that speaks another wire-protocol version is refused with an
+/// error that names both versions, and the channel goes on.
+#[test]
+fn a_packet_in_another_protocol_version_is_a_clear_error() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (socket, receiver) = hostile_client();
+    let mut packet = valid_packet(&"from the future".to_string());
+    packet[3] = b'2';
+    send_raw(&socket, &packet, &[]);
+    match receiver.recv() {
+        Err(IpcError::Io(error)) => {
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+            let text = error.to_string();
+            assert!(text.contains("version 2") && text.contains("version 1"), "{text}");
+        }
+        other => panic!("expected a version error, got {other:?}"),
+    }
+    send_raw(&socket, &valid_packet(&"same version".to_string()), &[]);
+    assert_eq!(receiver.recv().unwrap(), "same version");
+}
+
+/// A server from a build with another protocol version answers a connection in its version:
+/// the client's `connect` says so.
+#[test]
+fn a_server_in_another_protocol_version_fails_connect_clearly() {
+    use rustix::net::{accept, bind, listen};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future-server");
+    let listener = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+    bind(&listener, &SocketAddrUnix::new(path.as_path()).unwrap()).unwrap();
+    listen(&listener, 1).unwrap();
+    let server = std::thread::spawn(move || {
+        let connection = accept(&listener).unwrap();
+        rustix::net::send(&connection, b"CXP2-OK\0", rustix::net::SendFlags::NOSIGNAL).unwrap();
+        connection // kept open until the client has read the verdict
+    });
+    let error = IpcSender::<u8>::connect(path.to_str().unwrap().to_owned()).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("version 2") && text.contains("version 1"), "{text}");
+    drop(server.join().unwrap());
+}

@@ -23,9 +23,9 @@ use rustix::net::{
 };
 
 use super::frame::{
-    buffer_claim, FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX, MAX_BUFFER_CLAIM, MAX_FDS_PER_PACKET,
-    MAX_FDS_RECEIVED, MAX_HANDLES_IN_PACKET, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED,
-    VERDICT_TIMEOUT,
+    buffer_claim, other_version, version_mismatch, FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, INLINE_MAX,
+    MAX_BUFFER_CLAIM, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED, MAX_HANDLES_IN_PACKET, PAYLOAD_IN_POOLED_MEMFD,
+    VERDICT_ADMITTED, VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
 use super::intake::{take_payload, PeerMaps};
 use super::memfd::{Encoded, PayloadWriter};
@@ -83,6 +83,8 @@ impl OsIpcSender {
             (_, 8) if verdict == VERDICT_REFUSED => {
                 Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client"))
             }
+            // A verdict in another protocol version: a server from another build.
+            (_, 8) if other_version(&verdict).is_some() => Err(version_mismatch(verdict[3])),
             (_, 0) => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server closed the connection")),
             _ => Err(invalid_data("unexpected answer from the server")),
         }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  magic "CXP1" (little-endian u32 0x3150_5843)
+//!      0     4  magic "CXP" and the protocol version, one ASCII digit ("CXP1")
 //!      4     4  flags: bit 0 = reserved (never set),
 //!                      bit 1 = handles travel on a side socket (the next descriptor),
 //!                      bit 2 = payload is in a pooled memfd at offset 4096 (the first
@@ -64,7 +64,12 @@ pub(super) const MAX_HANDLES_IN_PACKET: usize = MAX_FDS_PER_PACKET - 2;
 /// Descriptors accepted per packet: the kernel's own limit, so a peer cannot truncate us.
 pub(super) const MAX_FDS_RECEIVED: usize = 253;
 
-const MAGIC: u32 = 0x3150_5843;
+/// What starts every packet: "CXP" and then [`PROTOCOL_VERSION`].
+const MAGIC: [u8; 3] = *b"CXP";
+/// The version of this wire format (and of the server verdicts). Two builds of crossproc that
+/// speak different versions refuse each other's first packet with an error that names both
+/// versions — never a misparse. Bump it with any change to what travels between processes.
+pub(super) const PROTOCOL_VERSION: u8 = b'1';
 /// Flag: the handles travel on a side socket, the next descriptor.
 pub(super) const HANDLES_ON_SIDE_SOCKET: u32 = 2;
 /// Flag: the payload is in a pooled memfd, the first descriptor; the receiver copies it out and
@@ -85,7 +90,8 @@ impl FrameHeader {
     /// The header's bytes, as they go on the wire.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut bytes = [0u8; HEADER_LEN];
-        bytes[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        bytes[0..3].copy_from_slice(&MAGIC);
+        bytes[3] = PROTOCOL_VERSION;
         bytes[4..8].copy_from_slice(&self.flags.to_le_bytes());
         bytes[8..12].copy_from_slice(&self.channels.to_le_bytes());
         bytes[12..16].copy_from_slice(&self.shared_memory.to_le_bytes());
@@ -99,7 +105,10 @@ impl FrameHeader {
         if packet.len() < HEADER_LEN {
             return Err(invalid_data("packet shorter than its header"));
         }
-        if u32::from_le_bytes(field(0)) != MAGIC {
+        if let Some(theirs) = other_version(packet) {
+            return Err(version_mismatch(theirs));
+        }
+        if packet[0..4] != [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION] {
             return Err(invalid_data("bad magic number"));
         }
         let flags = u32::from_le_bytes(field(4));
@@ -122,10 +131,28 @@ impl FrameHeader {
     }
 }
 
+/// The version a packet (or verdict) from another crossproc build speaks, if it is not ours.
+pub(super) fn other_version(bytes: &[u8]) -> Option<u8> {
+    (bytes.len() >= 4 && bytes[0..3] == MAGIC && bytes[3] != PROTOCOL_VERSION).then(|| bytes[3])
+}
+
+/// The error for a peer whose crossproc build speaks another version of the wire protocol.
+pub(super) fn version_mismatch(theirs: u8) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the peer speaks crossproc wire protocol version {}, this build speaks version {}: \
+             both processes must use crossproc builds with the same protocol version",
+            char::from(theirs).escape_default(),
+            char::from(PROTOCOL_VERSION)
+        ),
+    )
+}
+
 /// The packet a server's acceptor sends a new client that it admitted.
-pub(super) const VERDICT_ADMITTED: [u8; 8] = *b"CXP1-OK\0";
+pub(super) const VERDICT_ADMITTED: [u8; 8] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'-', b'O', b'K', 0];
 /// The packet a server's acceptor sends a client that its access policy refused.
-pub(super) const VERDICT_REFUSED: [u8; 8] = *b"CXP1-NO\0";
+pub(super) const VERDICT_REFUSED: [u8; 8] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'-', b'N', b'O', 0];
 /// How long `connect` waits for a server's verdict.
 pub(super) const VERDICT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 

@@ -15,7 +15,32 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-const MAGIC: &[u8; 4] = b"CXW1";
+/// What starts every pipe message: "CXW" and then [`PROTOCOL_VERSION`].
+const MAGIC: [u8; 3] = *b"CXW";
+/// The version of this wire format (and of the server verdicts): two builds that speak
+/// different versions refuse each other's first message with an error naming both.
+pub(super) const PROTOCOL_VERSION: u8 = b'1';
+/// The verdicts a server's acceptor sends a client (admitted, refused).
+pub(super) const VERDICT_ADMITTED: [u8; 7] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'-', b'O', b'K'];
+pub(super) const VERDICT_REFUSED: [u8; 7] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'-', b'N', b'O'];
+
+/// The version a message (or verdict) from another crossproc build speaks, if it is not ours.
+pub(super) fn other_version(bytes: &[u8]) -> Option<u8> {
+    (bytes.len() >= 4 && bytes[0..3] == MAGIC && bytes[3] != PROTOCOL_VERSION).then(|| bytes[3])
+}
+
+/// The error for a peer whose crossproc build speaks another version of the wire protocol.
+pub(super) fn version_mismatch(theirs: u8) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the peer speaks crossproc wire protocol version {}, this build speaks version {}: \
+             both processes must use crossproc builds with the same protocol version",
+            char::from(theirs).escape_default(),
+            char::from(PROTOCOL_VERSION)
+        ),
+    )
+}
 const PREFIX: usize = 8;
 
 /// The decoded header of one pipe message.
@@ -77,7 +102,8 @@ impl Header {
     pub fn encode(&self, trailing: &[u8]) -> io::Result<Vec<u8>> {
         let header = postcard::to_stdvec(self).map_err(io::Error::other)?;
         let mut message = Vec::with_capacity(PREFIX + header.len() + trailing.len());
-        message.extend_from_slice(MAGIC);
+        message.extend_from_slice(&MAGIC);
+        message.push(PROTOCOL_VERSION);
         message.extend_from_slice(&(header.len() as u32).to_le_bytes());
         message.extend_from_slice(&header);
         message.extend_from_slice(trailing);
@@ -87,7 +113,10 @@ impl Header {
     /// Splits a pipe message into its checked header and the offset of its trailing bytes.
     pub fn decode(message: &[u8]) -> io::Result<(Header, usize)> {
         let malformed = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {what}"));
-        if message.len() < PREFIX || &message[..4] != MAGIC {
+        if let Some(theirs) = other_version(message) {
+            return Err(version_mismatch(theirs));
+        }
+        if message.len() < PREFIX || message[..3] != MAGIC || message[3] != PROTOCOL_VERSION {
             return Err(malformed("no crossproc prefix"));
         }
         let header_len = u32::from_le_bytes(message[4..8].try_into().expect("four bytes")) as usize;

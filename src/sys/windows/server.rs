@@ -39,14 +39,13 @@ use windows_sys::Win32::System::Pipes::{
 use windows_sys::Win32::System::Threading::{SetEvent, WaitForMultipleObjects, INFINITE};
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
+use super::frame::{other_version, version_mismatch, VERDICT_ADMITTED, VERDICT_REFUSED};
 use super::pipe::{channel, write_message, OsIpcReceiver, OsIpcSender};
 use super::sys::{check, event, finish_overlapped, owned, random_u64, raw, wide, Peer};
 use super::transfer::{import, Exporter};
 use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, RecvError, Wait};
 use crate::sys::{PeerCredentials, ReceiveLimits};
 
-const VERDICT_ADMITTED: &[u8] = b"CXW1-OK";
-const VERDICT_REFUSED: &[u8] = b"CXW1-NO";
 /// How long either side waits for the other during the hello exchange.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client waits for a free instance of a busy server's pipe. Generous: a Linux client
@@ -338,7 +337,7 @@ fn welcome(pipe: &OwnedHandle, admit: &mut Admit, room: bool) -> Option<Waiting>
     let Some(OsIpcChannel::Receiver(receiver)) = parcel.take_channel() else { return None };
     let verdict = if room { admit(&PeerCredentials { pid, uid: 0, gid: 0 }) } else { None };
     let answer = if verdict.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
-    if !matches!(write_message(pipe, answer, deadline), Ok(Some(()))) {
+    if !matches!(write_message(pipe, &answer, deadline), Ok(Some(()))) {
         return None;
     }
     // Keep the instance open until the client has read the verdict and closed its end.
@@ -414,6 +413,8 @@ pub(super) fn connect(name: &str) -> io::Result<OsIpcSender> {
         Some(verdict) if verdict == VERDICT_REFUSED => {
             Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client"))
         }
+        // A verdict in another protocol version: a server from another build.
+        Some(verdict) if other_version(&verdict).is_some() => Err(version_mismatch(verdict[3])),
         _ => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server did not answer")),
     }
 }
