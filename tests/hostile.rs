@@ -23,7 +23,8 @@ use rustix::net::{
 };
 use util::{assert_child_succeeds, child_command, child_role, open_fds};
 
-/// Descriptor counts are per process: the tests in this file run one at a time.
+/// Descriptor counts are per process: every test in this file that opens descriptors takes
+/// this lock, so they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const MAGIC: u32 = 0x3150_5843;
@@ -326,6 +327,7 @@ fn child_entry() {
 /// the process lives on, and the next message on the channel arrives.
 #[test]
 fn a_payload_the_receiver_cannot_allocate_fails_that_message_only() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let child = child_command(ENTRY, "unallocatable_payload").spawn().unwrap();
     assert_child_succeeds(child);
 }
@@ -382,6 +384,7 @@ fn a_packet_in_another_protocol_version_is_a_clear_error() {
 #[test]
 fn a_server_in_another_protocol_version_fails_connect_clearly() {
     use rustix::net::{accept, bind, listen};
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("future-server");
     let listener = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();

@@ -86,8 +86,10 @@ fn silent_connections_lock_out_nobody() {
         let stdout = std::io::BufReader::new(flood.stdout.take().unwrap());
         let said = std::io::BufRead::lines(stdout).map(Result::unwrap).find(|line| line == FLOODED);
         assert!(said.is_some(), "the flooding child ended early");
+        // At most the waiting room (1,024, SECURITY.md) for 6,000 silent connections; the
+        // margin is for the other tests of this file, which run meanwhile in this process.
         let held = util::open_fds().saturating_sub(before);
-        assert!(held <= 1024 + 16, "the server holds {held} descriptors for silent connections");
+        assert!(held <= 1024 + 512, "the server holds {held} descriptors for silent connections");
         for round in 0..3 {
             let name = name.clone();
             let client = std::thread::spawn(move || {
