@@ -234,6 +234,28 @@ impl OsIpcMessage {
     }
 }
 
+/// The version a packet (or verdict) beginning with `magic` speaks, when it is not `ours`: a
+/// peer from a crossproc build with another wire protocol.
+#[cfg_attr(any(feature = "force-inprocess", not(any(target_os = "linux", windows))), allow(dead_code))]
+pub(crate) fn other_version(bytes: &[u8], magic: [u8; 3], ours: u8) -> Option<u8> {
+    (bytes.len() >= 4 && bytes[0..3] == magic && bytes[3] != ours).then(|| bytes[3])
+}
+
+/// The error for a peer whose crossproc build speaks version `theirs` of the wire protocol
+/// where this one speaks `ours` (each an ASCII digit).
+#[cfg_attr(any(feature = "force-inprocess", not(any(target_os = "linux", windows))), allow(dead_code))]
+pub(crate) fn version_mismatch(theirs: u8, ours: u8) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the peer speaks crossproc wire protocol version {}, this build speaks version {}: \
+             both processes must use crossproc builds with the same protocol version",
+            char::from(theirs).escape_default(),
+            char::from(ours)
+        ),
+    )
+}
+
 /// An empty vector with room for `len` bytes of a received message, or an `OutOfMemory` error:
 /// a peer chooses `len` (up to the receive limit), so failing to allocate it must fail that one
 /// message, never abort the process.

@@ -133,20 +133,12 @@ impl FrameHeader {
 
 /// The version a packet (or verdict) from another crossproc build speaks, if it is not ours.
 pub(super) fn other_version(bytes: &[u8]) -> Option<u8> {
-    (bytes.len() >= 4 && bytes[0..3] == MAGIC && bytes[3] != PROTOCOL_VERSION).then(|| bytes[3])
+    crate::sys::other_version(bytes, MAGIC, PROTOCOL_VERSION)
 }
 
-/// The error for a peer whose crossproc build speaks another version of the wire protocol.
+/// The error for a peer whose crossproc build speaks protocol version `theirs`.
 pub(super) fn version_mismatch(theirs: u8) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "the peer speaks crossproc wire protocol version {}, this build speaks version {}: \
-             both processes must use crossproc builds with the same protocol version",
-            char::from(theirs).escape_default(),
-            char::from(PROTOCOL_VERSION)
-        ),
-    )
+    crate::sys::version_mismatch(theirs, PROTOCOL_VERSION)
 }
 
 /// The packet a server's acceptor sends a new client that it admitted.

@@ -24,23 +24,16 @@ pub(super) const PROTOCOL_VERSION: u8 = b'1';
 pub(super) const VERDICT_ADMITTED: [u8; 7] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'-', b'O', b'K'];
 pub(super) const VERDICT_REFUSED: [u8; 7] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'-', b'N', b'O'];
 
-/// The version a message (or verdict) from another crossproc build speaks, if it is not ours.
+/// The version a packet (or verdict) from another crossproc build speaks, if it is not ours.
 pub(super) fn other_version(bytes: &[u8]) -> Option<u8> {
-    (bytes.len() >= 4 && bytes[0..3] == MAGIC && bytes[3] != PROTOCOL_VERSION).then(|| bytes[3])
+    crate::sys::other_version(bytes, MAGIC, PROTOCOL_VERSION)
 }
 
-/// The error for a peer whose crossproc build speaks another version of the wire protocol.
+/// The error for a peer whose crossproc build speaks protocol version `theirs`.
 pub(super) fn version_mismatch(theirs: u8) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "the peer speaks crossproc wire protocol version {}, this build speaks version {}: \
-             both processes must use crossproc builds with the same protocol version",
-            char::from(theirs).escape_default(),
-            char::from(PROTOCOL_VERSION)
-        ),
-    )
+    crate::sys::version_mismatch(theirs, PROTOCOL_VERSION)
 }
+
 const PREFIX: usize = 8;
 
 /// The decoded header of one pipe message.
