@@ -231,3 +231,16 @@ fn a_one_shot_server_hands_over_the_first_message_and_the_channel() {
     client.join().unwrap();
     assert!(matches!(rx.recv(), Err(IpcError::Disconnected)));
 }
+
+#[test]
+fn many_silent_clients_lock_out_nobody() {
+    let (server, name) = IpcServer::<String>::new().unwrap();
+    // More admitted-but-silent clients than any backend's waiting room holds (Windows: 60): a
+    // new one evicts the oldest instead of being refused.
+    let silent: Vec<_> = (0..100).map(|_| IpcSender::<String>::connect(name.clone()).unwrap()).collect();
+    let speaking = IpcSender::<String>::connect(name).unwrap();
+    speaking.send("spoke at once".into()).unwrap();
+    let (_, first, _) = server.accept_timeout(Duration::from_secs(30)).expect("a client that speaks is accepted");
+    assert_eq!(first, "spoke at once");
+    drop(silent);
+}

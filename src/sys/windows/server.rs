@@ -15,12 +15,14 @@
 //! handle. Windows has no user and group ids here: `PeerCredentials` carries the process id and
 //! zeros.
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::os::windows::io::OwnedHandle;
 use std::path::Path;
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -152,7 +154,7 @@ pub(crate) fn current_credentials() -> PeerCredentials {
 }
 
 /// Starts the acceptor thread; see the module documentation.
-pub(crate) fn serve(listener: OsListener, mut admit: Admit) -> io::Result<(OsIpcReceiver, OsServerGuard)> {
+pub(crate) fn serve(listener: OsListener, admit: Admit) -> io::Result<(OsIpcReceiver, OsServerGuard)> {
     let (outlet, incoming) = channel()?;
     let stop = event()?;
     let stop_raw = raw(&stop) as usize;
@@ -160,25 +162,45 @@ pub(crate) fn serve(listener: OsListener, mut admit: Admit) -> io::Result<(OsIpc
     let report = failure.clone();
     let acceptor = thread::Builder::new().name("crossproc-acceptor".into()).spawn(move || {
         let stop = stop_raw as HANDLE;
-        if let Err(error) = accept_loop(&listener.path, listener.first, stop, &mut admit, &outlet) {
+        if let Err(error) = accept_loop(&listener.path, listener.first, stop, Arc::new(Mutex::new(admit)), &outlet) {
             report.record(error);
         }
     })?;
     Ok((incoming, OsServerGuard { stop, acceptor: Some(acceptor), failure }))
 }
 
-/// The acceptor: waits at once for the next client, for `stop`, and for the first message of
-/// every admitted client not yet handed over (the waiting room).
+/// The acceptor: waits at once for the next client, for `stop`, for handshakes that finished,
+/// and for the first message of every admitted client not yet handed over (the waiting room).
+///
+/// Each new client's handshake (its hello, the verdict) runs on a thread of its own, at most
+/// [`HANDSHAKES`] at once, so a client that connects and says nothing delays nobody; beyond
+/// that, new connections are closed at once. An admitted client waits at most
+/// [`SILENT_DEADLINE`] for its first message, and when [`WAITING_ROOM`] of them wait, a new
+/// one evicts the oldest: silent clients never lock the others out.
 fn accept_loop(
     path: &str,
     first: OwnedHandle,
     stop: HANDLE,
-    admit: &mut Admit,
+    admit: Arc<Mutex<Admit>>,
     outlet: &OsIpcSender,
 ) -> io::Result<()> {
     let mut connecting = Connecting::start(first)?;
-    let mut waiting: Vec<Waiting> = Vec::new();
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    // Shared with the handshake threads, so it outlives any of them that is still running.
+    let handshake_done = Arc::new(event()?);
+    let (finished_tx, finished) = std::sync::mpsc::channel::<Option<Waiting>>();
+    let mut handshakes = 0;
     loop {
+        while let Ok(outcome) = finished.try_recv() {
+            handshakes -= 1;
+            if let Some(admitted) = outcome {
+                if waiting.len() == WAITING_ROOM {
+                    waiting.pop_front(); // the oldest silent client makes room
+                }
+                waiting.push_back(admitted);
+            }
+        }
+        let now = Instant::now();
         waiting.retain_mut(|client| match client.state() {
             Readiness::Ready => {
                 let receiver = client.receiver.take().expect("handed over once");
@@ -186,13 +208,15 @@ fn accept_loop(
                 let _ = outlet.send(&client.announcement, channels, Vec::new(), Wait::Blocking);
                 false
             }
-            Readiness::Pending => true,
+            Readiness::Pending => client.deadline > now,
             Readiness::Dropped => false,
         });
-        let mut events = vec![raw(&connecting.event), stop];
+        let timeout = waiting.iter().map(|client| client.deadline.saturating_duration_since(now)).min();
+        let timeout = timeout.map_or(INFINITE, |left| u32::try_from(left.as_millis() + 1).unwrap_or(INFINITE - 1));
+        let mut events = vec![raw(&connecting.event), stop, raw(&*handshake_done)];
         events.extend(waiting.iter().map(Waiting::event));
-        // SAFETY: every handle is a live event (`events` holds at most 2 + WAITING_ROOM).
-        let woken = unsafe { WaitForMultipleObjects(events.len() as u32, events.as_ptr(), 0, INFINITE) };
+        // SAFETY: every handle is a live event (`events` holds at most 3 + WAITING_ROOM).
+        let woken = unsafe { WaitForMultipleObjects(events.len() as u32, events.as_ptr(), 0, timeout) };
         if woken == WAIT_OBJECT_0 + 1 {
             return Ok(());
         }
@@ -200,22 +224,37 @@ fn accept_loop(
             return Err(io::Error::last_os_error());
         }
         if woken != WAIT_OBJECT_0 {
-            continue; // a waiting client's read completed
+            continue; // a handshake finished, a waiting client's read completed, or a deadline
         }
         // The next instance first, so clients arriving meanwhile find one.
         let next = Connecting::start(instance(path, false)?)?;
-        let client = mem::replace(&mut connecting, next).finish();
-        if let Ok(pipe) = client {
-            if let Some(admitted) = welcome(&pipe, admit, waiting.len() < WAITING_ROOM) {
-                waiting.push(admitted);
-            }
+        let Ok(pipe) = mem::replace(&mut connecting, next).finish() else { continue };
+        if handshakes == HANDSHAKES {
+            continue; // closing the instance refuses this client
+        }
+        handshakes += 1;
+        let (admit, finished_tx) = (admit.clone(), finished_tx.clone());
+        let done = handshake_done.clone();
+        let spawned = thread::Builder::new().name("crossproc-handshake".into()).spawn(move || {
+            let _ = finished_tx.send(welcome(&pipe, &admit));
+            // SAFETY: `done` is a live event (this thread holds it).
+            unsafe { SetEvent(raw(&*done)) };
+        });
+        if spawned.is_err() {
+            handshakes -= 1;
         }
     }
 }
 
+/// Handshakes (hello, verdict) in progress at once, at most; more connections are closed.
+const HANDSHAKES: usize = 32;
+
 /// Admitted clients whose first message has not arrived yet, at most (the limit of one
-/// `WaitForMultipleObjects`, less the acceptor's own two events); more are refused meanwhile.
+/// `WaitForMultipleObjects`, less the acceptor's own three events); a new one evicts the oldest.
 const WAITING_ROOM: usize = 60;
+
+/// How long an admitted client may stay silent before it is dropped.
+const SILENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A `ConnectNamedPipe` on one pipe instance, in flight until a client opens the instance.
 struct Connecting {
@@ -285,6 +324,8 @@ impl Drop for Connecting {
 struct Waiting {
     announcement: Vec<u8>,
     receiver: Option<OsIpcReceiver>,
+    /// When it is dropped if it is still silent.
+    deadline: Instant,
 }
 
 /// Where a waiting client stands.
@@ -323,9 +364,9 @@ impl Waiting {
     }
 }
 
-/// Reads one client's hello, asks `admit` (when `room` allows any more waiting clients),
-/// answers, and returns an admitted client for the waiting room.
-fn welcome(pipe: &OwnedHandle, admit: &mut Admit, room: bool) -> Option<Waiting> {
+/// Reads one client's hello, asks `admit`, answers, and returns an admitted client for the
+/// waiting room.
+fn welcome(pipe: &OwnedHandle, admit: &Mutex<Admit>) -> Option<Waiting> {
     let mut pid = 0;
     // SAFETY: `pipe` is a connected server instance; `pid` is a valid out-pointer.
     if unsafe { GetNamedPipeClientProcessId(raw(pipe), &mut pid) } == 0 {
@@ -335,14 +376,16 @@ fn welcome(pipe: &OwnedHandle, admit: &mut Admit, room: bool) -> Option<Waiting>
     let hello = read_once(pipe, deadline).ok()??;
     let mut parcel = import(&hello, &ReceiveLimits::DEFAULT).ok()?;
     let Some(OsIpcChannel::Receiver(receiver)) = parcel.take_channel() else { return None };
-    let verdict = if room { admit(&PeerCredentials { pid, uid: 0, gid: 0 }) } else { None };
+    let verdict =
+        (admit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))(&PeerCredentials { pid, uid: 0, gid: 0 });
     let answer = if verdict.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
     if !matches!(write_message(pipe, &answer, deadline), Ok(Some(()))) {
         return None;
     }
     // Keep the instance open until the client has read the verdict and closed its end.
     let _ = read_once(pipe, Instant::now().checked_add(HELLO_TIMEOUT));
-    verdict.map(|announcement| Waiting { announcement, receiver: Some(receiver) })
+    let deadline = Instant::now() + SILENT_DEADLINE;
+    verdict.map(|announcement| Waiting { announcement, receiver: Some(receiver), deadline })
 }
 
 /// Reads one message from `pipe` (at most 64 KiB), waiting until `deadline`; `None` on timeout.
