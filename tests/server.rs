@@ -298,3 +298,52 @@ fn a_dropped_server_refuses_new_connections() {
     drop(server);
     assert!(IpcSender::<u8>::connect(name).is_err());
 }
+
+/// Windows: connections that open the server's pipe and never send their hello (hundreds of
+/// them, more than the handshakes a server runs at once) do not keep out a client that speaks.
+#[cfg(windows)]
+#[test]
+fn silent_handshakes_lock_out_nobody() {
+    use windows_sys::Win32::Foundation::{CloseHandle, GENERIC_READ, GENERIC_WRITE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::Storage::FileSystem::{CreateFileW, OPEN_EXISTING};
+    use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
+    with_watchdog(Duration::from_secs(120), || {
+        let (server, name) = IpcServer::<String>::new().unwrap();
+        let path: Vec<u16> = name.encode_utf16().chain(Some(0)).collect();
+        let mut silent = Vec::new();
+        for _ in 0..2_000 {
+            if silent.len() == 200 {
+                break;
+            }
+            // SAFETY: `path` is zero-terminated UTF-16; the handle is closed below.
+            let handle = unsafe {
+                CreateFileW(
+                    path.as_ptr(),
+                    GENERIC_READ | GENERIC_WRITE,
+                    0,
+                    std::ptr::null(),
+                    OPEN_EXISTING,
+                    0,
+                    std::ptr::null_mut(),
+                )
+            };
+            if handle == INVALID_HANDLE_VALUE {
+                // Every instance is taken until the acceptor makes the next: wait for it.
+                // SAFETY: `path` is zero-terminated UTF-16.
+                unsafe { WaitNamedPipeW(path.as_ptr(), 1000) };
+            } else {
+                silent.push(handle);
+            }
+        }
+        assert!(silent.len() >= 64, "only {} silent connections opened", silent.len());
+        let speaker =
+            std::thread::spawn(move || IpcSender::<String>::connect(name).unwrap().send("spoke".into()).unwrap());
+        let (_, first, _) = server.accept_timeout(Duration::from_secs(60)).expect("a client that speaks is accepted");
+        assert_eq!(first, "spoke");
+        speaker.join().unwrap();
+        for handle in silent {
+            // SAFETY: each handle was opened above and is closed once.
+            unsafe { CloseHandle(handle) };
+        }
+    });
+}

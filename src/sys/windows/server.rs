@@ -173,8 +173,9 @@ pub(crate) fn serve(listener: OsListener, admit: Admit) -> io::Result<(OsIpcRece
 /// and for the first message of every admitted client not yet handed over (the waiting room).
 ///
 /// Each new client's handshake (its hello, the verdict) runs on a thread of its own, at most
-/// [`HANDSHAKES`] at once, so a client that connects and says nothing delays nobody; beyond
-/// that, new connections are closed at once. An admitted client waits at most
+/// [`HANDSHAKES`] at once, so a client that connects and says nothing delays nobody; a new
+/// connection beyond that cancels the oldest handshake (a client that speaks at once is done
+/// with its handshake in a moment, long before it is the oldest). An admitted client waits at most
 /// [`SILENT_DEADLINE`] for its first message, and when [`WAITING_ROOM`] of them wait, a new
 /// one evicts the oldest: silent clients never lock the others out.
 fn accept_loop(
@@ -188,11 +189,14 @@ fn accept_loop(
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     // Shared with the handshake threads, so it outlives any of them that is still running.
     let handshake_done = Arc::new(event()?);
-    let (finished_tx, finished) = std::sync::mpsc::channel::<Option<Waiting>>();
-    let mut handshakes = 0;
+    let (finished_tx, finished) = std::sync::mpsc::channel::<(u64, Option<Waiting>)>();
+    // The pipes of the handshakes in progress, oldest first (shared with their threads, so that
+    // cancelling one never touches a closed handle).
+    let mut handshakes: VecDeque<Handshake> = VecDeque::new();
+    let mut next_handshake = 0u64;
     loop {
-        while let Ok(outcome) = finished.try_recv() {
-            handshakes -= 1;
+        while let Ok((id, outcome)) = finished.try_recv() {
+            handshakes.retain(|handshake| handshake.id != id);
             if let Some(admitted) = outcome {
                 if waiting.len() == WAITING_ROOM {
                     waiting.pop_front(); // the oldest silent client makes room
@@ -229,24 +233,43 @@ fn accept_loop(
         // The next instance first, so clients arriving meanwhile find one.
         let next = Connecting::start(instance(path, false)?)?;
         let Ok(pipe) = mem::replace(&mut connecting, next).finish() else { continue };
-        if handshakes == HANDSHAKES {
-            continue; // closing the instance refuses this client
+        if handshakes.len() >= 2 * HANDSHAKES {
+            continue; // cancelled handshakes have not ended yet: closing refuses this client
         }
-        handshakes += 1;
-        let (admit, finished_tx) = (admit.clone(), finished_tx.clone());
-        let done = handshake_done.clone();
+        if handshakes.len() >= HANDSHAKES {
+            if let Some(oldest) = handshakes.iter_mut().find(|handshake| !handshake.cancelled) {
+                // Its read ends (aborted), its thread reports it, and it leaves the list then.
+                // SAFETY: the pipe is live (shared with its thread); this cancels its I/O only.
+                unsafe { CancelIoEx(raw(&*oldest.pipe), ptr::null()) };
+                oldest.cancelled = true;
+            }
+        }
+        let handshake = Handshake { id: next_handshake, pipe: Arc::new(pipe), cancelled: false };
+        next_handshake += 1;
+        let (admit, finished_tx, done) = (admit.clone(), finished_tx.clone(), handshake_done.clone());
+        let (id, pipe) = (handshake.id, handshake.pipe.clone());
         let spawned = thread::Builder::new().name("crossproc-handshake".into()).spawn(move || {
-            let _ = finished_tx.send(welcome(&pipe, &admit));
+            let _ = finished_tx.send((id, welcome(&pipe, &admit)));
             // SAFETY: `done` is a live event (this thread holds it).
             unsafe { SetEvent(raw(&*done)) };
         });
-        if spawned.is_err() {
-            handshakes -= 1;
+        if spawned.is_ok() {
+            handshakes.push_back(handshake);
         }
     }
 }
 
-/// Handshakes (hello, verdict) in progress at once, at most; more connections are closed.
+/// A client's handshake in progress on its own thread.
+struct Handshake {
+    id: u64,
+    /// The client's pipe instance, shared with the thread.
+    pipe: Arc<OwnedHandle>,
+    /// Whether its I/O was cancelled to make room (it ends soon).
+    cancelled: bool,
+}
+
+/// Handshakes (hello, verdict) in progress at once; a new connection beyond that cancels the
+/// oldest (and beyond twice that, while cancelled ones have not ended yet, is closed).
 const HANDSHAKES: usize = 32;
 
 /// Admitted clients whose first message has not arrived yet, at most (the limit of one
