@@ -7,6 +7,7 @@ mod util;
 
 use crossproc::ipc::{IpcOneShotServer, IpcSender};
 use crossproc::IpcError;
+use util::bytes::Bytes;
 use util::{assert_child_succeeds, child_role, server_name, spawn_child, with_watchdog};
 
 const ENTRY: &str = "child_entry";
@@ -17,33 +18,6 @@ const PER_PROCESS: u32 = 400;
 
 /// (who sent it, its index among that sender's messages, a payload derived from both)
 type Message = (u8, u32, Bytes);
-
-/// A payload encoded as one byte string (as `serde_bytes` does), which a debug build copies in
-/// bulk rather than byte by byte.
-#[derive(PartialEq)]
-struct Bytes(Vec<u8>);
-
-impl serde::Serialize for Bytes {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Bytes {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Bytes;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Bytes, E> {
-                Ok(Bytes(bytes.to_vec()))
-            }
-        }
-        deserializer.deserialize_bytes(Visitor)
-    }
-}
 
 /// The first word of every 4 KiB names the sender, the message and the page, so a payload
 /// written over another, even in part, shows; the rest is a fixed pattern (cheap to build).

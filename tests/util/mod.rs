@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod bytes;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
