@@ -37,6 +37,8 @@ pub(crate) use endpoint::{ReceiverEnd, SenderEnd};
 pub use message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 pub use one_shot::IpcOneShotServer;
 pub use select::{IpcReceiverSet, IpcSelectionResult};
+#[cfg(feature = "tokio")]
+pub(crate) use server::acceptor_error;
 pub use server::{AccessPolicy, IpcClient, IpcServer};
 pub use shmem::IpcSharedMemory;
 pub use spawn::{inherited_receiver, inherited_sender, IpcCommandExt};

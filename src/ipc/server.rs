@@ -179,13 +179,8 @@ where
         }
     }
 
-    /// `error`, or the system error that stopped the acceptor when that is why new clients
-    /// stopped coming (the incoming channel then reports `Disconnected`).
     fn acceptor_error(&self, error: IpcError) -> IpcError {
-        match error {
-            IpcError::Disconnected => self.guard.take_failure().map_or(IpcError::Disconnected, IpcError::Io),
-            error => error,
-        }
+        acceptor_error(&self.guard, error)
     }
 
     /// Reads a handed-over client's first message under the server's limits.
@@ -246,6 +241,15 @@ where
     /// keeps the name alive.
     pub(crate) fn into_parts(self) -> (IpcReceiver<IpcClient<T>>, OsServerGuard) {
         (self.incoming, self.guard)
+    }
+}
+
+/// `error`, or the system error that stopped the acceptor when that is why new clients stopped
+/// coming (the incoming channel then reports `Disconnected`).
+pub(crate) fn acceptor_error(guard: &OsServerGuard, error: IpcError) -> IpcError {
+    match error {
+        IpcError::Disconnected => guard.take_failure().map_or(IpcError::Disconnected, IpcError::Io),
+        error => error,
     }
 }
 

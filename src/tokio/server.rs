@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::receiver::AsyncIpcReceiver;
 use crate::error::IpcError;
-use crate::ipc::{IpcClient, IpcReceiver, IpcServer, PeerCredentials};
+use crate::ipc::{acceptor_error, IpcClient, IpcReceiver, IpcServer, PeerCredentials};
 use crate::sys::OsServerGuard;
 
 /// An [`IpcServer`] whose `accept` awaits on tokio's reactor.
@@ -24,7 +24,7 @@ use crate::sys::OsServerGuard;
 /// ```
 pub struct AsyncIpcServer<T> {
     incoming: AsyncIpcReceiver<IpcClient<T>>,
-    _guard: OsServerGuard,
+    guard: OsServerGuard,
 }
 
 impl<T> AsyncIpcServer<T>
@@ -34,14 +34,14 @@ where
     /// Registers `server` with the current runtime's reactor.
     pub fn new(server: IpcServer<T>) -> io::Result<Self> {
         let (incoming, guard) = server.into_parts();
-        Ok(AsyncIpcServer { incoming: AsyncIpcReceiver::new(incoming)?, _guard: guard })
+        Ok(AsyncIpcServer { incoming: AsyncIpcReceiver::new(incoming)?, guard })
     }
 
-    /// Waits for the next client's first message, as [`IpcServer::accept`] does. Cancellation
-    /// safe.
+    /// Waits for the next client's first message, as [`IpcServer::accept`] does (an acceptor
+    /// that failed is reported as its error). Cancellation safe.
     pub async fn accept(&self) -> Result<(IpcReceiver<T>, T, PeerCredentials), IpcError> {
         loop {
-            let client = self.incoming.recv().await?;
+            let client = self.incoming.recv().await.map_err(|error| acceptor_error(&self.guard, error))?;
             // A client is handed over only once its first message (or hang-up) is readable.
             if let Ok(first) = client.receiver.try_recv() {
                 return Ok((client.receiver, first, client.credentials));
