@@ -296,3 +296,19 @@ async fn an_async_send_that_waits_keeps_a_receiver_inside_whole() {
     inner_tx.send("after".into()).unwrap();
     assert_eq!(moved.recv().unwrap(), "after");
 }
+
+/// The limits set on an `IpcServer` apply to its clients when it is accepted from async code.
+#[tokio::test(flavor = "current_thread")]
+async fn async_accept_applies_the_servers_limits() {
+    let (server, name) = IpcServer::<Vec<u8>>::new().unwrap();
+    server.set_limits(crossproc::ipc::ReceiveLimits { max_message_bytes: 100, ..Default::default() });
+    let server = AsyncIpcServer::new(server).unwrap();
+    std::thread::spawn(move || {
+        IpcSender::<Vec<u8>>::connect(name.clone()).unwrap().send(vec![0; 1000]).unwrap();
+        IpcSender::<Vec<u8>>::connect(name).unwrap().send(vec![1; 10]).unwrap();
+    })
+    .join()
+    .unwrap();
+    let (_, first, _) = server.accept().await.unwrap();
+    assert_eq!(first, vec![1; 10], "the client whose first message is over the limit is skipped");
+}

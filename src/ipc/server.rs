@@ -239,6 +239,12 @@ where
 
     /// The server's parts, for a receiver set: the channel of new clients and the guard that
     /// keeps the name alive.
+    /// The receive limits applied to each client's channel.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn client_limits(&self) -> ReceiveLimits {
+        self.limits.get()
+    }
+
     pub(crate) fn into_parts(self) -> (IpcReceiver<IpcClient<T>>, OsServerGuard) {
         (self.incoming, self.guard)
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::receiver::AsyncIpcReceiver;
 use crate::error::IpcError;
 use crate::ipc::{acceptor_error, IpcClient, IpcReceiver, IpcServer, PeerCredentials};
-use crate::sys::OsServerGuard;
+use crate::sys::{OsServerGuard, ReceiveLimits};
 
 /// An [`IpcServer`] whose `accept` awaits on tokio's reactor.
 ///
@@ -25,16 +25,20 @@ use crate::sys::OsServerGuard;
 pub struct AsyncIpcServer<T> {
     incoming: AsyncIpcReceiver<IpcClient<T>>,
     guard: OsServerGuard,
+    /// The server's limits ([`IpcServer::set_limits`]), applied to every client's channel.
+    limits: ReceiveLimits,
 }
 
 impl<T> AsyncIpcServer<T>
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    /// Registers `server` with the current runtime's reactor.
+    /// Registers `server` with the current runtime's reactor; the limits set on it
+    /// ([`IpcServer::set_limits`]) apply to every client's channel from its first message on.
     pub fn new(server: IpcServer<T>) -> io::Result<Self> {
+        let limits = server.client_limits();
         let (incoming, guard) = server.into_parts();
-        Ok(AsyncIpcServer { incoming: AsyncIpcReceiver::new(incoming)?, guard })
+        Ok(AsyncIpcServer { incoming: AsyncIpcReceiver::new(incoming)?, guard, limits })
     }
 
     /// Waits for the next client's first message, as [`IpcServer::accept`] does (an acceptor
@@ -43,6 +47,7 @@ where
         loop {
             let client = self.incoming.recv().await.map_err(|error| acceptor_error(&self.guard, error))?;
             // A client is handed over only once its first message (or hang-up) is readable.
+            client.receiver.set_limits(self.limits);
             if let Ok(first) = client.receiver.try_recv() {
                 return Ok((client.receiver, first, client.credentials));
             }
