@@ -47,8 +47,9 @@ fn send_fork_send() {
     for index in 0..SEEDS {
         tx.send((0, index, payload(0, index))).unwrap();
     }
-    // SAFETY: the child runs only this thread's code below and leaves with `_exit`, never
-    // returning into the test harness.
+    // The child runs only this thread's code below and leaves with `_exit`, never returning
+    // into the test harness.
+    // SAFETY: fork has no preconditions; the child keeps to the code above.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     let me = if pid == 0 { 2 } else { 1 };
@@ -58,8 +59,9 @@ fn send_fork_send() {
     }
     if pid == 0 {
         drop(tx);
-        // SAFETY: ends the forked child at once, as fork's contract asks of a child of a
-        // multi-threaded process.
+        // Ends the forked child at once, as fork's contract asks of a child of a multi-threaded
+        // process.
+        // SAFETY: _exit has no preconditions.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
     let mut status = 0;
