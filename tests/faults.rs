@@ -139,9 +139,7 @@ fn sigkill_of_a_client_during_accept() {
             .unwrap();
         // Wait until the child says it has connected, then kill it mid-handshake (connected,
         // no first message).
-        let stdout = std::io::BufReader::new(hanging.stdout.take().unwrap());
-        let said = std::io::BufRead::lines(stdout).map(Result::unwrap).find(|line| line == CONNECTED);
-        assert!(said.is_some(), "the child ended before it connected");
+        util::wait_for_line(&mut hanging, CONNECTED);
         assert!(matches!(server.try_accept(), Err(TryRecvError::Empty)), "a silent client must not be accepted");
         hanging.kill().unwrap();
         hanging.wait().unwrap();

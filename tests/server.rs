@@ -83,9 +83,7 @@ fn silent_connections_lock_out_nobody() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = std::io::BufReader::new(flood.stdout.take().unwrap());
-        let said = std::io::BufRead::lines(stdout).map(Result::unwrap).find(|line| line == FLOODED);
-        assert!(said.is_some(), "the flooding child ended early");
+        util::wait_for_line(&mut flood, FLOODED);
         // At most the waiting room (1,024, SECURITY.md) for 6,000 silent connections; the
         // margin is for the other tests of this file, which run meanwhile in this process.
         let held = util::open_fds().saturating_sub(before);

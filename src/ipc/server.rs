@@ -172,15 +172,11 @@ where
     /// or over the limits, are skipped.
     pub fn accept(&self) -> Result<(IpcReceiver<T>, T, PeerCredentials), IpcError> {
         loop {
-            let client = self.incoming.recv().map_err(|error| self.acceptor_error(error))?;
+            let client = self.incoming.recv().map_err(|error| acceptor_error(&self.guard, error))?;
             if let Some(accepted) = self.first_message(client) {
                 return Ok(accepted);
             }
         }
-    }
-
-    fn acceptor_error(&self, error: IpcError) -> IpcError {
-        acceptor_error(&self.guard, error)
     }
 
     /// Reads a handed-over client's first message under the server's limits.
@@ -220,10 +216,10 @@ where
         }
     }
 
-    /// [`acceptor_error`](Self::acceptor_error) for the non-blocking forms.
+    /// [`acceptor_error`] for the non-blocking forms.
     fn try_acceptor_error(&self, error: TryRecvError) -> TryRecvError {
         match error {
-            TryRecvError::IpcError(error) => TryRecvError::IpcError(self.acceptor_error(error)),
+            TryRecvError::IpcError(error) => TryRecvError::IpcError(acceptor_error(&self.guard, error)),
             TryRecvError::Empty => TryRecvError::Empty,
         }
     }
@@ -231,7 +227,7 @@ where
     /// The first client only, whatever became of it (the one-shot server's rule), with its first
     /// message not yet decoded.
     pub(crate) fn accept_first_raw(self) -> Result<(OpaqueIpcReceiver, IpcMessage), IpcError> {
-        let client = self.incoming.recv().map_err(|error| self.acceptor_error(error))?;
+        let client = self.incoming.recv().map_err(|error| acceptor_error(&self.guard, error))?;
         client.receiver.set_limits(self.limits.get());
         let first = client.receiver.end.recv(Wait::Blocking).map_err(ipc_error)?;
         Ok((client.receiver.to_opaque(), IpcMessage::from(first)))

@@ -108,3 +108,11 @@ pub fn wait_until_asleep(tid: i32, what: &str) {
         thread::yield_now();
     }
 }
+
+/// Waits until `child` (started with a piped stdout) prints the line `marker`: how a child says
+/// it has reached a state the parent must not act before. Fails if the child ends first.
+pub fn wait_for_line(child: &mut Child, marker: &str) {
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("the child's stdout is piped"));
+    let said = std::io::BufRead::lines(stdout).map_while(Result::ok).any(|line| line == marker);
+    assert!(said, "the child ended before it printed {marker:?}");
+}

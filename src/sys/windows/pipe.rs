@@ -194,14 +194,7 @@ impl OsIpcSender {
 
     /// Waits until the budget has room for `cost` bytes, until `deadline` at most.
     fn wait_for_room(&self, cost: u64, deadline: Option<Instant>) -> bool {
-        while !self.0.state.cell.has_room(cost) {
-            let left = deadline.map_or(Duration::ZERO, |deadline| deadline.saturating_duration_since(Instant::now()));
-            if left.is_zero() {
-                return false;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(1)));
-        }
-        true
+        retry_until(deadline, || self.0.state.cell.has_room(cost))
     }
 
     /// Takes the message's cost from the channel's budget (waiting for room until `deadline`;
@@ -210,12 +203,8 @@ impl OsIpcSender {
     fn post(&self, message: &[u8], wait: Wait, deadline: Option<Instant>) -> io::Result<Option<()>> {
         let cell = &self.0.state.cell;
         let cost = MESSAGE_OVERHEAD + message.len() as u64;
-        while !cell.try_reserve(cost, matches!(wait, Wait::Blocking)) {
-            let left = deadline.map_or(Duration::ZERO, |deadline| deadline.saturating_duration_since(Instant::now()));
-            if left.is_zero() {
-                return Ok(None);
-            }
-            std::thread::sleep(left.min(Duration::from_millis(1)));
+        if !retry_until(deadline, || cell.try_reserve(cost, matches!(wait, Wait::Blocking))) {
+            return Ok(None);
         }
         let written = write_message(&self.0.pipe, message, deadline);
         if !matches!(written, Ok(Some(()))) {
@@ -285,6 +274,20 @@ pub(crate) struct OsIpcReceiver {
 }
 
 /// A receiver's pipe, its read in flight, and the messages already taken from the pipe.
+/// Calls `ready` every millisecond until it says yes (`true`) or `deadline` passes (`false`; no
+/// deadline means one try). The budget lives in memory other processes change, with nothing to
+/// wait on.
+fn retry_until(deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+    while !ready() {
+        let left = deadline.map_or(Duration::ZERO, |deadline| deadline.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(1)));
+    }
+    true
+}
+
 /// The owner a channel's cell names once its receiver was dropped (no process has id 0).
 const RECEIVER_GONE: u32 = 0;
 
