@@ -54,3 +54,9 @@ fn descriptor(kind: u8) -> io::Result<OwnedFd> {
         }
     }
 }
+
+/// Reads a channel's shared-memory ring whose contents are `input` (see
+/// `sys/linux/ring/mod.rs`): every entry is delivered, or the ring is refused, cleanly.
+pub fn read_ring(input: &[u8]) -> io::Result<usize> {
+    sys::read_arbitrary_ring(input)
+}

@@ -27,7 +27,8 @@ use util::{assert_child_succeeds, child_command, child_role, open_fds};
 /// this lock, so they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const MAGIC: u32 = 0x3150_5843;
+/// "CXP2": the magic number and protocol version 2.
+const MAGIC: u32 = 0x3250_5843;
 /// Bit 0 once meant a sealed payload memfd; it is reserved now.
 const RESERVED_FLAG: u32 = 1;
 const HANDLES_ON_SIDE_SOCKET: u32 = 2;
@@ -40,6 +41,8 @@ fn header(flags: u32, channels: u32, shared_memory: u32, payload_len: u64) -> Ve
     bytes.extend_from_slice(&channels.to_le_bytes());
     bytes.extend_from_slice(&shared_memory.to_le_bytes());
     bytes.extend_from_slice(&payload_len.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // no ticket
+    bytes.extend(std::iter::repeat(0u8).take(channels as usize)); // plain channel ends
     bytes
 }
 
@@ -358,14 +361,14 @@ fn unallocatable_payload_child() {
     assert_eq!(receiver.recv().unwrap(), "after");
 }
 
-/// A packet from a crossproc build that speaks another wire-protocol version is refused with an
-/// error that names both versions, and the channel goes on.
+/// A packet from a crossproc build that speaks another wire-protocol version (here 1, before the
+/// ring) is refused with an error that names both versions, and the channel goes on.
 #[test]
 fn a_packet_in_another_protocol_version_is_a_clear_error() {
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let (socket, receiver) = hostile_client();
-    let mut packet = valid_packet(&"from the future".to_string());
-    packet[3] = b'2';
+    let mut packet = valid_packet(&"from the past".to_string());
+    packet[3] = b'1';
     send_raw(&socket, &packet, &[]);
     match receiver.recv() {
         Err(IpcError::Io(error)) => {
@@ -386,13 +389,13 @@ fn a_server_in_another_protocol_version_fails_connect_clearly() {
     use rustix::net::{accept, bind, listen};
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("future-server");
+    let path = dir.path().join("older-server");
     let listener = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
     bind(&listener, &SocketAddrUnix::new(path.as_path()).unwrap()).unwrap();
     listen(&listener, 1).unwrap();
     let server = std::thread::spawn(move || {
         let connection = accept(&listener).unwrap();
-        rustix::net::send(&connection, b"CXP2-OK\0", rustix::net::SendFlags::NOSIGNAL).unwrap();
+        rustix::net::send(&connection, b"CXP1-OK\0", rustix::net::SendFlags::NOSIGNAL).unwrap();
         connection // kept open until the client has read the verdict
     });
     let error = IpcSender::<u8>::connect(path.to_str().unwrap().to_owned()).unwrap_err();

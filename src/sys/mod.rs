@@ -47,9 +47,9 @@
 //! tokio's reactor; `OsIpcSender`, `OsIpcReceiver` and `OsIpcReceiverSet` are `AsFd` (readable
 //! when a message or event is there, writable when a sender has room); before an async receive
 //! sleeps on that readiness it calls `OsIpcReceiver::prepare_to_sleep() -> bool` — `false` means
-//! a message may have arrived meanwhile and the receive is retried instead of sleeping (a socket
-//! needs no announcement and always says `true`; a shared-memory ring will set its ASLEEP bit
-//! there). Also Linux only: `decode_packet` (feature `fuzzing`).
+//! a message is waiting (in the Linux backend's shared-memory ring, which readiness does not
+//! show) and the receive is retried instead of sleeping; `OsIpcReceiverSet::prepare_to_sleep`
+//! does the same for every member before an async select sleeps. Also Linux only: `decode_packet` and `read_arbitrary_ring` (feature `fuzzing`).
 //!
 //! The shared vocabulary (`OsIpcChannel`, `OsIpcMessage`, `Wait`, `RecvError`,
 //! `OsIpcSelectionResult`) is defined here, once, for every backend.
@@ -124,10 +124,10 @@ pub(crate) use backend::{
 #[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]
 mod heap_writer;
 
-#[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]
-pub(crate) use backend::decode_packet;
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use backend::register;
+#[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]
+pub(crate) use backend::{decode_packet, read_arbitrary_ring};
 
 pub(crate) mod credentials;
 pub(crate) mod limits;

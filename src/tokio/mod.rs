@@ -29,11 +29,12 @@
 //! - **a non-blocking send**: `IpcSender::send_with(&value, Wait::NonBlocking)` — `WouldBlock`
 //!   means wait until the sender's descriptor is writable (room in the channel).
 //!
-//! The shared-memory fast path (issue 17) changes the last two without changing this module: a
-//! receiver must announce that it is about to sleep before it waits (`prepare_to_sleep` may
-//! then find a message that arrived meanwhile, and the receive is retried instead), and a
-//! sender waiting for room in a ring rather than in the socket is woken through the same
-//! descriptor.
+//! On Linux small messages travel in a shared-memory ring that readiness does not show, so a
+//! receive (and a select) always tries once before it waits, and announces that it is about to
+//! sleep before it does (`prepare_to_sleep` may then find a message that arrived meanwhile, and
+//! the receive is retried instead); while it sleeps, its senders send on the socket, which
+//! wakes it. A sender that finds the ring full waits for the socket to be writable: the
+//! receiver's reading of the packets that filled it says so.
 
 mod readiness;
 mod receiver;

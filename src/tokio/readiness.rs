@@ -21,15 +21,17 @@ impl Readiness {
         Ok(Readiness(sys::register(fd.as_fd().try_clone_to_owned()?, interest)?))
     }
 
-    /// Runs `attempt` whenever the descriptor is readable, until it returns something other
-    /// than `WouldBlock`.
+    /// Runs `attempt` at once and then whenever the descriptor is readable, until it returns
+    /// something other than `WouldBlock`. (A message can wait where readiness does not show it,
+    /// in a channel's shared-memory ring: `attempt` looks there first.)
     pub async fn readable<R>(&self, mut attempt: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         loop {
-            let mut guard = self.0.readable().await?;
             match attempt() {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 result => return result,
             }
+            let mut guard = self.0.readable().await?;
+            guard.clear_ready();
         }
     }
 
@@ -40,14 +42,14 @@ impl Readiness {
         mut attempt: impl FnMut() -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         loop {
-            let mut guard = match self.0.poll_read_ready(cx) {
-                Poll::Ready(Ok(guard)) => guard,
+            match attempt() {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+            match self.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => return Poll::Pending,
-            };
-            match attempt() {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                result => return Poll::Ready(result),
             }
         }
     }

@@ -46,10 +46,14 @@ impl AsyncIpcReceiverSet {
         self.set.check_not_empty()?;
         let set = &mut self.set;
         self.readiness
-            .readable(|| match set.try_select() {
-                Ok(results) => Ok(results),
-                Err(TrySelectError::Empty) => Err(io::ErrorKind::WouldBlock.into()),
-                Err(TrySelectError::IoError(error)) => Err(error),
+            .readable(|| loop {
+                return match set.try_select() {
+                    Ok(results) => Ok(results),
+                    // Members announce that they sleep (see `OsIpcReceiver::prepare_to_sleep`).
+                    Err(TrySelectError::Empty) if set.os.prepare_to_sleep() => Err(io::ErrorKind::WouldBlock.into()),
+                    Err(TrySelectError::Empty) => continue,
+                    Err(TrySelectError::IoError(error)) => Err(error),
+                };
             })
             .await
     }

@@ -10,6 +10,9 @@
 //! What is Linux's own, one file per mechanism:
 //! - [`socket`]: channels, sending and receiving one message per packet (portable but for the
 //!   memfd payloads it hands to [`pool`] and [`intake`]).
+//! - [`sender`] and [`receiver`]: the two ends, choosing between the ring and the socket.
+//! - [`ring`]: the shared-memory fast path for small messages (one control memfd per channel).
+//! - [`fork`]: noticing, without a system call, that this process is a forked child.
 //! - [`memfd`]: sealed memfd regions (`memfd_create`, `F_SEAL_*`), for shared memory and for
 //!   payloads too large for a packet.
 //! - [`pool`]: reusable memfds for a channel's large payloads (the sending side).
@@ -24,6 +27,7 @@
 
 #[cfg(test)]
 mod documented;
+mod fork;
 #[path = "../unix/frame.rs"]
 mod frame;
 mod intake;
@@ -31,7 +35,10 @@ mod memfd;
 mod pool;
 #[cfg(feature = "tokio")]
 mod reactor;
+mod receiver;
+mod ring;
 mod select;
+mod sender;
 mod server;
 mod shared_map;
 mod socket;
@@ -44,9 +51,13 @@ pub(crate) use frame::INLINE_MAX;
 pub(crate) use memfd::{Encoded, OsIpcSharedMemory, PayloadWriter};
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register;
+pub(crate) use receiver::OsIpcReceiver;
+#[cfg(feature = "fuzzing")]
+pub(crate) use ring::read_arbitrary_ring;
 pub(crate) use select::OsIpcReceiverSet;
+pub(crate) use sender::OsIpcSender;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};
 #[cfg(feature = "fuzzing")]
 pub(crate) use socket::decode_packet;
-pub(crate) use socket::{channel, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel};
+pub(crate) use socket::{channel, OsOpaqueIpcChannel};
 pub(crate) use spawn::{spawn_with_inherited, take_inherited};

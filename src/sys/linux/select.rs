@@ -63,6 +63,13 @@ impl OsIpcReceiverSet {
         self.epoll.as_fd()
     }
 
+    /// Called before an async select sleeps on the epoll descriptor: every member announces that
+    /// it sleeps; `false` when a member has a message waiting in its ring (select again).
+    #[cfg(feature = "tokio")]
+    pub fn prepare_to_sleep(&self) -> bool {
+        self.receivers.values().all(OsIpcReceiver::prepare_to_sleep)
+    }
+
     /// Sets the receive limits of every member, present and future.
     pub fn set_limits(&mut self, limits: ReceiveLimits) {
         self.limits = Some(limits);
@@ -90,12 +97,28 @@ impl OsIpcReceiverSet {
         loop {
             let elapsed = start.elapsed();
             let polling = elapsed < spin;
-            let timeout = match mode {
+            let mut timeout = match mode {
                 _ if polling => Some(Duration::ZERO),
                 Wait::Blocking => None,
                 Wait::NonBlocking => Some(Duration::ZERO),
                 Wait::Timeout(duration) => Some(duration.saturating_sub(elapsed)),
             };
+            // Messages in members' rings make no descriptor ready: take them first. Before a
+            // wait, every member announces that it sleeps, so that from then on its senders'
+            // packets wake this wait.
+            let sleeping = timeout != Some(Duration::ZERO);
+            let waiting: Vec<u64> = self
+                .receivers
+                .iter()
+                .filter(|(_, receiver)| if sleeping { !receiver.prepare_to_sleep() } else { receiver.has_ring_work() })
+                .map(|(&id, _)| id)
+                .collect();
+            for id in waiting {
+                self.drain(id, &mut results);
+            }
+            if !results.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
             let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], timeout.map(timespec).as_ref()) {
                 Ok((ready, _)) => ready.iter().map(|event| event.data.u64()).collect(),
                 Err(Errno::INTR) if timeout.is_none() || polling => continue,

@@ -326,7 +326,7 @@ impl Acceptor {
     fn hand_over(&mut self, id: u64) -> bool {
         let Some((connection, announcement)) = self.waiting.remove(&id) else { return true };
         let _ = epoll::delete(&self.epoll, &connection);
-        let channels = vec![OsIpcChannel::Receiver(OsIpcReceiver::from_fd(connection))];
+        let channels = vec![OsIpcChannel::Receiver(OsIpcReceiver::with_ring(connection))];
         self.outlet.send(&announcement, channels, Vec::new(), Wait::Blocking).is_ok()
     }
 }

@@ -1,8 +1,8 @@
-//! The wire format: every packet on a channel starts with a 24-byte header.
+//! The wire format: every packet on a channel starts with a 32-byte header.
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  magic "CXP" and the protocol version, one ASCII digit ("CXP1")
+//!      0     4  magic "CXP" and the protocol version, one ASCII digit ("CXP2")
 //!      4     4  flags: bit 0 = reserved (never set),
 //!                      bit 1 = handles travel on a side socket (the next descriptor),
 //!                      bit 2 = payload is in a pooled memfd at offset 4096 (the first
@@ -10,7 +10,11 @@
 //!      8     4  number of channel ends carried
 //!     12     4  number of shared-memory regions carried
 //!     16     8  payload length in bytes
-//!     24     …  the payload itself; when bit 2 is set, zeros instead (the buffer claim)
+//!     24     8  ticket: nonzero when a marker with the same ticket follows in the ring (a
+//!               Linux backend's; see `ring/mod.rs`), else 0
+//!     32     …  one byte per channel end carried: 1 when the end is a receiver that brings its
+//!               ring's control memfd (the descriptor after the end's own), else 0
+//!      …     …  the payload itself; when bit 2 is set, zeros instead (the buffer claim)
 //! ```
 //!
 //! A payload in a pooled memfd would cost the channel's kernel send buffer only its header, so
@@ -26,7 +30,8 @@
 //! released when the receiver takes the packet; the receiver ignores those bytes.
 //!
 //! Descriptors arrive with the packet (`SCM_RIGHTS`) in this order: the payload memfd (bit 2),
-//! the side socket (bit 1), then the channel ends, then the shared-memory regions. When bit 1 is
+//! the side socket (bit 1), then the channel ends (each followed by its control memfd when its byte says so), then the
+//! shared-memory regions. When bit 1 is
 //! set, the channel ends and regions come instead as packets on the side socket, at most
 //! [`MAX_FDS_PER_PACKET`] per packet, each with a one-byte body; the sender writes them all and
 //! closes its end before it sends the header packet, so the receiver never waits for them.
@@ -36,7 +41,7 @@ use std::io;
 use super::sys::invalid_data;
 
 /// Bytes in a packet before the payload.
-pub(super) const HEADER_LEN: usize = 24;
+pub(super) const HEADER_LEN: usize = 32;
 /// Largest payload carried inside the packet; larger payloads travel in a pooled memfd. A
 /// packet must fit the socket's send buffer (Linux's default `wmem_default` is 212,992 bytes,
 /// less 32); a sender whose buffer is smaller falls back to a memfd (`EMSGSIZE`).
@@ -69,7 +74,7 @@ const MAGIC: [u8; 3] = *b"CXP";
 /// The version of this wire format (and of the server verdicts). Two builds of crossproc that
 /// speak different versions refuse each other's first packet with an error that names both
 /// versions — never a misparse. Bump it with any change to what travels between processes.
-pub(super) const PROTOCOL_VERSION: u8 = b'1';
+pub(super) const PROTOCOL_VERSION: u8 = b'2';
 /// Flag: the handles travel on a side socket, the next descriptor.
 pub(super) const HANDLES_ON_SIDE_SOCKET: u32 = 2;
 /// Flag: the payload is in a pooled memfd, the first descriptor; the receiver copies it out and
@@ -84,6 +89,7 @@ pub(super) struct FrameHeader {
     pub channels: u32,
     pub shared_memory: u32,
     pub payload_len: u64,
+    pub ticket: u64,
 }
 
 impl FrameHeader {
@@ -96,6 +102,7 @@ impl FrameHeader {
         bytes[8..12].copy_from_slice(&self.channels.to_le_bytes());
         bytes[12..16].copy_from_slice(&self.shared_memory.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.payload_len.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.ticket.to_le_bytes());
         bytes
     }
 
@@ -115,13 +122,17 @@ impl FrameHeader {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(invalid_data("unknown header flags"));
         }
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&packet[16..24]);
+        let long = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&packet[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
         Ok(FrameHeader {
             flags,
             channels: u32::from_le_bytes(field(8)),
             shared_memory: u32::from_le_bytes(field(12)),
-            payload_len: u64::from_le_bytes(len),
+            payload_len: long(16),
+            ticket: long(24),
         })
     }
 
@@ -141,6 +152,9 @@ pub(super) fn version_mismatch(theirs: u8) -> io::Error {
     crate::sys::version_mismatch(theirs, PROTOCOL_VERSION)
 }
 
+/// The packet a receiver leaves queued in its senders' direction of the socket pair, carrying
+/// the ring's control memfd; each sending process takes a copy with `MSG_PEEK`.
+pub(super) const CONTROL_PACKET: [u8; 8] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'R', b'N', b'G', 0];
 /// The packet a server's acceptor sends a new client that it admitted.
 pub(super) const VERDICT_ADMITTED: [u8; 8] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'-', b'O', b'K', 0];
 /// The packet a server's acceptor sends a client that its access policy refused.
@@ -154,7 +168,7 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let header = FrameHeader { flags: 6, channels: 7, shared_memory: 2, payload_len: 1 << 40 };
+        let header = FrameHeader { flags: 6, channels: 7, shared_memory: 2, payload_len: 1 << 40, ticket: 9 };
         assert_eq!(FrameHeader::decode(&header.encode()).unwrap(), header);
     }
 
@@ -167,7 +181,8 @@ mod tests {
     #[test]
     fn garbage_is_refused() {
         assert!(FrameHeader::decode(&[0xAB; HEADER_LEN]).is_err());
-        let mut unknown_flag = FrameHeader { flags: 0, channels: 0, shared_memory: 0, payload_len: 0 }.encode();
+        let mut unknown_flag =
+            FrameHeader { flags: 0, channels: 0, shared_memory: 0, payload_len: 0, ticket: 0 }.encode();
         unknown_flag[4] = 0x80;
         assert!(FrameHeader::decode(&unknown_flag).is_err());
     }

@@ -5,7 +5,8 @@
 //! descriptor leaks into the child and no concurrent spawn elsewhere in the parent inherits it.
 //! The child learns the descriptor's number and its inode from an environment variable and
 //! checks both before it adopts it, so a stale variable inherited by a grandchild cannot make
-//! it adopt an unrelated descriptor.
+//! it adopt an unrelated descriptor. A receiving end brings its ring's control memfd along (a
+//! second descriptor, named after the first in the variable; see `ring/mod.rs`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -19,30 +20,39 @@ use rustix::net::{sockopt::socket_type, SocketType};
 use super::socket::OsOpaqueIpcChannel;
 use crate::sys::OsIpcChannel;
 
-/// The environment variable that tells a child which descriptor is its channel: `FD:INODE`.
+/// The environment variable that tells a child which descriptor is its channel: `FD:INODE`, or
+/// `FD:INODE:CONTROL` for a receiver and its ring's control memfd.
 const INHERITED_VAR: &str = "CROSSPROC_INHERITED_CHANNEL";
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// Spawns `command` with `end` inherited by the child, then closes the parent's copy of `end`.
 pub(crate) fn spawn_with_inherited(command: &mut Command, end: OsIpcChannel) -> io::Result<Child> {
-    let end = end.into_fd()?;
+    let (end, control) = end.into_fds()?;
     let inode = rustix::fs::fstat(&end)?.st_ino;
     let raw: RawFd = end.as_raw_fd();
-    command.env(INHERITED_VAR, format!("{raw}:{inode}"));
+    let control_raw: Option<RawFd> = control.as_ref().map(AsRawFd::as_raw_fd);
+    match control_raw {
+        Some(control_raw) => command.env(INHERITED_VAR, format!("{raw}:{inode}:{control_raw}")),
+        None => command.env(INHERITED_VAR, format!("{raw}:{inode}")),
+    };
     // The closure runs in the child between fork and exec, where only async-signal-safe work is
-    // allowed: it makes one `fcntl` system call on a descriptor number (no allocation, no
-    // locks). `end` is open in the parent until `spawn` returns, so the number is valid.
-    // SAFETY: the closure is async-signal-safe and its descriptor number is valid.
+    // allowed: it makes one or two `fcntl` system calls on descriptor numbers (no allocation,
+    // no locks). `end` and `control` are open in the parent until `spawn` returns, so the
+    // numbers are valid.
+    // SAFETY: the closure is async-signal-safe and its descriptor numbers are valid.
     unsafe {
         command.pre_exec(move || {
-            // SAFETY: `raw` is open in this (forked) process, as explained above.
-            let fd = BorrowedFd::borrow_raw(raw);
-            fcntl_setfd(fd, FdFlags::empty()).map_err(io::Error::from)
+            for raw in std::iter::once(raw).chain(control_raw) {
+                // SAFETY: `raw` is open in this (forked) process, as explained above.
+                let fd = BorrowedFd::borrow_raw(raw);
+                fcntl_setfd(fd, FdFlags::empty())?;
+            }
+            Ok(())
         });
     }
     let child = command.spawn();
-    drop(end);
+    drop((end, control));
     child
 }
 
@@ -51,9 +61,13 @@ pub(crate) fn spawn_with_inherited(command: &mut Command, end: OsIpcChannel) -> 
 pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
     let not_found = || io::Error::new(io::ErrorKind::NotFound, "this process did not inherit a crossproc channel");
     let value = std::env::var(INHERITED_VAR).map_err(|_| not_found())?;
-    let (raw, inode) = value.split_once(':').ok_or_else(not_found)?;
-    let raw: RawFd = raw.parse().map_err(|_| not_found())?;
-    let inode: u64 = inode.parse().map_err(|_| not_found())?;
+    let mut fields = value.split(':');
+    let raw: RawFd = fields.next().and_then(|raw| raw.parse().ok()).ok_or_else(not_found)?;
+    let inode: u64 = fields.next().and_then(|inode| inode.parse().ok()).ok_or_else(not_found)?;
+    let control_raw: Option<RawFd> = match fields.next() {
+        Some(control) => Some(control.parse().ok().filter(|&control: &RawFd| control >= 0).ok_or_else(not_found)?),
+        None => None,
+    };
     if raw < 0 || TAKEN.swap(true, Ordering::SeqCst) {
         return Err(not_found());
     }
@@ -77,5 +91,14 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
     // SAFETY: nothing else in this process owns the descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     fcntl_setfd(fd.as_fd(), FdFlags::CLOEXEC)?;
-    Ok(OsOpaqueIpcChannel::from_inherited(fd))
+    // The control memfd named beside it, if open (the receiver checks it is one when it maps it).
+    // SAFETY: as for the socket, probing a number with `fcntl` touches no owner's state.
+    let control = control_raw
+        .filter(|&control| control != raw && fcntl_getfd(unsafe { BorrowedFd::borrow_raw(control) }).is_ok());
+    // SAFETY: open (checked just above), and named to this process alone by its parent.
+    let control = control.map(|control| unsafe { OwnedFd::from_raw_fd(control) });
+    if let Some(control) = &control {
+        fcntl_setfd(control.as_fd(), FdFlags::CLOEXEC)?;
+    }
+    Ok(OsOpaqueIpcChannel::from_inherited(fd, control))
 }

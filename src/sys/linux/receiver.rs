@@ -1,0 +1,383 @@
+//! The receiving end of a channel: messages from the channel's ring ([`super::ring`]) and from
+//! its socket, in the one order their sends took effect.
+//!
+//! A receive delivers, in this order of preference: the ring's next entry (a marker's packet is
+//! read from the socket at the marker's place); a packet no marker announced yet (only when the
+//! ring is still empty after the packet was seen, so that nothing published before it is
+//! overtaken); else it polls the ring for a while, then announces that it sleeps (`ASLEEP`) and
+//! waits on the socket, whose next packet wakes it.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustix::net::{recv, RecvFlags};
+
+use super::fork;
+use super::frame::{CONTROL_PACKET, HEADER_LEN, INLINE_MAX};
+use super::intake::PeerMaps;
+use super::ring::{Control, Front, RingReader};
+use super::socket::{decode_message, recv_packet, send_packet, ReceiveBuffer};
+use super::sys::{retry_on_intr, wait_readable};
+use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
+
+/// The receiving end of a channel.
+pub(crate) struct OsIpcReceiver {
+    fd: OwnedFd,
+    /// The channel's ring, if it has one.
+    ring: Option<RingReader>,
+    /// Serialises this process's threads around the ring's receiving side.
+    ring_lock: Mutex<()>,
+    limits: LimitsCell,
+    recent_wait: RecentWait,
+    /// Mappings of the pooled memfds this channel's senders reuse.
+    peer_maps: PeerMaps,
+}
+
+thread_local! {
+    /// The buffer every receive on this thread reads its packet into.
+    static RECV_BUFFER: RefCell<ReceiveBuffer> = RefCell::new(ReceiveBuffer::new(HEADER_LEN + INLINE_MAX));
+}
+
+impl OsIpcReceiver {
+    fn new(fd: OwnedFd, ring: Option<RingReader>) -> Self {
+        OsIpcReceiver {
+            fd,
+            ring,
+            ring_lock: Mutex::new(()),
+            limits: LimitsCell::new(ReceiveLimits::DEFAULT),
+            recent_wait: RecentWait::default(),
+            peer_maps: PeerMaps::default(),
+        }
+    }
+
+    /// Adopts a connected socket whose other end has no sender yet as a receiver, and gives the
+    /// channel a ring: its control memfd is left queued for the senders. Without memory or
+    /// descriptors for one, the channel simply has none.
+    pub(super) fn with_ring(fd: OwnedFd) -> Self {
+        let ring = Control::create().ok().and_then(|(control_fd, control)| {
+            let queued = send_packet(
+                fd.as_fd(),
+                &[io::IoSlice::new(&CONTROL_PACKET)],
+                &[control_fd.as_fd()],
+                rustix::net::SendFlags::DONTWAIT,
+            );
+            queued.ok().map(|()| RingReader::new(Arc::new(control), control_fd, fork::generation()))
+        });
+        OsIpcReceiver::new(fd, ring)
+    }
+
+    /// Adopts a receiver that arrived in a message (or was inherited), with the ring control
+    /// memfd it brought along.
+    pub(super) fn from_received(fd: OwnedFd, control: Option<OwnedFd>) -> io::Result<Self> {
+        let ring = match control {
+            Some(control_fd) => {
+                let control = Control::open(control_fd.as_fd())?;
+                Some(RingReader::new(Arc::new(control), control_fd, fork::generation()))
+            }
+            None => None,
+        };
+        Ok(OsIpcReceiver::new(fd, ring))
+    }
+
+    /// The ring's mapping, for a sender made in this process.
+    pub(super) fn ring_control(&self) -> Option<Arc<Control>> {
+        self.ring.as_ref().map(|ring| ring.control().clone())
+    }
+
+    /// The ring this process may use: not a copy inherited through `fork` (which reads the
+    /// socket alone), and not a retired ring with nothing left in it.
+    fn live_ring(&self) -> Option<&RingReader> {
+        self.ring.as_ref().filter(|ring| ring.is_ours(fork::generation()) && (!ring.is_closed() || ring.has_work()))
+    }
+
+    /// The control memfd to send along with this receiver when it moves.
+    pub(super) fn travelling_control(&self) -> Option<BorrowedFd<'_>> {
+        self.ring.as_ref().filter(|ring| ring.is_ours(fork::generation())).map(|ring| ring.fd().as_fd())
+    }
+
+    /// The receiver left in a message: its ring goes on in the process it went to.
+    pub(super) fn depart(&self) {
+        if let Some(ring) = &self.ring {
+            ring.depart();
+        }
+    }
+
+    /// This receiver's descriptors, for a child to inherit: the socket, and the ring's control
+    /// memfd (the child goes on with the ring).
+    pub(super) fn into_fds(self) -> io::Result<(OwnedFd, Option<OwnedFd>)> {
+        let control = match self.ring.as_ref().filter(|ring| ring.is_ours(fork::generation())) {
+            Some(ring) => Some(ring.fd().try_clone()?),
+            None => None,
+        };
+        self.depart();
+        Ok((self.fd, control))
+    }
+
+    /// Called before the receiver sleeps on its descriptor's readiness (an async receive, a
+    /// select); `false` means a message waits in the ring and the receive should be retried.
+    /// While it sleeps, senders send on the socket, whose packets make the descriptor ready.
+    pub fn prepare_to_sleep(&self) -> bool {
+        self.live_ring().map_or(true, RingReader::sleep)
+    }
+
+    /// Whether a message waits in the ring (a load of two words; no system call).
+    pub(super) fn has_ring_work(&self) -> bool {
+        self.live_ring().is_some_and(RingReader::has_work)
+    }
+
+    /// Receives the next message, waiting as `mode` allows.
+    pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
+        self.recv_into(mode, &mut Vec::new())
+    }
+
+    /// Like [`recv`](Self::recv); the message's data reuses `buffer`'s allocation (taking it)
+    /// when the message is large enough to need one.
+    pub fn recv_into(&self, mode: Wait, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+        let start = Instant::now();
+        let result = match self.live_ring() {
+            Some(ring) => self.recv_with_ring(ring, mode, start, buffer),
+            None if matches!(mode, Wait::NonBlocking) => return self.recv_once(RecvFlags::DONTWAIT, buffer),
+            None => self.wait_and_recv(mode, start, buffer),
+        };
+        if !matches!(mode, Wait::NonBlocking) {
+            self.recent_wait.record(start);
+        }
+        result
+    }
+
+    fn recv_with_ring(
+        &self,
+        ring: &RingReader,
+        mode: Wait,
+        start: Instant,
+        buffer: &mut Vec<u8>,
+    ) -> Result<OsIpcMessage, RecvError> {
+        let deadline = match mode {
+            Wait::Timeout(timeout) => start.checked_add(timeout),
+            _ => None,
+        };
+        let spin = self.recent_wait.spin_window(mode);
+        loop {
+            if let Some(message) = self.next_from_ring(ring, buffer)? {
+                return Ok(message);
+            }
+            match self.unannounced(ring, buffer) {
+                Ok(Some(message)) => return Ok(message),
+                Ok(None) => continue,
+                Err(RecvError::Empty) => {}
+                Err(error) => return Err(error),
+            }
+            if matches!(mode, Wait::NonBlocking) {
+                return Err(RecvError::Empty);
+            }
+            // Poll the ring first: a message that comes within the window is taken without a
+            // system call, and without the sender having to wake this thread.
+            if start.elapsed() < spin {
+                while start.elapsed() < spin && !ring.has_work() {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            if !ring.sleep() {
+                continue;
+            }
+            let left = match mode {
+                Wait::Timeout(_) => {
+                    deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()))
+                }
+                _ => Duration::MAX,
+            };
+            let readable = wait_readable(&self.fd, left);
+            ring.wake();
+            if !readable? {
+                return self.next_from_ring(ring, buffer)?.ok_or(RecvError::Empty);
+            }
+        }
+    }
+
+    /// The next message from the ring, reading a marker's packet from the socket in its place.
+    fn next_from_ring(&self, ring: &RingReader, buffer: &mut Vec<u8>) -> Result<Option<OsIpcMessage>, RecvError> {
+        let _serialised = self.lock_ring();
+        loop {
+            match ring.front(buffer)? {
+                Front::Empty => return Ok(None),
+                Front::Data(data) => {
+                    self.limits.check(data.len() as u64, 0).map_err(|error| RecvError::Io(error.into_io()))?;
+                    return Ok(Some(OsIpcMessage {
+                        data,
+                        channels: Vec::new(),
+                        shared_memory: Vec::new(),
+                        max_nesting: self.limits.max_nesting(),
+                    }));
+                }
+                Front::Marker(ticket) if ring.was_delivered(ticket) => ring.pass()?,
+                Front::Marker(ticket) => match self.recv_ticketed(RecvFlags::DONTWAIT, buffer) {
+                    Ok((message, theirs)) => {
+                        if theirs == ticket {
+                            ring.pass()?;
+                        } else {
+                            // A packet queued before the marker's own, whose marker comes later:
+                            // it may go first.
+                            ring.delivered_ahead(theirs);
+                        }
+                        return Ok(Some(message));
+                    }
+                    // The packet is gone: another reader (a `fork` copy of this receiver) took it.
+                    Err(RecvError::Empty) | Err(RecvError::Disconnected) => ring.pass()?,
+                    Err(error) => {
+                        ring.pass()?;
+                        return Err(error);
+                    }
+                },
+            }
+        }
+    }
+
+    /// A packet on the socket that no marker in the ring announced yet: taken only if the ring
+    /// is empty once the packet is known to be there (else `None`: the ring goes first).
+    /// `Empty` when the socket has nothing, `Disconnected` at its end.
+    fn unannounced(&self, ring: &RingReader, buffer: &mut Vec<u8>) -> Result<Option<OsIpcMessage>, RecvError> {
+        if !self.packet_waiting()? {
+            // The senders are gone; anything they published before is in the ring already.
+            if ring.has_work() {
+                return Ok(None);
+            }
+            self.peer_maps.clear();
+            return Err(RecvError::Disconnected);
+        }
+        let _serialised = self.lock_ring();
+        if ring.has_work() {
+            return Ok(None);
+        }
+        match self.recv_ticketed(RecvFlags::DONTWAIT, buffer) {
+            Ok((message, ticket)) => {
+                ring.delivered_ahead(ticket);
+                Ok(Some(message))
+            }
+            Err(RecvError::Empty) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether a packet waits on the socket (`false` at end-of-file); `Empty` when neither.
+    fn packet_waiting(&self) -> Result<bool, RecvError> {
+        let peek = || {
+            let mut byte = [0u8; 1];
+            match retry_on_intr(|| recv(&self.fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT)) {
+                Ok((_, received)) => Ok(received > 0),
+                // See `recv_packet`: a reset is the senders' end-of-file.
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => Ok(false),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
+                Err(error) => Err(RecvError::Io(error)),
+            }
+        };
+        // A read that finds the queue empty and *then* sees the hang-up reports end-of-file even
+        // if a last packet was queued in between: look once more.
+        match peek()? {
+            true => Ok(true),
+            false => peek(),
+        }
+    }
+
+    fn lock_ring(&self) -> MutexGuard<'_, ()> {
+        self.ring_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits on the socket alone (a channel without a ring), polling it first.
+    fn wait_and_recv(&self, mode: Wait, start: Instant, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+        let deadline = match mode {
+            Wait::Timeout(timeout) => Some(start.checked_add(timeout)),
+            _ => None,
+        };
+        // Poll first: a message that arrives within the spin window is taken without the
+        // thread going to sleep and waiting to be woken.
+        match self.poll_briefly(start, self.recent_wait.spin_window(mode), buffer) {
+            Err(RecvError::Empty) => {}
+            result => return result,
+        }
+        loop {
+            if let Some(deadline) = deadline {
+                let left =
+                    deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
+                if !wait_readable(&self.fd, left)? {
+                    return Err(RecvError::Empty);
+                }
+            }
+            let flags = match mode {
+                Wait::Blocking => RecvFlags::empty(),
+                _ => RecvFlags::DONTWAIT,
+            };
+            match self.recv_once(flags, buffer) {
+                // Readiness without a message (another reader won the race): wait again.
+                Err(RecvError::Empty) if deadline.is_some() => continue,
+                result => return result,
+            }
+        }
+    }
+
+    /// Tries to receive, without sleeping, at least once and until `window` after `start`: a
+    /// message that arrives meanwhile is taken without the thread going to sleep.
+    fn poll_briefly(&self, start: Instant, window: Duration, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+        loop {
+            match self.recv_once(RecvFlags::DONTWAIT, buffer) {
+                Err(RecvError::Empty) if start.elapsed() < window => std::hint::spin_loop(),
+                result => return result,
+            }
+        }
+    }
+
+    fn recv_once(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+        self.recv_ticketed(flags, reuse).map(|(message, _)| message)
+    }
+
+    /// Reads one packet from the socket: its message and ticket.
+    fn recv_ticketed(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<(OsIpcMessage, u64), RecvError> {
+        RECV_BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            let buffer = buffer.get();
+            let mut received = recv_packet(self.fd.as_fd(), buffer, flags);
+            if matches!(received, Ok(None)) && flags.contains(RecvFlags::DONTWAIT) {
+                // A non-blocking read that finds the queue empty and *then* sees the peer's
+                // hang-up reports end-of-file, even if the peer's last packet was queued in
+                // between. The hang-up comes after that packet, so one more read settles it.
+                received = recv_packet(self.fd.as_fd(), buffer, flags);
+            }
+            match received {
+                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds, &self.limits, &self.peer_maps, reuse)?),
+                Ok(None) => {
+                    // The senders are gone, and their memfds will not come again.
+                    self.peer_maps.clear();
+                    Err(RecvError::Disconnected)
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
+                Err(error) => Err(RecvError::Io(error)),
+            }
+        })
+    }
+
+    /// Sets the limits every later message is checked against.
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        self.limits.set(limits);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ReceiveLimits {
+        self.limits.get()
+    }
+}
+
+impl AsFd for OsIpcReceiver {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl fmt::Debug for OsIpcReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsIpcReceiver({:?})", self.fd)
+    }
+}

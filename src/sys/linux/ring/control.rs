@@ -1,0 +1,289 @@
+//! The control memfd's layout, and typed access to its mapping.
+//!
+//! ```text
+//! offset            size   field
+//!      0               8   word: bit 0 ASLEEP, bit 1 CLOSED, bits 2..18 head (an entry
+//!                          reference, 0 = none), bits 18..64 publish count
+//!      8               8   cursor: the next entry to deliver (receiver's), 0 = none
+//!     16               8   ahead count (receiver's)
+//!     64         8 × 64    ahead tickets (receiver's)
+//!   1024   64 × SLOTS      slot headers: owner token, head, tail, ticket count (writer's)
+//!   2048  RING_BYTES × SLOTS  the slots' rings of entries
+//! ```
+//!
+//! The rings start within the first page, so that a channel that carried one message has one
+//! page of it resident.
+//!
+//! An entry (32-byte aligned in its slot's ring) is a 32-byte header and its payload:
+//! `state` u32 (1 written, 2 consumed by the receiver, 3 padding), `kind` u32 (1 data,
+//! 2 marker), `len` u32, `next` u32 (the entry published before it), `fwd` u32 (the entry after
+//! it, set by the receiver), `seq` u32 (low bits of its publish count), `ticket` u64 (markers).
+//! An entry reference is `1 + slot × (RING_BYTES / 32) + offset / 32`.
+//!
+//! The memfd is sealed against shrinking and growing, so no access to the mapping can fault.
+//! Every process that maps it can write anywhere in it: readers check everything they read.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
+use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+
+use super::super::sys::{invalid_data, retry_on_intr};
+use super::{RING_BYTES, SLOTS};
+
+/// Where the slots' rings start.
+const RINGS_START: usize = 2048;
+/// The mapping's length: the control words and every slot's ring.
+const MAP_LEN: usize = RINGS_START + SLOTS * RING_BYTES;
+/// Entries start, and their sizes are rounded, at this alignment.
+pub(super) const ALIGN: usize = 32;
+/// Bytes of an entry before its payload.
+pub(super) const ENTRY_HEADER: usize = 32;
+/// Tickets the receiver remembers of packets it delivered before their markers.
+const AHEAD: usize = 64;
+/// Entry references fit in 16 bits.
+const UNITS_PER_RING: usize = RING_BYTES / ALIGN;
+
+const WORD: usize = 0;
+const CURSOR: usize = 8;
+const AHEAD_COUNT: usize = 16;
+const AHEAD_TICKETS: usize = 64;
+const SLOT_HEADERS: usize = 1024;
+const SLOT_HEADER_LEN: usize = 64;
+
+/// Entry states.
+pub(super) const WRITTEN: u32 = 1;
+pub(super) const CONSUMED: u32 = 2;
+pub(super) const PADDING: u32 = 3;
+/// Entry kinds.
+pub(super) const DATA: u32 = 1;
+pub(super) const MARKER: u32 = 2;
+
+/// The word's bits.
+pub(super) const ASLEEP: u64 = 1;
+pub(super) const CLOSED: u64 = 2;
+const FLAGS: u64 = ASLEEP | CLOSED;
+const HEAD_SHIFT: u32 = 2;
+const HEAD_MASK: u64 = 0xFFFF;
+const COUNT_SHIFT: u32 = 18;
+
+/// The control word, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Word(pub u64);
+
+impl Word {
+    pub fn new(head: u32, count: u64, flags: u64) -> Word {
+        Word((count << COUNT_SHIFT) | ((u64::from(head) & HEAD_MASK) << HEAD_SHIFT) | (flags & FLAGS))
+    }
+    /// The newest published entry, 0 when the chain is empty.
+    pub fn head(self) -> u32 {
+        ((self.0 >> HEAD_SHIFT) & HEAD_MASK) as u32
+    }
+    /// How many entries were ever published.
+    pub fn count(self) -> u64 {
+        self.0 >> COUNT_SHIFT
+    }
+    pub fn flags(self) -> u64 {
+        self.0 & FLAGS
+    }
+    pub fn has(self, flag: u64) -> bool {
+        self.0 & flag != 0
+    }
+}
+
+/// The offset of an entry's field, from the start of the entry.
+#[derive(Clone, Copy)]
+pub(in super::super) enum Field {
+    State = 0,
+    Kind = 4,
+    Len = 8,
+    Next = 12,
+    Fwd = 16,
+    Seq = 20,
+}
+
+/// A mapping of a channel's control memfd.
+pub(in super::super) struct Control {
+    ptr: NonNull<u8>,
+}
+
+// The mapping is shared memory that every access goes through atomics or raw copies.
+// SAFETY: moving or sharing the pointer between threads is as safe as for the atomics it holds.
+unsafe impl Send for Control {}
+// SAFETY: see `Send`.
+unsafe impl Sync for Control {}
+
+impl Control {
+    /// A new control memfd, sealed at its size, and its mapping.
+    pub fn create() -> io::Result<(OwnedFd, Control)> {
+        let fd = retry_on_intr(|| memfd_create("crossproc-ring", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING))?;
+        ftruncate(&fd, MAP_LEN as u64)?;
+        fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        let control = Control::map(fd.as_fd())?;
+        Ok((fd, control))
+    }
+
+    /// Maps a control memfd a peer sent, refusing anything that could fault or is too short.
+    pub fn open(fd: BorrowedFd<'_>) -> io::Result<Control> {
+        let seals = fcntl_get_seals(fd).map_err(|_| invalid_data("ring control is not a memfd"))?;
+        if !seals.contains(SealFlags::SHRINK) || fstat(fd)?.st_size != MAP_LEN as i64 {
+            return Err(invalid_data("ring control memfd is not sealed at its size"));
+        }
+        Control::map(fd)
+    }
+
+    fn map(fd: BorrowedFd<'_>) -> io::Result<Control> {
+        // A fresh shared mapping (null hint, no MAP_FIXED) of a memfd sealed against shrinking at
+        // `MAP_LEN` bytes or more: no existing memory is touched, and no access can fault.
+        // SAFETY: a new mapping, within a file that cannot shrink under it.
+        let ptr =
+            unsafe { mmap(ptr::null_mut(), MAP_LEN, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)? };
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Control { ptr })
+    }
+
+    fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= MAP_LEN);
+        // In bounds and aligned (checked); the mapping lives as long as `self`, and every access to
+        // shared words goes through atomics.
+        // SAFETY: a valid, aligned `AtomicU64` for the lifetime of `&self`.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= MAP_LEN);
+        // SAFETY: as in `u64_at`.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    /// The control word.
+    pub fn word(&self) -> &AtomicU64 {
+        self.u64_at(WORD)
+    }
+
+    /// The receiver's cursor: the next entry to deliver.
+    pub fn cursor(&self) -> &AtomicU64 {
+        self.u64_at(CURSOR)
+    }
+
+    /// Retires the ring: from now on every message takes the socket.
+    pub fn close(&self) {
+        self.word().fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// Whether the ring is retired.
+    pub fn is_closed(&self) -> bool {
+        Word(self.word().load(Ordering::Acquire)).has(CLOSED)
+    }
+
+    /// Slot `slot`'s header word `index`: 0 owner, 1 head, 2 tail, 3 ticket count.
+    pub fn slot_word(&self, slot: usize, index: usize) -> &AtomicU64 {
+        assert!(slot < SLOTS && index < SLOT_HEADER_LEN / 8);
+        self.u64_at(SLOT_HEADERS + slot * SLOT_HEADER_LEN + index * 8)
+    }
+
+    /// Remembers that the packet with `ticket` was delivered before its marker.
+    pub fn remember_ahead(&self, ticket: u64) {
+        let count = self.u64_at(AHEAD_COUNT);
+        let index = count.fetch_add(1, Ordering::Relaxed) as usize % AHEAD;
+        self.u64_at(AHEAD_TICKETS + index * 8).store(ticket, Ordering::Relaxed);
+    }
+
+    /// Whether the packet with `ticket` was delivered before its marker (forgetting it).
+    pub fn forget_ahead(&self, ticket: u64) -> bool {
+        (0..AHEAD).any(|index| {
+            let slot = self.u64_at(AHEAD_TICKETS + index * 8);
+            slot.load(Ordering::Relaxed) == ticket
+                && slot.compare_exchange(ticket, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        })
+    }
+
+    /// The reference of the entry at byte `offset` of slot `slot`'s ring.
+    pub fn reference(slot: usize, offset: usize) -> u32 {
+        (1 + slot * UNITS_PER_RING + offset / ALIGN) as u32
+    }
+
+    /// The slot and offset an entry reference points at, or `None` if it points nowhere.
+    pub fn locate(reference: u32) -> Option<(usize, usize)> {
+        let index = (reference as usize).checked_sub(1)?;
+        let slot = index / UNITS_PER_RING;
+        (slot < SLOTS).then_some((slot, (index % UNITS_PER_RING) * ALIGN))
+    }
+
+    fn entry_start(slot: usize, offset: usize) -> usize {
+        assert!(slot < SLOTS && offset % ALIGN == 0 && offset + ENTRY_HEADER <= RING_BYTES);
+        RINGS_START + slot * RING_BYTES + offset
+    }
+
+    /// A 32-bit field of the entry at `offset` in slot `slot`.
+    pub fn field(&self, slot: usize, offset: usize, field: Field) -> &AtomicU32 {
+        self.u32_at(Control::entry_start(slot, offset) + field as usize)
+    }
+
+    /// The ticket of the marker at `offset` in slot `slot`.
+    pub fn ticket(&self, slot: usize, offset: usize) -> &AtomicU64 {
+        self.u64_at(Control::entry_start(slot, offset) + 24)
+    }
+
+    /// Copies `data` into the payload of the entry at `offset` in slot `slot` (the caller checked
+    /// it fits the ring).
+    pub fn write_payload(&self, slot: usize, offset: usize, data: &[u8]) {
+        let start = Control::entry_start(slot, offset) + ENTRY_HEADER;
+        assert!(offset + ENTRY_HEADER + data.len() <= RING_BYTES);
+        // The destination lies inside this slot's ring in the live mapping (checked); `data` is
+        // memory of this process, so the two cannot overlap. Peers may access the same bytes:
+        // that changes only what they read.
+        // SAFETY: a copy into valid, non-overlapping memory.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(start), data.len()) };
+    }
+
+    /// Appends the `len`-byte payload of the entry at `offset` in slot `slot` to `out`, or
+    /// refuses a length that leaves the ring.
+    pub fn read_payload(&self, slot: usize, offset: usize, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        if offset + ENTRY_HEADER + len > RING_BYTES {
+            return Err(invalid_data("ring entry runs past its ring"));
+        }
+        let start = Control::entry_start(slot, offset) + ENTRY_HEADER;
+        out.reserve(len);
+        // The source lies inside the live mapping (checked); the destination is the spare
+        // capacity of `out`, memory of this process. A peer writing the source meanwhile changes
+        // only which bytes arrive.
+        // SAFETY: a copy between valid, non-overlapping ranges; then `len` more bytes are set.
+        unsafe {
+            ptr::copy_nonoverlapping(self.ptr.as_ptr().add(start), out.as_mut_ptr().add(out.len()), len);
+            out.set_len(out.len() + len);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Control {
+    /// Writes arbitrary bytes at `offset` of the mapping, as a hostile peer could.
+    pub fn scribble(&self, offset: usize, bytes: &[u8]) {
+        let len = bytes.len().min(MAP_LEN.saturating_sub(offset));
+        // SAFETY: `offset..offset + len` lies inside the live mapping; `bytes` is ours.
+        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(offset), len) };
+    }
+
+    /// Where slot `slot`'s ring starts in the mapping.
+    pub fn ring_start(slot: usize) -> usize {
+        RINGS_START + slot * RING_BYTES
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `MAP_LEN` describe the mapping made in `map`, unmapped only here.
+        let _ = unsafe { munmap(self.ptr.as_ptr().cast(), MAP_LEN) };
+    }
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Control({:#x})", self.word().load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,76 @@
+//! The shared-memory fast path: small messages that cost no system call while the receiver is
+//! awake.
+//!
+//! Every channel has one *control* memfd, made with the channel (or with an accepted
+//! connection) by the receiving side. It is mapped by the receiver and by every process that
+//! sends on the channel, and holds:
+//!
+//! - the **word**: one 64-bit atomic where every send takes effect. It holds the head of a chain
+//!   of published entries (newest first), a publish count, and two bits: `ASLEEP` (the receiver
+//!   is about to wait on its socket) and `CLOSED` (the ring is retired: everything goes on the
+//!   socket);
+//! - the receiver's **cursor** (the oldest entry it has taken but not delivered) and its
+//!   **ahead** list (tickets of packets it delivered before their markers: see below);
+//! - [`SLOTS`] **writer slots**, each a ring of [`RING_BYTES`] that one sending process claims
+//!   and writes entries into.
+//!
+//! A send writes its entry in its own slot, then publishes it with one compare-and-swap of the
+//! word (the entry's `next` is the old head). A sender killed before that CAS leaves nothing
+//! visible; after it, the message is whole. The receiver takes the whole chain with one CAS,
+//! walks it (bounded, every sequence number checked), links it oldest-first through the entries'
+//! `fwd` fields and delivers from its cursor, copying each message out before it looks at it.
+//!
+//! Messages that carry descriptors, do not fit the ring, or find the receiver `ASLEEP` go on
+//! the socket with a **ticket** in their header, and the sender then publishes a **marker**
+//! entry with the same ticket: the receiver delivers the packet at the marker's place, so a
+//! packet never overtakes earlier ring messages, nor they it, and one order holds for all
+//! senders. The packet itself wakes a sleeping receiver, so no message waits on a wake-up that
+//! was never sent.
+//!
+//! Descriptors: the control memfd is held by the receiver (one more descriptor, in the
+//! receiver's process only); a copy waits, queued in the *sender's* direction of the socket
+//! pair, for any sending process to take with `MSG_PEEK`, map, and close. A receiver that moves
+//! takes the control memfd along. See `SECURITY.md` for what a hostile peer can do with it.
+
+mod control;
+mod reader;
+mod writer;
+
+pub(super) use control::Control;
+pub(super) use reader::{Front, RingReader};
+pub(super) use writer::{Outcome, RingWriter};
+
+/// Writer slots per channel: processes that can send through the ring at once. One more sending
+/// process retires the ring (the channel goes on over the socket alone).
+pub(super) const SLOTS: usize = 16;
+/// Bytes of one writer slot's ring.
+pub(super) const RING_BYTES: usize = 32 * 1024;
+/// The largest message that travels in the ring; larger ones take the socket.
+pub(crate) const RING_MESSAGE_MAX: usize = 8 * 1024;
+
+/// Runs the ring reader over arbitrary contents, as a hostile peer could leave them (the fuzz
+/// target's entry): the first 16 bytes are the word and the cursor, the rest the start of slot
+/// 0's ring. Returns how many entries were delivered before the ring was empty or refused.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn read_arbitrary_ring(input: &[u8]) -> std::io::Result<usize> {
+    let (fd, control) = Control::create()?;
+    let (words, ring) = input.split_at(input.len().min(16));
+    control.scribble(0, words);
+    control.scribble(Control::ring_start(0), ring);
+    let reader = RingReader::new(std::sync::Arc::new(control), fd, super::fork::generation());
+    let mut delivered = 0;
+    let mut buffer = Vec::new();
+    // A peer can make a ring that never ends (as it can send without end): look at a few.
+    for _ in 0..256 {
+        match reader.front(&mut buffer)? {
+            Front::Empty => break,
+            Front::Data(data) => buffer = data,
+            Front::Marker(_) => reader.pass()?,
+        }
+        delivered += 1;
+    }
+    Ok(delivered)
+}
+
+#[cfg(test)]
+mod tests;

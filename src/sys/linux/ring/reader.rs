@@ -1,0 +1,238 @@
+//! The receiving side: taking the chain, and delivering its entries oldest first.
+//!
+//! Everything read from the mapping is a peer's word: each reference, length, state and
+//! sequence number is checked before use, a walk is bounded, and payloads are copied out before
+//! anything looks at them. A broken ring is an error on this channel (and retires its ring, so
+//! that the channel goes on over its socket); nothing else is affected.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::super::sys::invalid_data;
+use super::control::{Control, Field, Word, ASLEEP, CONSUMED, DATA, ENTRY_HEADER, MARKER, WRITTEN};
+use super::{RING_BYTES, RING_MESSAGE_MAX, SLOTS};
+
+/// The most entries one chain can hold: every slot full of the smallest entries.
+const MAX_CHAIN: usize = SLOTS * RING_BYTES / ENTRY_HEADER;
+
+/// What comes next from the ring.
+#[derive(Debug, PartialEq, Eq)]
+pub(in super::super) enum Front {
+    /// Nothing published.
+    Empty,
+    /// A message's bytes (delivered: the entry is consumed).
+    Data(Vec<u8>),
+    /// The marker of the packet with this ticket; it stays in front until [`RingReader::pass`].
+    Marker(u64),
+}
+
+/// The receiver's side of a channel's ring: the mapping, and the control memfd it travels with.
+pub(in super::super) struct RingReader {
+    control: Arc<Control>,
+    fd: OwnedFd,
+    /// The fork generation this reader belongs to; a forked child's copy leaves the ring alone.
+    born: u64,
+    /// Set when the receiver moved to another process, which goes on with the ring.
+    departed: AtomicBool,
+}
+
+impl RingReader {
+    pub fn new(control: Arc<Control>, fd: OwnedFd, born: u64) -> RingReader {
+        RingReader { control, fd, born, departed: AtomicBool::new(false) }
+    }
+
+    /// The receiver moved on (its ring with it): dropping this copy leaves the ring open.
+    pub fn depart(&self) {
+        self.departed.store(true, Ordering::Relaxed);
+    }
+
+    /// The control memfd (to send along when the receiver moves).
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The mapping.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Whether this process may use the ring: not a copy made by `fork` (that reads the socket
+    /// alone, so that no message reaches two readers).
+    pub fn is_ours(&self, generation: u64) -> bool {
+        self.born == generation
+    }
+
+    /// Whether something waits in the ring (one load of each word; no checks).
+    pub fn has_work(&self) -> bool {
+        self.control.cursor().load(Ordering::Acquire) != 0
+            || Word(self.control.word().load(Ordering::Acquire)).head() != 0
+    }
+
+    /// The next thing to deliver; a message's bytes go into `reuse`'s allocation (taking it)
+    /// when it can hold them.
+    pub fn front(&self, reuse: &mut Vec<u8>) -> io::Result<Front> {
+        let result = self.front_unchecked(reuse);
+        if result.is_err() {
+            // Stop trusting this ring: what is on the socket still arrives.
+            self.control.cursor().store(0, Ordering::Release);
+            self.control.close();
+        }
+        result
+    }
+
+    fn front_unchecked(&self, reuse: &mut Vec<u8>) -> io::Result<Front> {
+        loop {
+            let cursor = self.control.cursor().load(Ordering::Acquire);
+            if cursor == 0 {
+                if !self.take()? {
+                    return Ok(Front::Empty);
+                }
+                continue;
+            }
+            let (slot, offset) = locate(cursor)?;
+            let field = |field| self.control.field(slot, offset, field).load(Ordering::Acquire);
+            if field(Field::State) != WRITTEN {
+                return Err(invalid_data("ring entry is not a written one"));
+            }
+            match field(Field::Kind) {
+                DATA => {
+                    let len = field(Field::Len) as usize;
+                    if len > RING_MESSAGE_MAX {
+                        return Err(invalid_data("ring entry longer than a ring message"));
+                    }
+                    let next = field(Field::Fwd);
+                    let mut data = std::mem::take(reuse);
+                    data.clear();
+                    if data.capacity() < len {
+                        data = crate::sys::message_buffer(len)?;
+                    }
+                    self.control.read_payload(slot, offset, len, &mut data)?;
+                    self.control.cursor().store(u64::from(next), Ordering::Release);
+                    self.control.field(slot, offset, Field::State).store(CONSUMED, Ordering::Release);
+                    return Ok(Front::Data(data));
+                }
+                MARKER => return Ok(Front::Marker(self.control.ticket(slot, offset).load(Ordering::Acquire))),
+                _ => return Err(invalid_data("ring entry of unknown kind")),
+            }
+        }
+    }
+
+    /// Passes the marker in front (its packet was delivered).
+    pub fn pass(&self) -> io::Result<()> {
+        let cursor = self.control.cursor().load(Ordering::Acquire);
+        let (slot, offset) = locate(cursor)?;
+        let next = self.control.field(slot, offset, Field::Fwd).load(Ordering::Acquire);
+        self.control.cursor().store(u64::from(next), Ordering::Release);
+        self.control.field(slot, offset, Field::State).store(CONSUMED, Ordering::Release);
+        Ok(())
+    }
+
+    /// Takes the whole published chain and links it oldest first from the cursor. `false` when
+    /// nothing was published.
+    fn take(&self) -> io::Result<bool> {
+        let word = self.control.word();
+        let mut current = Word(word.load(Ordering::Acquire));
+        loop {
+            if current.head() == 0 {
+                return Ok(false);
+            }
+            let emptied = Word::new(0, current.count(), current.flags());
+            match word.compare_exchange_weak(current.0, emptied.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => current = Word(actual),
+            }
+        }
+        // Walk from the newest, checking each entry's publish count, and point each at the one
+        // published after it.
+        let mut reference = current.head();
+        let mut newer = 0u32;
+        let mut count = current.count();
+        for _ in 0..MAX_CHAIN {
+            let (slot, offset) = locate(u64::from(reference))?;
+            let field = |field| self.control.field(slot, offset, field);
+            if field(Field::State).load(Ordering::Acquire) != WRITTEN
+                || field(Field::Seq).load(Ordering::Acquire) != count as u32
+            {
+                return Err(invalid_data("ring chain out of sequence"));
+            }
+            field(Field::Fwd).store(newer, Ordering::Release);
+            newer = reference;
+            reference = field(Field::Next).load(Ordering::Acquire);
+            count = count.wrapping_sub(1);
+            if reference == 0 {
+                self.control.cursor().store(u64::from(newer), Ordering::Release);
+                return Ok(true);
+            }
+        }
+        Err(invalid_data("ring chain longer than the ring"))
+    }
+
+    /// Announces that the receiver is about to wait on its socket: from now on senders send on
+    /// the socket, whose packets wake it. `false` when something waits in the ring (the
+    /// receiver must not sleep then).
+    pub fn sleep(&self) -> bool {
+        if self.control.cursor().load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let word = self.control.word();
+        let mut current = Word(word.load(Ordering::Acquire));
+        loop {
+            if current.head() != 0 {
+                return false;
+            }
+            if current.has(ASLEEP) {
+                return true;
+            }
+            let asleep = Word(current.0 | ASLEEP);
+            match word.compare_exchange_weak(current.0, asleep.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(actual) => current = Word(actual),
+            }
+        }
+    }
+
+    /// Announces that the receiver is awake: senders may use the ring again.
+    pub fn wake(&self) {
+        let word = self.control.word();
+        if Word(word.load(Ordering::Relaxed)).has(ASLEEP) {
+            word.fetch_and(!ASLEEP, Ordering::AcqRel);
+        }
+    }
+
+    /// Remembers that the packet with `ticket` was delivered before its marker was seen.
+    pub fn delivered_ahead(&self, ticket: u64) {
+        if ticket != 0 {
+            self.control.remember_ahead(ticket);
+        }
+    }
+
+    /// Whether the packet of the marker with `ticket` was delivered already (forgetting it).
+    pub fn was_delivered(&self, ticket: u64) -> bool {
+        self.control.forget_ahead(ticket)
+    }
+
+    /// Whether the ring is retired.
+    pub fn is_closed(&self) -> bool {
+        self.control.is_closed()
+    }
+}
+
+impl Drop for RingReader {
+    fn drop(&mut self) {
+        // The receiver is gone: senders go to the socket, which tells them so.
+        if !self.departed.load(Ordering::Relaxed) && self.is_ours(super::super::fork::generation()) {
+            self.control.close();
+        }
+    }
+}
+
+/// The entry a reference (a peer's word) points at, or an error.
+fn locate(reference: u64) -> io::Result<(usize, usize)> {
+    u32::try_from(reference)
+        .ok()
+        .and_then(Control::locate)
+        .filter(|&(_, offset)| offset + ENTRY_HEADER <= RING_BYTES)
+        .ok_or_else(|| invalid_data("ring reference out of bounds"))
+}

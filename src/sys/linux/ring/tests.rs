@@ -1,0 +1,151 @@
+//! The ring on its own, in one process over a real memfd: publishing, taking, the sleep
+//! protocol, and a hostile peer's contents.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::control::{Field, Word, ASLEEP};
+use super::*;
+
+fn ring() -> (RingWriter, RingReader) {
+    let (fd, control) = Control::create().unwrap();
+    let control = Arc::new(control);
+    let writer = RingWriter::claim(control.clone(), 0).unwrap();
+    (writer, RingReader::new(control, fd, 0))
+}
+
+fn next(reader: &RingReader) -> Front {
+    reader.front(&mut Vec::new()).unwrap()
+}
+
+#[test]
+fn messages_come_out_in_the_order_they_went_in_across_wrap_arounds() {
+    let (mut writer, reader) = ring();
+    // Many times the ring's size, in varied lengths, read a few behind the writer.
+    let mut pending = std::collections::VecDeque::new();
+    for seq in 0..20_000u32 {
+        let data: Vec<u8> = (0..(seq as usize * 7) % 700).map(|at| (seq as usize + at) as u8).collect();
+        assert_eq!(writer.send(&data), Outcome::Sent, "message {seq}");
+        pending.push_back(data);
+        if pending.len() > 20 {
+            assert_eq!(next(&reader), Front::Data(pending.pop_front().unwrap()));
+        }
+    }
+    while let Some(expected) = pending.pop_front() {
+        assert_eq!(next(&reader), Front::Data(expected));
+    }
+    assert_eq!(next(&reader), Front::Empty);
+}
+
+#[test]
+fn a_full_ring_sends_to_the_socket_and_runs_out_of_marker_room_last() {
+    let (mut writer, reader) = ring();
+    let mut sent = 0;
+    while writer.send(&[7; 100]) == Outcome::Sent {
+        sent += 1;
+    }
+    assert!(sent > 100, "a ring holds many small messages ({sent})");
+    // Markers still fit for a while, then the channel is full.
+    let mut tickets = 0;
+    while let Some(ticket) = writer.ticket() {
+        writer.mark(ticket);
+        tickets += 1;
+    }
+    assert!(tickets > 0);
+    assert!(!reader.control().is_closed());
+    // Reading makes room again.
+    for _ in 0..sent {
+        assert_eq!(next(&reader), Front::Data(vec![7; 100]));
+    }
+    assert!(matches!(next(&reader), Front::Marker(_)));
+    reader.pass().unwrap();
+    assert!(writer.ticket().is_some());
+}
+
+#[test]
+fn a_sleeping_receiver_gets_packets_and_markers_only() {
+    let (mut writer, reader) = ring();
+    assert!(reader.sleep());
+    assert_eq!(writer.send(b"x"), Outcome::UseSocket, "the packet must wake the receiver");
+    let ticket = writer.ticket().unwrap();
+    writer.mark(ticket);
+    // The marker keeps `ASLEEP` (only the receiver clears it) and makes sleeping impossible.
+    assert!(Word(reader.control().word().load(Ordering::Relaxed)).has(ASLEEP));
+    assert!(!reader.sleep());
+    reader.wake();
+    assert_eq!(next(&reader), Front::Marker(ticket));
+    reader.pass().unwrap();
+    assert_eq!(writer.send(b"y"), Outcome::Sent);
+    assert!(!reader.sleep(), "a published message keeps the receiver awake");
+    assert_eq!(next(&reader), Front::Data(b"y".to_vec()));
+}
+
+#[test]
+fn a_retired_ring_takes_nothing_new_but_delivers_what_it_has() {
+    let (mut writer, reader) = ring();
+    assert_eq!(writer.send(b"before"), Outcome::Sent);
+    reader.control().close();
+    assert_eq!(writer.send(b"after"), Outcome::UseSocket);
+    assert_eq!(next(&reader), Front::Data(b"before".to_vec()));
+    assert_eq!(next(&reader), Front::Empty);
+}
+
+#[test]
+fn slots_are_claimed_once_and_given_back() {
+    let (fd, control) = Control::create().unwrap();
+    let control = Arc::new(control);
+    let writers: Vec<RingWriter> = (0..SLOTS).map(|_| RingWriter::claim(control.clone(), 0).unwrap()).collect();
+    assert!(RingWriter::claim(control.clone(), 0).is_none());
+    drop(writers);
+    assert!(RingWriter::claim(control, 0).is_some());
+    drop(fd);
+}
+
+/// Each corruption is an `InvalidData` error that retires the ring; nothing panics or hangs.
+#[test]
+fn a_corrupt_ring_is_an_error_on_its_channel() {
+    type Corruption = fn(&Control);
+    let corruptions: [(&str, Corruption); 6] = [
+        ("head out of bounds", |control| control.word().store(Word::new(0xFFFF, 1, 0).0, Ordering::Relaxed)),
+        ("wrong publish count", |control| control.field(0, 0, Field::Seq).store(99, Ordering::Relaxed)),
+        ("unknown kind", |control| control.field(0, 0, Field::Kind).store(9, Ordering::Relaxed)),
+        ("length past the limit", |control| control.field(0, 0, Field::Len).store(1 << 30, Ordering::Relaxed)),
+        ("entry not written", |control| control.field(0, 0, Field::State).store(0, Ordering::Relaxed)),
+        ("a cycle", |control| {
+            // The first entry's `next` points at itself; counts cannot match all the way.
+            control.field(0, 0, Field::Next).store(Control::reference(0, 0), Ordering::Relaxed)
+        }),
+    ];
+    for (what, corrupt) in corruptions {
+        let (mut writer, reader) = ring();
+        assert_eq!(writer.send(b"hello"), Outcome::Sent);
+        corrupt(reader.control());
+        let error = reader.front(&mut Vec::new()).expect_err(what);
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}");
+        assert!(reader.control().is_closed(), "{what}: the ring is retired");
+    }
+}
+
+/// Arbitrary bytes where the ring is: the reader delivers or refuses, and always returns.
+#[test]
+fn arbitrary_ring_contents_never_panic() {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..3_000 {
+        let len = (random() % 600) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| random() as u8).collect();
+        if round % 2 == 0 && bytes.len() >= 16 {
+            // Mostly plausible: a head into slot 0 and a small count.
+            let word = Word::new(1 + (random() % 8) as u32, random() % 4, random() % 4);
+            bytes[..8].copy_from_slice(&word.0.to_le_bytes());
+            bytes[8..16].copy_from_slice(&[0; 8]);
+        }
+        let _ = read_arbitrary_ring(&bytes);
+    }
+}

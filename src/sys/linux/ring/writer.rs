@@ -1,0 +1,216 @@
+//! The sending side: one slot of the ring per sending process, and publishing into the chain.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::control::CONSUMED;
+use super::control::{Control, Field, Word, ALIGN, ASLEEP, CLOSED, DATA, ENTRY_HEADER, MARKER, PADDING, WRITTEN};
+use super::{RING_BYTES, RING_MESSAGE_MAX, SLOTS};
+
+/// Ring bytes kept free for markers: data entries stop short of them, so that messages the
+/// socket carries (whose markers must follow them) still go while the ring is full of data.
+const MARKER_RESERVE: usize = 4 * 1024;
+/// Bytes of a marker entry (which always fits before the ring's end: entries are aligned to it).
+const MARKER_SIZE: usize = ALIGN;
+/// Compare-and-swap attempts before a sender gives up on a word that never settles (a peer
+/// writing it without end).
+const MAX_ATTEMPTS: usize = 1 << 16;
+
+/// What became of a message offered to the ring.
+#[derive(Debug, PartialEq, Eq)]
+pub(in super::super) enum Outcome {
+    /// Published: the receiver will deliver it.
+    Sent,
+    /// Not published: send it on the socket with a ticket, then [`RingWriter::mark`] it.
+    UseSocket,
+}
+
+/// A claimed slot of a channel's ring, written by one process.
+pub(in super::super) struct RingWriter {
+    control: Arc<Control>,
+    slot: usize,
+    token: u64,
+    /// Bytes ever written in the slot's ring, and ever reclaimed: `head - tail` are in use.
+    head: u64,
+    tail: u64,
+    /// Ring bytes promised to markers of packets being sent.
+    promised: usize,
+    /// The fork generation that claimed the slot; a forked child must not release it.
+    born: u64,
+}
+
+impl RingWriter {
+    /// Claims a free slot of `control`'s ring, or `None` when all are taken.
+    pub fn claim(control: Arc<Control>, born: u64) -> Option<RingWriter> {
+        let token = (u64::from(std::process::id()) << 32) | u64::from(rand_bits());
+        let token = token.max(1);
+        for slot in 0..SLOTS {
+            let owner = control.slot_word(slot, 0);
+            if owner.compare_exchange(0, token, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                // A slot let go by an earlier process keeps its counters: entries it published
+                // may still wait for the receiver. Values a peer broke start over.
+                let head = control.slot_word(slot, 1).load(Ordering::Acquire);
+                let tail = control.slot_word(slot, 2).load(Ordering::Acquire);
+                let sane = tail <= head && head - tail <= RING_BYTES as u64 && head % ALIGN as u64 == 0;
+                let (head, tail) = if sane { (head, tail) } else { (0, 0) };
+                return Some(RingWriter { control, slot, token, head, tail, promised: 0, born });
+            }
+        }
+        None
+    }
+
+    /// The control memfd's mapping this writer writes in.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Offers a message of at most [`RING_MESSAGE_MAX`] bytes to the ring.
+    pub fn send(&mut self, data: &[u8]) -> Outcome {
+        debug_assert!(data.len() <= RING_MESSAGE_MAX);
+        let Some(offset) = self.room(entry_size(data.len()), MARKER_RESERVE + self.promised) else {
+            return Outcome::UseSocket;
+        };
+        self.write_header(offset, DATA, data.len(), 0);
+        self.control.write_payload(self.slot, offset, data);
+        match self.publish(offset, entry_size(data.len()), false) {
+            true => Outcome::Sent,
+            false => Outcome::UseSocket,
+        }
+    }
+
+    /// A new ticket for a message about to go on the socket, with room promised for its
+    /// marker; `None` when the ring has no room for one more marker (the channel is full until
+    /// the receiver reads).
+    pub fn ticket(&mut self) -> Option<u64> {
+        self.reclaim();
+        let free = RING_BYTES - (self.head - self.tail) as usize;
+        if free < self.promised + MARKER_SIZE {
+            return None;
+        }
+        self.promised += MARKER_SIZE;
+        let count = self.control.slot_word(self.slot, 3).fetch_add(1, Ordering::Relaxed);
+        Some(((self.slot as u64 + 1) << 56) | (count & ((1 << 56) - 1)))
+    }
+
+    /// Gives back the room promised with a ticket whose packet was not sent.
+    pub fn cancel(&mut self) {
+        self.promised = self.promised.saturating_sub(MARKER_SIZE);
+    }
+
+    /// Publishes the marker of the message with `ticket`, which is on the socket now. If it
+    /// cannot (the ring is retired, or a peer broke it), the ring is retired, so that the packet
+    /// stays in order with everything sent after it.
+    pub fn mark(&mut self, ticket: u64) {
+        self.cancel();
+        let published = self.room(MARKER_SIZE, self.promised).is_some_and(|offset| {
+            self.write_header(offset, MARKER, 0, ticket);
+            self.publish(offset, MARKER_SIZE, true)
+        });
+        if !published {
+            self.control.close();
+        }
+    }
+
+    /// Makes the ring's content readable by the receiver: at `offset`, an entry of `size` bytes,
+    /// linked to the chain with one compare-and-swap of the word. `false` when the word is
+    /// `CLOSED`, or `ASLEEP` unless `even_asleep` (the entry is then not published).
+    fn publish(&mut self, offset: usize, size: usize, even_asleep: bool) -> bool {
+        let word = self.control.word();
+        let reference = Control::reference(self.slot, offset);
+        let mut current = Word(word.load(Ordering::Acquire));
+        for _ in 0..MAX_ATTEMPTS {
+            if current.has(CLOSED) || (current.has(ASLEEP) && !even_asleep) {
+                return false;
+            }
+            let count = current.count() + 1;
+            self.control.field(self.slot, offset, Field::Next).store(current.head(), Ordering::Relaxed);
+            self.control.field(self.slot, offset, Field::Seq).store(count as u32, Ordering::Relaxed);
+            // `ASLEEP` stays: only the receiver, once awake, clears it (a marker published while
+            // it sleeps follows a packet that woke it, or will).
+            let new = Word::new(reference, count, current.flags());
+            match word.compare_exchange_weak(current.0, new.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.head += size as u64;
+                    self.control.slot_word(self.slot, 1).store(self.head, Ordering::Release);
+                    return true;
+                }
+                Err(actual) => current = Word(actual),
+            }
+        }
+        self.control.close();
+        false
+    }
+
+    fn write_header(&self, offset: usize, kind: u32, len: usize, ticket: u64) {
+        let field = |field| self.control.field(self.slot, offset, field);
+        field(Field::State).store(WRITTEN, Ordering::Relaxed);
+        field(Field::Kind).store(kind, Ordering::Relaxed);
+        field(Field::Len).store(len as u32, Ordering::Relaxed);
+        field(Field::Fwd).store(0, Ordering::Relaxed);
+        self.control.ticket(self.slot, offset).store(ticket, Ordering::Relaxed);
+    }
+
+    /// Where an entry of `size` bytes can be written with `reserve` bytes left free after it,
+    /// padding to the ring's start when it does not fit before the end; `None` when the ring is
+    /// too full.
+    fn room(&mut self, size: usize, reserve: usize) -> Option<usize> {
+        self.reclaim();
+        let offset = (self.head % RING_BYTES as u64) as usize;
+        let to_end = RING_BYTES - offset;
+        let needed = if size <= to_end { size } else { to_end + size };
+        let used = (self.head - self.tail) as usize;
+        if used + needed + reserve > RING_BYTES {
+            return None;
+        }
+        if size > to_end {
+            // Padding to the end, which the writer reclaims by itself.
+            self.write_header(offset, 0, to_end - ENTRY_HEADER, 0);
+            self.control.field(self.slot, offset, Field::State).store(PADDING, Ordering::Release);
+            self.head += to_end as u64;
+            return Some(0);
+        }
+        Some(offset)
+    }
+
+    /// Moves the tail past entries the receiver consumed (and padding), oldest first.
+    fn reclaim(&mut self) {
+        while self.tail < self.head {
+            let offset = (self.tail % RING_BYTES as u64) as usize;
+            let state = self.control.field(self.slot, offset, Field::State).load(Ordering::Acquire);
+            if state != CONSUMED && state != PADDING {
+                break;
+            }
+            // The length is read back from shared memory: a peer may have changed it.
+            let len = self.control.field(self.slot, offset, Field::Len).load(Ordering::Relaxed) as usize;
+            let size = entry_size(len.min(RING_BYTES));
+            if offset + size > RING_BYTES || size as u64 > self.head - self.tail {
+                // A broken ring: stop using it.
+                self.control.close();
+                return;
+            }
+            self.tail += size as u64;
+        }
+        self.control.slot_word(self.slot, 2).store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for RingWriter {
+    fn drop(&mut self) {
+        // Lets the slot go for another process; a forked child's copy belongs to its parent.
+        if super::super::fork::generation() == self.born {
+            let owner = self.control.slot_word(self.slot, 0);
+            let _ = owner.compare_exchange(self.token, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bytes an entry with a `len`-byte payload takes in the ring.
+pub(super) fn entry_size(len: usize) -> usize {
+    (ENTRY_HEADER + len).next_multiple_of(ALIGN)
+}
+
+/// A few bits that differ between writers of one process.
+fn rand_bits() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,445 @@
+//! The sending end of a channel: a message goes into the channel's ring when it is small and
+//! carries no descriptors (see [`super::ring`]), else on the socket as one packet.
+
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::net::{connect, recv, socket_with, AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
+
+use super::fork;
+use super::frame::{
+    buffer_claim, other_version, version_mismatch, FrameHeader, CONTROL_PACKET, HANDLES_ON_SIDE_SOCKET, INLINE_MAX,
+    MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED,
+    VERDICT_TIMEOUT,
+};
+use super::memfd::{Encoded, PayloadWriter};
+use super::pool::{Lease, PayloadPool};
+use super::ring::{Control, Outcome, RingWriter, RING_MESSAGE_MAX};
+use super::socket::{recv_packet, send_on_side_socket, send_packet};
+use super::sys::{invalid_data, retry_on_intr, timespec, wait_readable, wait_writable, wire_count};
+use crate::sys::{OsIpcChannel, OsIpcSharedMemory, SendFailure, Wait};
+
+/// The sending end of a channel; clones share one socket, one pool of payload memfds and one
+/// slot of the channel's ring.
+#[derive(Clone)]
+pub(crate) struct OsIpcSender {
+    pub(super) fd: Arc<OwnedFd>,
+    pool: Arc<PayloadPool>,
+    ring: Arc<SenderRing>,
+}
+
+impl OsIpcSender {
+    /// A sender on `fd`; `control` is the ring's mapping when this process made the channel
+    /// (else the first send looks for it).
+    pub(super) fn from_fd(fd: OwnedFd, control: Option<Arc<Control>>) -> Self {
+        let state = match control {
+            Some(control) => RingState::Mapped(control),
+            None => RingState::Unknown,
+        };
+        let ring = SenderRing { born: AtomicU64::new(fork::generation()), state: Mutex::new(state) };
+        OsIpcSender { fd: Arc::new(fd), pool: Arc::default(), ring: Arc::new(ring) }
+    }
+
+    /// A writer to encode one message for this channel in (it spills into the channel's pooled
+    /// memfds once the message outgrows a packet).
+    pub fn payload_writer(&self, buffer: Vec<u8>) -> PayloadWriter {
+        PayloadWriter::new(buffer, self.pool.clone())
+    }
+
+    /// Connects to the server listening at `name` (a socket path) and waits for its verdict: a
+    /// client the server's access policy refuses gets `PermissionDenied` here.
+    pub fn connect(name: &str) -> io::Result<OsIpcSender> {
+        let address = SocketAddrUnix::new(name)?;
+        let fd = retry_on_intr(|| socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))?;
+        match connect(&fd, &address) {
+            // An interrupted connect goes on in the background; a Unix socket finishes it at once.
+            Ok(()) | Err(Errno::INTR) | Err(Errno::ISCONN) => {}
+            Err(error) => return Err(error.into()),
+        }
+        if !wait_readable(&fd, VERDICT_TIMEOUT)? {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the server did not answer the connection"));
+        }
+        let mut verdict = [0u8; 8];
+        match retry_on_intr(|| recv(&fd, &mut verdict, RecvFlags::DONTWAIT))? {
+            (_, 8) if verdict == VERDICT_ADMITTED => Ok(OsIpcSender::from_fd(fd, None)),
+            (_, 8) if verdict == VERDICT_REFUSED => {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client"))
+            }
+            // A verdict in another protocol version: a server from another build.
+            (_, 8) if other_version(&verdict).is_some() => Err(version_mismatch(verdict[3])),
+            (_, 0) => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server closed the connection")),
+            _ => Err(invalid_data("unexpected answer from the server")),
+        }
+    }
+
+    /// Sends one message, waiting for room as `wait` allows. The message is delivered whole or
+    /// not at all.
+    pub fn send(
+        &self,
+        data: &[u8],
+        channels: Vec<OsIpcChannel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> Result<(), SendFailure> {
+        self.send_body(Body::Bytes(data), channels, shared_memory, wait)
+    }
+
+    /// Like [`send`](Self::send), for bytes a [`PayloadWriter`](super::PayloadWriter) produced.
+    pub fn send_encoded(
+        &self,
+        encoded: &Encoded,
+        channels: Vec<OsIpcChannel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> Result<(), SendFailure> {
+        let body = match encoded {
+            Encoded::Inline(bytes) => Body::Bytes(bytes),
+            Encoded::Pooled { lease, .. } => Body::Pooled(lease),
+        };
+        self.send_body(body, channels, shared_memory, wait)
+    }
+
+    /// Sends the message; the channel ends are only borrowed, so a failure gives them back.
+    fn send_body(
+        &self,
+        body: Body<'_>,
+        channels: Vec<OsIpcChannel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> Result<(), SendFailure> {
+        match self.send_message(body, &channels, &shared_memory, wait) {
+            Ok(()) => {
+                for channel in &channels {
+                    if let OsIpcChannel::Receiver(receiver) = channel {
+                        receiver.depart();
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => Err(SendFailure { error, channels }),
+        }
+    }
+
+    fn send_message(
+        &self,
+        body: Body<'_>,
+        channels: &[OsIpcChannel],
+        shared_memory: &[OsIpcSharedMemory],
+        wait: Wait,
+    ) -> io::Result<()> {
+        let small = match body {
+            Body::Bytes(data) if channels.is_empty() && shared_memory.is_empty() && data.len() <= RING_MESSAGE_MAX => {
+                Some(data)
+            }
+            _ => None,
+        };
+        // `None`: no deadline (a blocking send, or a timeout too long to matter).
+        let deadline = match wait {
+            Wait::Timeout(timeout) => Instant::now().checked_add(timeout),
+            _ => None,
+        };
+        let ticket = loop {
+            match self.ring.route(self.fd.as_fd(), small)? {
+                Route::Delivered => return Ok(()),
+                Route::Plain => break 0,
+                Route::Ticket(ticket) => break ticket,
+                Route::Full if matches!(wait, Wait::NonBlocking) => {
+                    return Err(io::Error::new(io::ErrorKind::WouldBlock, "the channel is full"))
+                }
+                Route::Full => {
+                    if !self.wait_for_ring_room(deadline)? {
+                        // The receiver is gone: the socket says so.
+                        break 0;
+                    }
+                }
+            }
+        };
+        let sent = self.send_packet_of(body, channels, shared_memory, ticket, wait);
+        if ticket != 0 {
+            self.ring.settle(ticket, sent.is_ok());
+        }
+        sent
+    }
+
+    /// Waits a little for the receiver to free room in a full ring, as `deadline` allows.
+    /// `false` when the receiver is gone. A receiver that reads frees room without a system
+    /// call, so this polls: the socket, with no event asked for, wakes it only on hang-up.
+    fn wait_for_ring_room(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        let left = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"));
+        }
+        let mut fds = [PollFd::new(&*self.fd, PollFlags::empty())];
+        let nap = timespec(left.min(RING_ROOM_POLL));
+        match rustix::event::poll(&mut fds, Some(&nap)) {
+            Ok(0) | Err(Errno::INTR) => Ok(true),
+            Ok(_) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn send_packet_of(
+        &self,
+        body: Body<'_>,
+        channels: &[OsIpcChannel],
+        shared_memory: &[OsIpcSharedMemory],
+        ticket: u64,
+        wait: Wait,
+    ) -> io::Result<()> {
+        let mut header = FrameHeader {
+            flags: 0,
+            channels: wire_count(channels.len())?,
+            shared_memory: wire_count(shared_memory.len())?,
+            payload_len: match body {
+                Body::Bytes(data) => data.len() as u64,
+                Body::Pooled(lease) => lease.len() as u64,
+            },
+            ticket,
+        };
+        // Each channel end: its socket, then its ring's control memfd if it brings one.
+        let mut kinds = Vec::with_capacity(channels.len());
+        let mut handles: Vec<BorrowedFd<'_>> = Vec::with_capacity(channels.len() + shared_memory.len());
+        for channel in channels {
+            let (fd, control) = channel.travelling_fds();
+            kinds.push(u8::from(control.is_some()));
+            handles.push(fd);
+            handles.extend(control);
+        }
+        handles.extend(shared_memory.iter().map(AsFd::as_fd));
+
+        let side_socket = if handles.len() > MAX_HANDLES_IN_PACKET {
+            header.flags |= HANDLES_ON_SIDE_SOCKET;
+            Some(send_on_side_socket(&handles)?)
+        } else {
+            None
+        };
+        let fds = match &side_socket {
+            Some(side) => vec![side.as_fd()],
+            None => handles,
+        };
+        match body {
+            Body::Bytes(data) => {
+                if data.len() <= INLINE_MAX {
+                    let frame = header.encode();
+                    let iov = [IoSlice::new(&frame), IoSlice::new(&kinds), IoSlice::new(data)];
+                    match self.send_waiting(&iov, &fds, wait) {
+                        // This socket's send buffer is smaller than the packet: use a memfd.
+                        Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) => {}
+                        result => return result,
+                    }
+                }
+                let mut lease = self.pool.lease()?;
+                lease.write_at(0, data)?;
+                self.send_pooled(header, &kinds, &fds, &lease, wait)
+            }
+            Body::Pooled(lease) => self.send_pooled(header, &kinds, &fds, lease, wait),
+        }
+    }
+
+    /// Sends the header packet of a payload in a pooled memfd (the first descriptor); the
+    /// receiver copies the payload out and frees the memfd.
+    fn send_pooled(
+        &self,
+        mut header: FrameHeader,
+        kinds: &[u8],
+        fds: &[BorrowedFd<'_>],
+        lease: &Lease,
+        wait: Wait,
+    ) -> io::Result<()> {
+        static ZEROS: [u8; MAX_BUFFER_CLAIM] = [0; MAX_BUFFER_CLAIM];
+        header.flags |= PAYLOAD_IN_POOLED_MEMFD;
+        let fds: Vec<BorrowedFd<'_>> = std::iter::once(lease.fd()).chain(fds.iter().copied()).collect();
+        let frame = header.encode();
+        let mut claim = buffer_claim(lease.len(), lease.is_fresh());
+        loop {
+            let iov = [IoSlice::new(&frame), IoSlice::new(kinds), IoSlice::new(&ZEROS[..claim])];
+            match self.send_waiting(&iov, &fds, wait) {
+                // A send buffer set smaller than the claim: half as much, the header alone at last.
+                Err(error) if error.raw_os_error() == Some(Errno::MSGSIZE.raw_os_error()) && claim > 0 => {
+                    claim = if claim > 1024 { claim / 2 } else { 0 };
+                }
+                result => break result?,
+            }
+        }
+        lease.mark_sent();
+        Ok(())
+    }
+
+    /// Sends one packet, waiting for buffer room as `wait` allows.
+    fn send_waiting(&self, iov: &[IoSlice<'_>], fds: &[BorrowedFd<'_>], wait: Wait) -> io::Result<()> {
+        use rustix::net::SendFlags;
+        let deadline = match wait {
+            Wait::Blocking => return send_packet(self.fd.as_fd(), iov, fds, SendFlags::empty()),
+            Wait::NonBlocking => return send_packet(self.fd.as_fd(), iov, fds, SendFlags::DONTWAIT),
+            Wait::Timeout(timeout) => Instant::now().checked_add(timeout),
+        };
+        loop {
+            match send_packet(self.fd.as_fd(), iov, fds, SendFlags::DONTWAIT) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+            let left = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"));
+            }
+            // Writable means some room; a large packet may need more, so never spin on it.
+            if wait_writable(&self.fd, left)? {
+                std::thread::sleep(left.min(Duration::from_micros(200)));
+            }
+        }
+    }
+
+    /// Sets the size of the channel's kernel send buffer (the kernel may round it, and caps it
+    /// at `net.core.wmem_max`). Affects every sender of this channel.
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        Ok(rustix::net::sockopt::set_socket_send_buffer_size(&*self.fd, bytes)?)
+    }
+
+    /// The size of the channel's kernel send buffer, in bytes.
+    pub fn buffer_size(&self) -> io::Result<usize> {
+        Ok(rustix::net::sockopt::socket_send_buffer_size(&*self.fd)?)
+    }
+}
+
+impl fmt::Debug for OsIpcSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsIpcSender({:?})", self.fd)
+    }
+}
+
+impl AsFd for OsIpcSender {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A message body: bytes (sent in the packet when they fit), or already in a pooled memfd.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Bytes(&'a [u8]),
+    Pooled(&'a Lease),
+}
+
+/// Where a message goes.
+enum Route {
+    /// It went into the ring.
+    Delivered,
+    /// On the socket, with no marker: the ring is retired or absent.
+    Plain,
+    /// On the socket with this ticket, then a marker in the ring.
+    Ticket(u64),
+    /// Nowhere yet: the ring has no room for one more marker.
+    Full,
+}
+
+/// How long a sender waiting for room in a full ring sleeps between looks.
+const RING_ROOM_POLL: Duration = Duration::from_millis(1);
+
+/// What this process knows of the channel's ring, shared by clones of a sender.
+struct SenderRing {
+    /// The fork generation `state` belongs to: a forked child starts over.
+    born: AtomicU64,
+    state: Mutex<RingState>,
+}
+
+enum RingState {
+    /// Not looked for yet.
+    Unknown,
+    /// Mapped, no slot claimed yet.
+    Mapped(Arc<Control>),
+    /// Writing in a slot of its own.
+    Writing(RingWriter),
+    /// No ring (retired, or the channel has none): every message takes the socket.
+    Absent,
+}
+
+impl SenderRing {
+    /// Decides where the message goes; `small` is its bytes when the ring could carry it.
+    fn route(&self, socket: BorrowedFd<'_>, small: Option<&[u8]>) -> io::Result<Route> {
+        let Some(mut state) = self.state() else {
+            // A child forked while another thread used this state: the socket alone.
+            return Ok(Route::Plain);
+        };
+        loop {
+            match &mut *state {
+                RingState::Unknown => *state = find_ring(socket)?,
+                RingState::Mapped(control) => {
+                    *state = match RingWriter::claim(control.clone(), self.born.load(Ordering::Relaxed)) {
+                        Some(writer) => RingState::Writing(writer),
+                        None => {
+                            // Every slot is taken: plain packets keep order only if nobody
+                            // writes in the ring from now on.
+                            control.close();
+                            RingState::Absent
+                        }
+                    }
+                }
+                RingState::Absent => return Ok(Route::Plain),
+                RingState::Writing(writer) if writer.control().is_closed() => *state = RingState::Absent,
+                RingState::Writing(writer) => {
+                    if let Some(data) = small {
+                        if writer.send(data) == Outcome::Sent {
+                            return Ok(Route::Delivered);
+                        }
+                    }
+                    return Ok(writer.ticket().map_or(Route::Full, Route::Ticket));
+                }
+            }
+        }
+    }
+
+    /// Publishes the marker of a packet just sent with `ticket`, or gives its room back when
+    /// the packet was not `sent`.
+    fn settle(&self, ticket: u64, sent: bool) {
+        if let Some(mut state) = self.state() {
+            match &mut *state {
+                RingState::Writing(writer) if sent => writer.mark(ticket),
+                RingState::Writing(writer) => writer.cancel(),
+                // The ring went away meanwhile (retired): the packet needs no marker.
+                _ => {}
+            }
+        }
+    }
+
+    /// The state, started over in a child made by `fork` (the parent's slot stays the
+    /// parent's); `None` in a child forked while another thread held it.
+    fn state(&self) -> Option<MutexGuard<'_, RingState>> {
+        let generation = fork::generation();
+        if self.born.load(Ordering::Acquire) == generation {
+            return Some(self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        }
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if self.born.load(Ordering::Acquire) != generation {
+            *state = RingState::Unknown;
+            self.born.store(generation, Ordering::Release);
+        }
+        Some(state)
+    }
+}
+
+/// Looks for the ring's control memfd, which the receiver left queued in this direction of the
+/// socket, and maps it. A channel without one (or with a broken one) has no ring.
+fn find_ring(socket: BorrowedFd<'_>) -> io::Result<RingState> {
+    let mut packet = [0u8; CONTROL_PACKET.len()];
+    match recv_packet(socket, &mut packet, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok(Some((len, mut fds))) if len == CONTROL_PACKET.len() && packet == CONTROL_PACKET && fds.len() == 1 => {
+            let fd = fds.pop().expect("one descriptor");
+            Ok(Control::open(fd.as_fd()).map_or(RingState::Absent, |control| RingState::Mapped(Arc::new(control))))
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(RingState::Absent),
+        // Out of descriptors for the copy (or a receiver that queued something else): this send
+        // fails, and a later one looks again.
+        Err(error) => Err(error),
+        _ => Ok(RingState::Absent),
+    }
+}
