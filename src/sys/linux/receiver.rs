@@ -24,6 +24,16 @@ use super::socket::{decode_message, recv_packet, send_packet, ReceiveBuffer};
 use super::sys::{retry_on_intr, wait_readable};
 use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
 
+/// Gives the channel whose receiving socket is `fd` a ring, before its other end has any sender:
+/// the control memfd is left queued for the senders, who find it on their first send. Without
+/// memory or descriptors for one, the channel simply has none.
+pub(super) fn offer_ring(fd: BorrowedFd<'_>) -> Option<RingReader> {
+    let (control_fd, control) = Control::create().ok()?;
+    let packet = [io::IoSlice::new(&CONTROL_PACKET)];
+    send_packet(fd, &packet, &[control_fd.as_fd()], rustix::net::SendFlags::DONTWAIT).ok()?;
+    Some(RingReader::new(Arc::new(control), control_fd, fork::generation()))
+}
+
 /// The receiving end of a channel.
 pub(crate) struct OsIpcReceiver {
     fd: OwnedFd,
@@ -55,18 +65,14 @@ impl OsIpcReceiver {
     }
 
     /// Adopts a connected socket whose other end has no sender yet as a receiver, and gives the
-    /// channel a ring: its control memfd is left queued for the senders. Without memory or
-    /// descriptors for one, the channel simply has none.
+    /// channel a ring (see [`offer_ring`]).
     pub(super) fn with_ring(fd: OwnedFd) -> Self {
-        let ring = Control::create().ok().and_then(|(control_fd, control)| {
-            let queued = send_packet(
-                fd.as_fd(),
-                &[io::IoSlice::new(&CONTROL_PACKET)],
-                &[control_fd.as_fd()],
-                rustix::net::SendFlags::DONTWAIT,
-            );
-            queued.ok().map(|()| RingReader::new(Arc::new(control), control_fd, fork::generation()))
-        });
+        let ring = offer_ring(fd.as_fd());
+        OsIpcReceiver::new(fd, ring)
+    }
+
+    /// Adopts a connected socket as a receiver with the ring [`offer_ring`] gave it.
+    pub(super) fn with_offered_ring(fd: OwnedFd, ring: Option<RingReader>) -> Self {
         OsIpcReceiver::new(fd, ring)
     }
 
@@ -161,6 +167,8 @@ impl OsIpcReceiver {
             _ => None,
         };
         let spin = self.recent_wait.spin_window(mode);
+        // This thread is awake: senders may use the ring (it announces again before it sleeps).
+        ring.wake();
         loop {
             if let Some(message) = self.next_from_ring(ring, buffer)? {
                 return Ok(message);

@@ -39,6 +39,8 @@ use tempfile::TempDir;
 use super::frame::{VERDICT_ADMITTED, VERDICT_REFUSED};
 use super::socket::channel;
 use super::sys::retry_on_intr;
+use super::receiver::offer_ring;
+use super::ring::RingReader;
 use super::{OsIpcReceiver, OsIpcSender};
 use crate::sys::PeerCredentials;
 use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, Wait};
@@ -211,14 +213,24 @@ pub(crate) fn serve(listener: OsListener, admit: Admit) -> io::Result<(OsIpcRece
     Ok((incoming, OsServerGuard { stop, name: Some(listener.name), acceptor: Some(acceptor), failure }))
 }
 
+/// An admitted connection waiting for its first message.
+struct Waiting {
+    connection: OwnedFd,
+    announcement: Vec<u8>,
+    /// Offered before the client could send anything, and marked asleep, so that the client's
+    /// first message comes on the socket, where the acceptor sees it.
+    ring: Option<RingReader>,
+}
+
 struct Acceptor {
     listener: OwnedFd,
     epoll: OwnedFd,
     _stop: OwnedFd,
     outlet: OsIpcSender,
     admit: Admit,
-    /// Admitted connections whose first message is not readable yet, with their announcement.
-    waiting: HashMap<u64, (OwnedFd, Vec<u8>)>,
+    /// Admitted connections whose first message is not readable yet, with their announcement
+    /// and their ring.
+    waiting: HashMap<u64, Waiting>,
     /// The ids of `waiting`, oldest first, with the moment each is closed if still silent (ids
     /// handed over meanwhile are skipped when they come up).
     arrivals: VecDeque<(u64, Instant)>,
@@ -309,13 +321,17 @@ impl Acceptor {
             let verdict = if announcement.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
             let _ = send(&connection, &verdict, SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
             if let Some(announcement) = announcement {
+                let ring = offer_ring(connection.as_fd());
+                if let Some(ring) = &ring {
+                    ring.sleep();
+                }
                 if self.waiting.len() >= self.room {
                     self.evict_oldest();
                 }
                 let id = *next_id;
                 *next_id += 1;
                 if epoll::add(&self.epoll, &connection, EventData::new_u64(id), EventFlags::IN).is_ok() {
-                    self.waiting.insert(id, (connection, announcement));
+                    self.waiting.insert(id, Waiting { connection, announcement, ring });
                     self.arrivals.push_back((id, Instant::now() + SILENT_DEADLINE));
                 }
             }
@@ -324,9 +340,9 @@ impl Acceptor {
 
     /// Hands a connection that became readable to the server; `false` when the server is gone.
     fn hand_over(&mut self, id: u64) -> bool {
-        let Some((connection, announcement)) = self.waiting.remove(&id) else { return true };
+        let Some(Waiting { connection, announcement, ring }) = self.waiting.remove(&id) else { return true };
         let _ = epoll::delete(&self.epoll, &connection);
-        let channels = vec![OsIpcChannel::Receiver(OsIpcReceiver::with_ring(connection))];
+        let channels = vec![OsIpcChannel::Receiver(OsIpcReceiver::with_offered_ring(connection, ring))];
         self.outlet.send(&announcement, channels, Vec::new(), Wait::Blocking).is_ok()
     }
 }
