@@ -12,14 +12,22 @@ fn main() {
         let c = Instant::now();
         fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL).unwrap();
         let d = Instant::now();
-        let p = unsafe { mmap(std::ptr::null_mut(), 2048 + 16 * 32768, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, &fd, 0).unwrap() };
+        let p = unsafe {
+            mmap(std::ptr::null_mut(), 2048 + 16 * 32768, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, &fd, 0)
+                .unwrap()
+        };
         unsafe { (*(p as *const std::sync::atomic::AtomicU64)).fetch_or(2, std::sync::atomic::Ordering::AcqRel) };
         let e = Instant::now();
         unsafe { munmap(p, 2048 + 16 * 32768).unwrap() };
         let f = Instant::now();
         drop(fd);
         let g = Instant::now();
-        t[0] += b - a; t[1] += c - b; t[2] += d - c; t[3] += e - d; t[4] += f - e; t[5] += g - f;
+        t[0] += b - a;
+        t[1] += c - b;
+        t[2] += d - c;
+        t[3] += e - d;
+        t[4] += f - e;
+        t[5] += g - f;
     }
     for (name, d) in ["memfd_create", "ftruncate", "seals", "mmap", "munmap", "close"].iter().zip(t) {
         eprintln!("{name}: {:?}", d / n);

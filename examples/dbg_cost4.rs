@@ -21,7 +21,10 @@ fn main() {
         let d = Instant::now();
         drop(x);
         let e = Instant::now();
-        t[0] += b - a; t[1] += c - b; t[2] += d - c; t[3] += e - d;
+        t[0] += b - a;
+        t[1] += c - b;
+        t[2] += d - c;
+        t[3] += e - d;
     }
     for (name, d) in ["socketpair", "sendmsg fd", "close sender-side", "close holder"].iter().zip(t) {
         eprintln!("{name}: {:?}", d / n);

@@ -37,10 +37,10 @@ use rustix::net::{
 use tempfile::TempDir;
 
 use super::frame::{VERDICT_ADMITTED, VERDICT_REFUSED};
-use super::socket::channel;
-use super::sys::retry_on_intr;
 use super::receiver::offer_ring;
 use super::ring::RingReader;
+use super::socket::channel;
+use super::sys::retry_on_intr;
 use super::{OsIpcReceiver, OsIpcSender};
 use crate::sys::PeerCredentials;
 use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, Wait};

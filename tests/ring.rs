@@ -1,0 +1,307 @@
+//! The shared-memory fast path (Linux) across real processes: one order across senders and
+//! paths, senders killed mid-send, a receiver duplicated by `fork`, a message whose sender dies
+//! right after publishing it, and what a channel costs in descriptors and memory.
+
+#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+
+mod util;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crossproc::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
+use crossproc::IpcError;
+use serde::{Deserialize, Serialize};
+use util::bytes::Bytes;
+use util::{assert_child_succeeds, child_role, server_name, spawn_child, with_watchdog};
+
+const ENTRY: &str = "child_entry";
+
+/// The tests here count descriptors and resident memory: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A message on an observed channel: who sent it, its number, and a body that takes one of the
+/// three paths (the ring, an inline packet, a packet with a channel and a marker).
+type Observed = (u8, u32, Body);
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Body {
+    Small(Bytes),
+    Large(Bytes),
+    WithChannel(IpcSender<u8>),
+}
+
+/// The body of message `index`: small, large and carrying a channel in turn (`phase` shifts
+/// the turn, so two senders pair every path with every other).
+fn body(index: u32, phase: u32) -> Body {
+    match (index + phase) % 3 {
+        0 => Body::Small(patterned(index, 64)),
+        1 => Body::Large(patterned(index, 20_000)),
+        _ => Body::WithChannel(ipc::channel().unwrap().0),
+    }
+}
+
+/// Bytes derived from `seq` throughout, so a torn message shows.
+fn patterned(seq: u32, len: usize) -> Bytes {
+    Bytes((0..len).map(|at| (seq as usize * 31 + at) as u8).collect())
+}
+
+/// What a parent sends a child to start it.
+#[derive(Serialize, Deserialize)]
+enum Setup {
+    /// Send `rounds` messages on the channel, each followed by a token to the other child.
+    First(IpcSender<Observed>, IpcSender<u32>, u32),
+    /// For each token, send a message on the channel.
+    Second(IpcSender<Observed>, IpcReceiver<u32>),
+    /// Send numbered messages of varied sizes until killed.
+    Flood(IpcSender<(u32, Bytes)>),
+    /// Send one small message, then die at once (SIGKILL).
+    SendAndDie(IpcSender<(u32, Bytes)>),
+    /// Send one small message on each channel, then report this process's descriptors.
+    SendOnEach(Vec<IpcSender<u8>>, IpcSender<(usize, usize)>),
+}
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    assert_eq!(role, "worker");
+    let (tx, rx) = ipc::channel::<Setup>().unwrap();
+    IpcSender::<IpcSender<Setup>>::connect(server_name()).unwrap().send(tx).unwrap();
+    match rx.recv().unwrap() {
+        Setup::First(observed, token, rounds) => {
+            for index in 0..rounds {
+                observed.send((1, index, body(index, 0))).unwrap();
+                token.send(index).unwrap();
+            }
+        }
+        Setup::Second(observed, tokens) => {
+            while let Ok(index) = tokens.recv() {
+                observed.send((2, index, body(index, 1))).unwrap();
+            }
+        }
+        Setup::Flood(observed) => {
+            for seq in 0.. {
+                let len = if seq % 7 == 3 { 20_000 } else { (seq as usize * 13) % 200 };
+                observed.send((seq, patterned(seq, len))).unwrap();
+            }
+        }
+        Setup::SendAndDie(observed) => {
+            observed.send((7, patterned(7, 64))).unwrap();
+            // SAFETY: kill and getpid have no preconditions.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        Setup::SendOnEach(senders, report) => {
+            let before = util::open_fds();
+            for sender in &senders {
+                sender.send(1).unwrap();
+            }
+            report.send((before, util::open_fds())).unwrap();
+        }
+    }
+}
+
+/// Starts a worker child and returns it with the sender of its setup.
+fn worker() -> (std::process::Child, IpcSender<Setup>) {
+    let (server, name) = IpcOneShotServer::<IpcSender<Setup>>::new().unwrap();
+    let child = spawn_child(ENTRY, "worker", &name);
+    let (_, setup) = server.accept().unwrap();
+    (child, setup)
+}
+
+/// Process A sends message `i` and then, through another channel, makes process B send its
+/// message `i` on a clone of the same sender: A's arrives first, whichever paths the two take.
+#[test]
+fn a_message_sent_after_another_through_any_channel_arrives_after_it() {
+    let _serial = serial();
+    const ROUNDS: u32 = 300;
+    with_watchdog(Duration::from_secs(120), || {
+        let (observed_tx, observed_rx) = ipc::channel::<Observed>().unwrap();
+        let (token_tx, token_rx) = ipc::channel::<u32>().unwrap();
+        let (a, setup_a) = worker();
+        let (b, setup_b) = worker();
+        setup_b.send(Setup::Second(observed_tx.clone(), token_rx)).unwrap();
+        setup_a.send(Setup::First(observed_tx, token_tx, ROUNDS)).unwrap();
+        let mut next = [0u32; 3];
+        let mut arrived_from_a = 0;
+        for _ in 0..2 * ROUNDS {
+            let (who, index, body) = observed_rx.recv().unwrap();
+            assert_eq!(index, next[who as usize], "sender {who}'s messages in order");
+            next[who as usize] += 1;
+            if who == 1 {
+                arrived_from_a = index + 1;
+            } else {
+                assert!(index < arrived_from_a, "B's message {index} overtook A's");
+            }
+            match body {
+                Body::Small(bytes) => assert!(bytes == patterned(index, 64)),
+                Body::Large(bytes) => assert!(bytes == patterned(index, 20_000)),
+                Body::WithChannel(_) => {}
+            }
+        }
+        assert!(matches!(observed_rx.recv(), Err(IpcError::Disconnected)));
+        assert_child_succeeds(a);
+        assert_child_succeeds(b);
+    });
+}
+
+/// A sender killed at any point of a tight send loop (ring messages and packets mixed) never
+/// delivers part of a message and never wedges the channel: every message before the kill
+/// arrives whole and in order, another sender's message still goes through, and the receiver
+/// sees `Disconnected` once every sender is gone.
+#[test]
+fn a_sender_killed_mid_send_leaves_whole_messages_and_a_working_channel() {
+    let _serial = serial();
+    with_watchdog(Duration::from_secs(240), || {
+        for round in 0..25u32 {
+            let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+            let (mut child, setup) = worker();
+            setup.send(Setup::Flood(tx.clone())).unwrap();
+            let before_kill = 1 + (round * 97) % 600;
+            let mut next = 0;
+            while next < before_kill {
+                let (seq, bytes) = rx.recv().unwrap();
+                assert_eq!(seq, next);
+                next += 1;
+                let _ = bytes;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            tx.send((u32::MAX, patterned(1, 64))).unwrap();
+            drop(tx);
+            loop {
+                match rx.recv() {
+                    Ok((u32::MAX, bytes)) => assert!(bytes == patterned(1, 64)),
+                    Ok((seq, bytes)) => {
+                        assert_eq!(seq, next, "round {round}: messages in order, none lost before the last");
+                        let len = if seq % 7 == 3 { 20_000 } else { (seq as usize * 13) % 200 };
+                        assert!(bytes == patterned(seq, len), "round {round}: message {seq} whole");
+                        next += 1;
+                    }
+                    Err(IpcError::Disconnected) => break,
+                    Err(error) => panic!("round {round}: {error}"),
+                }
+            }
+        }
+    });
+}
+
+/// A message published just before its sender dies reaches a receiver that sleeps, although
+/// no other sender ever sends again (one of them stays alive, so no hang-up wakes it either).
+#[test]
+fn a_message_whose_sender_dies_at_once_wakes_a_sleeping_receiver() {
+    let _serial = serial();
+    with_watchdog(Duration::from_secs(60), || {
+        for _ in 0..10 {
+            let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let receiving = std::thread::spawn(move || {
+                tid_tx.send(util::thread_id()).unwrap();
+                rx.recv().unwrap()
+            });
+            util::wait_until_asleep(tid_rx.recv().unwrap(), "the receive");
+            let (mut child, setup) = worker();
+            setup.send(Setup::SendAndDie(tx.clone())).unwrap();
+            let (seq, bytes) = receiving.join().unwrap();
+            assert_eq!(seq, 7);
+            assert!(bytes == patterned(7, 64));
+            child.wait().unwrap();
+            drop(tx);
+        }
+    });
+}
+
+/// A receiver copied by `fork` with messages waiting (in the ring and on the socket): no message
+/// reaches both processes, and between them they get every one.
+#[test]
+fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
+    let _serial = serial();
+    const COUNT: u32 = 300;
+    with_watchdog(Duration::from_secs(60), || {
+        // Every fifth message carries a channel, so it travels on the socket.
+        let (tx, rx) = ipc::channel::<(u32, Option<IpcSender<u8>>)>().unwrap();
+        for seq in 0..COUNT {
+            tx.send((seq, (seq % 5 == 0).then(|| ipc::channel().unwrap().0))).unwrap();
+        }
+        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let take_all = |rx: &IpcReceiver<(u32, Option<IpcSender<u8>>)>| {
+            let mut got = Vec::new();
+            while let Ok((seq, _)) = rx.try_recv_timeout(Duration::from_millis(300)) {
+                got.push(seq);
+            }
+            got
+        };
+        // The child runs only this closure's code and leaves with `_exit`.
+        // SAFETY: fork has no preconditions; the child keeps to the code below.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        let got = take_all(&rx);
+        if pid == 0 {
+            let ok = report_tx.send(got).is_ok();
+            // SAFETY: _exit has no preconditions.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let theirs = report_rx.recv().unwrap();
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let mine: HashSet<u32> = got.iter().copied().collect();
+        assert_eq!(mine.len(), got.len(), "no message twice in the parent");
+        for seq in &theirs {
+            assert!(!mine.contains(seq), "message {seq} reached both processes");
+        }
+        assert_eq!(mine.len() + theirs.len(), COUNT as usize, "every message reached one of them");
+        drop(tx);
+    });
+}
+
+/// A channel that carried small messages costs its sending process one descriptor (the socket)
+/// and its receiving process two (the socket and the ring's control memfd).
+#[test]
+fn the_ring_costs_one_descriptor_in_the_receiving_process_only() {
+    let _serial = serial();
+    const CHANNELS: usize = 100;
+    with_watchdog(Duration::from_secs(60), || {
+        let before = util::open_fds();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..CHANNELS).map(|_| ipc::channel::<u8>().unwrap()).unzip();
+        let (report_tx, report_rx) = ipc::channel().unwrap();
+        let (child, setup) = worker();
+        setup.send(Setup::SendOnEach(senders, report_tx)).unwrap();
+        for receiver in &receivers {
+            assert_eq!(receiver.recv().unwrap(), 1);
+        }
+        let (child_before, child_after) = report_rx.recv().unwrap();
+        assert_eq!(child_after, child_before, "sending through the ring opens no descriptor");
+        drop((report_rx, setup));
+        assert_child_succeeds(child);
+        assert_eq!(util::open_fds() - before, 2 * CHANNELS, "each receiver: its socket and its control memfd");
+    });
+}
+
+/// Channels that each carried one small message and are kept cost a few KiB of resident
+/// memory each (one page of the control memfd, and page tables).
+#[test]
+fn kept_channels_that_carried_one_message_are_cheap_in_memory() {
+    let _serial = serial();
+    const CHANNELS: usize = 1000;
+    let resident = || {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
+    };
+    let before = resident();
+    let kept: Vec<_> = (0..CHANNELS)
+        .map(|index| {
+            let (tx, rx) = ipc::channel::<u32>().unwrap();
+            tx.send(index as u32).unwrap();
+            assert_eq!(rx.recv().unwrap(), index as u32);
+            (tx, rx)
+        })
+        .collect();
+    let per_channel = (resident() - before) / CHANNELS;
+    eprintln!("resident memory per kept channel: {per_channel} bytes");
+    assert!(per_channel <= 8 * 1024, "{per_channel} bytes per channel");
+    drop(kept);
+}
