@@ -4,6 +4,7 @@
 use super::frame::{INLINE_MAX, MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET};
 use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
 use super::pool::MAX_RETAINED;
+use super::ring::{RING_BYTES, RING_MESSAGE_MAX, SLOTS};
 use super::server::{MAX_WAITING, SILENT_DEADLINE};
 use crate::sys::MESSAGES_PER_RECEIVER;
 
@@ -45,6 +46,12 @@ fn the_docs_state_the_linux_backends_numbers() {
         SECURITY,
         &format!("none over {} MiB, at most {} MiB per process", mib(MAX_RETAINED), mib(MAPPED_BUDGET)),
     );
+    says("README.md", README, &format!("a message of up to {} KiB that carries no channel", kib(RING_MESSAGE_MAX)));
+    says("README.md", README, &format!("messages of up to {} KiB without channels or regions", kib(RING_MESSAGE_MAX)));
+    says("README.md", README, &format!("ring holds up to {} KiB of messages", kib(RING_BYTES)));
+    says("README.md", README, &format!("{SLOTS} processes can write in one channel's ring at once"));
+    says("SECURITY.md", SECURITY, &format!("the {} KiB ring limit", kib(RING_MESSAGE_MAX)));
+    says("SECURITY.md", SECURITY, &format!("take all {SLOTS} writer slots"));
     let deadline = SILENT_DEADLINE.as_secs();
     says("SECURITY.md", SECURITY, &format!("for at most {deadline} s, and at most {MAX_WAITING} such clients"));
 }

@@ -25,7 +25,16 @@
 //! entry with the same ticket: the receiver delivers the packet at the marker's place, so a
 //! packet never overtakes earlier ring messages, nor they it, and one order holds for all
 //! senders. The packet itself wakes a sleeping receiver, so no message waits on a wake-up that
-//! was never sent.
+//! was never sent. A packet the receiver finds before its marker (the sender is between the two)
+//! is delivered then if the ring is still empty, and its ticket remembered so that the marker is
+//! skipped. Only the receiver clears `ASLEEP`, when it is awake again.
+//!
+//! Why the ring is made with the channel, not with its first message: a sender that had looked
+//! for the ring before it existed would send plain packets, and a message sent through the ring
+//! after one of them (by another process, told by the first) would overtake it. Every sender must
+//! therefore find the ring on its first send. The price is paid by every channel: a memfd made
+//! and queued at creation, and a mapping in each process that uses it (measured in
+//! `docs/benchmarks/small-messages.md`, "make a channel, pass its sender, use it").
 //!
 //! Descriptors: the control memfd is held by the receiver (one more descriptor, in the
 //! receiver's process only); a copy waits, queued in the *sender's* direction of the socket
