@@ -4,9 +4,9 @@
 //! offset            size   field
 //!      0               8   word: bit 0 ASLEEP, bit 1 CLOSED, bits 2..18 head (an entry
 //!                          reference, 0 = none), bits 18..64 publish count
-//!      8               8   cursor: the next entry to deliver (receiver's), 0 = none
-//!     16               8   ahead count (receiver's)
-//!     64         8 × 64    ahead tickets (receiver's)
+//!     64               8   cursor: the next entry to deliver (receiver's), 0 = none
+//!     72               8   ahead count (receiver's)
+//!    128         8 × 64    ahead tickets (receiver's)
 //!   1024   64 × SLOTS      slot headers: owner token, head, tail, ticket count (writer's)
 //!   2048  RING_BYTES × SLOTS  the slots' rings of entries
 //! ```
@@ -47,10 +47,12 @@ const AHEAD: usize = 64;
 /// Entry references fit in 16 bits.
 const UNITS_PER_RING: usize = RING_BYTES / ALIGN;
 
+// The word has a cache line of its own: every send and every take writes it, and the receiver's
+// cursor beside it would make each of those writes evict the other process's copy once more.
 const WORD: usize = 0;
-const CURSOR: usize = 8;
-const AHEAD_COUNT: usize = 16;
-const AHEAD_TICKETS: usize = 64;
+const CURSOR: usize = 64;
+const AHEAD_COUNT: usize = 72;
+const AHEAD_TICKETS: usize = 128;
 const SLOT_HEADERS: usize = 1024;
 const SLOT_HEADER_LEN: usize = 64;
 
