@@ -36,6 +36,8 @@ mod with_ipc_channel {
 }
 
 mod floor;
+#[path = "small_messages_table.rs"]
+mod small;
 
 /// A `key: N kB` line of a /proc file, in bytes (0 when absent).
 fn proc_kib(path: &str, key: &str) -> u64 {
@@ -244,6 +246,9 @@ fn select(c: &mut Criterion) {
 }
 
 fn main() {
+    if small::run_child() {
+        return;
+    }
     if let Ok(library) = std::env::var(CHILD_VAR) {
         let server = std::env::var(SERVER_VAR).unwrap_or_default();
         match library.as_str() {
@@ -273,4 +278,13 @@ fn main() {
     sizes(&mut criterion);
     select(&mut criterion);
     criterion.final_summary();
+    if std::env::args().any(|arg| arg == "--list") {
+        return;
+    }
+    // Issue 17's rows: wall and CPU time of both processes, with the floors (crossbeam between
+    // threads, and two processes on one shared cache line); `scripts/bench-report.py` puts the
+    // table into the report.
+    let table = small::table();
+    print!("{table}");
+    small::write_report(&table, "cargo bench --bench comparison");
 }

@@ -1,202 +1,20 @@
-//! Issue 17's small-message comparison: typed byte-string messages (as `serde_bytes::ByteBuf`
-//! encodes them), a fresh buffer per send, two real processes; crossproc and `ipc-channel` 0.21
-//! interleaved in one run, the median of 5; wall time and the CPU time of both processes (every
-//! thread's, from `/proc/<pid>/task/*/schedstat`). Beside them the floors: the same stream
-//! between two threads through crossbeam-channel, and two processes ping-ponging on one shared
-//! cache line (the physical limit of any shared-memory transport).
+//! Issue 17's small-message comparison (the scenarios, the floors and how they are measured are
+//! in `small_messages_table.rs`, which `comparison.rs` runs too).
 //!
 //! `cargo bench --bench small_messages` prints a Markdown table and writes it to
 //! `docs/benchmarks/small-messages.md`.
 
-use std::fmt::Write as _;
-use std::time::{Duration, Instant};
-
-const CHILD_VAR: &str = "CROSSPROC_SMALL_CHILD";
-const SERVER_VAR: &str = "CROSSPROC_SMALL_SERVER";
-const RUNS: usize = 5;
-
-#[path = "../tests/util/bytes.rs"]
-mod bytes;
-use bytes::Bytes;
-
-mod with_crossproc {
-    use crossproc as lib;
-    include!("small_messages_scenarios.rs");
-}
-
-mod with_ipc_channel {
-    use ipc_channel as lib;
-    include!("small_messages_scenarios.rs");
-}
-
-/// CPU time of every thread of process `pid` so far.
-fn cpu_time(pid: u32) -> Duration {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
-    let nanos: u64 = tasks
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
-}
-
-/// The median of `RUNS` runs of `run` (after one warm-up): wall time and CPU time of this
-/// process and `child` together.
-fn measure(child: u32, mut run: impl FnMut()) -> (Duration, Duration) {
-    run();
-    let mut samples: Vec<(Duration, Duration)> = (0..RUNS)
-        .map(|_| {
-            let cpu = cpu_time(std::process::id()) + cpu_time(child);
-            let start = Instant::now();
-            run();
-            let wall = start.elapsed();
-            (wall, cpu_time(std::process::id()) + cpu_time(child) - cpu)
-        })
-        .collect();
-    samples.sort();
-    samples[RUNS / 2]
-}
-
-/// Nanoseconds per operation.
-fn per(duration: Duration, count: u32) -> f64 {
-    duration.as_nanos() as f64 / f64::from(count)
-}
-
-/// The 64 B stream between two threads through crossbeam-channel (fresh buffer per send).
-fn crossbeam_floor(count: u32) -> (Duration, Duration) {
-    measure(std::process::id(), || {
-        let (tx, rx) = crossbeam_channel::bounded::<Bytes>(1024);
-        let receiver = std::thread::spawn(move || while rx.recv().is_ok() {});
-        for _ in 0..count {
-            tx.send(Bytes(vec![7; 64])).unwrap();
-        }
-        drop(tx);
-        receiver.join().unwrap();
-    })
-}
-
-/// Round trips between two processes spinning on one shared cache line (fork, a shared
-/// anonymous mapping, an atomic counter each side bumps when it sees the other's).
-fn shared_memory_floor(count: u32) -> Duration {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    // SAFETY: a fresh shared anonymous mapping of one page; checked below.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(page, libc::MAP_FAILED);
-    // SAFETY: the page is mapped, aligned and zeroed, and lives until munmap below.
-    let counter = unsafe { &*(page as *const AtomicU64) };
-    let rounds = u64::from(count);
-    // SAFETY: the child only spins on the shared counter and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        for round in 0..rounds {
-            while counter.load(Ordering::Acquire) != 2 * round + 1 {
-                std::hint::spin_loop();
-            }
-            counter.store(2 * round + 2, Ordering::Release);
-        }
-        // SAFETY: ends the forked child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    let start = Instant::now();
-    for round in 0..rounds {
-        counter.store(2 * round + 1, Ordering::Release);
-        while counter.load(Ordering::Acquire) != 2 * round + 2 {
-            std::hint::spin_loop();
-        }
-    }
-    let elapsed = start.elapsed();
-    // SAFETY: waits for the child forked above; the page is no longer used by either side.
-    unsafe {
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
-        libc::munmap(page, 4096);
-    }
-    elapsed
-}
-
-macro_rules! both {
-    ($table:ident, $name:expr, $count:expr, |$peer:ident| $body:expr) => {{
-        let crossproc = {
-            let $peer = with_crossproc::spawn_peer("crossproc");
-            let child = $peer.child.id();
-            measure(child, || $body)
-        };
-        let ipc_channel = {
-            use with_ipc_channel as with_crossproc;
-            let $peer = with_crossproc::spawn_peer("ipc-channel");
-            let child = $peer.child.id();
-            measure(child, || $body)
-        };
-        row(&mut $table, $name, $count, crossproc, ipc_channel);
-    }};
-}
-
-fn row(table: &mut String, name: &str, count: u32, crossproc: (Duration, Duration), ipc_channel: (Duration, Duration)) {
-    let _ = writeln!(
-        table,
-        "| {name} | {:.0} ns | {:.0} ns | **{:.2}** | {:.0} ns | {:.0} ns | **{:.2}** |",
-        per(crossproc.0, count),
-        per(ipc_channel.0, count),
-        crossproc.0.as_secs_f64() / ipc_channel.0.as_secs_f64(),
-        per(crossproc.1, count),
-        per(ipc_channel.1, count),
-        crossproc.1.as_secs_f64() / ipc_channel.1.as_secs_f64(),
-    );
-}
+#[path = "small_messages_table.rs"]
+mod small;
 
 fn main() {
-    if let Ok(library) = std::env::var(CHILD_VAR) {
-        let server = std::env::var(SERVER_VAR).unwrap();
-        match library.as_str() {
-            "crossproc" => with_crossproc::child_main(server),
-            _ => with_ipc_channel::child_main(server),
-        }
+    if small::run_child() {
         return;
     }
     if std::env::args().any(|arg| arg == "--list") {
         return; // `cargo bench` asks benches to list themselves; there is nothing to list
     }
-    const STREAM: u32 = 20_000;
-    let mut table = String::from(
-        "| scenario (per message) | crossproc wall | ipc-channel wall | ratio | crossproc CPU | ipc-channel CPU | ratio |\n\
-         |---|---|---|---|---|---|---|\n",
-    );
-    both!(table, "a child streams 64 B messages to its parent", STREAM, |peer| with_crossproc::stream_from_child(
-        &peer, STREAM, 64
-    ));
-    both!(table, "the parent streams 64 B messages to a child", STREAM, |peer| with_crossproc::stream_to_child(
-        &peer, STREAM, 64
-    ));
-    both!(table, "round trip of 64 B", 5_000, |peer| with_crossproc::round_trips(&peer, 5_000, 64));
-    both!(table, "round trip of 4 KiB", 2_000, |peer| with_crossproc::round_trips(&peer, 2_000, 4096));
-    both!(table, "round trip of 64 KiB", 500, |peer| with_crossproc::round_trips(&peer, 500, 64 << 10));
-    both!(table, "make a channel, pass its sender, use it", 2_000, |peer| with_crossproc::pass_senders(&peer, 2_000));
-    let (wall, cpu) = crossbeam_floor(STREAM);
-    let floor = shared_memory_floor(100_000);
-    let _ = write!(
-        table,
-        "\nFloors: the 64 B stream between two threads through crossbeam-channel: {:.0} ns wall, {:.0} ns CPU \
-         per message; a round trip between two processes spinning on one shared cache line: {:.0} ns.\n",
-        per(wall, STREAM),
-        per(cpu, STREAM),
-        per(floor, 100_000),
-    );
+    let table = small::table();
     print!("{table}");
-    let report = format!(
-        "# Small messages (issue 17)\n\nGenerated by `cargo bench --bench small_messages` on {} ({} CPUs): typed byte-string \
-         messages, a fresh buffer per send, two processes, median of {RUNS} runs, CPU time of both processes.\n\n{table}",
-        std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| info.lines().find_map(|line| line.strip_prefix("model name\t: ").map(str::to_owned)))
-            .unwrap_or_else(|| "an unknown CPU".into()),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    );
-    let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/benchmarks/small-messages.md"), report);
+    small::write_report(&table, "cargo bench --bench small_messages");
 }

@@ -201,6 +201,12 @@ def main():
                   f"receive into a new `Vec` must pay, {rate(copy)} ({copy / big:.0%})."]
         if reused:
             lines[-1] += f" Received into a reused vector (`recv_into`): {rate(reused)}, {warm / reused:.0%} of the warm memcpy."
+    small = os.path.join(OUT, "small-messages.md")
+    if os.path.exists(small):
+        # Written by the same `cargo bench --bench comparison` run (benches/small_messages_table.rs).
+        with open(small) as f:
+            body = f.read().split("\n", 1)[1].strip()
+        lines += ["", "## Small messages, with the CPU time of both processes and the shared-memory floor (issue 17)", "", body]
     lines += ["", "## Every measurement", "", "| group | function | size | median |", "|---|---|---|---|"]
     for (group, function, value), ns in sorted(results.items(), key=lambda kv: (kv[0][0], int(kv[0][2] or 0), kv[0][1])):
         lines.append(f"| {group} | {function} | {value or ''} | {fmt_time(ns)} |")
