@@ -25,13 +25,18 @@ use super::sys::{retry_on_intr, wait_readable};
 use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
 
 /// Gives the channel whose receiving socket is `fd` a ring, before its other end has any sender:
-/// the control memfd is left queued for the senders, who find it on their first send. Without
-/// memory or descriptors for one, the channel simply has none.
-pub(super) fn offer_ring(fd: BorrowedFd<'_>) -> Option<RingReader> {
+/// the control memfd is left queued for the senders, who find it on their first send. A ring
+/// offered `asleep` sends the first messages to the socket (where a server's acceptor sees
+/// them). Without memory or descriptors for one, the channel simply has none.
+pub(super) fn offer_ring(fd: BorrowedFd<'_>, asleep: bool) -> Option<RingReader> {
     let (control_fd, control) = Control::create().ok()?;
+    let ring = RingReader::new(Arc::new(control), control_fd, fork::generation());
+    if asleep {
+        ring.sleep();
+    }
     let packet = [io::IoSlice::new(&CONTROL_PACKET)];
-    send_packet(fd, &packet, &[control_fd.as_fd()], rustix::net::SendFlags::DONTWAIT).ok()?;
-    Some(RingReader::new(Arc::new(control), control_fd, fork::generation()))
+    send_packet(fd, &packet, &[ring.fd().as_fd()], rustix::net::SendFlags::DONTWAIT).ok()?;
+    Some(ring)
 }
 
 /// The receiving end of a channel.
@@ -67,7 +72,7 @@ impl OsIpcReceiver {
     /// Adopts a connected socket whose other end has no sender yet as a receiver, and gives the
     /// channel a ring (see [`offer_ring`]).
     pub(super) fn with_ring(fd: OwnedFd) -> Self {
-        let ring = offer_ring(fd.as_fd());
+        let ring = offer_ring(fd.as_fd(), false);
         OsIpcReceiver::new(fd, ring)
     }
 

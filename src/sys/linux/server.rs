@@ -49,8 +49,13 @@ use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, Wait};
 /// then closed: a client is expected to speak as soon as it has connected.
 pub(super) const SILENT_DEADLINE: Duration = Duration::from_secs(10);
 /// At most this many silent connections are held, and never more than a quarter of the
-/// process's descriptor limit ([`waiting_room`]); a new client beyond that evicts the oldest.
-pub(super) const MAX_WAITING: usize = 1024;
+/// process's descriptor limit in descriptors ([`waiting_room`]); a new client beyond that evicts
+/// the oldest.
+pub(super) const MAX_WAITING: usize = 512;
+/// Descriptors a silent connection holds: its socket and its ring's control memfd.
+pub(super) const DESCRIPTORS_PER_WAITING: usize = 2;
+/// Connections accepted before the acceptor looks at the ones waiting again.
+const ACCEPTS_PER_TURN: usize = 64;
 const LISTENER: u64 = 0;
 const STOP: u64 = 1;
 const OUTLET: u64 = 2;
@@ -123,13 +128,14 @@ fn is_stale_socket(path: &Path) -> io::Result<bool> {
     Ok(matches!(connect(&probe, &SocketAddrUnix::new(path)?), Err(Errno::CONNREFUSED)))
 }
 
-/// How many silent connections a server holds: [`MAX_WAITING`], or a quarter of the process's
-/// soft descriptor limit if that is less (at least 16), so that a flood of connections that
-/// never speak cannot take the descriptors every other channel of the process needs.
+/// How many silent connections a server holds: [`MAX_WAITING`], or as many as a quarter of the
+/// process's soft descriptor limit holds if that is less (at least 16), so that a flood of
+/// connections that never speak cannot take the descriptors every other channel of the process
+/// needs.
 fn waiting_room() -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let quarter = limit.map_or(usize::MAX, |limit| usize::try_from(limit / 4).unwrap_or(usize::MAX));
-    quarter.clamp(16, MAX_WAITING)
+    (quarter / DESCRIPTORS_PER_WAITING).clamp(16, MAX_WAITING)
 }
 
 /// Stops a server's acceptor thread and removes its name when dropped.
@@ -290,9 +296,11 @@ impl Acceptor {
         }
     }
 
-    /// Accepts every queued connection and answers each with a verdict.
+    /// Accepts queued connections, [`ACCEPTS_PER_TURN`] at most, and answers each with a verdict.
+    /// (Clients that keep connecting must not keep the acceptor from handing over the ones that
+    /// have spoken meanwhile: the listener, level-triggered, is reported again.)
     fn accept_all(&mut self, next_id: &mut u64) -> io::Result<()> {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let connection = match accept_with(&self.listener, SocketFlags::CLOEXEC) {
                 Ok(connection) => connection,
                 Err(Errno::AGAIN) => return Ok(()),
@@ -321,10 +329,7 @@ impl Acceptor {
             let verdict = if announcement.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
             let _ = send(&connection, &verdict, SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
             if let Some(announcement) = announcement {
-                let ring = offer_ring(connection.as_fd());
-                if let Some(ring) = &ring {
-                    ring.sleep();
-                }
+                let ring = offer_ring(connection.as_fd(), true);
                 if self.waiting.len() >= self.room {
                     self.evict_oldest();
                 }
@@ -336,6 +341,7 @@ impl Acceptor {
                 }
             }
         }
+        Ok(())
     }
 
     /// Hands a connection that became readable to the server; `false` when the server is gone.
