@@ -305,3 +305,26 @@ fn kept_channels_that_carried_one_message_are_cheap_in_memory() {
     assert!(per_channel <= 8 * 1024, "{per_channel} bytes per channel");
     drop(kept);
 }
+
+/// With rings turned off, a new channel is a socket pair alone, as before the ring: one
+/// descriptor in the receiving process, and messages of every size still arrive in order.
+#[test]
+fn channels_made_with_the_ring_turned_off_have_none() {
+    let _serial = serial();
+    let before_setting = ipc::set_shared_memory_ring(false);
+    let before = util::open_fds();
+    let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+    assert_eq!(util::open_fds() - before, 2, "the socket pair alone");
+    ipc::set_shared_memory_ring(before_setting);
+    // A few at a time: without a ring, the socket's buffer alone holds what is in flight.
+    for round in 0..20 {
+        for seq in round * 5..round * 5 + 5 {
+            tx.send((seq, patterned(seq, if seq % 3 == 0 { 20_000 } else { 64 }))).unwrap();
+        }
+        for seq in round * 5..round * 5 + 5 {
+            let (got, bytes) = rx.recv().unwrap();
+            assert_eq!(got, seq);
+            assert!(bytes == patterned(seq, if seq % 3 == 0 { 20_000 } else { 64 }));
+        }
+    }
+}

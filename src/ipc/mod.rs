@@ -11,6 +11,7 @@
 //! | [`IpcOneShotServer`] | a named rendezvous for a process that has no channel yet |
 //! | [`IpcServer`], [`AccessPolicy`], [`PeerCredentials`], [`IpcClient`] | a named server for many clients |
 //! | [`set_receive_spin`], [`receive_spin`] | how long a waiting receive polls before it sleeps |
+//! | [`set_shared_memory_ring`], [`shared_memory_ring`] | whether new channels carry small messages through shared memory (Linux) |
 //! | [`IpcCommandExt`], [`inherited_receiver`], [`inherited_sender`] | a child process started with a connected channel |
 //!
 //! Every sender, receiver and shared-memory region is itself serializable: put it anywhere in a
@@ -31,6 +32,7 @@ mod typed;
 pub use crate::asynch::IpcStream;
 pub use crate::sys::credentials::PeerCredentials;
 pub use crate::sys::limits::{LimitExceeded, ReceiveLimits};
+pub use crate::sys::ring_switch::{set_shared_memory_ring, shared_memory_ring};
 pub use crate::sys::spin::{receive_spin, set_receive_spin};
 pub use bytes::{bytes_channel, IpcBytesReceiver, IpcBytesSender};
 pub(crate) use endpoint::{ReceiverEnd, SenderEnd};

@@ -131,6 +131,7 @@ pub(crate) use backend::{decode_packet, read_arbitrary_ring};
 
 pub(crate) mod credentials;
 pub(crate) mod limits;
+pub(crate) mod ring_switch;
 pub(crate) mod spin;
 
 pub(crate) use credentials::PeerCredentials;

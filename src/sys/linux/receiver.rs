@@ -27,8 +27,12 @@ use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError,
 /// Gives the channel whose receiving socket is `fd` a ring, before its other end has any sender:
 /// the control memfd is left queued for the senders, who find it on their first send. A ring
 /// offered `asleep` sends the first messages to the socket (where a server's acceptor sees
-/// them). Without memory or descriptors for one, the channel simply has none.
+/// them). Without memory or descriptors for one, or when the program turned rings off
+/// (`ipc::set_shared_memory_ring`), the channel simply has none.
 pub(super) fn offer_ring(fd: BorrowedFd<'_>, asleep: bool) -> Option<RingReader> {
+    if !crate::sys::ring_switch::shared_memory_ring() {
+        return None;
+    }
     let (control_fd, control) = Control::create().ok()?;
     let ring = RingReader::new(Arc::new(control), control_fd, fork::generation());
     if asleep {
