@@ -92,9 +92,11 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     fcntl_setfd(fd.as_fd(), FdFlags::CLOEXEC)?;
     // The control memfd named beside it, if open (the receiver checks it is one when it maps it).
-    // SAFETY: as for the socket, probing a number with `fcntl` touches no owner's state.
-    let control = control_raw
-        .filter(|&control| control != raw && fcntl_getfd(unsafe { BorrowedFd::borrow_raw(control) }).is_ok());
+    let is_open = |number: RawFd| {
+        // SAFETY: as for the socket, probing a number with `fcntl` touches no owner's state.
+        fcntl_getfd(unsafe { BorrowedFd::borrow_raw(number) }).is_ok()
+    };
+    let control = control_raw.filter(|&control| control != raw && is_open(control));
     // SAFETY: open (checked just above), and named to this process alone by its parent.
     let control = control.map(|control| unsafe { OwnedFd::from_raw_fd(control) });
     if let Some(control) = &control {

@@ -138,11 +138,11 @@ impl Control {
     }
 
     fn map(fd: BorrowedFd<'_>) -> io::Result<Control> {
+        let protection = ProtFlags::READ | ProtFlags::WRITE;
         // A fresh shared mapping (null hint, no MAP_FIXED) of a memfd sealed against shrinking at
         // `MAP_LEN` bytes or more: no existing memory is touched, and no access can fault.
         // SAFETY: a new mapping, within a file that cannot shrink under it.
-        let ptr =
-            unsafe { mmap(ptr::null_mut(), MAP_LEN, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)? };
+        let ptr = unsafe { mmap(ptr::null_mut(), MAP_LEN, protection, MapFlags::SHARED, fd, 0)? };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Control { ptr })
     }

@@ -149,3 +149,20 @@ fn arbitrary_ring_contents_never_panic() {
         let _ = read_arbitrary_ring(&bytes);
     }
 }
+
+/// A writer that claims a slot whose counters a peer broke starts over instead of trusting them.
+#[test]
+fn a_slot_with_broken_counters_starts_over() {
+    for (head, tail) in [(64, 16), (16, 0), (1 << 40, 0), (32, 64)] {
+        let (fd, control) = Control::create().unwrap();
+        control.slot_word(0, 1).store(head, Ordering::Relaxed);
+        control.slot_word(0, 2).store(tail, Ordering::Relaxed);
+        let control = Arc::new(control);
+        let mut writer = RingWriter::claim(control.clone(), 0).unwrap();
+        let reader = RingReader::new(control, fd, 0);
+        for round in 0..2_000u32 {
+            assert_eq!(writer.send(&round.to_le_bytes()), Outcome::Sent, "({head}, {tail}) round {round}");
+            assert_eq!(next(&reader), Front::Data(round.to_le_bytes().to_vec()));
+        }
+    }
+}

@@ -51,7 +51,8 @@ impl RingWriter {
                 // may still wait for the receiver. Values a peer broke start over.
                 let head = control.slot_word(slot, 1).load(Ordering::Acquire);
                 let tail = control.slot_word(slot, 2).load(Ordering::Acquire);
-                let sane = tail <= head && head - tail <= RING_BYTES as u64 && head % ALIGN as u64 == 0;
+                let aligned = |at: u64| at % ALIGN as u64 == 0;
+                let sane = tail <= head && head - tail <= RING_BYTES as u64 && aligned(head) && aligned(tail);
                 let (head, tail) = if sane { (head, tail) } else { (0, 0) };
                 return Some(RingWriter { control, slot, token, head, tail, promised: 0, born });
             }
