@@ -206,12 +206,8 @@ impl OsIpcReceiver {
             if !ring.sleep() {
                 continue;
             }
-            let left = match mode {
-                Wait::Timeout(_) => {
-                    deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()))
-                }
-                _ => Duration::MAX,
-            };
+            // No deadline: a blocking receive, or a timeout too long to matter.
+            let left = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
             let readable = wait_readable(&self.fd, left);
             ring.wake();
             if !readable? {

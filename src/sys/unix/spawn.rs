@@ -71,12 +71,14 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
     if raw < 0 || TAKEN.swap(true, Ordering::SeqCst) {
         return Err(not_found());
     }
+    // `fcntl(F_GETFD)` on an arbitrary number fails with EBADF when it is not open.
+    let is_open = |number: RawFd| {
+        // SAFETY: a number borrowed only to probe it with `fcntl` touches no owner's state.
+        fcntl_getfd(unsafe { BorrowedFd::borrow_raw(number) }).is_ok()
+    };
     // Check the descriptor before owning it: open, a SOCK_SEQPACKET socket, the same inode.
     let matches = {
-        // `fcntl(F_GETFD)` on an arbitrary number fails with EBADF when it is not open.
-        // SAFETY: a number borrowed only to probe it with `fcntl` touches no owner's state.
-        let probe = fcntl_getfd(unsafe { BorrowedFd::borrow_raw(raw) });
-        probe.is_ok() && {
+        is_open(raw) && {
             // SAFETY: `raw` is open (checked just above) and we only read its metadata.
             let fd = unsafe { BorrowedFd::borrow_raw(raw) };
             socket_type(fd) == Ok(SocketType::SEQPACKET) && rustix::fs::fstat(fd).is_ok_and(|stat| stat.st_ino == inode)
@@ -92,10 +94,6 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     fcntl_setfd(fd.as_fd(), FdFlags::CLOEXEC)?;
     // The control memfd named beside it, if open (the receiver checks it is one when it maps it).
-    let is_open = |number: RawFd| {
-        // SAFETY: as for the socket, probing a number with `fcntl` touches no owner's state.
-        fcntl_getfd(unsafe { BorrowedFd::borrow_raw(number) }).is_ok()
-    };
     let control = control_raw.filter(|&control| control != raw && is_open(control));
     // SAFETY: open (checked just above), and named to this process alone by its parent.
     let control = control.map(|control| unsafe { OwnedFd::from_raw_fd(control) });

@@ -102,15 +102,13 @@ impl RingReader {
                     if len > RING_MESSAGE_MAX {
                         return Err(invalid_data("ring entry longer than a ring message"));
                     }
-                    let next = field(Field::Fwd);
                     let mut data = std::mem::take(reuse);
                     data.clear();
                     if data.capacity() < len {
                         data = crate::sys::message_buffer(len)?;
                     }
                     self.control.read_payload(slot, offset, len, &mut data)?;
-                    self.control.cursor().store(u64::from(next), Ordering::Release);
-                    self.control.field(slot, offset, Field::State).store(CONSUMED, Ordering::Release);
+                    self.consume(slot, offset);
                     return Ok(Front::Data(data));
                 }
                 MARKER => return Ok(Front::Marker(self.control.ticket(slot, offset).load(Ordering::Acquire))),
@@ -121,12 +119,17 @@ impl RingReader {
 
     /// Passes the marker in front (its packet was delivered).
     pub fn pass(&self) -> io::Result<()> {
-        let cursor = self.control.cursor().load(Ordering::Acquire);
-        let (slot, offset) = locate(cursor)?;
+        let (slot, offset) = locate(self.control.cursor().load(Ordering::Acquire))?;
+        self.consume(slot, offset);
+        Ok(())
+    }
+
+    /// Moves the cursor past the entry in front (at `offset` of slot `slot`) and gives the entry
+    /// back to its writer: its `fwd` is read first, since the writer may reuse it at once.
+    fn consume(&self, slot: usize, offset: usize) {
         let next = self.control.field(slot, offset, Field::Fwd).load(Ordering::Acquire);
         self.control.cursor().store(u64::from(next), Ordering::Release);
         self.control.field(slot, offset, Field::State).store(CONSUMED, Ordering::Release);
-        Ok(())
     }
 
     /// Takes the whole published chain and links it oldest first from the cursor. `false` when
