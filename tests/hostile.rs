@@ -27,8 +27,8 @@ use util::{assert_child_succeeds, child_command, child_role, open_fds};
 /// this lock, so they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// "CXP2": the magic number and protocol version 2.
-const MAGIC: u32 = 0x3250_5843;
+/// "CXP3": the magic number and protocol version 3.
+const MAGIC: u32 = 0x3350_5843;
 /// Bit 0 once meant a sealed payload memfd; it is reserved now.
 const RESERVED_FLAG: u32 = 1;
 const HANDLES_ON_SIDE_SOCKET: u32 = 2;
@@ -361,20 +361,21 @@ fn unallocatable_payload_child() {
     assert_eq!(receiver.recv().unwrap(), "after");
 }
 
-/// A packet from a crossproc build that speaks another wire-protocol version (here 1, before the
-/// ring) is refused with an error that names both versions, and the channel goes on.
+/// A packet from a crossproc build that speaks another wire-protocol version (here 2, whose
+/// channels made their ring at once) is refused with an error that names both versions, and the
+/// channel goes on.
 #[test]
 fn a_packet_in_another_protocol_version_is_a_clear_error() {
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let (socket, receiver) = hostile_client();
     let mut packet = valid_packet(&"from the past".to_string());
-    packet[3] = b'1';
+    packet[3] = b'2';
     send_raw(&socket, &packet, &[]);
     match receiver.recv() {
         Err(IpcError::Io(error)) => {
             assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
             let text = error.to_string();
-            assert!(text.contains("version 2") && text.contains("version 1"), "{text}");
+            assert!(text.contains("version 3") && text.contains("version 2"), "{text}");
         }
         other => panic!("expected a version error, got {other:?}"),
     }
@@ -395,11 +396,11 @@ fn a_server_in_another_protocol_version_fails_connect_clearly() {
     listen(&listener, 1).unwrap();
     let server = std::thread::spawn(move || {
         let connection = accept(&listener).unwrap();
-        rustix::net::send(&connection, b"CXP1-OK\0", rustix::net::SendFlags::NOSIGNAL).unwrap();
+        rustix::net::send(&connection, b"CXP2-OK\0", rustix::net::SendFlags::NOSIGNAL).unwrap();
         connection // kept open until the client has read the verdict
     });
     let error = IpcSender::<u8>::connect(path.to_str().unwrap().to_owned()).unwrap_err();
     let text = error.to_string();
-    assert!(text.contains("version 2") && text.contains("version 1"), "{text}");
+    assert!(text.contains("version 3") && text.contains("version 2"), "{text}");
     drop(server.join().unwrap());
 }

@@ -61,8 +61,10 @@ enum Setup {
     Flood(IpcSender<(u32, Bytes)>),
     /// Send one small message, then die at once (SIGKILL).
     SendAndDie(IpcSender<(u32, Bytes)>),
-    /// Send one small message on each channel, then report this process's descriptors.
-    SendOnEach(Vec<IpcSender<u8>>, IpcSender<(usize, usize)>),
+    /// For each `n` from `go`, send `n` numbered messages, then pass `n` on to `then`.
+    Relay(IpcSender<u32>, IpcReceiver<usize>, IpcSender<usize>),
+    /// Send `n` small messages on each channel, then report this process's descriptors.
+    SendOnEach(Vec<IpcSender<u8>>, usize, IpcSender<(usize, usize)>),
 }
 
 #[test]
@@ -94,14 +96,39 @@ fn child_entry() {
             // SAFETY: kill and getpid have no preconditions.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
-        Setup::SendOnEach(senders, report) => {
+        Setup::Relay(observed, go, then) => {
+            let mut seq = 0;
+            while let Ok(n) = go.recv() {
+                for _ in 0..n {
+                    observed.send(seq).unwrap();
+                    seq += 1;
+                }
+                then.send(n).unwrap();
+            }
+        }
+        Setup::SendOnEach(senders, n, report) => {
             let before = util::open_fds();
             for sender in &senders {
-                sender.send(1).unwrap();
+                for _ in 0..n {
+                    sender.send(1).unwrap();
+                }
             }
             report.send((before, util::open_fds())).unwrap();
         }
     }
+}
+
+/// Messages a channel carries before it surely has a ring (its receiver makes one after 16).
+const WARM_UP: usize = 20;
+
+/// Makes the channel carry traffic until it has a ring that its senders use: `WARM_UP`
+/// messages, and a look at the empty socket (after which the receiver lets senders use it).
+fn give_a_ring<T: Serialize + for<'de> Deserialize<'de>>(tx: &IpcSender<T>, rx: &IpcReceiver<T>, message: fn() -> T) {
+    for _ in 0..WARM_UP {
+        tx.send(message()).unwrap();
+        rx.recv().unwrap();
+    }
+    assert!(matches!(rx.try_recv(), Err(crossproc::TryRecvError::Empty)));
 }
 
 /// Starts a worker child and returns it with the sender of its setup.
@@ -113,38 +140,73 @@ fn worker() -> (std::process::Child, IpcSender<Setup>) {
 }
 
 /// Process A sends message `i` and then, through another channel, makes process B send its
-/// message `i` on a clone of the same sender: A's arrives first, whichever paths the two take.
+/// message `i` on a clone of the same sender: A's arrives first, whichever paths the two take,
+/// also while the channel gets its ring (each of several new channels goes through that).
 #[test]
 fn a_message_sent_after_another_through_any_channel_arrives_after_it() {
     let _serial = serial();
-    const ROUNDS: u32 = 300;
+    const CHANNELS: u32 = 6;
+    const ROUNDS: u32 = 60;
     with_watchdog(Duration::from_secs(120), || {
-        let (observed_tx, observed_rx) = ipc::channel::<Observed>().unwrap();
-        let (token_tx, token_rx) = ipc::channel::<u32>().unwrap();
-        let (a, setup_a) = worker();
-        let (b, setup_b) = worker();
-        setup_b.send(Setup::Second(observed_tx.clone(), token_rx)).unwrap();
-        setup_a.send(Setup::First(observed_tx, token_tx, ROUNDS)).unwrap();
-        let mut next = [0u32; 3];
-        let mut arrived_from_a = 0;
-        for _ in 0..2 * ROUNDS {
-            let (who, index, body) = observed_rx.recv().unwrap();
-            assert_eq!(index, next[who as usize], "sender {who}'s messages in order");
-            next[who as usize] += 1;
-            if who == 1 {
-                arrived_from_a = index + 1;
-            } else {
-                assert!(index < arrived_from_a, "B's message {index} overtook A's");
+        for channel in 0..CHANNELS {
+            let (observed_tx, observed_rx) = ipc::channel::<Observed>().unwrap();
+            let (token_tx, token_rx) = ipc::channel::<u32>().unwrap();
+            let (a, setup_a) = worker();
+            let (b, setup_b) = worker();
+            setup_b.send(Setup::Second(observed_tx.clone(), token_rx)).unwrap();
+            setup_a.send(Setup::First(observed_tx, token_tx, ROUNDS)).unwrap();
+            let mut next = [0u32; 3];
+            let mut arrived_from_a = 0;
+            for _ in 0..2 * ROUNDS {
+                let (who, index, body) = observed_rx.recv().unwrap();
+                assert_eq!(index, next[who as usize], "channel {channel}: sender {who}'s messages in order");
+                next[who as usize] += 1;
+                if who == 1 {
+                    arrived_from_a = index + 1;
+                } else {
+                    assert!(index < arrived_from_a, "channel {channel}: B's message {index} overtook A's");
+                }
+                match body {
+                    Body::Small(bytes) => assert!(bytes == patterned(index, 64)),
+                    Body::Large(bytes) => assert!(bytes == patterned(index, 20_000)),
+                    Body::WithChannel(_) => {}
+                }
             }
-            match body {
-                Body::Small(bytes) => assert!(bytes == patterned(index, 64)),
-                Body::Large(bytes) => assert!(bytes == patterned(index, 20_000)),
-                Body::WithChannel(_) => {}
-            }
+            assert!(matches!(observed_rx.recv(), Err(IpcError::Disconnected)));
+            assert_child_succeeds(a);
+            assert_child_succeeds(b);
         }
-        assert!(matches!(observed_rx.recv(), Err(IpcError::Disconnected)));
-        assert_child_succeeds(a);
-        assert_child_succeeds(b);
+    });
+}
+
+/// The moment a channel gets its ring: process A, which knew of no ring, sends a plain packet
+/// and finds the ring only afterwards; told of it, this process sends a message that goes
+/// into the ring. A's must still arrive first (the place holder A sends keeps its place).
+#[test]
+fn a_plain_packet_sent_just_before_its_sender_found_the_ring_is_not_overtaken() {
+    let _serial = serial();
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (go_tx, go_rx) = ipc::channel().unwrap();
+        let (then_tx, then_rx) = ipc::channel().unwrap();
+        let (child, setup) = worker();
+        setup.send(Setup::Relay(tx.clone(), go_rx, then_tx)).unwrap();
+        // A sends enough for a ring before the receiver reads any: it has not seen the ring.
+        go_tx.send(WARM_UP).unwrap();
+        assert_eq!(then_rx.recv().unwrap(), WARM_UP);
+        for seq in 0..WARM_UP as u32 {
+            assert_eq!(rx.recv().unwrap(), seq);
+        }
+        // The socket is empty: the receiver lets senders use its new ring.
+        assert!(matches!(rx.try_recv(), Err(crossproc::TryRecvError::Empty)));
+        go_tx.send(1).unwrap();
+        assert_eq!(then_rx.recv().unwrap(), 1);
+        // This process's first send finds the ring and goes into it.
+        tx.send(u32::MAX).unwrap();
+        assert_eq!(rx.recv().unwrap(), WARM_UP as u32, "A's message first");
+        assert_eq!(rx.recv().unwrap(), u32::MAX);
+        drop((go_tx, setup));
+        assert_child_succeeds(child);
     });
 }
 
@@ -197,6 +259,7 @@ fn a_message_whose_sender_dies_at_once_wakes_a_sleeping_receiver() {
     with_watchdog(Duration::from_secs(60), || {
         for _ in 0..10 {
             let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+            give_a_ring(&tx, &rx, || (0, patterned(0, 64)));
             let (tid_tx, tid_rx) = std::sync::mpsc::channel();
             let receiving = std::thread::spawn(move || {
                 tid_tx.send(util::thread_id()).unwrap();
@@ -223,6 +286,7 @@ fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
     with_watchdog(Duration::from_secs(60), || {
         // Every fifth message carries a channel, so it travels on the socket.
         let (tx, rx) = ipc::channel::<(u32, Option<IpcSender<u8>>)>().unwrap();
+        give_a_ring(&tx, &rx, || (u32::MAX, None));
         for seq in 0..COUNT {
             tx.send((seq, (seq % 5 == 0).then(|| ipc::channel().unwrap().0))).unwrap();
         }
@@ -258,8 +322,9 @@ fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
     });
 }
 
-/// A channel that carried small messages costs its sending process one descriptor (the socket)
-/// and its receiving process two (the socket and the ring's control memfd).
+/// A channel that carried one message is its socket pair alone: one descriptor in each
+/// process. One that carried traffic costs its sending process still one (the socket) and its
+/// receiving process two (the socket and the ring's control memfd).
 #[test]
 fn the_ring_costs_one_descriptor_in_the_receiving_process_only() {
     let _serial = serial();
@@ -267,17 +332,23 @@ fn the_ring_costs_one_descriptor_in_the_receiving_process_only() {
     with_watchdog(Duration::from_secs(60), || {
         let before = util::open_fds();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..CHANNELS).map(|_| ipc::channel::<u8>().unwrap()).unzip();
-        let (report_tx, report_rx) = ipc::channel().unwrap();
-        let (child, setup) = worker();
-        setup.send(Setup::SendOnEach(senders, report_tx)).unwrap();
-        for receiver in &receivers {
-            assert_eq!(receiver.recv().unwrap(), 1);
+        for (n, descriptors_each) in [(1, 1), (WARM_UP, 2)] {
+            let (child, setup) = worker();
+            let (report_tx, report_rx) = ipc::channel().unwrap();
+            setup.send(Setup::SendOnEach(senders.clone(), n, report_tx)).unwrap();
+            for receiver in &receivers {
+                for _ in 0..n {
+                    assert_eq!(receiver.recv().unwrap(), 1);
+                }
+            }
+            let (child_before, child_after) = report_rx.recv().unwrap();
+            assert_eq!(child_after, child_before, "sending (through the ring or not) keeps no descriptor");
+            drop((report_rx, setup));
+            assert_child_succeeds(child);
+            // The channels' senders, and each receiver's.
+            let held = util::open_fds() - before;
+            assert_eq!(held, (1 + descriptors_each) * CHANNELS, "after {n} messages");
         }
-        let (child_before, child_after) = report_rx.recv().unwrap();
-        assert_eq!(child_after, child_before, "sending through the ring opens no descriptor");
-        drop((report_rx, setup));
-        assert_child_succeeds(child);
-        assert_eq!(util::open_fds() - before, 2 * CHANNELS, "each receiver: its socket and its control memfd");
     });
 }
 
@@ -306,16 +377,15 @@ fn kept_channels_that_carried_one_message_are_cheap_in_memory() {
     drop(kept);
 }
 
-/// With rings turned off, a new channel is a socket pair alone, as before the ring: one
-/// descriptor in the receiving process, and messages of every size still arrive in order.
+/// With rings turned off, a channel is a socket pair alone however much it carries, as before
+/// the ring: one descriptor in the receiving process, and messages of every size still arrive
+/// in order.
 #[test]
 fn channels_made_with_the_ring_turned_off_have_none() {
     let _serial = serial();
     let before_setting = ipc::set_shared_memory_ring(false);
     let before = util::open_fds();
     let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
-    assert_eq!(util::open_fds() - before, 2, "the socket pair alone");
-    ipc::set_shared_memory_ring(before_setting);
     // A few at a time: without a ring, the socket's buffer alone holds what is in flight.
     for round in 0..20 {
         for seq in round * 5..round * 5 + 5 {
@@ -327,4 +397,7 @@ fn channels_made_with_the_ring_turned_off_have_none() {
             assert!(bytes == patterned(seq, if seq % 3 == 0 { 20_000 } else { 64 }));
         }
     }
+    let held = util::open_fds() - before;
+    ipc::set_shared_memory_ring(before_setting);
+    assert_eq!(held, 2, "the socket pair alone");
 }

@@ -84,9 +84,9 @@ fn silent_connections_lock_out_nobody() {
             .spawn()
             .unwrap();
         util::wait_for_line(&mut flood, FLOODED);
-        // At most the waiting room (512 clients of 2 descriptors, SECURITY.md) for 6,000 silent
-        // connections; the margin is for the other tests of this file, which run meanwhile in
-        // this process.
+        // At most the waiting room (1,024 clients of one descriptor, SECURITY.md) for 6,000
+        // silent connections; the margin is for the other tests of this file, which run
+        // meanwhile in this process.
         let held = util::open_fds().saturating_sub(before);
         assert!(held <= 1024 + 512, "the server holds {held} descriptors for silent connections");
         for round in 0..3 {

@@ -1,19 +1,19 @@
-//! Whether new channels get a shared-memory ring (Linux).
+//! Whether channels get a shared-memory ring (Linux).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
-/// Sets whether channels made from now on by this process (`channel`, `bytes_channel`, and the
-/// connections its servers accept) carry small messages through a shared-memory ring, and
-/// returns the previous setting. On by default.
+/// Sets whether receivers in this process give their channels a shared-memory ring for small
+/// messages, and returns the previous setting. On by default.
 ///
-/// The ring makes small messages cost no system call while the receiver is awake, but each
-/// channel then costs a memfd, made with the channel and mapped by every process that uses it
-/// (tens of microseconds, and one more descriptor in the receiving process). A program that
-/// makes many channels each used for a handful of messages may be faster without it. Channels
-/// that exist keep what they have; a channel's senders follow its receiver's choice. Linux only;
-/// elsewhere it changes nothing.
+/// A channel starts as a socket pair; once its receiver has taken 16 messages from the socket,
+/// it makes the ring, which makes small messages cost no system call while the receiver is
+/// awake. The ring costs a memfd, mapped by every process that uses the channel (tens of
+/// microseconds once, and one more descriptor in the receiving process). Turned off, channels
+/// whose receiver is in this process stay socket pairs from now on (a channel that has a ring
+/// keeps it); a channel's senders follow its receiver's choice. Linux only; elsewhere it
+/// changes nothing.
 ///
 /// ```
 /// let before = crossproc::ipc::set_shared_memory_ring(false);

@@ -5,7 +5,7 @@ use super::frame::{INLINE_MAX, MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET};
 use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
 use super::pool::MAX_RETAINED;
 use super::ring::{RING_BYTES, RING_MESSAGE_MAX, SLOTS};
-use super::server::{DESCRIPTORS_PER_WAITING, MAX_WAITING, SILENT_DEADLINE};
+use super::server::{MAX_WAITING, SILENT_DEADLINE};
 use crate::sys::MESSAGES_PER_RECEIVER;
 
 const README: &str = include_str!("../../../README.md");
@@ -54,5 +54,4 @@ fn the_docs_state_the_linux_backends_numbers() {
     says("SECURITY.md", SECURITY, &format!("take all {SLOTS} writer slots"));
     let deadline = SILENT_DEADLINE.as_secs();
     says("SECURITY.md", SECURITY, &format!("for at most {deadline} s, and at most {MAX_WAITING} such clients"));
-    says("SECURITY.md", SECURITY, &format!("({DESCRIPTORS_PER_WAITING} descriptors each"));
 }

@@ -1,5 +1,6 @@
 //! The receiving end of a channel: messages from the channel's ring ([`super::ring`]) and from
-//! its socket, in the one order their sends took effect.
+//! its socket, in the one order their sends took effect. A channel has no ring until its
+//! receiver has taken [`RING_AFTER`] messages from the socket; then it makes one.
 //!
 //! A receive delivers, in this order of preference: the ring's next entry (a marker's packet is
 //! read from the socket at the marker's place); a packet no marker announced yet (only when the
@@ -11,43 +12,31 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustix::net::{recv, RecvFlags};
+use rustix::net::{recv, RecvFlags, SendFlags};
 
 use super::fork;
 use super::frame::{CONTROL_PACKET, HEADER_LEN, INLINE_MAX};
 use super::intake::PeerMaps;
-use super::ring::{Control, Front, RingReader};
+use super::ring::{Control, Front, RingReader, RING_AFTER};
 use super::socket::{decode_message, recv_packet, send_packet, ReceiveBuffer};
 use super::sys::{retry_on_intr, wait_readable};
 use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
 
-/// Gives the channel whose receiving socket is `fd` a ring, before its other end has any sender:
-/// the control memfd is left queued for the senders, who find it on their first send. A ring
-/// offered `asleep` sends the first messages to the socket (where a server's acceptor sees
-/// them). Without memory or descriptors for one, or when the program turned rings off
-/// (`ipc::set_shared_memory_ring`), the channel simply has none.
-pub(super) fn offer_ring(fd: BorrowedFd<'_>, asleep: bool) -> Option<RingReader> {
-    if !crate::sys::ring_switch::shared_memory_ring() {
-        return None;
-    }
-    let (control_fd, control) = Control::create().ok()?;
-    let ring = RingReader::new(Arc::new(control), control_fd, fork::generation());
-    if asleep {
-        ring.sleep();
-    }
-    let packet = [io::IoSlice::new(&CONTROL_PACKET)];
-    send_packet(fd, &packet, &[ring.fd().as_fd()], rustix::net::SendFlags::DONTWAIT).ok()?;
-    Some(ring)
-}
-
 /// The receiving end of a channel.
 pub(crate) struct OsIpcReceiver {
     fd: OwnedFd,
-    /// The channel's ring, if it has one.
-    ring: Option<RingReader>,
+    /// The channel's ring, once it has one.
+    ring: OnceLock<RingReader>,
+    /// Messages taken from the socket while the channel had no ring: at [`RING_AFTER`] the
+    /// receiver makes one.
+    socket_messages: AtomicU32,
+    /// The fork generation this receiver was made in: a copy inherited through `fork` reads the
+    /// socket alone and never makes a ring.
+    born: u64,
     /// Serialises this process's threads around the ring's receiving side.
     ring_lock: Mutex<()>,
     limits: LimitsCell,
@@ -62,10 +51,13 @@ thread_local! {
 }
 
 impl OsIpcReceiver {
-    fn new(fd: OwnedFd, ring: Option<RingReader>) -> Self {
+    /// Adopts a connected socket as a receiver; the channel gets a ring once it carries traffic.
+    pub(super) fn new(fd: OwnedFd) -> Self {
         OsIpcReceiver {
             fd,
-            ring,
+            ring: OnceLock::new(),
+            socket_messages: AtomicU32::new(0),
+            born: fork::generation(),
             ring_lock: Mutex::new(()),
             limits: LimitsCell::new(ReceiveLimits::DEFAULT),
             recent_wait: RecentWait::default(),
@@ -73,50 +65,61 @@ impl OsIpcReceiver {
         }
     }
 
-    /// Adopts a connected socket whose other end has no sender yet as a receiver, and gives the
-    /// channel a ring (see [`offer_ring`]).
-    pub(super) fn with_ring(fd: OwnedFd) -> Self {
-        let ring = offer_ring(fd.as_fd(), false);
-        OsIpcReceiver::new(fd, ring)
-    }
-
-    /// Adopts a connected socket as a receiver with the ring [`offer_ring`] gave it.
-    pub(super) fn with_offered_ring(fd: OwnedFd, ring: Option<RingReader>) -> Self {
-        OsIpcReceiver::new(fd, ring)
-    }
-
     /// Adopts a receiver that arrived in a message (or was inherited), with the ring control
     /// memfd it brought along.
     pub(super) fn from_received(fd: OwnedFd, control: Option<OwnedFd>) -> io::Result<Self> {
-        let ring = match control {
-            Some(control_fd) => {
-                let control = Control::open(control_fd.as_fd())?;
-                Some(RingReader::new(Arc::new(control), control_fd, fork::generation()))
-            }
-            None => None,
-        };
-        Ok(OsIpcReceiver::new(fd, ring))
+        let receiver = OsIpcReceiver::new(fd);
+        if let Some(control_fd) = control {
+            let control = Control::open(control_fd.as_fd())?;
+            let _ = receiver.ring.set(RingReader::new(Arc::new(control), control_fd, receiver.born));
+        }
+        Ok(receiver)
     }
 
-    /// The ring's mapping, for a sender made in this process.
-    pub(super) fn ring_control(&self) -> Option<Arc<Control>> {
-        self.ring.as_ref().map(|ring| ring.control().clone())
+    /// Counts a message taken from the socket, and gives the channel a ring at the
+    /// [`RING_AFTER`]th.
+    fn count_socket_message(&self) {
+        if self.socket_messages.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == RING_AFTER {
+            self.make_ring();
+        }
+    }
+
+    /// Gives the channel a ring: the control memfd is left queued in the senders' direction of
+    /// the socket, where each sender finds it (see `ring/mod.rs`). Without memory or descriptors
+    /// for one, in a copy made by `fork`, or when the program turned rings off
+    /// (`ipc::set_shared_memory_ring`), the channel simply goes on without.
+    fn make_ring(&self) {
+        if self.born != fork::generation() || !crate::sys::ring_switch::shared_memory_ring() {
+            return;
+        }
+        let Ok((control_fd, control)) = Control::create() else { return };
+        let _serialised = self.lock_ring();
+        if self.ring.set(RingReader::unannounced(Arc::new(control), control_fd, self.born)).is_err() {
+            return;
+        }
+        let ring = self.ring.get().expect("the ring was just set");
+        let packet = [io::IoSlice::new(&CONTROL_PACKET)];
+        match send_packet(self.fd.as_fd(), &packet, &[ring.fd().as_fd()], SendFlags::DONTWAIT) {
+            Ok(()) => ring.announced(),
+            // No sender will find it: retired, the channel goes on over its socket.
+            Err(_) => ring.control().close(),
+        }
     }
 
     /// The ring this process may use: not a copy inherited through `fork` (which reads the
     /// socket alone), and not a retired ring with nothing left in it.
     fn live_ring(&self) -> Option<&RingReader> {
-        self.ring.as_ref().filter(|ring| ring.is_ours(fork::generation()) && (!ring.is_closed() || ring.has_work()))
+        self.ring.get().filter(|ring| ring.is_ours(fork::generation()) && (!ring.is_closed() || ring.has_work()))
     }
 
     /// The control memfd to send along with this receiver when it moves.
     pub(super) fn travelling_control(&self) -> Option<BorrowedFd<'_>> {
-        self.ring.as_ref().filter(|ring| ring.is_ours(fork::generation())).map(|ring| ring.fd().as_fd())
+        self.ring.get().filter(|ring| ring.is_ours(fork::generation())).map(|ring| ring.fd().as_fd())
     }
 
     /// The receiver left in a message: its ring goes on in the process it went to.
     pub(super) fn depart(&self) {
-        if let Some(ring) = &self.ring {
+        if let Some(ring) = self.ring.get() {
             ring.depart();
         }
     }
@@ -124,7 +127,7 @@ impl OsIpcReceiver {
     /// This receiver's descriptors, for a child to inherit: the socket, and the ring's control
     /// memfd (the child goes on with the ring).
     pub(super) fn into_fds(self) -> io::Result<(OwnedFd, Option<OwnedFd>)> {
-        let control = match self.ring.as_ref().filter(|ring| ring.is_ours(fork::generation())) {
+        let control = match self.ring.get().filter(|ring| ring.is_ours(fork::generation())) {
             Some(ring) => Some(ring.fd().try_clone()?),
             None => None,
         };
@@ -155,8 +158,16 @@ impl OsIpcReceiver {
         let start = Instant::now();
         let result = match self.live_ring() {
             Some(ring) => self.recv_with_ring(ring, mode, start, buffer),
-            None if matches!(mode, Wait::NonBlocking) => return self.recv_once(RecvFlags::DONTWAIT, buffer),
-            None => self.wait_and_recv(mode, start, buffer),
+            None => {
+                let result = match mode {
+                    Wait::NonBlocking => self.recv_once(RecvFlags::DONTWAIT, buffer),
+                    _ => self.wait_and_recv(mode, start, buffer),
+                };
+                if result.is_ok() {
+                    self.count_socket_message();
+                }
+                result
+            }
         };
         if !matches!(mode, Wait::NonBlocking) {
             self.recent_wait.record(start);
@@ -185,7 +196,8 @@ impl OsIpcReceiver {
             match self.unannounced(ring, buffer) {
                 Ok(Some(message)) => return Ok(message),
                 Ok(None) => continue,
-                Err(RecvError::Empty) => {}
+                // The socket was empty: the ring may be settled now.
+                Err(RecvError::Empty) => ring.wake(),
                 Err(error) => return Err(error),
             }
             if matches!(mode, Wait::NonBlocking) {
@@ -193,7 +205,7 @@ impl OsIpcReceiver {
             }
             // Poll the ring first: a message that comes within the window is taken without a
             // system call, and without the sender having to wake this thread.
-            if start.elapsed() < spin {
+            if start.elapsed() < spin && ring.is_settled() {
                 while start.elapsed() < spin && !ring.has_work() {
                     // A look at the ring pulls its cache line from the sender's core, which the
                     // sender's next publish must then take back: look less often than we could.
@@ -241,7 +253,9 @@ impl OsIpcReceiver {
                             // it may go first.
                             ring.delivered_ahead(theirs);
                         }
-                        return Ok(Some(message));
+                        if message.is_some() {
+                            return Ok(message);
+                        }
                     }
                     // The packet is gone: another reader (a `fork` copy of this receiver) took it.
                     Err(RecvError::Empty) | Err(RecvError::Disconnected) => ring.pass()?,
@@ -258,7 +272,13 @@ impl OsIpcReceiver {
     /// is empty once the packet is known to be there (else `None`: the ring goes first).
     /// `Empty` when the socket has nothing, `Disconnected` at its end.
     fn unannounced(&self, ring: &RingReader, buffer: &mut Vec<u8>) -> Result<Option<OsIpcMessage>, RecvError> {
-        if !self.packet_waiting()? {
+        let fresh = ring.is_fresh();
+        let waiting = self.packet_waiting().inspect_err(|error| {
+            if fresh && matches!(error, RecvError::Empty) {
+                ring.settle();
+            }
+        })?;
+        if !waiting {
             // The senders are gone; anything they published before is in the ring already.
             if ring.has_work() {
                 return Ok(None);
@@ -273,7 +293,7 @@ impl OsIpcReceiver {
         match self.recv_ticketed(RecvFlags::DONTWAIT, buffer) {
             Ok((message, ticket)) => {
                 ring.delivered_ahead(ticket);
-                Ok(Some(message))
+                Ok(message)
             }
             Err(RecvError::Empty) => Ok(None),
             Err(error) => Err(error),
@@ -347,12 +367,18 @@ impl OsIpcReceiver {
         }
     }
 
+    /// Reads the next message from the socket, passing place holders (which only a reader
+    /// without the ring meets: a copy made by `fork`, or a ring retired).
     fn recv_once(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
-        self.recv_ticketed(flags, reuse).map(|(message, _)| message)
+        loop {
+            if let (Some(message), _) = self.recv_ticketed(flags, reuse)? {
+                return Ok(message);
+            }
+        }
     }
 
-    /// Reads one packet from the socket: its message and ticket.
-    fn recv_ticketed(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<(OsIpcMessage, u64), RecvError> {
+    /// Reads one packet from the socket: its message (`None` for a place holder) and ticket.
+    fn recv_ticketed(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<(Option<OsIpcMessage>, u64), RecvError> {
         RECV_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let buffer = buffer.get();

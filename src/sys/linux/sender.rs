@@ -15,7 +15,7 @@ use rustix::net::{connect, recv, socket_with, AddressFamily, RecvFlags, SocketAd
 use super::fork;
 use super::frame::{
     buffer_claim, other_version, version_mismatch, FrameHeader, CONTROL_PACKET, HANDLES_ON_SIDE_SOCKET, INLINE_MAX,
-    MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET, PAYLOAD_IN_POOLED_MEMFD, VERDICT_ADMITTED, VERDICT_REFUSED,
+    MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET, PAYLOAD_IN_POOLED_MEMFD, PLACE_HOLDER, VERDICT_ADMITTED, VERDICT_REFUSED,
     VERDICT_TIMEOUT,
 };
 use super::memfd::{Encoded, PayloadWriter};
@@ -35,14 +35,9 @@ pub(crate) struct OsIpcSender {
 }
 
 impl OsIpcSender {
-    /// A sender on `fd`; `control` is the ring's mapping when this process made the channel
-    /// (else the first send looks for it).
-    pub(super) fn from_fd(fd: OwnedFd, control: Option<Arc<Control>>) -> Self {
-        let state = match control {
-            Some(control) => RingState::Mapped(control),
-            None => RingState::Unknown,
-        };
-        let ring = SenderRing { born: AtomicU64::new(fork::generation()), state: Mutex::new(state) };
+    /// A sender on `fd` (its first send looks for the channel's ring).
+    pub(super) fn from_fd(fd: OwnedFd) -> Self {
+        let ring = SenderRing { born: AtomicU64::new(fork::generation()), state: Mutex::new(RingState::Unknown) };
         OsIpcSender { fd: Arc::new(fd), pool: Arc::default(), ring: Arc::new(ring) }
     }
 
@@ -67,7 +62,7 @@ impl OsIpcSender {
         }
         let mut verdict = [0u8; 8];
         match retry_on_intr(|| recv(&fd, &mut verdict, RecvFlags::DONTWAIT))? {
-            (_, 8) if verdict == VERDICT_ADMITTED => Ok(OsIpcSender::from_fd(fd, None)),
+            (_, 8) if verdict == VERDICT_ADMITTED => Ok(OsIpcSender::from_fd(fd)),
             (_, 8) if verdict == VERDICT_REFUSED => {
                 Err(io::Error::new(io::ErrorKind::PermissionDenied, "the server's access policy refused this client"))
             }
@@ -148,6 +143,11 @@ impl OsIpcSender {
             match self.ring.route(self.fd.as_fd(), small)? {
                 Route::Delivered => return Ok(()),
                 Route::Plain => break 0,
+                Route::Unaware => {
+                    self.send_packet_of(body, channels, shared_memory, 0, wait)?;
+                    self.hold_place(wait);
+                    return Ok(());
+                }
                 Route::Ticket(ticket) => break ticket,
                 Route::Full if matches!(wait, Wait::NonBlocking) => {
                     return Err(io::Error::new(io::ErrorKind::WouldBlock, "the channel is full"))
@@ -165,6 +165,19 @@ impl OsIpcSender {
             self.ring.settle(ticket, sent.is_ok());
         }
         sent
+    }
+
+    /// After a plain packet sent while this process knew of no ring: if the ring is there now,
+    /// sends a place holder and publishes its marker, so that nothing sent because of the packet
+    /// overtakes it (see `ring/mod.rs`). If that fails, the ring is retired instead.
+    fn hold_place(&self, wait: Wait) {
+        let Some(ticket) = self.ring.place_ticket(self.fd.as_fd()) else { return };
+        let header = FrameHeader { flags: PLACE_HOLDER, channels: 0, shared_memory: 0, payload_len: 0, ticket };
+        let sent = self.send_waiting(&[IoSlice::new(&header.encode())], &[], wait).is_ok();
+        self.ring.settle(ticket, sent);
+        if !sent {
+            self.ring.retire();
+        }
     }
 
     /// Waits a little for the receiver to free room in a full ring, as `deadline` allows.
@@ -330,8 +343,11 @@ enum Body<'a> {
 enum Route {
     /// It went into the ring.
     Delivered,
-    /// On the socket, with no marker: the ring is retired or absent.
+    /// On the socket, with no marker: the ring is retired or unusable.
     Plain,
+    /// On the socket, with no marker, as no ring was found; then look for it again
+    /// ([`OsIpcSender::hold_place`]).
+    Unaware,
     /// On the socket with this ticket, then a marker in the ring.
     Ticket(u64),
     /// Nowhere yet: the ring has no room for one more marker.
@@ -351,12 +367,39 @@ struct SenderRing {
 enum RingState {
     /// Not looked for yet.
     Unknown,
+    /// Not there at the last look: the channel has no ring yet.
+    Unaware,
     /// Mapped, no slot claimed yet.
     Mapped(Arc<Control>),
     /// Writing in a slot of its own.
     Writing(RingWriter),
-    /// No ring (retired, or the channel has none): every message takes the socket.
+    /// Retired, or unusable here: every message takes the socket.
     Absent,
+}
+
+impl RingState {
+    /// The writer, claiming a slot first if none is claimed yet; `None` (and `Absent`) when the
+    /// ring is retired or every slot is taken, and `None` when the ring is not known.
+    fn writer(&mut self, born: u64) -> Option<&mut RingWriter> {
+        if let RingState::Mapped(control) = self {
+            *self = match RingWriter::claim(control.clone(), born) {
+                Some(writer) => RingState::Writing(writer),
+                None => {
+                    // Every slot is taken: plain packets keep order only if nobody writes in
+                    // the ring from now on.
+                    control.close();
+                    RingState::Absent
+                }
+            };
+        }
+        if matches!(self, RingState::Writing(writer) if writer.control().is_closed()) {
+            *self = RingState::Absent;
+        }
+        match self {
+            RingState::Writing(writer) => Some(writer),
+            _ => None,
+        }
+    }
 }
 
 impl SenderRing {
@@ -366,31 +409,46 @@ impl SenderRing {
             // A child forked while another thread used this state: the socket alone.
             return Ok(Route::Plain);
         };
-        loop {
-            match &mut *state {
-                RingState::Unknown => *state = find_ring(socket)?,
-                RingState::Mapped(control) => {
-                    *state = match RingWriter::claim(control.clone(), self.born.load(Ordering::Relaxed)) {
-                        Some(writer) => RingState::Writing(writer),
-                        None => {
-                            // Every slot is taken: plain packets keep order only if nobody
-                            // writes in the ring from now on.
-                            control.close();
-                            RingState::Absent
-                        }
-                    }
-                }
-                RingState::Absent => return Ok(Route::Plain),
-                RingState::Writing(writer) if writer.control().is_closed() => *state = RingState::Absent,
-                RingState::Writing(writer) => {
-                    if let Some(data) = small {
-                        if writer.send(data) == Outcome::Sent {
-                            return Ok(Route::Delivered);
-                        }
-                    }
-                    return Ok(writer.ticket().map_or(Route::Full, Route::Ticket));
-                }
+        if matches!(*state, RingState::Unknown) {
+            *state = find_ring(socket)?;
+        }
+        if matches!(*state, RingState::Unaware) {
+            return Ok(Route::Unaware);
+        }
+        let Some(writer) = state.writer(self.born.load(Ordering::Relaxed)) else { return Ok(Route::Plain) };
+        if let Some(data) = small {
+            if writer.send(data) == Outcome::Sent {
+                return Ok(Route::Delivered);
             }
+        }
+        Ok(writer.ticket().map_or(Route::Full, Route::Ticket))
+    }
+
+    /// After a plain packet sent while no ring was known: looks again, and returns the ticket of
+    /// a place holder when the ring is there now (`None` when there is none, or when the ring
+    /// has no room for its marker: it is retired then, which keeps the order as well).
+    fn place_ticket(&self, socket: BorrowedFd<'_>) -> Option<u64> {
+        let mut state = self.state()?;
+        if matches!(*state, RingState::Unaware) {
+            // A look that fails (out of descriptors for the copy) is taken again at the next send.
+            *state = find_ring(socket).unwrap_or(RingState::Unaware);
+        }
+        let writer = state.writer(self.born.load(Ordering::Relaxed))?;
+        let ticket = writer.ticket();
+        if ticket.is_none() {
+            writer.control().close();
+            *state = RingState::Absent;
+        }
+        ticket
+    }
+
+    /// Retires the ring: from now on every sender uses the socket.
+    fn retire(&self) {
+        if let Some(mut state) = self.state() {
+            if let Some(writer) = state.writer(self.born.load(Ordering::Relaxed)) {
+                writer.control().close();
+            }
+            *state = RingState::Absent;
         }
     }
 
@@ -428,7 +486,7 @@ impl SenderRing {
 }
 
 /// Looks for the ring's control memfd, which the receiver left queued in this direction of the
-/// socket, and maps it. A channel without one (or with a broken one) has no ring.
+/// socket, and maps it: `Unaware` when there is none yet, `Absent` when it is broken.
 fn find_ring(socket: BorrowedFd<'_>) -> io::Result<RingState> {
     let mut packet = [0u8; CONTROL_PACKET.len()];
     match recv_packet(socket, &mut packet, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
@@ -436,7 +494,9 @@ fn find_ring(socket: BorrowedFd<'_>) -> io::Result<RingState> {
             let fd = fds.pop().expect("one descriptor");
             Ok(Control::open(fd.as_fd()).map_or(RingState::Absent, |control| RingState::Mapped(Arc::new(control))))
         }
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(RingState::Absent),
+        // None yet; or the receiver is gone (and the send says so).
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(RingState::Unaware),
+        Ok(None) => Ok(RingState::Unaware),
         // Out of descriptors for the copy (or a receiver that queued something else): this send
         // fails, and a later one looks again.
         Err(error) => Err(error),

@@ -37,8 +37,6 @@ use rustix::net::{
 use tempfile::TempDir;
 
 use super::frame::{VERDICT_ADMITTED, VERDICT_REFUSED};
-use super::receiver::offer_ring;
-use super::ring::RingReader;
 use super::socket::channel;
 use super::sys::retry_on_intr;
 use super::{OsIpcReceiver, OsIpcSender};
@@ -48,12 +46,10 @@ use crate::sys::{AcceptorFailure, Admit, OsIpcChannel, Wait};
 /// Connections admitted but silent so far (no first message yet) are held at most this long,
 /// then closed: a client is expected to speak as soon as it has connected.
 pub(super) const SILENT_DEADLINE: Duration = Duration::from_secs(10);
-/// At most this many silent connections are held, and never more than a quarter of the
-/// process's descriptor limit in descriptors ([`waiting_room`]); a new client beyond that evicts
+/// At most this many silent connections (one descriptor each) are held, and never more than a
+/// quarter of the process's descriptor limit ([`waiting_room`]); a new client beyond that evicts
 /// the oldest.
-pub(super) const MAX_WAITING: usize = 512;
-/// Descriptors a silent connection holds: its socket and its ring's control memfd.
-pub(super) const DESCRIPTORS_PER_WAITING: usize = 2;
+pub(super) const MAX_WAITING: usize = 1024;
 /// Connections accepted before the acceptor looks at the ones waiting again.
 const ACCEPTS_PER_TURN: usize = 64;
 const LISTENER: u64 = 0;
@@ -128,14 +124,13 @@ fn is_stale_socket(path: &Path) -> io::Result<bool> {
     Ok(matches!(connect(&probe, &SocketAddrUnix::new(path)?), Err(Errno::CONNREFUSED)))
 }
 
-/// How many silent connections a server holds: [`MAX_WAITING`], or as many as a quarter of the
-/// process's soft descriptor limit holds if that is less (at least 16), so that a flood of
-/// connections that never speak cannot take the descriptors every other channel of the process
-/// needs.
+/// How many silent connections a server holds: [`MAX_WAITING`], or a quarter of the process's
+/// soft descriptor limit if that is less (at least 16), so that a flood of connections that
+/// never speak cannot take the descriptors every other channel of the process needs.
 fn waiting_room() -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let quarter = limit.map_or(usize::MAX, |limit| usize::try_from(limit / 4).unwrap_or(usize::MAX));
-    (quarter / DESCRIPTORS_PER_WAITING).clamp(16, MAX_WAITING)
+    quarter.clamp(16, MAX_WAITING)
 }
 
 /// Stops a server's acceptor thread and removes its name when dropped.
@@ -223,9 +218,6 @@ pub(crate) fn serve(listener: OsListener, admit: Admit) -> io::Result<(OsIpcRece
 struct Waiting {
     connection: OwnedFd,
     announcement: Vec<u8>,
-    /// Offered before the client could send anything, and marked asleep, so that the client's
-    /// first message comes on the socket, where the acceptor sees it.
-    ring: Option<RingReader>,
 }
 
 struct Acceptor {
@@ -234,8 +226,7 @@ struct Acceptor {
     _stop: OwnedFd,
     outlet: OsIpcSender,
     admit: Admit,
-    /// Admitted connections whose first message is not readable yet, with their announcement
-    /// and their ring.
+    /// Admitted connections whose first message is not readable yet, with their announcement.
     waiting: HashMap<u64, Waiting>,
     /// The ids of `waiting`, oldest first, with the moment each is closed if still silent (ids
     /// handed over meanwhile are skipped when they come up).
@@ -329,14 +320,13 @@ impl Acceptor {
             let verdict = if announcement.is_some() { VERDICT_ADMITTED } else { VERDICT_REFUSED };
             let _ = send(&connection, &verdict, SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
             if let Some(announcement) = announcement {
-                let ring = offer_ring(connection.as_fd(), true);
                 if self.waiting.len() >= self.room {
                     self.evict_oldest();
                 }
                 let id = *next_id;
                 *next_id += 1;
                 if epoll::add(&self.epoll, &connection, EventData::new_u64(id), EventFlags::IN).is_ok() {
-                    self.waiting.insert(id, Waiting { connection, announcement, ring });
+                    self.waiting.insert(id, Waiting { connection, announcement });
                     self.arrivals.push_back((id, Instant::now() + SILENT_DEADLINE));
                 }
             }
@@ -346,9 +336,9 @@ impl Acceptor {
 
     /// Hands a connection that became readable to the server; `false` when the server is gone.
     fn hand_over(&mut self, id: u64) -> bool {
-        let Some(Waiting { connection, announcement, ring }) = self.waiting.remove(&id) else { return true };
+        let Some(Waiting { connection, announcement }) = self.waiting.remove(&id) else { return true };
         let _ = epoll::delete(&self.epoll, &connection);
-        let channels = vec![OsIpcChannel::Receiver(OsIpcReceiver::with_offered_ring(connection, ring))];
+        let channels = vec![OsIpcChannel::Receiver(OsIpcReceiver::new(connection))];
         self.outlet.send(&announcement, channels, Vec::new(), Wait::Blocking).is_ok()
     }
 }

@@ -25,6 +25,7 @@ use rustix::net::{
 
 use super::frame::{
     FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED, PAYLOAD_IN_POOLED_MEMFD,
+    PLACE_HOLDER,
 };
 use super::intake::{take_payload, PeerMaps};
 use super::receiver::OsIpcReceiver;
@@ -37,12 +38,10 @@ pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     retry_on_intr(|| socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None))
 }
 
-/// A new channel: the sending and the receiving end, sharing the ring's mapping.
+/// A new channel: the sending and the receiving end (its ring comes once it carries traffic).
 pub(crate) fn channel() -> io::Result<(OsIpcSender, OsIpcReceiver)> {
     let (tx, rx) = seqpacket_pair()?;
-    let receiver = OsIpcReceiver::with_ring(rx);
-    let control = receiver.ring_control();
-    Ok((OsIpcSender::from_fd(tx, control), receiver))
+    Ok((OsIpcSender::from_fd(tx), OsIpcReceiver::new(rx)))
 }
 
 /// Writes `handles` to a fresh socket pair, in packets of at most [`MAX_FDS_PER_PACKET`], and
@@ -159,17 +158,29 @@ pub(super) fn recv_packet(
     Ok(Some((received.bytes, fds)))
 }
 
-/// Turns one received packet and its descriptors into a message and its ticket (see
-/// [`super::ring`]), validating everything; the payload goes into `reuse`'s allocation (taking
-/// it) where that can hold it.
+/// Turns one received packet and its descriptors into a message (`None` for a place holder)
+/// and its ticket (see [`super::ring`]), validating everything; the payload goes into `reuse`'s
+/// allocation (taking it) where that can hold it.
 pub(super) fn decode_message(
     packet: &[u8],
     fds: Vec<OwnedFd>,
     limits: &LimitsCell,
     peer_maps: &PeerMaps,
     reuse: &mut Vec<u8>,
-) -> io::Result<(OsIpcMessage, u64)> {
+) -> io::Result<(Option<OsIpcMessage>, u64)> {
     let header = FrameHeader::decode(packet)?;
+    if header.has(PLACE_HOLDER) {
+        if header.flags != PLACE_HOLDER
+            || header.channels != 0
+            || header.shared_memory != 0
+            || header.payload_len != 0
+            || packet.len() != HEADER_LEN
+            || !fds.is_empty()
+        {
+            return Err(invalid_data("a place holder that carries something"));
+        }
+        return Ok((None, header.ticket));
+    }
     let handle_count = header.channels as usize + header.shared_memory as usize;
     limits.check(header.payload_len, handle_count).map_err(LimitExceeded::into_io)?;
     // One byte per channel end: 1 when its ring's control memfd follows it.
@@ -217,7 +228,7 @@ pub(super) fn decode_message(
     }
     let shared_memory = handles.map(OsIpcSharedMemory::from_sealed).collect::<io::Result<Vec<_>>>()?;
     let message = OsIpcMessage { data, channels, shared_memory, max_nesting: limits.max_nesting() };
-    Ok((message, header.ticket))
+    Ok((Some(message), header.ticket))
 }
 
 /// Reads exactly `expected` descriptors from a side socket whose sender has finished writing.
@@ -260,7 +271,7 @@ impl OsOpaqueIpcChannel {
 
     /// This end, used as a sender (a sender finds the ring on its own).
     pub fn into_sender(self) -> io::Result<OsIpcSender> {
-        Ok(OsIpcSender::from_fd(self.fd, None))
+        Ok(OsIpcSender::from_fd(self.fd))
     }
 
     /// This end, used as a receiver.
@@ -300,5 +311,6 @@ impl OsIpcChannel {
 #[cfg(feature = "fuzzing")]
 pub(crate) fn decode_packet(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> {
     let limits = LimitsCell::new(crate::sys::ReceiveLimits::DEFAULT);
-    decode_message(packet, fds, &limits, &PeerMaps::default(), &mut Vec::new()).map(|(message, _)| message)
+    let (message, _) = decode_message(packet, fds, &limits, &PeerMaps::default(), &mut Vec::new())?;
+    message.ok_or_else(|| invalid_data("a place holder, not a message"))
 }

@@ -74,13 +74,16 @@ const MAGIC: [u8; 3] = *b"CXP";
 /// The version of this wire format (and of the server verdicts). Two builds of crossproc that
 /// speak different versions refuse each other's first packet with an error that names both
 /// versions — never a misparse. Bump it with any change to what travels between processes.
-pub(super) const PROTOCOL_VERSION: u8 = b'2';
+pub(super) const PROTOCOL_VERSION: u8 = b'3';
 /// Flag: the handles travel on a side socket, the next descriptor.
 pub(super) const HANDLES_ON_SIDE_SOCKET: u32 = 2;
 /// Flag: the payload is in a pooled memfd, the first descriptor; the receiver copies it out and
 /// marks the memfd free for reuse.
 pub(super) const PAYLOAD_IN_POOLED_MEMFD: u32 = 4;
-const KNOWN_FLAGS: u32 = HANDLES_ON_SIDE_SOCKET | PAYLOAD_IN_POOLED_MEMFD;
+/// Flag: no message, only a place in the order for the marker with the packet's ticket (a
+/// sender that sent a plain packet just before it found the channel's ring: see `ring/mod.rs`).
+pub(super) const PLACE_HOLDER: u32 = 8;
+const KNOWN_FLAGS: u32 = HANDLES_ON_SIDE_SOCKET | PAYLOAD_IN_POOLED_MEMFD | PLACE_HOLDER;
 
 /// The decoded header of one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! The shared-memory fast path: small messages that cost no system call while the receiver is
 //! awake.
 //!
-//! Every channel has one *control* memfd, made with the channel (or with an accepted
-//! connection) by the receiving side. It is mapped by the receiver and by every process that
-//! sends on the channel, and holds:
+//! A channel that carries traffic gets one *control* memfd, made by its receiver once it has
+//! taken [`RING_AFTER`] messages from the socket (see "A ring once a channel carries traffic").
+//! It is mapped by the receiver and by every process that sends on the channel, and holds:
 //!
 //! - the **word**: one 64-bit atomic where every send takes effect. It holds the head of a chain
 //!   of published entries (newest first), a publish count, and two bits: `ASLEEP` (the receiver
@@ -29,12 +29,25 @@
 //! is delivered then if the ring is still empty, and its ticket remembered so that the marker is
 //! skipped. Only the receiver clears `ASLEEP`, when it is awake again.
 //!
-//! Why the ring is made with the channel, not with its first message: a sender that had looked
-//! for the ring before it existed would send plain packets, and a message sent through the ring
-//! after one of them (by another process, told by the first) would overtake it. Every sender must
-//! therefore find the ring on its first send. The price is paid by every channel: a memfd made
-//! and queued at creation, and a mapping in each process that uses it (measured in
-//! `docs/benchmarks/small-messages.md`, "make a channel, pass its sender, use it").
+//! ## A ring once a channel carries traffic
+//!
+//! A channel starts as a plain socket pair: making one and passing its sender costs what it
+//! did before the ring. A sender that knows of no ring sends plain packets (ticket 0), and
+//! after each one looks (`MSG_PEEK`) for the ring's control memfd. The danger is a plain packet
+//! `p` that a later ring message `m` overtakes (`m` sent by another process, told by the first
+//! after `p`). Two rules keep the one order:
+//!
+//! - A sender that finds the ring *after* sending `p` sends a **place holder** (an empty packet
+//!   with a ticket) and publishes its marker before its send returns. Anything sent because of
+//!   `p` comes after that marker, and the receiver reads the socket up to the place holder, so
+//!   up to `p`, before it passes the marker.
+//! - A sender whose look found no ring sent `p` before the ring was announced. The receiver makes
+//!   the ring `ASLEEP` (so every sender that knows of it uses the socket, with markers) and
+//!   clears `ASLEEP` only once it has seen its socket empty after the announcement, that is,
+//!   once every such `p` is read. A receiver that arrives in another process starts the same way.
+//!
+//! So a channel that carries a handful of messages never pays for a ring, and one that streams
+//! pays once: a memfd, two mappings, and one look per plain send until the ring is found.
 //!
 //! Descriptors: the control memfd is held by the receiver (one more descriptor, in the
 //! receiver's process only); a copy waits, queued in the *sender's* direction of the socket
@@ -56,6 +69,8 @@ pub(super) const SLOTS: usize = 16;
 pub(super) const RING_BYTES: usize = 32 * 1024;
 /// The largest message that travels in the ring; larger ones take the socket.
 pub(crate) const RING_MESSAGE_MAX: usize = 8 * 1024;
+/// Messages a receiver takes from its socket before it gives the channel a ring.
+pub(crate) const RING_AFTER: u32 = 16;
 
 /// Runs the ring reader over arbitrary contents, as a hostile peer could leave them (the fuzz
 /// target's entry): the first 16 bytes are the word and the cursor, the rest the start of slot

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::super::sys::invalid_data;
@@ -36,11 +36,54 @@ pub(in super::super) struct RingReader {
     born: u64,
     /// Set when the receiver moved to another process, which goes on with the ring.
     departed: AtomicBool,
+    /// [`ANNOUNCING`], [`FRESH`] or [`SETTLED`]: whether the receiver may let senders use the
+    /// ring yet (see `ring/mod.rs`, "A ring once a channel carries traffic").
+    settled: AtomicU8,
 }
 
+/// The ring's control memfd is not yet queued for the senders.
+const ANNOUNCING: u8 = 2;
+/// Queued, but the socket was not yet seen empty since: plain packets sent before any sender
+/// could know of the ring may wait there, so `ASLEEP` stays set and every sender uses the socket.
+const FRESH: u8 = 1;
+/// The socket was seen empty after the ring was announced: senders may use the ring.
+const SETTLED: u8 = 0;
+
 impl RingReader {
+    /// The reader of a ring its senders know of already (it starts [`FRESH`]: see `settled`).
     pub fn new(control: Arc<Control>, fd: OwnedFd, born: u64) -> RingReader {
-        RingReader { control, fd, born, departed: AtomicBool::new(false) }
+        RingReader { control, fd, born, departed: AtomicBool::new(false), settled: AtomicU8::new(FRESH) }
+    }
+
+    /// The reader of a ring just made, whose control memfd is yet to be queued for the senders:
+    /// it starts asleep, so that every sender sends on the socket until the receiver settles it.
+    pub fn unannounced(control: Arc<Control>, fd: OwnedFd, born: u64) -> RingReader {
+        let reader = RingReader::new(control, fd, born);
+        reader.settled.store(ANNOUNCING, Ordering::Relaxed);
+        reader.sleep();
+        reader
+    }
+
+    /// The control memfd is queued for the senders now.
+    pub fn announced(&self) {
+        let _ = self.settled.compare_exchange(ANNOUNCING, FRESH, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether the receiver awaits its first look at an empty socket (take this *before* the
+    /// look, and [`settle`](Self::settle) after it if the socket was empty).
+    pub fn is_fresh(&self) -> bool {
+        self.settled.load(Ordering::Acquire) == FRESH
+    }
+
+    /// The socket was empty at a look that began while the ring [`is_fresh`](Self::is_fresh):
+    /// every plain packet sent before the senders could know of the ring has been read.
+    pub fn settle(&self) {
+        let _ = self.settled.compare_exchange(FRESH, SETTLED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether senders may use the ring (see [`settle`](Self::settle)).
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire) == SETTLED
     }
 
     /// The receiver moved on (its ring with it): dropping this copy leaves the ring open.
@@ -196,8 +239,12 @@ impl RingReader {
         }
     }
 
-    /// Announces that the receiver is awake: senders may use the ring again.
+    /// Announces that the receiver is awake: senders may use the ring again (once it is
+    /// [settled](Self::settle); until then this does nothing).
     pub fn wake(&self) {
+        if !self.is_settled() {
+            return;
+        }
         let word = self.control.word();
         if Word(word.load(Ordering::Relaxed)).has(ASLEEP) {
             word.fetch_and(!ASLEEP, Ordering::AcqRel);

@@ -12,7 +12,9 @@ fn ring() -> (RingWriter, RingReader) {
     let (fd, control) = Control::create().unwrap();
     let control = Arc::new(control);
     let writer = RingWriter::claim(control.clone(), 0).unwrap();
-    (writer, RingReader::new(control, fd, 0))
+    let reader = RingReader::new(control, fd, 0);
+    reader.settle(); // as after the receiver's first look at an empty socket
+    (writer, reader)
 }
 
 fn next(reader: &RingReader) -> Front {
@@ -78,6 +80,31 @@ fn a_sleeping_receiver_gets_packets_and_markers_only() {
     reader.pass().unwrap();
     assert_eq!(writer.send(b"y"), Outcome::Sent);
     assert!(!reader.sleep(), "a published message keeps the receiver awake");
+    assert_eq!(next(&reader), Front::Data(b"y".to_vec()));
+}
+
+#[test]
+fn a_new_ring_sends_everything_to_the_socket_until_the_receiver_settles_it() {
+    let (fd, control) = Control::create().unwrap();
+    let control = Arc::new(control);
+    let mut writer = RingWriter::claim(control.clone(), 0).unwrap();
+    let reader = RingReader::unannounced(control, fd, 0);
+    let asleep = || Word(reader.control().word().load(Ordering::Relaxed)).has(ASLEEP);
+    assert!(asleep());
+    // Neither waking nor a look at the socket begun before the announcement settles it.
+    reader.wake();
+    assert!(!reader.is_fresh());
+    reader.settle();
+    assert!(asleep() && !reader.is_settled());
+    assert_eq!(writer.send(b"x"), Outcome::UseSocket);
+    reader.announced();
+    assert!(reader.is_fresh());
+    reader.wake();
+    assert!(asleep(), "plain packets sent before the announcement may still be on the socket");
+    reader.settle();
+    reader.wake();
+    assert!(!asleep() && reader.is_settled());
+    assert_eq!(writer.send(b"y"), Outcome::Sent);
     assert_eq!(next(&reader), Front::Data(b"y".to_vec()));
 }
 
