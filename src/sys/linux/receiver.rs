@@ -124,15 +124,17 @@ impl OsIpcReceiver {
         }
     }
 
-    /// This receiver's descriptors, for a child to inherit: the socket, and the ring's control
-    /// memfd (the child goes on with the ring).
-    pub(super) fn into_fds(self) -> io::Result<(OwnedFd, Option<OwnedFd>)> {
-        let control = match self.ring.get().filter(|ring| ring.is_ours(fork::generation())) {
-            Some(ring) => Some(ring.fd().try_clone()?),
-            None => None,
-        };
-        self.depart();
-        Ok((self.fd, control))
+    /// This receiver's socket, for a child to inherit. Only a receiver without a ring can be
+    /// handed down this way (one made for the child just before); one with a ring travels in a
+    /// message instead.
+    pub(super) fn into_fd(self) -> io::Result<OwnedFd> {
+        if self.ring.get().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a receiver with a shared-memory ring is sent in a message, not inherited",
+            ));
+        }
+        Ok(self.fd)
     }
 
     /// Called before the receiver sleeps on its descriptor's readiness (an async receive, a

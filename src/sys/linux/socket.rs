@@ -265,8 +265,8 @@ impl OsOpaqueIpcChannel {
     }
 
     /// Adopts the channel end a parent process passed down (already checked by the caller).
-    pub(super) fn from_inherited(fd: OwnedFd, control: Option<OwnedFd>) -> Self {
-        OsOpaqueIpcChannel { fd, control }
+    pub(super) fn from_inherited(fd: OwnedFd) -> Self {
+        OsOpaqueIpcChannel { fd, control: None }
     }
 
     /// This end, used as a sender (a sender finds the ring on its own).
@@ -287,14 +287,12 @@ impl fmt::Debug for OsOpaqueIpcChannel {
 }
 
 impl OsIpcChannel {
-    /// The end's own descriptors, for a child to inherit: its socket (a copy when a sender's
-    /// socket is shared with clones) and a receiver's ring control memfd.
-    pub(super) fn into_fds(self) -> io::Result<(OwnedFd, Option<OwnedFd>)> {
+    /// The end's socket, for a child to inherit (a copy when a sender's socket is shared with
+    /// clones).
+    pub(super) fn into_fd(self) -> io::Result<OwnedFd> {
         match self {
-            OsIpcChannel::Sender(sender) => {
-                Ok((Arc::try_unwrap(sender.fd).or_else(|shared| shared.try_clone())?, None))
-            }
-            OsIpcChannel::Receiver(receiver) => receiver.into_fds(),
+            OsIpcChannel::Sender(sender) => Ok(Arc::try_unwrap(sender.fd).or_else(|shared| shared.try_clone())?),
+            OsIpcChannel::Receiver(receiver) => receiver.into_fd(),
         }
     }
 
