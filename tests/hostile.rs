@@ -33,6 +33,8 @@ const MAGIC: u32 = 0x3350_5843;
 const RESERVED_FLAG: u32 = 1;
 const HANDLES_ON_SIDE_SOCKET: u32 = 2;
 const PAYLOAD_IN_POOLED_MEMFD: u32 = 4;
+/// A place holder: no message, only a place in the order (see `ring/mod.rs`).
+const PLACE_HOLDER: u32 = 8;
 
 fn header(flags: u32, channels: u32, shared_memory: u32, payload_len: u64) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -129,6 +131,25 @@ fn a_payload_length_that_lies() {
 #[test]
 fn unknown_flags() {
     expect_refused(&header(0x100, 0, 0, 0), Vec::new);
+}
+
+/// A place holder that carries a payload, a channel or a descriptor is refused; an empty one is
+/// no message at all: the receive goes on to the next.
+#[test]
+fn a_place_holder_carries_nothing() {
+    let mut with_payload = header(PLACE_HOLDER, 0, 0, 1);
+    with_payload.push(7);
+    expect_refused(&with_payload, Vec::new);
+    expect_refused(&header(PLACE_HOLDER | HANDLES_ON_SIDE_SOCKET, 0, 0, 0), Vec::new);
+    expect_refused(&header(PLACE_HOLDER, 1, 0, 0), || vec![pipe().0]);
+    expect_refused(&header(PLACE_HOLDER, 0, 0, 0), || vec![pipe().0]);
+
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (socket, receiver) = hostile_client();
+    send_raw(&socket, &header(PLACE_HOLDER, 0, 0, 0), &[]);
+    send_raw(&socket, &valid_packet(&"after the place holder".to_string()), &[]);
+    assert_eq!(receiver.recv().unwrap(), "after the place holder");
+    assert!(matches!(receiver.try_recv(), Err(crossproc::TryRecvError::Empty)));
 }
 
 #[test]
