@@ -83,6 +83,11 @@ impl RecentWait {
     pub fn record(&self, start: std::time::Instant) {
         self.0.store(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
+
+    /// Records a receive that found its message at once.
+    pub fn record_none(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -157,6 +157,16 @@ impl OsIpcReceiver {
     /// Like [`recv`](Self::recv); the message's data reuses `buffer`'s allocation (taking it)
     /// when the message is large enough to need one.
     pub fn recv_into(&self, mode: Wait, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+        // A message that waits in the ring already is taken without reading the clock.
+        if let Some(ring) = self.live_ring() {
+            ring.wake();
+            if let Some(message) = self.next_from_ring(ring, buffer)? {
+                if !matches!(mode, Wait::NonBlocking) {
+                    self.recent_wait.record_none();
+                }
+                return Ok(message);
+            }
+        }
         let start = Instant::now();
         let result = match self.live_ring() {
             Some(ring) => self.recv_with_ring(ring, mode, start, buffer),
@@ -208,11 +218,18 @@ impl OsIpcReceiver {
             // Poll the ring first: a message that comes within the window is taken without a
             // system call, and without the sender having to wake this thread.
             if start.elapsed() < spin && ring.is_settled() {
-                while start.elapsed() < spin && !ring.has_work() {
-                    // A look at the ring pulls its cache line from the sender's core, which the
-                    // sender's next publish must then take back: look less often than we could.
-                    for _ in 0..16 {
-                        std::hint::spin_loop();
+                'polling: while start.elapsed() < spin {
+                    // The clock is read every eighth look only.
+                    for _ in 0..8 {
+                        if ring.has_work() {
+                            break 'polling;
+                        }
+                        // A look at the ring pulls its cache line from the sender's core, which
+                        // the sender's next publish must then take back: look less often than
+                        // we could.
+                        for _ in 0..16 {
+                            std::hint::spin_loop();
+                        }
                     }
                 }
                 continue;

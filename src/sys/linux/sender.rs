@@ -378,8 +378,10 @@ enum RingState {
 }
 
 impl RingState {
-    /// The writer, claiming a slot first if none is claimed yet; `None` (and `Absent`) when the
-    /// ring is retired or every slot is taken, and `None` when the ring is not known.
+    /// The writer, claiming a slot first if none is claimed yet; `None` when the ring is not
+    /// known, or (then `Absent`) when every slot is taken. A retired ring is noticed by the
+    /// caller when the ring refuses a message (a look at the word on every send would cost a
+    /// cache miss on the line the receiver takes from).
     fn writer(&mut self, born: u64) -> Option<&mut RingWriter> {
         if let RingState::Mapped(control) = self {
             *self = match RingWriter::claim(control.clone(), born) {
@@ -392,13 +394,19 @@ impl RingState {
                 }
             };
         }
-        if matches!(self, RingState::Writing(writer) if writer.control().is_closed()) {
-            *self = RingState::Absent;
-        }
         match self {
             RingState::Writing(writer) => Some(writer),
             _ => None,
         }
+    }
+
+    /// Forgets a retired ring (`true`): from now on every message takes the socket.
+    fn forget_if_retired(&mut self) -> bool {
+        let retired = matches!(self, RingState::Writing(writer) if writer.control().is_closed());
+        if retired {
+            *self = RingState::Absent;
+        }
+        retired
     }
 }
 
@@ -415,13 +423,19 @@ impl SenderRing {
         if matches!(*state, RingState::Unaware) {
             return Ok(Route::Unaware);
         }
-        let Some(writer) = state.writer(self.born.load(Ordering::Relaxed)) else { return Ok(Route::Plain) };
-        if let Some(data) = small {
+        let born = self.born.load(Ordering::Relaxed);
+        if let (Some(data), Some(writer)) = (small, state.writer(born)) {
             if writer.send(data) == Outcome::Sent {
                 return Ok(Route::Delivered);
             }
         }
-        Ok(writer.ticket().map_or(Route::Full, Route::Ticket))
+        if state.forget_if_retired() {
+            return Ok(Route::Plain);
+        }
+        Ok(match state.writer(born) {
+            Some(writer) => writer.ticket().map_or(Route::Full, Route::Ticket),
+            None => Route::Plain,
+        })
     }
 
     /// After a plain packet sent while no ring was known: looks again, and returns the ticket of
@@ -432,6 +446,9 @@ impl SenderRing {
         if matches!(*state, RingState::Unaware) {
             // A look that fails (out of descriptors for the copy) is taken again at the next send.
             *state = find_ring(socket).unwrap_or(RingState::Unaware);
+        }
+        if state.forget_if_retired() {
+            return None;
         }
         let writer = state.writer(self.born.load(Ordering::Relaxed))?;
         let ticket = writer.ticket();
