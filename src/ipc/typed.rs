@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
-use super::message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
+use super::message::{OpaqueIpcReceiver, OpaqueIpcSender};
 use crate::codec::handles;
-use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::error::{IpcError, SendTimeoutError, SerDeError, TryRecvError, TrySendError};
 use crate::sys::ReceiveLimits;
 use crate::sys::{self, OsIpcSender, Wait};
 
@@ -68,10 +68,14 @@ pub struct IpcSender<T> {
 thread_local! {
     /// A reusable encoding buffer, so small sends do not allocate.
     static SEND_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// A reusable buffer for received bytes, so small receives do not allocate.
+    static RECV_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Encoding buffers larger than this are not kept for reuse.
 const KEPT_BUFFER_CAPACITY: usize = 1 << 20;
+/// Receive buffers larger than this are not kept for reuse.
+const KEPT_RECV_CAPACITY: usize = 64 << 10;
 
 impl<T> IpcSender<T>
 where
@@ -233,8 +237,8 @@ where
     /// Waits for the next value. [`IpcError::Disconnected`] means every sender is gone and
     /// every value sent was already received.
     pub fn recv(&self) -> Result<T, IpcError> {
-        let message = self.end.recv(Wait::Blocking).map_err(ipc_error)?;
-        Ok(IpcMessage::from(message).to()?)
+        let message = self.receive(Wait::Blocking).map_err(ipc_error)?;
+        Ok(message?)
     }
 
     /// Takes the next value if one is queued; [`TryRecvError::Empty`] otherwise.
@@ -263,8 +267,27 @@ where
     }
 
     fn recv_with(&self, mode: Wait) -> Result<T, TryRecvError> {
-        let message = self.end.recv(mode).map_err(try_recv_error)?;
-        IpcMessage::from(message).to().map_err(|error| TryRecvError::IpcError(error.into()))
+        let message = self.receive(mode).map_err(try_recv_error)?;
+        message.map_err(|error| TryRecvError::IpcError(error.into()))
+    }
+
+    /// Receives and decodes one message; its bytes land in this thread's kept buffer, which the
+    /// next receive reuses (a small message then costs no allocation of its own).
+    fn receive(&self, mode: Wait) -> Result<Result<T, SerDeError>, sys::RecvError> {
+        let mut buffer = RECV_BUFFER.with(Cell::take);
+        let message = self.end.recv_into(mode, &mut buffer);
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                RECV_BUFFER.with(|cell| cell.set(buffer));
+                return Err(error);
+            }
+        };
+        let value = handles::decode(&message.data, message.channels, message.shared_memory, message.max_nesting);
+        if message.data.capacity() <= KEPT_RECV_CAPACITY {
+            RECV_BUFFER.with(|cell| cell.set(message.data));
+        }
+        Ok(value)
     }
 
     /// Sets the limits every later message must respect; see [`ReceiveLimits`]. The limits
