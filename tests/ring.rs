@@ -59,6 +59,8 @@ enum Setup {
     Second(IpcSender<Observed>, IpcReceiver<u32>),
     /// Send numbered messages of varied sizes until killed.
     Flood(IpcSender<(u32, Bytes)>),
+    /// Receive `n` messages and report their numbers.
+    Drain(IpcReceiver<(u32, Option<IpcSender<u8>>)>, u32, IpcSender<Vec<u32>>),
     /// Send one small message, then die at once (SIGKILL).
     SendAndDie(IpcSender<(u32, Bytes)>),
     /// For each `n` from `go`, send `n` numbered messages, then pass `n` on to `then`.
@@ -90,6 +92,10 @@ fn child_entry() {
                 let len = if seq % 7 == 3 { 20_000 } else { (seq as usize * 13) % 200 };
                 observed.send((seq, patterned(seq, len))).unwrap();
             }
+        }
+        Setup::Drain(receiver, n, report) => {
+            let got = (0..n).map(|_| receiver.recv().unwrap().0).collect();
+            report.send(got).unwrap();
         }
         Setup::SendAndDie(observed) => {
             observed.send((7, patterned(7, 64))).unwrap();
@@ -319,6 +325,30 @@ fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
         }
         assert_eq!(mine.len() + theirs.len(), COUNT as usize, "every message reached one of them");
         drop(tx);
+    });
+}
+
+/// A receiver that moves to another process with messages waiting in its ring (and packets
+/// with their markers) delivers them there, in order, and then what its senders send next.
+#[test]
+fn a_receiver_moves_with_the_messages_in_its_ring() {
+    let _serial = serial();
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<(u32, Option<IpcSender<u8>>)>().unwrap();
+        give_a_ring(&tx, &rx, || (u32::MAX, None));
+        // Every fifth message carries a channel, so it travels on the socket with a marker.
+        let message = |seq: u32| (seq, (seq % 5 == 0).then(|| ipc::channel().unwrap().0));
+        for seq in 0..50 {
+            tx.send(message(seq)).unwrap();
+        }
+        let (report_tx, report_rx) = ipc::channel().unwrap();
+        let (child, setup) = worker();
+        setup.send(Setup::Drain(rx, 60, report_tx)).unwrap();
+        for seq in 50..60 {
+            tx.send(message(seq)).unwrap();
+        }
+        assert_eq!(report_rx.recv().unwrap(), (0..60).collect::<Vec<u32>>());
+        assert_child_succeeds(child);
     });
 }
 
