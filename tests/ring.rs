@@ -45,6 +45,14 @@ fn body(index: u32, phase: u32) -> Body {
     }
 }
 
+/// A numbered message; every fifth carries a channel, so it travels on the socket (with a marker
+/// when the channel has a ring) while the others go through the ring.
+type Numbered = (u32, Option<IpcSender<u8>>);
+
+fn numbered(seq: u32) -> Numbered {
+    (seq, (seq % 5 == 0).then(|| ipc::channel().unwrap().0))
+}
+
 /// Bytes derived from `seq` throughout, so a torn message shows.
 fn patterned(seq: u32, len: usize) -> Bytes {
     Bytes((0..len).map(|at| (seq as usize * 31 + at) as u8).collect())
@@ -60,7 +68,7 @@ enum Setup {
     /// Send numbered messages of varied sizes until killed.
     Flood(IpcSender<(u32, Bytes)>),
     /// Receive `n` messages and report their numbers.
-    Drain(IpcReceiver<(u32, Option<IpcSender<u8>>)>, u32, IpcSender<Vec<u32>>),
+    Drain(IpcReceiver<Numbered>, u32, IpcSender<Vec<u32>>),
     /// Send one small message, then die at once (SIGKILL).
     SendAndDie(IpcSender<(u32, Bytes)>),
     /// For each `n` from `go`, send `n` numbered messages, then pass `n` on to `then`.
@@ -297,14 +305,13 @@ fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
     let _serial = serial();
     const COUNT: u32 = 300;
     with_watchdog(Duration::from_secs(60), || {
-        // Every fifth message carries a channel, so it travels on the socket.
-        let (tx, rx) = ipc::channel::<(u32, Option<IpcSender<u8>>)>().unwrap();
+        let (tx, rx) = ipc::channel::<Numbered>().unwrap();
         give_a_ring(&tx, &rx, || (u32::MAX, None));
         for seq in 0..COUNT {
-            tx.send((seq, (seq % 5 == 0).then(|| ipc::channel().unwrap().0))).unwrap();
+            tx.send(numbered(seq)).unwrap();
         }
         let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
-        let take_all = |rx: &IpcReceiver<(u32, Option<IpcSender<u8>>)>| {
+        let take_all = |rx: &IpcReceiver<Numbered>| {
             let mut got = Vec::new();
             while let Ok((seq, _)) = rx.try_recv_timeout(Duration::from_millis(300)) {
                 got.push(seq);
@@ -341,18 +348,16 @@ fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
 fn a_receiver_moves_with_the_messages_in_its_ring() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (tx, rx) = ipc::channel::<(u32, Option<IpcSender<u8>>)>().unwrap();
+        let (tx, rx) = ipc::channel::<Numbered>().unwrap();
         give_a_ring(&tx, &rx, || (u32::MAX, None));
-        // Every fifth message carries a channel, so it travels on the socket with a marker.
-        let message = |seq: u32| (seq, (seq % 5 == 0).then(|| ipc::channel().unwrap().0));
         for seq in 0..50 {
-            tx.send(message(seq)).unwrap();
+            tx.send(numbered(seq)).unwrap();
         }
         let (report_tx, report_rx) = ipc::channel().unwrap();
         let (child, setup) = worker();
         setup.send(Setup::Drain(rx, 60, report_tx)).unwrap();
         for seq in 50..60 {
-            tx.send(message(seq)).unwrap();
+            tx.send(numbered(seq)).unwrap();
         }
         assert_eq!(report_rx.recv().unwrap(), (0..60).collect::<Vec<u32>>());
         assert_child_succeeds(child);

@@ -59,9 +59,8 @@ pub(crate) fn take_inherited() -> io::Result<OsOpaqueIpcChannel> {
         return Err(not_found());
     }
     // Check the descriptor before owning it: open (`fcntl(F_GETFD)` on a number that is not
-    // fails with EBADF), a SOCK_SEQPACKET socket, the same inode.
-    // SAFETY: the number is only probed with `fcntl`, and used further only once it is known to
-    // be open; nothing is written to it.
+    // fails with EBADF), then a SOCK_SEQPACKET socket with the same inode. Nothing is written.
+    // SAFETY: probed with `fcntl` first; used further only once it is known to be open.
     let probe = unsafe { BorrowedFd::borrow_raw(raw) };
     let matches = fcntl_getfd(probe).is_ok()
         && socket_type(probe) == Ok(SocketType::SEQPACKET)
