@@ -364,6 +364,43 @@ fn a_receiver_moves_with_the_messages_in_its_ring() {
     });
 }
 
+/// A sender that finds the ring full (and no room left for the markers of packets) sleeps on
+/// the slot's futex, not on a timer, and the receiver's next takes wake it: every message
+/// arrives, in order.
+#[test]
+fn a_sender_blocked_on_a_full_ring_sleeps_until_the_receiver_takes() {
+    let _serial = serial();
+    const COUNT: u32 = 2_000;
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+        give_a_ring(&tx, &rx, || (0, patterned(0, 64)));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let sending = std::thread::spawn(move || {
+            tid_tx.send(util::thread_id()).unwrap();
+            for seq in 0..COUNT {
+                tx.send((seq, patterned(seq, 64))).unwrap();
+            }
+        });
+        let tid = tid_rx.recv().unwrap();
+        // `/proc/<tid>/syscall` starts with the number of the call the thread is blocked in.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap();
+            if syscall.split_whitespace().next() == Some(&libc::SYS_futex.to_string()) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the sender never waited on a futex: {syscall}");
+            std::thread::yield_now();
+        }
+        for seq in 0..COUNT {
+            let (got, bytes) = rx.recv().unwrap();
+            assert_eq!(got, seq);
+            assert!(bytes == patterned(seq, 64));
+        }
+        sending.join().unwrap();
+    });
+}
+
 /// A channel that carried one message is its socket pair alone: one descriptor in each
 /// process. One that carried traffic costs its sending process still one (the socket) and its
 /// receiving process two (the socket and the ring's control memfd).

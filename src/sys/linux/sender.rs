@@ -180,17 +180,19 @@ impl OsIpcSender {
         }
     }
 
-    /// Waits a little for the receiver to free room in a full ring, as `deadline` allows.
-    /// `false` when the receiver is gone. A receiver that reads frees room without a system
-    /// call, so this polls: the socket, with no event asked for, wakes it only on hang-up.
+    /// Waits for the receiver to free room in a full ring, as `deadline` allows: it wakes this
+    /// sender once it has taken entries, and at most [`RING_ROOM_WAIT`] passes before the
+    /// sender looks at the socket. `false` when the receiver is gone.
     fn wait_for_ring_room(&self, deadline: Option<Instant>) -> io::Result<bool> {
         let left = deadline.map_or(Duration::MAX, |deadline| deadline.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"));
         }
+        self.ring.wait_for_room(left.min(RING_ROOM_WAIT));
+        // A receiver that is gone frees nothing: its socket says so (no event asked for, a
+        // hang-up is reported).
         let mut fds = [PollFd::new(&*self.fd, PollFlags::empty())];
-        let nap = timespec(left.min(RING_ROOM_POLL));
-        match rustix::event::poll(&mut fds, Some(&nap)) {
+        match rustix::event::poll(&mut fds, Some(&timespec(Duration::ZERO))) {
             Ok(0) | Err(Errno::INTR) => Ok(true),
             Ok(_) => Ok(false),
             Err(error) => Err(error.into()),
@@ -354,8 +356,9 @@ enum Route {
     Full,
 }
 
-/// How long a sender waiting for room in a full ring sleeps between looks.
-const RING_ROOM_POLL: Duration = Duration::from_millis(1);
+/// The longest a sender waiting for room in a full ring sleeps before it looks whether the
+/// receiver is still there (a receiver that takes entries wakes it at once).
+const RING_ROOM_WAIT: Duration = Duration::from_millis(10);
 
 /// What this process knows of the channel's ring, shared by clones of a sender.
 struct SenderRing {
@@ -457,6 +460,19 @@ impl SenderRing {
             *state = RingState::Absent;
         }
         ticket
+    }
+
+    /// Waits until the receiver frees room in this process's slot, or `timeout` passes (at once
+    /// when room came meanwhile).
+    fn wait_for_room(&self, timeout: Duration) {
+        let waiter = match self.state() {
+            Some(mut state) => state.writer(self.born.load(Ordering::Relaxed)).and_then(RingWriter::announce_wait),
+            None => None,
+        };
+        // The state's lock is not held while waiting: the other clones of this sender go on.
+        if let Some((control, slot)) = waiter {
+            control.wait_for_room(slot, timeout);
+        }
     }
 
     /// Retires the ring: from now on every sender uses the socket.

@@ -7,6 +7,8 @@
 //!     64               8   cursor: the next entry to deliver (receiver's), 0 = none
 //!     72               8   ahead count (receiver's)
 //!    128         8 × 64    ahead tickets (receiver's)
+//!    640     4 × SLOTS     waiting flags: a futex word per slot, 1 while its writer waits for
+//!                          room (set by the writer, cleared by the receiver, which wakes it)
 //!   1024   64 × SLOTS      slot headers: owner token, head, tail, ticket count (writer's)
 //!   2048  RING_BYTES × SLOTS  the slots' rings of entries
 //! ```
@@ -30,6 +32,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+use rustix::thread::futex;
 
 use super::super::sys::{invalid_data, retry_on_intr};
 use super::{RING_BYTES, SLOTS};
@@ -53,6 +56,10 @@ const WORD: usize = 0;
 const CURSOR: usize = 64;
 const AHEAD_COUNT: usize = 72;
 const AHEAD_TICKETS: usize = 128;
+// Read by the receiver at every take: on a line of their own that writers set only when they
+// wait, so the look is a hit in the receiver's cache.
+const WAITING: usize = 640;
+const _: () = assert!(AHEAD_TICKETS + AHEAD * 8 <= WAITING && WAITING + SLOTS * 4 <= SLOT_HEADERS);
 const SLOT_HEADERS: usize = 1024;
 const SLOT_HEADER_LEN: usize = 64;
 
@@ -185,6 +192,35 @@ impl Control {
     pub fn slot_word(&self, slot: usize, index: usize) -> &AtomicU64 {
         assert!(slot < SLOTS && index < SLOT_HEADER_LEN / 8);
         self.u64_at(SLOT_HEADERS + slot * SLOT_HEADER_LEN + index * 8)
+    }
+
+    /// Slot `slot`'s waiting flag (a futex word): 1 while its writer waits for room.
+    pub fn waiting(&self, slot: usize) -> &AtomicU32 {
+        assert!(slot < SLOTS);
+        self.u32_at(WAITING + slot * 4)
+    }
+
+    /// Waits until the receiver clears slot `slot`'s waiting flag (it wakes the slot's writer
+    /// once it has taken entries), or `timeout` passes.
+    pub fn wait_for_room(&self, slot: usize, timeout: std::time::Duration) {
+        let flag = self.waiting(slot);
+        let timeout = super::super::sys::timespec(timeout);
+        // Shared (not process-private): the receiver that wakes it is another process.
+        let _ = futex::wait(flag, futex::Flags::empty(), 1, Some(&timeout));
+        flag.store(0, Ordering::Relaxed);
+    }
+
+    /// Wakes the writers that wait for room: called once the receiver consumed entries.
+    pub fn wake_waiting_writers(&self) {
+        // Ordered with a writer's flag-then-look (`RingWriter::announce_wait`): either its look
+        // finds the entries consumed before this, or this finds its flag.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for slot in 0..SLOTS {
+            let flag = self.waiting(slot);
+            if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
+                let _ = futex::wake(flag, futex::Flags::empty(), u32::MAX);
+            }
+        }
     }
 
     /// Remembers that the packet with `ticket` was delivered before its marker.

@@ -178,6 +178,8 @@ impl RingReader {
     /// Takes the whole published chain and links it oldest first from the cursor. `false` when
     /// nothing was published.
     fn take(&self) -> io::Result<bool> {
+        // Everything taken before is consumed: a writer waiting for room may go on.
+        self.control.wake_waiting_writers();
         let word = self.control.word();
         let mut current = Word(word.load(Ordering::Acquire));
         loop {
@@ -222,6 +224,7 @@ impl RingReader {
         if self.control.cursor().load(Ordering::Acquire) != 0 {
             return false;
         }
+        self.control.wake_waiting_writers();
         let word = self.control.word();
         let mut current = Word(word.load(Ordering::Acquire));
         loop {

@@ -84,13 +84,32 @@ impl RingWriter {
     /// the receiver reads).
     pub fn ticket(&mut self) -> Option<u64> {
         self.reclaim();
-        let free = RING_BYTES - (self.head - self.tail) as usize;
-        if free < self.promised + MARKER_SIZE {
+        if !self.has_marker_room() {
             return None;
         }
         self.promised += MARKER_SIZE;
         let count = self.control.slot_word(self.slot, 3).fetch_add(1, Ordering::Relaxed);
         Some(((self.slot as u64 + 1) << 56) | (count & ((1 << 56) - 1)))
+    }
+
+    /// Whether one more marker fits, besides those promised.
+    fn has_marker_room(&self) -> bool {
+        RING_BYTES - (self.head - self.tail) as usize >= self.promised + MARKER_SIZE
+    }
+
+    /// Announces that this writer waits for room (its slot's waiting flag), then looks once
+    /// more: `Some` (the mapping and the slot to wait on with [`Control::wait_for_room`]) when
+    /// there is still none, `None` when room came meanwhile.
+    pub fn announce_wait(&mut self) -> Option<(Arc<Control>, usize)> {
+        self.control.waiting(self.slot).store(1, Ordering::SeqCst);
+        // See `Control::wake_waiting_writers`: the flag is set before this look.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.reclaim();
+        if self.has_marker_room() {
+            self.control.waiting(self.slot).store(0, Ordering::Relaxed);
+            return None;
+        }
+        Some((self.control.clone(), self.slot))
     }
 
     /// Gives back the room promised with a ticket whose packet was not sent.
