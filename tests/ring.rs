@@ -342,6 +342,58 @@ fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
     });
 }
 
+/// A select whose member's ring holds nothing but a marker (its packet was read elsewhere: here
+/// by a `fork` copy of the receiver; in the demo, ahead of the marker) passes the marker and
+/// then sleeps — and a message sent into that member's ring afterwards still wakes it. (The
+/// select used to sleep without announcing it for that member, so the message waited forever.)
+#[test]
+fn a_select_that_passed_a_lone_marker_is_woken_by_the_next_message() {
+    let _serial = serial();
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<Numbered>().unwrap();
+        give_a_ring(&tx, &rx, || (u32::MAX, None));
+        let (go_tx, go_rx) = ipc::channel::<()>().unwrap();
+        let (report_tx, report_rx) = ipc::channel::<u32>().unwrap();
+        // The child runs only this block's code and leaves with `_exit`.
+        // SAFETY: fork has no preconditions; the child keeps to the code below.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // A copy made by `fork` reads the socket alone: it takes the packet of message 1.
+            let ok = go_rx.recv().is_ok() && rx.recv().is_ok_and(|(seq, _)| report_tx.send(seq).is_ok());
+            // SAFETY: _exit has no preconditions.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut set = ipc::IpcReceiverSet::new().unwrap();
+        let id = set.add(rx).unwrap();
+        // A select that sleeps and times out leaves the member announced as asleep: message 1
+        // goes on the socket, with its marker in the ring.
+        assert!(set.try_select_timeout(Duration::from_millis(10)).is_err());
+        tx.send((1, None)).unwrap();
+        go_tx.send(()).unwrap();
+        assert_eq!(report_rx.recv().unwrap(), 1, "the forked copy took message 1's packet");
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        // Message 2 is sent once the select sleeps, after it passed message 1's marker.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let sending = std::thread::spawn(move || {
+            util::wait_until_asleep(tid_rx.recv().unwrap(), "the select");
+            tx.send((2, None)).unwrap();
+            tx
+        });
+        tid_tx.send(util::thread_id()).unwrap();
+        let results = set.try_select_timeout(Duration::from_secs(20)).expect("message 2 woke the select");
+        let tx = sending.join().unwrap();
+        let [ipc::IpcSelectionResult::MessageReceived(got, message)] = <[_; 1]>::try_from(results).unwrap() else {
+            panic!("one message expected");
+        };
+        assert_eq!(got, id);
+        assert_eq!(message.to::<Numbered>().unwrap().0, 2);
+        drop(tx);
+    });
+}
+
 /// A receiver that moves to another process with messages waiting in its ring (and packets
 /// with their markers) delivers them there, in order, and then what its senders send next.
 #[test]

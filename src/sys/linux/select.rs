@@ -113,11 +113,16 @@ impl OsIpcReceiverSet {
                 .filter(|(_, receiver)| if sleeping { !receiver.prepare_to_sleep() } else { receiver.has_ring_work() })
                 .map(|(&id, _)| id)
                 .collect();
+            let had_ring_work = !waiting.is_empty();
             for id in waiting {
                 self.drain(id, &mut results);
             }
             if !results.is_empty() {
                 timeout = Some(Duration::ZERO);
+            } else if sleeping && had_ring_work {
+                // What waited was no message (a marker whose packet was read already), and the
+                // member woke to take it: it must announce again that it sleeps before the wait.
+                continue;
             }
             let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], timeout.map(timespec).as_ref()) {
                 Ok((ready, _)) => ready.iter().map(|event| event.data.u64()).collect(),
