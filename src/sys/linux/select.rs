@@ -117,23 +117,24 @@ impl OsIpcReceiverSet {
             for id in waiting {
                 self.drain(id, &mut results);
             }
-            if !results.is_empty() {
+            // What waited may have been no message (a marker whose packet was read already); the
+            // member woke to take it and must announce again that it sleeps before any wait. The
+            // descriptors are still looked at meanwhile, so that other members are served even
+            // if a (hostile) ring never stops yielding such entries.
+            let announce_again = sleeping && had_ring_work && results.is_empty();
+            if !results.is_empty() || announce_again {
                 timeout = Some(Duration::ZERO);
-            } else if sleeping && had_ring_work {
-                // What waited was no message (a marker whose packet was read already), and the
-                // member woke to take it: it must announce again that it sleeps before the wait.
-                continue;
             }
             let ready: Vec<u64> = match epoll::wait(&self.epoll, &mut events[..], timeout.map(timespec).as_ref()) {
                 Ok((ready, _)) => ready.iter().map(|event| event.data.u64()).collect(),
-                Err(Errno::INTR) if timeout.is_none() || polling => continue,
+                Err(Errno::INTR) if timeout.is_none() || polling || announce_again => continue,
                 Err(Errno::INTR) => return Ok(results),
                 Err(error) => return Err(error.into()),
             };
             for id in ready {
                 self.drain(id, &mut results);
             }
-            if !results.is_empty() || (timeout.is_some() && !polling) {
+            if !results.is_empty() || (timeout.is_some() && !polling && !announce_again) {
                 if !matches!(mode, Wait::NonBlocking) {
                     self.recent_wait.record(start);
                 }

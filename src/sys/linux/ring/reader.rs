@@ -39,6 +39,9 @@ pub(in super::super) struct RingReader {
     /// [`ANNOUNCING`], [`FRESH`] or [`SETTLED`]: whether the receiver may let senders use the
     /// ring yet (see `ring/mod.rs`, "A ring once a channel carries traffic").
     settled: AtomicU8,
+    /// Set when the ring proved corrupt: it is never read again (a hostile writer could otherwise
+    /// keep it looking busy for ever).
+    broken: AtomicBool,
 }
 
 /// The ring's control memfd is not yet queued for the senders.
@@ -52,7 +55,14 @@ const SETTLED: u8 = 0;
 impl RingReader {
     /// The reader of a ring its senders know of already (it starts [`FRESH`]: see `settled`).
     pub fn new(control: Arc<Control>, fd: OwnedFd, born: u64) -> RingReader {
-        RingReader { control, fd, born, departed: AtomicBool::new(false), settled: AtomicU8::new(FRESH) }
+        RingReader {
+            control,
+            fd,
+            born,
+            departed: AtomicBool::new(false),
+            settled: AtomicU8::new(FRESH),
+            broken: AtomicBool::new(false),
+        }
     }
 
     /// The reader of a ring just made, whose control memfd is yet to be queued for the senders:
@@ -109,16 +119,21 @@ impl RingReader {
 
     /// Whether something waits in the ring (one load of each word; no checks).
     pub fn has_work(&self) -> bool {
-        self.control.cursor().load(Ordering::Acquire) != 0
-            || Word(self.control.word().load(Ordering::Acquire)).head() != 0
+        !self.broken.load(Ordering::Relaxed)
+            && (self.control.cursor().load(Ordering::Acquire) != 0
+                || Word(self.control.word().load(Ordering::Acquire)).head() != 0)
     }
 
     /// The next thing to deliver; a message's bytes go into `reuse`'s allocation (taking it)
     /// when it can hold them.
     pub fn front(&self, reuse: &mut Vec<u8>) -> io::Result<Front> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Ok(Front::Empty);
+        }
         let result = self.front_unchecked(reuse);
         if result.is_err() {
             // Stop trusting this ring: what is on the socket still arrives.
+            self.broken.store(true, Ordering::Relaxed);
             self.control.cursor().store(0, Ordering::Release);
             self.control.close();
         }
@@ -221,6 +236,9 @@ impl RingReader {
     /// the socket, whose packets wake it. `false` when something waits in the ring (the
     /// receiver must not sleep then).
     pub fn sleep(&self) -> bool {
+        if self.broken.load(Ordering::Relaxed) {
+            return true;
+        }
         if self.control.cursor().load(Ordering::Acquire) != 0 {
             return false;
         }
@@ -266,9 +284,9 @@ impl RingReader {
         self.control.forget_ahead(ticket)
     }
 
-    /// Whether the ring is retired.
+    /// Whether the ring is retired (or broken).
     pub fn is_closed(&self) -> bool {
-        self.control.is_closed()
+        self.broken.load(Ordering::Relaxed) || self.control.is_closed()
     }
 }
 

@@ -129,7 +129,8 @@ fn slots_are_claimed_once_and_given_back() {
     drop(fd);
 }
 
-/// Each corruption is an `InvalidData` error that retires the ring; nothing panics or hangs.
+/// Each corruption is an `InvalidData` error that retires the ring for good; nothing panics or
+/// hangs.
 #[test]
 fn a_corrupt_ring_is_an_error_on_its_channel() {
     type Corruption = fn(&Control);
@@ -151,6 +152,12 @@ fn a_corrupt_ring_is_an_error_on_its_channel() {
         let error = reader.front(&mut Vec::new()).expect_err(what);
         assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}");
         assert!(reader.control().is_closed(), "{what}: the ring is retired");
+        // A peer that goes on writing the word (clearing `CLOSED`, pointing at an entry) cannot
+        // make the broken ring look busy again: it is never read, nor waited on, again.
+        reader.control().word().store(Word::new(Control::reference(0, 0), 1, 0).0, Ordering::Relaxed);
+        assert!(reader.is_closed() && !reader.has_work(), "{what}: the broken ring stays quiet");
+        assert_eq!(next(&reader), Front::Empty, "{what}");
+        assert!(reader.sleep(), "{what}");
     }
 }
 
