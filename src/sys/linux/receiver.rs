@@ -12,14 +12,14 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustix::net::{recv, RecvFlags, SendFlags};
 
 use super::fork;
-use super::frame::{CONTROL_PACKET, HEADER_LEN, INLINE_MAX};
+use super::frame::{CONTROL_PACKET, HEADER_LEN, INLINE_MAX, NO_RING_PACKET};
 use super::intake::PeerMaps;
 use super::ring::{Control, Front, RingReader, RING_AFTER};
 use super::socket::{decode_message, recv_packet, send_packet, ReceiveBuffer};
@@ -34,6 +34,9 @@ pub(crate) struct OsIpcReceiver {
     /// Messages taken from the socket while the channel had no ring: at [`RING_AFTER`] the
     /// receiver makes one.
     socket_messages: AtomicU32,
+    /// Its senders were told that the channel never gets a ring (rings turned off where the
+    /// receiver was when it would have made one): it never makes one, wherever it goes.
+    ringless: AtomicBool,
     /// The fork generation this receiver was made in: a copy inherited through `fork` reads the
     /// socket alone and never makes a ring.
     born: u64,
@@ -43,6 +46,29 @@ pub(crate) struct OsIpcReceiver {
     recent_wait: RecentWait,
     /// Mappings of the pooled memfds this channel's senders reuse.
     peer_maps: PeerMaps,
+}
+
+/// What a receiver that moves tells the process it arrives in about its channel's ring: one
+/// byte per channel end in the packet (`wire_kind`), then the ring's control memfd after the
+/// end's socket when there is one.
+pub(super) enum RingNews<Fd> {
+    /// No ring yet: the receiver makes one once the channel carries traffic.
+    NotYet,
+    /// The ring, by its control memfd.
+    Ring(Fd),
+    /// The senders were told the channel never gets one.
+    Never,
+}
+
+impl<Fd> RingNews<Fd> {
+    /// The byte that stands for it in a packet's channel list.
+    pub(super) fn wire_kind(&self) -> u8 {
+        match self {
+            RingNews::NotYet => 0,
+            RingNews::Ring(_) => 1,
+            RingNews::Never => 2,
+        }
+    }
 }
 
 thread_local! {
@@ -57,6 +83,7 @@ impl OsIpcReceiver {
             fd,
             ring: OnceLock::new(),
             socket_messages: AtomicU32::new(0),
+            ringless: AtomicBool::new(false),
             born: fork::generation(),
             ring_lock: Mutex::new(()),
             limits: LimitsCell::new(ReceiveLimits::DEFAULT),
@@ -65,13 +92,16 @@ impl OsIpcReceiver {
         }
     }
 
-    /// Adopts a receiver that arrived in a message (or was inherited), with the ring control
-    /// memfd it brought along.
-    pub(super) fn from_received(fd: OwnedFd, control: Option<OwnedFd>) -> io::Result<Self> {
+    /// Adopts a receiver that arrived in a message, with what it brought along of its ring.
+    pub(super) fn from_received(fd: OwnedFd, news: RingNews<OwnedFd>) -> io::Result<Self> {
         let receiver = OsIpcReceiver::new(fd);
-        if let Some(control_fd) = control {
-            let control = Control::open(control_fd.as_fd())?;
-            let _ = receiver.ring.set(RingReader::new(Arc::new(control), control_fd, receiver.born));
+        match news {
+            RingNews::NotYet => {}
+            RingNews::Ring(control_fd) => {
+                let control = Control::open(control_fd.as_fd())?;
+                let _ = receiver.ring.set(RingReader::new(Arc::new(control), control_fd, receiver.born));
+            }
+            RingNews::Never => receiver.ringless.store(true, Ordering::Relaxed),
         }
         Ok(receiver)
     }
@@ -86,11 +116,15 @@ impl OsIpcReceiver {
 
     /// Gives the channel a ring: the control memfd is left queued in the senders' direction of
     /// the socket, where each sender finds it (see `ring/mod.rs`). Without memory or descriptors
-    /// for one, in a copy made by `fork`, or when the program turned rings off
-    /// (`ipc::set_shared_memory_ring`), the channel simply goes on without.
+    /// for one, or in a copy made by `fork`, the channel simply goes on without. When the program
+    /// turned rings off (`ipc::set_shared_memory_ring`), the senders are told so instead, so
+    /// that they stop looking for one.
     fn make_ring(&self) {
-        if self.born != fork::generation() || !crate::sys::ring_switch::shared_memory_ring() {
+        if self.born != fork::generation() || self.ringless.load(Ordering::Relaxed) {
             return;
+        }
+        if !crate::sys::ring_switch::shared_memory_ring() {
+            return self.decline_ring();
         }
         let Ok((control_fd, control)) = Control::create() else { return };
         let _serialised = self.lock_ring();
@@ -106,15 +140,35 @@ impl OsIpcReceiver {
         }
     }
 
+    /// Tells the senders, where they look for the ring, that the channel never gets one: a
+    /// sender that finds this stops looking (a look costs a system call per send). The receiver
+    /// then never makes a ring, also after moving to another process (a ring made later would
+    /// never be found: the first packet in the senders' direction is what they read).
+    fn decline_ring(&self) {
+        let _serialised = self.lock_ring();
+        if self.ring.get().is_some() || self.ringless.load(Ordering::Relaxed) {
+            return;
+        }
+        let packet = [io::IoSlice::new(&NO_RING_PACKET)];
+        // Should it fail (the senders are gone), senders simply go on looking.
+        if send_packet(self.fd.as_fd(), &packet, &[], SendFlags::DONTWAIT).is_ok() {
+            self.ringless.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// The ring this process may use: not a copy inherited through `fork` (which reads the
     /// socket alone), and not a retired ring with nothing left in it.
     fn live_ring(&self) -> Option<&RingReader> {
         self.ring.get().filter(|ring| ring.is_ours(fork::generation()) && (!ring.is_closed() || ring.has_work()))
     }
 
-    /// The control memfd to send along with this receiver when it moves.
-    pub(super) fn travelling_control(&self) -> Option<BorrowedFd<'_>> {
-        self.ring.get().filter(|ring| ring.is_ours(fork::generation())).map(|ring| ring.fd().as_fd())
+    /// What this receiver brings along of its ring when it moves.
+    pub(super) fn travelling_ring(&self) -> RingNews<BorrowedFd<'_>> {
+        match self.ring.get().filter(|ring| ring.is_ours(fork::generation())) {
+            Some(ring) => RingNews::Ring(ring.fd().as_fd()),
+            None if self.ringless.load(Ordering::Relaxed) => RingNews::Never,
+            None => RingNews::NotYet,
+        }
     }
 
     /// The receiver left in a message: its ring goes on in the process it went to.
@@ -441,5 +495,39 @@ impl AsFd for OsIpcReceiver {
 impl fmt::Debug for OsIpcReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OsIpcReceiver({:?})", self.fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::socket::channel;
+    use super::*;
+    use crate::sys::OsIpcChannel;
+
+    /// A receiver that declines the ring (rings turned off where it is) tells its senders, who
+    /// stop looking for one (a look costs a system call per send); moved elsewhere, it still
+    /// never makes one, since its senders would never find it.
+    #[test]
+    fn senders_stop_looking_once_the_receiver_declines_the_ring() {
+        let (tx, rx) = channel().unwrap();
+        let send = |byte: u8| assert!(tx.send(&[byte], vec![], vec![], Wait::Blocking).is_ok());
+        send(0);
+        assert!(tx.looks_for_ring());
+        rx.decline_ring();
+        send(1);
+        assert!(!tx.looks_for_ring(), "the sender did not take the receiver's word");
+        for expected in [0, 1] {
+            assert_eq!(rx.recv(Wait::Blocking).unwrap().data, [expected]);
+        }
+
+        let (carrier_tx, carrier_rx) = channel().unwrap();
+        assert!(carrier_tx.send(&[], vec![OsIpcChannel::Receiver(rx)], vec![], Wait::Blocking).is_ok());
+        let mut carried = carrier_rx.recv(Wait::Blocking).unwrap().channels;
+        let moved = carried.pop().unwrap().into_receiver().unwrap();
+        for byte in 2..RING_AFTER as u8 + 6 {
+            send(byte);
+            assert_eq!(moved.recv(Wait::Blocking).unwrap().data, [byte]);
+        }
+        assert!(moved.ring.get().is_none(), "the moved receiver made a ring its senders cannot find");
     }
 }

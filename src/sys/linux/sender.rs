@@ -15,11 +15,12 @@ use rustix::net::{connect, recv, socket_with, AddressFamily, RecvFlags, SocketAd
 use super::fork;
 use super::frame::{
     buffer_claim, other_version, version_mismatch, FrameHeader, CONTROL_PACKET, HANDLES_ON_SIDE_SOCKET, INLINE_MAX,
-    MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET, PAYLOAD_IN_POOLED_MEMFD, PLACE_HOLDER, VERDICT_ADMITTED, VERDICT_REFUSED,
-    VERDICT_TIMEOUT,
+    MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET, NO_RING_PACKET, PAYLOAD_IN_POOLED_MEMFD, PLACE_HOLDER, VERDICT_ADMITTED,
+    VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
 use super::memfd::{Encoded, PayloadWriter};
 use super::pool::{Lease, PayloadPool};
+use super::receiver::RingNews;
 use super::ring::{Control, Outcome, RingWriter, RING_MESSAGE_MAX};
 use super::socket::{recv_packet, send_on_side_socket, send_packet};
 use super::sys::{invalid_data, retry_on_intr, timespec, wait_readable, wait_writable, wire_count};
@@ -71,6 +72,12 @@ impl OsIpcSender {
             (_, 0) => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server closed the connection")),
             _ => Err(invalid_data("unexpected answer from the server")),
         }
+    }
+
+    /// Whether this sender still looks for the channel's ring after each send.
+    #[cfg(test)]
+    pub(super) fn looks_for_ring(&self) -> bool {
+        self.ring.state().is_some_and(|state| matches!(*state, RingState::Unknown | RingState::Unaware))
     }
 
     /// Sends one message, waiting for room as `wait` allows. The message is delivered whole or
@@ -221,10 +228,12 @@ impl OsIpcSender {
         let mut kinds = Vec::with_capacity(channels.len());
         let mut handles: Vec<BorrowedFd<'_>> = Vec::with_capacity(channels.len() + shared_memory.len());
         for channel in channels {
-            let (fd, control) = channel.travelling_fds();
-            kinds.push(u8::from(control.is_some()));
+            let (fd, ring) = channel.travelling();
+            kinds.push(ring.wire_kind());
             handles.push(fd);
-            handles.extend(control);
+            if let RingNews::Ring(control) = ring {
+                handles.push(control);
+            }
         }
         handles.extend(shared_memory.iter().map(AsFd::as_fd));
 
@@ -519,13 +528,17 @@ impl SenderRing {
 }
 
 /// Looks for the ring's control memfd, which the receiver left queued in this direction of the
-/// socket, and maps it: `Unaware` when there is none yet, `Absent` when it is broken.
+/// socket, and maps it: `Unaware` when there is none yet, `Absent` when it is broken or when the
+/// receiver left word that the channel never gets one.
 fn find_ring(socket: BorrowedFd<'_>) -> io::Result<RingState> {
     let mut packet = [0u8; CONTROL_PACKET.len()];
     match recv_packet(socket, &mut packet, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
         Ok(Some((len, mut fds))) if len == CONTROL_PACKET.len() && packet == CONTROL_PACKET && fds.len() == 1 => {
             let fd = fds.pop().expect("one descriptor");
             Ok(Control::open(fd.as_fd()).map_or(RingState::Absent, |control| RingState::Mapped(Arc::new(control))))
+        }
+        Ok(Some((len, fds))) if len == NO_RING_PACKET.len() && packet == NO_RING_PACKET && fds.is_empty() => {
+            Ok(RingState::Absent)
         }
         // None yet; or the receiver is gone (and the send says so).
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(RingState::Unaware),

@@ -28,7 +28,7 @@ use super::frame::{
     PLACE_HOLDER,
 };
 use super::intake::{take_payload, PeerMaps};
-use super::receiver::OsIpcReceiver;
+use super::receiver::{OsIpcReceiver, RingNews};
 use super::sender::OsIpcSender;
 use super::sys::{invalid_data, retry_on_intr};
 use crate::sys::{LimitExceeded, LimitsCell, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory};
@@ -183,11 +183,12 @@ pub(super) fn decode_message(
     }
     let handle_count = header.channels as usize + header.shared_memory as usize;
     limits.check(header.payload_len, handle_count).map_err(LimitExceeded::into_io)?;
-    // One byte per channel end: 1 when its ring's control memfd follows it.
+    // One byte per channel end, what a receiver brings of its ring (`RingNews::wire_kind`):
+    // 1 when its ring's control memfd follows it.
     let kinds = packet
         .get(HEADER_LEN..HEADER_LEN + header.channels as usize)
         .ok_or_else(|| invalid_data("packet shorter than its channel list"))?;
-    if kinds.iter().any(|&kind| kind > 1) {
+    if kinds.iter().any(|&kind| kind > 2) {
         return Err(invalid_data("unknown channel kind"));
     }
     let inline = &packet[HEADER_LEN + kinds.len()..];
@@ -223,8 +224,12 @@ pub(super) fn decode_message(
     let mut channels = Vec::with_capacity(kinds.len());
     for &kind in kinds {
         let fd = handles.next().ok_or_else(|| invalid_data("channel descriptor missing"))?;
-        let control = if kind == 1 { handles.next() } else { None };
-        channels.push(OsOpaqueIpcChannel::from_received(fd, control)?);
+        let ring = match kind {
+            1 => RingNews::Ring(handles.next().ok_or_else(|| invalid_data("ring control memfd missing"))?),
+            2 => RingNews::Never,
+            _ => RingNews::NotYet,
+        };
+        channels.push(OsOpaqueIpcChannel::from_received(fd, ring)?);
     }
     let shared_memory = handles.map(OsIpcSharedMemory::from_sealed).collect::<io::Result<Vec<_>>>()?;
     let message = OsIpcMessage { data, channels, shared_memory, max_nesting: limits.max_nesting() };
@@ -251,22 +256,22 @@ fn recv_side_socket(side: BorrowedFd<'_>, expected: usize) -> io::Result<Vec<Own
 /// A channel end received in a message: a sender or a receiver, decided by the message's type.
 pub(crate) struct OsOpaqueIpcChannel {
     fd: OwnedFd,
-    /// The ring's control memfd a receiver brought along.
-    control: Option<OwnedFd>,
+    /// What a receiver brought along of its ring.
+    ring: RingNews<OwnedFd>,
 }
 
 impl OsOpaqueIpcChannel {
     /// Adopts a received descriptor, refusing anything but a `SOCK_SEQPACKET` socket.
-    fn from_received(fd: OwnedFd, control: Option<OwnedFd>) -> io::Result<Self> {
+    fn from_received(fd: OwnedFd, ring: RingNews<OwnedFd>) -> io::Result<Self> {
         match socket_type(&fd) {
-            Ok(SocketType::SEQPACKET) => Ok(OsOpaqueIpcChannel { fd, control }),
+            Ok(SocketType::SEQPACKET) => Ok(OsOpaqueIpcChannel { fd, ring }),
             _ => Err(invalid_data("channel descriptor is not a channel socket")),
         }
     }
 
     /// Adopts the channel end a parent process passed down (already checked by the caller).
     pub(super) fn from_inherited(fd: OwnedFd) -> Self {
-        OsOpaqueIpcChannel { fd, control: None }
+        OsOpaqueIpcChannel { fd, ring: RingNews::NotYet }
     }
 
     /// This end, used as a sender (a sender finds the ring on its own).
@@ -276,7 +281,7 @@ impl OsOpaqueIpcChannel {
 
     /// This end, used as a receiver.
     pub fn into_receiver(self) -> io::Result<OsIpcReceiver> {
-        OsIpcReceiver::from_received(self.fd, self.control)
+        OsIpcReceiver::from_received(self.fd, self.ring)
     }
 }
 
@@ -296,11 +301,11 @@ impl OsIpcChannel {
         }
     }
 
-    /// The descriptors the end travels as: its socket, and a receiver's ring control memfd.
-    pub(super) fn travelling_fds(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
+    /// What the end travels as: its socket, and what a receiver brings along of its ring.
+    pub(super) fn travelling(&self) -> (BorrowedFd<'_>, RingNews<BorrowedFd<'_>>) {
         match self {
-            OsIpcChannel::Sender(sender) => (sender.fd.as_fd(), None),
-            OsIpcChannel::Receiver(receiver) => (receiver.as_fd(), receiver.travelling_control()),
+            OsIpcChannel::Sender(sender) => (sender.fd.as_fd(), RingNews::NotYet),
+            OsIpcChannel::Receiver(receiver) => (receiver.as_fd(), receiver.travelling_ring()),
         }
     }
 }

@@ -158,6 +158,9 @@ pub(super) fn version_mismatch(theirs: u8) -> io::Error {
 /// The packet a receiver leaves queued in its senders' direction of the socket pair, carrying
 /// the ring's control memfd; each sending process takes a copy with `MSG_PEEK`.
 pub(super) const CONTROL_PACKET: [u8; 8] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'R', b'N', b'G', 0];
+/// The packet a receiver leaves queued in its senders' direction instead, when the channel never
+/// gets a ring (rings turned off in its process): senders that see it stop looking.
+pub(super) const NO_RING_PACKET: [u8; 8] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'N', b'O', b'R', 0];
 /// The packet a server's acceptor sends a new client that it admitted.
 pub(super) const VERDICT_ADMITTED: [u8; 8] = [MAGIC[0], MAGIC[1], MAGIC[2], PROTOCOL_VERSION, b'-', b'O', b'K', 0];
 /// The packet a server's acceptor sends a client that its access policy refused.

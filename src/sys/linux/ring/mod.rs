@@ -48,6 +48,9 @@
 //!
 //! So a channel that carries a handful of messages never pays for a ring, and one that streams
 //! pays once: a memfd, two mappings, and one look per plain send until the ring is found.
+//! A receiver whose process turned rings off leaves a "no ring" packet where the control memfd
+//! would be: senders that see it stop looking, and the receiver never makes a ring, wherever it
+//! moves (a later one would sit behind that packet, unseen).
 //!
 //! Descriptors: the control memfd is held by the receiver (one more descriptor, in the
 //! receiver's process only); a copy waits, queued in the *sender's* direction of the socket
