@@ -75,6 +75,8 @@ enum Setup {
     Relay(IpcSender<u32>, IpcReceiver<usize>, IpcSender<usize>),
     /// Send `n` small messages on each channel, then report this process's descriptors.
     SendOnEach(Vec<IpcSender<u8>>, usize, IpcSender<(usize, usize)>),
+    /// Receive `n` messages and see the channel empty, say so, then wait for something else.
+    ReceiveThenIdle(IpcReceiver<u32>, u32, IpcSender<()>),
 }
 
 #[test]
@@ -128,6 +130,16 @@ fn child_entry() {
                 }
             }
             report.send((before, util::open_fds())).unwrap();
+        }
+        Setup::ReceiveThenIdle(receiver, n, ready) => {
+            for expected in 0..n {
+                assert_eq!(receiver.recv().unwrap(), expected);
+            }
+            // The receiver has seen its socket empty: its ring is awake, senders write in it.
+            assert!(matches!(receiver.try_recv(), Err(crossproc::TryRecvError::Empty)));
+            ready.send(()).unwrap();
+            // Busy elsewhere (here: waiting on another channel) until it is killed.
+            let _ = rx.recv();
         }
     }
 }
@@ -295,6 +307,32 @@ fn a_message_whose_sender_dies_at_once_wakes_a_sleeping_receiver() {
             child.wait().unwrap();
             drop(tx);
         }
+    });
+}
+
+/// A receiver *process* killed while its ring is awake (it had received, and was waiting on
+/// something else) cannot retire the ring; a sender learns it from the socket, at its first
+/// ring send in a later tick of the coarse clock than its previous look: that send fails.
+#[test]
+fn a_send_after_the_receiving_process_was_killed_fails() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (mut child, setup) = worker();
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        give_a_ring(&tx, &rx, || 0);
+        let (ready_tx, ready_rx) = ipc::channel().unwrap();
+        setup.send(Setup::ReceiveThenIdle(rx, 5, ready_tx)).unwrap();
+        for seq in 0..5 {
+            tx.send(seq).unwrap();
+        }
+        ready_rx.recv().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let coarse = || rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+        let killed = coarse();
+        while coarse() == killed {
+            std::thread::yield_now();
+        }
+        assert!(matches!(tx.send(5), Err(IpcError::Disconnected)));
     });
 }
 

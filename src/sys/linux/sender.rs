@@ -38,7 +38,11 @@ pub(crate) struct OsIpcSender {
 impl OsIpcSender {
     /// A sender on `fd` (its first send looks for the channel's ring).
     pub(super) fn from_fd(fd: OwnedFd) -> Self {
-        let ring = SenderRing { born: AtomicU64::new(fork::generation()), state: Mutex::new(RingState::Unknown) };
+        let ring = SenderRing {
+            born: AtomicU64::new(fork::generation()),
+            state: Mutex::new(RingState::Unknown),
+            looked: AtomicU64::new(0),
+        };
         OsIpcSender { fd: Arc::new(fd), pool: Arc::default(), ring: Arc::new(ring) }
     }
 
@@ -196,14 +200,8 @@ impl OsIpcSender {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"));
         }
         self.ring.wait_for_room(left.min(RING_ROOM_WAIT));
-        // A receiver that is gone frees nothing: its socket says so (no event asked for, a
-        // hang-up is reported).
-        let mut fds = [PollFd::new(&*self.fd, PollFlags::empty())];
-        match rustix::event::poll(&mut fds, Some(&timespec(Duration::ZERO))) {
-            Ok(0) | Err(Errno::INTR) => Ok(true),
-            Ok(_) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+        // A receiver that is gone frees nothing: its socket says so.
+        Ok(!hung_up(self.fd.as_fd())?)
     }
 
     fn send_packet_of(
@@ -369,11 +367,20 @@ enum Route {
 /// receiver is still there (a receiver that takes entries wakes it at once).
 const RING_ROOM_WAIT: Duration = Duration::from_millis(10);
 
+/// How long a process may write into the ring without looking whether the receiver's socket
+/// hung up. A receiver that is dropped retires the ring, which the next send sees; a receiver
+/// *process* that dies cannot, and only its socket says so. The clock is the coarse one (a read
+/// costs ~2 ns; its tick is 1-4 ms), so a ring send from a later tick than the last look looks
+/// (one `poll`), and a stream of sends looks once per tick.
+const HANG_UP_LOOK_EVERY: Duration = Duration::from_millis(1);
+
 /// What this process knows of the channel's ring, shared by clones of a sender.
 struct SenderRing {
     /// The fork generation `state` belongs to: a forked child starts over.
     born: AtomicU64,
     state: Mutex<RingState>,
+    /// When this process last looked whether the receiver hung up (coarse clock, nanoseconds).
+    looked: AtomicU64,
 }
 
 enum RingState {
@@ -437,6 +444,11 @@ impl SenderRing {
         }
         let born = self.born.load(Ordering::Relaxed);
         if let (Some(data), Some(writer)) = (small, state.writer(born)) {
+            if self.receiver_died(socket)? {
+                // The socket says so to the send.
+                *state = RingState::Absent;
+                return Ok(Route::Plain);
+            }
             if writer.send(data) == Outcome::Sent {
                 return Ok(Route::Delivered);
             }
@@ -448,6 +460,18 @@ impl SenderRing {
             Some(writer) => writer.ticket().map_or(Route::Full, Route::Ticket),
             None => Route::Plain,
         })
+    }
+
+    /// Whether the receiver's socket hung up, looked at only when [`HANG_UP_LOOK_EVERY`] passed
+    /// since this process last looked (a message in the ring of a receiver that died would be
+    /// lost without an error; one on the socket fails).
+    fn receiver_died(&self, socket: BorrowedFd<'_>) -> io::Result<bool> {
+        let now = coarse_now();
+        if now.saturating_sub(self.looked.load(Ordering::Relaxed)) < HANG_UP_LOOK_EVERY.as_nanos() as u64 {
+            return Ok(false);
+        }
+        self.looked.store(now, Ordering::Relaxed);
+        hung_up(socket)
     }
 
     /// After a plain packet sent while no ring was known: looks again, and returns the ticket of
@@ -525,6 +549,23 @@ impl SenderRing {
         }
         Some(state)
     }
+}
+
+/// Whether every receiving end of `socket` is closed (a poll that asks for no event reports a
+/// hang-up; it does not wait).
+fn hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut fds = [PollFd::new(&socket, PollFlags::empty())];
+    match rustix::event::poll(&mut fds, Some(&timespec(Duration::ZERO))) {
+        Ok(0) | Err(Errno::INTR) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The coarse monotonic clock, in nanoseconds (a read of the vDSO's last tick, no system call).
+fn coarse_now() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
 }
 
 /// Looks for the ring's control memfd, which the receiver left queued in this direction of the
