@@ -150,8 +150,14 @@ impl OsIpcSender {
             Wait::Timeout(timeout) => Instant::now().checked_add(timeout),
             _ => None,
         };
+        // Whether the send may poll a full ring for room (see `RING_ROOM_SPIN`).
+        let patient = match wait {
+            Wait::Blocking => true,
+            Wait::Timeout(timeout) => timeout >= RING_ROOM_SPIN,
+            Wait::NonBlocking => false,
+        };
         let ticket = loop {
-            match self.ring.route(self.fd.as_fd(), small)? {
+            match self.ring.route(self.fd.as_fd(), small, patient)? {
                 Route::Delivered => return Ok(()),
                 Route::Plain => break 0,
                 Route::Unaware => {
@@ -374,6 +380,27 @@ const RING_ROOM_WAIT: Duration = Duration::from_millis(10);
 /// (one `poll`), and a stream of sends looks once per tick.
 const HANG_UP_LOOK_EVERY: Duration = Duration::from_millis(1);
 
+/// How long a send that finds the ring full polls for room before it takes the socket. A
+/// receiver that is taking entries frees room within a microsecond or so; a message that takes
+/// the socket instead costs both sides a system call, and makes the receiver slower still, so
+/// that a receiver briefly behind could stay behind for the rest of a stream.
+const RING_ROOM_SPIN: Duration = Duration::from_micros(20);
+
+/// Offers `data` to a full ring again until it has room or [`RING_ROOM_SPIN`] passed.
+fn wait_for_room_briefly(writer: &mut RingWriter, data: &[u8]) -> Outcome {
+    let start = Instant::now();
+    loop {
+        // Each offer reads entry states the receiver writes: not more often than this.
+        for _ in 0..32 {
+            std::hint::spin_loop();
+        }
+        let outcome = writer.send(data);
+        if outcome != Outcome::NoRoom || start.elapsed() >= RING_ROOM_SPIN {
+            return outcome;
+        }
+    }
+}
+
 /// What this process knows of the channel's ring, shared by clones of a sender.
 struct SenderRing {
     /// The fork generation `state` belongs to: a forked child starts over.
@@ -430,8 +457,9 @@ impl RingState {
 }
 
 impl SenderRing {
-    /// Decides where the message goes; `small` is its bytes when the ring could carry it.
-    fn route(&self, socket: BorrowedFd<'_>, small: Option<&[u8]>) -> io::Result<Route> {
+    /// Decides where the message goes; `small` is its bytes when the ring could carry it. A
+    /// `patient` send waits up to [`RING_ROOM_SPIN`] for room in a full ring.
+    fn route(&self, socket: BorrowedFd<'_>, small: Option<&[u8]>, patient: bool) -> io::Result<Route> {
         let Some(mut state) = self.state() else {
             // A child forked while another thread used this state: the socket alone.
             return Ok(Route::Plain);
@@ -449,7 +477,11 @@ impl SenderRing {
                 *state = RingState::Absent;
                 return Ok(Route::Plain);
             }
-            if writer.send(data) == Outcome::Sent {
+            let mut outcome = writer.send(data);
+            if outcome == Outcome::NoRoom && patient {
+                outcome = wait_for_room_briefly(writer, data);
+            }
+            if outcome == Outcome::Sent {
                 return Ok(Route::Delivered);
             }
         }

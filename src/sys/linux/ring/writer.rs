@@ -23,6 +23,9 @@ pub(in super::super) enum Outcome {
     Sent,
     /// Not published: send it on the socket with a ticket, then [`RingWriter::mark`] it.
     UseSocket,
+    /// Not published, as the ring has no room for it now: wait for the receiver to take
+    /// entries, or send it on the socket as for [`UseSocket`](Self::UseSocket).
+    NoRoom,
 }
 
 /// A claimed slot of a channel's ring, written by one process.
@@ -69,7 +72,7 @@ impl RingWriter {
     pub fn send(&mut self, data: &[u8]) -> Outcome {
         debug_assert!(data.len() <= RING_MESSAGE_MAX);
         let Some(offset) = self.room(entry_size(data.len()), MARKER_RESERVE + self.promised) else {
-            return Outcome::UseSocket;
+            return Outcome::NoRoom;
         };
         self.write_header(offset, DATA, data.len(), 0);
         self.control.write_payload(self.slot, offset, data);
