@@ -284,6 +284,58 @@ fn a_sender_killed_mid_send_leaves_whole_messages_and_a_working_channel() {
     });
 }
 
+/// A select over many channels with rings gets bursts sent on one channel at a time, each once
+/// the select has taken the previous burst and sleeps again: the member it drained must announce
+/// that it sleeps before that wait (a select looks only at members it drained lately), or the
+/// burst would sit in its ring unseen. More channels than stay awake between selects (16), so
+/// members are also sent to sleep for being drained least recently.
+#[test]
+fn a_select_over_many_rings_is_woken_by_each_burst() {
+    with_watchdog(Duration::from_secs(60), || {
+        const CHANNELS: u32 = 24;
+        const ROUNDS: u32 = 60;
+        let burst = |round: u32| 1 + round % 5;
+        let mut set = ipc::IpcReceiverSet::new().unwrap();
+        let mut senders = Vec::new();
+        let mut channel_of = std::collections::HashMap::new();
+        for channel in 0..CHANNELS {
+            let (tx, rx) = ipc::channel::<(u32, u32)>().unwrap();
+            give_a_ring(&tx, &rx, || (u32::MAX, 0));
+            channel_of.insert(set.add(rx).unwrap(), channel);
+            senders.push(tx);
+        }
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+        let sending = std::thread::spawn(move || {
+            let tid = tid_rx.recv().unwrap();
+            for round in 0..ROUNDS {
+                util::wait_until_asleep(tid, "the select");
+                for seq in 0..burst(round) {
+                    senders[((round * 7) % CHANNELS) as usize].send((round, seq)).unwrap();
+                }
+                ack_rx.recv().unwrap();
+            }
+            senders
+        });
+        tid_tx.send(util::thread_id()).unwrap();
+        for round in 0..ROUNDS {
+            let mut got = Vec::new();
+            while got.len() < burst(round) as usize {
+                for result in set.select().unwrap() {
+                    let ipc::IpcSelectionResult::MessageReceived(id, message) = result else {
+                        panic!("round {round}: a channel closed");
+                    };
+                    assert_eq!(channel_of[&id], (round * 7) % CHANNELS, "round {round}: the wrong channel");
+                    got.push(message.to::<(u32, u32)>().unwrap());
+                }
+            }
+            assert_eq!(got, (0..burst(round)).map(|seq| (round, seq)).collect::<Vec<_>>());
+            ack_tx.send(()).unwrap();
+        }
+        drop(sending.join().unwrap());
+    });
+}
+
 /// A message published just before its sender dies reaches a receiver that sleeps, although
 /// no other sender ever sends again (one of them stays alive, so no hang-up wakes it either).
 #[test]

@@ -5,6 +5,7 @@ use super::frame::{INLINE_MAX, MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET};
 use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
 use super::pool::MAX_RETAINED;
 use super::ring::{RING_AFTER, RING_BYTES, RING_MESSAGE_MAX, SLOTS};
+use super::select::AWAKE_MAX;
 use super::server::{MAX_WAITING, SILENT_DEADLINE};
 use crate::sys::MESSAGES_PER_RECEIVER;
 
@@ -53,6 +54,7 @@ fn the_docs_state_the_linux_backends_numbers() {
     says("README.md", README, &format!("once its receiver has taken {RING_AFTER} messages from the socket"));
     says("README.md", README, &format!("The ring comes with the {RING_AFTER}th message"));
     says("README.md", README, &format!("{SLOTS} processes can write in one channel's ring at once"));
+    says("README.md", README, &format!("keeps the rings of the {AWAKE_MAX} members it drained most recently awake"));
     says("SECURITY.md", SECURITY, &format!("the {} KiB ring limit", kib(RING_MESSAGE_MAX)));
     says("SECURITY.md", SECURITY, &format!("take all {SLOTS} writer slots"));
     let deadline = SILENT_DEADLINE.as_secs();

@@ -198,6 +198,11 @@ impl OsIpcReceiver {
         self.live_ring().map_or(true, RingReader::sleep)
     }
 
+    /// Whether this process reads a ring of the channel (its messages make no descriptor ready).
+    pub(super) fn has_live_ring(&self) -> bool {
+        self.live_ring().is_some()
+    }
+
     /// Whether a message waits in the ring (a load of two words; no system call).
     pub(super) fn has_ring_work(&self) -> bool {
         self.live_ring().is_some_and(RingReader::has_work)

@@ -1,7 +1,15 @@
 //! Select over many receivers with one epoll descriptor: the cost of a wait depends on how many
 //! receivers are ready, not on how many are in the set.
+//!
+//! Members with a shared-memory ring: a message in a ring makes no descriptor ready, so the set
+//! looks at the rings of the members that may be *awake* (their senders write in the ring
+//! without a wake-up), and before it sleeps each of them announces that it sleeps, after which
+//! their senders' packets wake the epoll wait. A member stays announced until it is drained
+//! (a receive wakes its ring). At most [`AWAKE_MAX`] members, those drained most recently, stay
+//! awake between selects: the others announce that they sleep at once, so their messages make
+//! their descriptors ready, and a select's cost does not grow with the size of the set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -19,10 +27,17 @@ use crate::sys::{ReceiveLimits, RecentWait};
 /// Events fetched from the kernel per wait.
 const EVENTS_PER_WAIT: usize = 256;
 
+/// The most members whose rings stay awake (their messages cost no system call) between
+/// selects: those drained most recently.
+pub(super) const AWAKE_MAX: usize = 16;
+
 /// A set of receivers waited on together.
 pub(crate) struct OsIpcReceiverSet {
     epoll: OwnedFd,
     receivers: HashMap<u64, OsIpcReceiver>,
+    /// The members whose ring may be awake, least recently drained first: those that came with
+    /// a ring or were drained since they last announced that they sleep.
+    awake: VecDeque<u64>,
     next_id: u64,
     limits: Option<ReceiveLimits>,
     recent_wait: RecentWait,
@@ -34,6 +49,7 @@ impl OsIpcReceiverSet {
         Ok(OsIpcReceiverSet {
             epoll: retry_on_intr(|| epoll::create(CreateFlags::CLOEXEC))?,
             receivers: HashMap::new(),
+            awake: VecDeque::new(),
             next_id: 0,
             limits: None,
             recent_wait: RecentWait::default(),
@@ -48,7 +64,11 @@ impl OsIpcReceiverSet {
         let id = self.next_id;
         retry_on_intr(|| epoll::add(&self.epoll, receiver.as_fd(), EventData::new_u64(id), EventFlags::IN))?;
         self.next_id += 1;
+        let ringed = receiver.has_live_ring();
         self.receivers.insert(id, receiver);
+        if ringed {
+            self.keep_awake(id);
+        }
         Ok(id)
     }
 
@@ -63,11 +83,43 @@ impl OsIpcReceiverSet {
         self.epoll.as_fd()
     }
 
-    /// Called before an async select sleeps on the epoll descriptor: every member announces that
-    /// it sleeps; `false` when a member has a message waiting in its ring (select again).
+    /// Called before an async select sleeps on the epoll descriptor: every member that may be
+    /// awake announces that it sleeps; `false` when a member has a message waiting in its ring
+    /// (select again).
     #[cfg(feature = "tokio")]
-    pub fn prepare_to_sleep(&self) -> bool {
-        self.receivers.values().all(OsIpcReceiver::prepare_to_sleep)
+    pub fn prepare_to_sleep(&mut self) -> bool {
+        self.announce_sleep().is_empty()
+    }
+
+    /// Every member that may be awake announces that it sleeps; returns those that could not,
+    /// as a message waits in their ring (they stay awake).
+    fn announce_sleep(&mut self) -> Vec<u64> {
+        let receivers = &self.receivers;
+        let mut busy = Vec::new();
+        self.awake.retain(|id| match receivers.get(id) {
+            Some(receiver) if !receiver.prepare_to_sleep() => {
+                busy.push(*id);
+                true
+            }
+            _ => false,
+        });
+        busy
+    }
+
+    /// Notes that member `id` may be awake (it was just drained, or came with a ring), and has
+    /// the least recently drained members beyond [`AWAKE_MAX`] announce that they sleep (one
+    /// with a message in its ring stays awake until it is drained).
+    fn keep_awake(&mut self, id: u64) {
+        if let Some(at) = self.awake.iter().position(|&member| member == id) {
+            self.awake.remove(at);
+        }
+        self.awake.push_back(id);
+        for _ in 0..self.awake.len().saturating_sub(AWAKE_MAX) {
+            let Some(oldest) = self.awake.pop_front() else { break };
+            if self.receivers.get(&oldest).is_some_and(|receiver| !receiver.prepare_to_sleep()) {
+                self.awake.push_back(oldest);
+            }
+        }
     }
 
     /// Sets the receive limits of every member, present and future.
@@ -80,6 +132,7 @@ impl OsIpcReceiverSet {
 
     /// Removes (and closes) a receiver; unknown ids are ignored.
     pub fn remove(&mut self, id: u64) {
+        self.awake.retain(|&member| member != id);
         if let Some(receiver) = self.receivers.remove(&id) {
             let _ = epoll::delete(&self.epoll, receiver.as_fd());
         }
@@ -107,12 +160,12 @@ impl OsIpcReceiverSet {
             // wait, every member announces that it sleeps, so that from then on its senders'
             // packets wake this wait.
             let sleeping = timeout != Some(Duration::ZERO);
-            let waiting: Vec<u64> = self
-                .receivers
-                .iter()
-                .filter(|(_, receiver)| if sleeping { !receiver.prepare_to_sleep() } else { receiver.has_ring_work() })
-                .map(|(&id, _)| id)
-                .collect();
+            let waiting: Vec<u64> = if sleeping {
+                self.announce_sleep()
+            } else {
+                let receivers = &self.receivers;
+                self.awake.iter().copied().filter(|id| receivers.get(id).is_some_and(|r| r.has_ring_work())).collect()
+            };
             let had_ring_work = !waiting.is_empty();
             for id in waiting {
                 self.drain(id, &mut results);
@@ -151,6 +204,9 @@ impl OsIpcReceiverSet {
         // Epoll is level-triggered: a member left with `More` is reported again next time.
         if drain_member(id, || receiver.recv(Wait::NonBlocking), results) == Drained::Closed {
             self.remove(id);
+        } else if receiver.has_live_ring() {
+            // The receive woke its ring (or made one).
+            self.keep_awake(id);
         }
     }
 }
