@@ -60,13 +60,19 @@ pub(super) enum RingNews<Fd> {
     Never,
 }
 
+/// The bytes that stand for [`RingNews`] in a packet's channel list (a sender's end is
+/// [`KIND_NOT_YET`]).
+pub(super) const KIND_NOT_YET: u8 = 0;
+pub(super) const KIND_RING: u8 = 1;
+pub(super) const KIND_NEVER: u8 = 2;
+
 impl<Fd> RingNews<Fd> {
     /// The byte that stands for it in a packet's channel list.
     pub(super) fn wire_kind(&self) -> u8 {
         match self {
-            RingNews::NotYet => 0,
-            RingNews::Ring(_) => 1,
-            RingNews::Never => 2,
+            RingNews::NotYet => KIND_NOT_YET,
+            RingNews::Ring(_) => KIND_RING,
+            RingNews::Never => KIND_NEVER,
         }
     }
 }

@@ -156,9 +156,9 @@ impl OsIpcReceiverSet {
                 Wait::NonBlocking => Some(Duration::ZERO),
                 Wait::Timeout(duration) => Some(duration.saturating_sub(elapsed)),
             };
-            // Messages in members' rings make no descriptor ready: take them first. Before a
-            // wait, every member announces that it sleeps, so that from then on its senders'
-            // packets wake this wait.
+            // Messages in members' rings make no descriptor ready: take those of the members
+            // that may be awake first. Before a wait, each of them announces that it sleeps, so
+            // that from then on its senders' packets wake this wait.
             let sleeping = timeout != Some(Duration::ZERO);
             let waiting: Vec<u64> = if sleeping {
                 self.announce_sleep()

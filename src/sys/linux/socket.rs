@@ -28,7 +28,7 @@ use super::frame::{
     PLACE_HOLDER,
 };
 use super::intake::{take_payload, PeerMaps};
-use super::receiver::{OsIpcReceiver, RingNews};
+use super::receiver::{OsIpcReceiver, RingNews, KIND_NEVER, KIND_RING};
 use super::sender::OsIpcSender;
 use super::sys::{invalid_data, retry_on_intr};
 use crate::sys::{LimitExceeded, LimitsCell, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory};
@@ -184,11 +184,11 @@ pub(super) fn decode_message(
     let handle_count = header.channels as usize + header.shared_memory as usize;
     limits.check(header.payload_len, handle_count).map_err(LimitExceeded::into_io)?;
     // One byte per channel end, what a receiver brings of its ring (`RingNews::wire_kind`):
-    // 1 when its ring's control memfd follows it.
+    // `KIND_RING` when its ring's control memfd follows it.
     let kinds = packet
         .get(HEADER_LEN..HEADER_LEN + header.channels as usize)
         .ok_or_else(|| invalid_data("packet shorter than its channel list"))?;
-    if kinds.iter().any(|&kind| kind > 2) {
+    if kinds.iter().any(|&kind| kind > KIND_NEVER) {
         return Err(invalid_data("unknown channel kind"));
     }
     let inline = &packet[HEADER_LEN + kinds.len()..];
@@ -207,7 +207,7 @@ pub(super) fn decode_message(
         data.extend_from_slice(inline);
         data
     };
-    let expected = handle_count + kinds.iter().filter(|&&kind| kind == 1).count();
+    let expected = handle_count + kinds.iter().filter(|&&kind| kind == KIND_RING).count();
     let handles: Vec<OwnedFd> = if header.has(HANDLES_ON_SIDE_SOCKET) {
         let side = fds.next().ok_or_else(|| invalid_data("side socket missing"))?;
         if fds.len() != 0 {
@@ -225,8 +225,8 @@ pub(super) fn decode_message(
     for &kind in kinds {
         let fd = handles.next().ok_or_else(|| invalid_data("channel descriptor missing"))?;
         let ring = match kind {
-            1 => RingNews::Ring(handles.next().ok_or_else(|| invalid_data("ring control memfd missing"))?),
-            2 => RingNews::Never,
+            KIND_RING => RingNews::Ring(handles.next().ok_or_else(|| invalid_data("ring control memfd missing"))?),
+            KIND_NEVER => RingNews::Never,
             _ => RingNews::NotYet,
         };
         channels.push(OsOpaqueIpcChannel::from_received(fd, ring)?);
