@@ -22,7 +22,7 @@ use super::fork;
 use super::frame::{CONTROL_PACKET, HEADER_LEN, INLINE_MAX, NO_RING_PACKET};
 use super::intake::PeerMaps;
 use super::ring::{Control, Front, RingReader, RING_AFTER};
-use super::socket::{decode_message, recv_packet, send_packet, ReceiveBuffer};
+use super::socket::{decode_message, past_reset, recv_packet, send_packet, ReceiveBuffer};
 use super::sys::{retry_on_intr, wait_readable};
 use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
 
@@ -388,10 +388,9 @@ impl OsIpcReceiver {
     fn packet_waiting(&self) -> Result<bool, RecvError> {
         let peek = || {
             let mut byte = [0u8; 1];
-            match retry_on_intr(|| recv(&self.fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT)) {
-                Ok((_, received)) => Ok(received > 0),
-                // See `recv_packet`: a reset is the senders' end-of-file.
-                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => Ok(false),
+            match past_reset(|| retry_on_intr(|| recv(&self.fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT))) {
+                Ok(Some((_, received))) => Ok(received > 0),
+                Ok(None) => Ok(false),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
                 Err(error) => Err(RecvError::Io(error)),
             }

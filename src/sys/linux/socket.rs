@@ -130,13 +130,8 @@ pub(super) fn recv_packet(
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_RECEIVED))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buffer)];
-    let received = match retry_on_intr(|| recvmsg(socket, &mut iov, &mut control, flags | RecvFlags::CMSG_CLOEXEC)) {
-        Ok(received) => received,
-        // A peer that closed with packets unread in its own queue (the ring's control packet,
-        // which a sender only peeks at) resets the connection: that is its end-of-file.
-        Err(error) if error.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
-        Err(error) => return Err(error),
-    };
+    let receive = || retry_on_intr(|| recvmsg(socket, &mut iov, &mut control, flags | RecvFlags::CMSG_CLOEXEC));
+    let Some(received) = past_reset(receive)? else { return Ok(None) };
     let mut fds = Vec::new();
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received_fds) = message {
@@ -156,6 +151,25 @@ pub(super) fn recv_packet(
         return Ok(None);
     }
     Ok(Some((received.bytes, fds)))
+}
+
+/// Runs a receive (or a peek) on a channel socket, looking once more past a connection reset.
+///
+/// A peer that closes while a packet waits unread in *its* direction (the ring's control
+/// packet, which senders only peek at; the "no ring" packet) makes the kernel report
+/// `ECONNRESET` to this end once, and ahead of the packets still queued here: the socket's
+/// error is looked at before its queue. The reset is consumed by the read that reports it, so
+/// the next read delivers what the peer sent before it closed, then end-of-file. Taking the
+/// reset for the end lost the last messages of a channel (issue 26). Should a reset come twice
+/// (no kernel does), the second is the end.
+pub(super) fn past_reset<T>(mut receive: impl FnMut() -> io::Result<T>) -> io::Result<Option<T>> {
+    for _ in 0..2 {
+        match receive() {
+            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => continue,
+            result => return result.map(Some),
+        }
+    }
+    Ok(None)
 }
 
 /// Turns one received packet and its descriptors into a message (`None` for a place holder)
