@@ -128,3 +128,21 @@ pub fn pass_senders(peer: &Peer, count: u32) {
         assert_eq!(rx.recv().unwrap().0.len(), 8);
     }
 }
+
+/// `count` requests to a serving thread of this process, each carrying a new reply channel
+/// that the thread answers on (the commonest RPC pattern).
+pub fn requests_to_thread(count: u32) {
+    let (requests, served) = ipc::channel::<IpcSender<Bytes>>().unwrap();
+    let server = std::thread::spawn(move || {
+        while let Ok(reply) = served.recv() {
+            reply.send(Bytes(vec![1; 8])).unwrap();
+        }
+    });
+    for _ in 0..count {
+        let (tx, rx) = ipc::channel::<Bytes>().unwrap();
+        requests.send(tx).unwrap();
+        assert_eq!(rx.recv().unwrap().0.len(), 8);
+    }
+    drop(requests);
+    server.join().unwrap();
+}

@@ -43,16 +43,24 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 /// The median of `RUNS` runs of `run` (after one warm-up): wall time and CPU time of this
-/// process and `child` together.
+/// process and `child` together (`child` may be this process: it is counted once).
 fn measure(child: u32, mut run: impl FnMut()) -> (Duration, Duration) {
+    let cpu_of_both = || {
+        let here = cpu_time(std::process::id());
+        if child == std::process::id() {
+            here
+        } else {
+            here + cpu_time(child)
+        }
+    };
     run();
     let mut samples: Vec<(Duration, Duration)> = (0..RUNS)
         .map(|_| {
-            let cpu = cpu_time(std::process::id()) + cpu_time(child);
+            let cpu = cpu_of_both();
             let start = Instant::now();
             run();
             let wall = start.elapsed();
-            (wall, cpu_time(std::process::id()) + cpu_time(child) - cpu)
+            (wall, cpu_of_both() - cpu)
         })
         .collect();
     samples.sort();
@@ -143,6 +151,34 @@ fn shared_memory_floor(count: u32, len: usize) -> Duration {
     elapsed
 }
 
+/// Busy loops in processes of their own, as on a machine with more work than CPUs; they end
+/// when this is dropped.
+struct BusyLoops(Vec<std::process::Child>);
+
+impl BusyLoops {
+    fn start(count: usize) -> Self {
+        let start = || std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        BusyLoops((0..count).map(|_| start()).collect())
+    }
+}
+
+impl Drop for BusyLoops {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `body` with `$busy` busy loops beside it (none: an idle machine).
+macro_rules! beside {
+    ($busy:expr, $body:expr) => {{
+        let _load = ($busy > 0).then(|| BusyLoops::start($busy));
+        $body
+    }};
+}
+
 macro_rules! both {
     ($table:ident, $name:expr, $count:expr, |$peer:ident| $body:expr) => {{
         let crossproc = {
@@ -200,7 +236,26 @@ pub fn table() -> String {
     both!(table, "round trip of 64 B", 5_000, |peer| with_crossproc::round_trips(&peer, 5_000, 64));
     both!(table, "round trip of 4 KiB", 2_000, |peer| with_crossproc::round_trips(&peer, 2_000, 4096));
     both!(table, "round trip of 64 KiB", 500, |peer| with_crossproc::round_trips(&peer, 500, 64 << 10));
-    both!(table, "make a channel, pass its sender, use it", 2_000, |peer| with_crossproc::pass_senders(&peer, 2_000));
+    // Make a channel, pass its sender, use it: a request with a new reply channel, to a child
+    // and to a serving thread, idle and beside two busy loops (a receive that polls on a
+    // machine without a spare CPU delays its peer).
+    for busy in [0, 2] {
+        let load = if busy == 0 { "idle".to_owned() } else { format!("beside {busy} busy loops") };
+        beside!(busy, {
+            both!(table, &format!("a request with a new reply channel to a child, {load}"), 2_000, |peer| {
+                with_crossproc::pass_senders(&peer, 2_000)
+            });
+            let crossproc = measure(std::process::id(), || with_crossproc::requests_to_thread(2_000));
+            let ipc_channel = measure(std::process::id(), || with_ipc_channel::requests_to_thread(2_000));
+            row(
+                &mut table,
+                &format!("a request with a new reply channel to a thread, {load}"),
+                2_000,
+                crossproc,
+                ipc_channel,
+            );
+        });
+    }
     let (wall, cpu) = crossbeam_floor(STREAM);
     let floor = shared_memory_floor(100_000, 0);
     let floor_64k = shared_memory_floor(2_000, 64 << 10);
