@@ -414,10 +414,14 @@ impl OsIpcReceiver {
             _ => None,
         };
         // Poll first: a message that arrives within the spin window is taken without the
-        // thread going to sleep and waiting to be woken.
-        match self.poll_briefly(start, self.recent_wait.spin_window(mode), buffer) {
-            Err(RecvError::Empty) => {}
-            result => return result,
+        // thread going to sleep and waiting to be woken. A blocking receive that does not poll
+        // reads at once (a message already queued is taken without sleeping all the same).
+        let spin = self.recent_wait.spin_window(mode);
+        if !(spin.is_zero() && matches!(mode, Wait::Blocking)) {
+            match self.poll_briefly(start, spin, buffer) {
+                Err(RecvError::Empty) => {}
+                result => return result,
+            }
         }
         loop {
             if let Some(deadline) = deadline {
