@@ -1,6 +1,7 @@
 //! The receiving end of a channel: messages from the channel's ring ([`super::ring`]) and from
 //! its socket, in the one order their sends took effect. A channel has no ring until its
-//! receiver has taken [`RING_AFTER`] messages from the socket; then it makes one.
+//! receiver has taken [`RING_AFTER`] messages from the socket that the ring could have carried;
+//! then it makes one.
 //!
 //! A receive delivers, in this order of preference: the ring's next entry (a marker's packet is
 //! read from the socket at the marker's place); a packet no marker announced yet (only when the
@@ -21,7 +22,7 @@ use rustix::net::{recv, RecvFlags, SendFlags};
 use super::fork;
 use super::frame::{CONTROL_PACKET, HEADER_LEN, INLINE_MAX, NO_RING_PACKET};
 use super::intake::PeerMaps;
-use super::ring::{Control, Front, RingReader, RING_AFTER};
+use super::ring::{Control, Front, RingReader, RING_AFTER, RING_MESSAGE_MAX};
 use super::socket::{decode_message, past_reset, recv_packet, send_packet, ReceiveBuffer};
 use super::sys::{retry_on_intr, wait_readable};
 use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
@@ -112,10 +113,14 @@ impl OsIpcReceiver {
         Ok(receiver)
     }
 
-    /// Counts a message taken from the socket, and gives the channel a ring at the
-    /// [`RING_AFTER`]th.
-    fn count_socket_message(&self) {
-        if self.socket_messages.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == RING_AFTER {
+    /// Counts a message taken from the socket that the ring could have carried (small, without
+    /// channels or regions), and gives the channel a ring at the [`RING_AFTER`]th. A channel
+    /// whose messages all carry descriptors (requests with reply channels) never gets one: each
+    /// of its messages would pay the ring's marker, and none could use it.
+    fn count_socket_message(&self, message: &OsIpcMessage) {
+        let ring_could_carry =
+            message.channels.is_empty() && message.shared_memory.is_empty() && message.data.len() <= RING_MESSAGE_MAX;
+        if ring_could_carry && self.socket_messages.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == RING_AFTER {
             self.make_ring();
         }
     }
@@ -240,8 +245,8 @@ impl OsIpcReceiver {
                     Wait::NonBlocking => self.recv_once(RecvFlags::DONTWAIT, buffer),
                     _ => self.wait_and_recv(mode, start, buffer),
                 };
-                if result.is_ok() {
-                    self.count_socket_message();
+                if let Ok(message) = &result {
+                    self.count_socket_message(message);
                 }
                 result
             }
