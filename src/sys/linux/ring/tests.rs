@@ -187,7 +187,8 @@ fn arbitrary_ring_contents_never_panic() {
 /// A writer that claims a slot whose counters a peer broke starts over instead of trusting them.
 #[test]
 fn a_slot_with_broken_counters_starts_over() {
-    for (head, tail) in [(64, 16), (16, 0), (1 << 40, 0), (32, 64)] {
+    let top = u64::MAX - 31;
+    for (head, tail) in [(64, 16), (16, 0), (1 << 40, 0), (32, 64), (top, top), (top, top - 32 * 1024)] {
         let (fd, control) = Control::create().unwrap();
         control.slot_word(0, 1).store(head, Ordering::Relaxed);
         control.slot_word(0, 2).store(tail, Ordering::Relaxed);
@@ -199,4 +200,24 @@ fn a_slot_with_broken_counters_starts_over() {
             assert_eq!(next(&reader), Front::Data(round.to_le_bytes().to_vec()));
         }
     }
+}
+
+/// A free slot whose counters say it is full of entries that were never consumed (a peer's junk,
+/// or an earlier process's messages still unread) is passed over: the claimant takes the next
+/// slot instead of staying "full" for ever.
+#[test]
+fn a_slot_that_is_not_free_is_passed_over() {
+    let (fd, control) = Control::create().unwrap();
+    control.slot_word(0, 1).store(RING_BYTES as u64, Ordering::Relaxed);
+    control.slot_word(0, 2).store(0, Ordering::Relaxed);
+    let control = Arc::new(control);
+    let mut writer = RingWriter::claim(control.clone(), 0).unwrap();
+    let reader = RingReader::new(control.clone(), fd, 0);
+    reader.settle();
+    for round in 0..2_000u32 {
+        assert_eq!(writer.send(&round.to_le_bytes()), Outcome::Sent, "round {round}");
+        assert_eq!(next(&reader), Front::Data(round.to_le_bytes().to_vec()));
+    }
+    assert_eq!(control.slot_word(0, 0).load(Ordering::Relaxed), 0, "the passed-over slot is given back");
+    drop(writer);
 }

@@ -43,22 +43,40 @@ pub(in super::super) struct RingWriter {
 }
 
 impl RingWriter {
-    /// Claims a free slot of `control`'s ring, or `None` when all are taken.
+    /// Claims a free slot of `control`'s ring whose entries the receiver has all consumed, or
+    /// `None` when there is none.
+    ///
+    /// A slot let go by an earlier process keeps its counters (head and tail): entries it
+    /// published may still wait for the receiver, and the ring's next entry goes after them.
+    /// Those counters are a peer's word: values that make no sense start over at zero, sane
+    /// ones are brought below twice the ring's size (the same offsets, so no counter a peer set
+    /// near the top can overflow), and a slot whose entries are not all consumed is passed over
+    /// (an earlier process's messages the receiver has yet to read, or a peer's junk that would
+    /// keep this writer "full" for ever).
     pub fn claim(control: Arc<Control>, born: u64) -> Option<RingWriter> {
         let token = (u64::from(std::process::id()) << 32) | u64::from(rand_bits());
         let token = token.max(1);
         for slot in 0..SLOTS {
             let owner = control.slot_word(slot, 0);
-            if owner.compare_exchange(0, token, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                // A slot let go by an earlier process keeps its counters: entries it published
-                // may still wait for the receiver. Values a peer broke start over.
-                let head = control.slot_word(slot, 1).load(Ordering::Acquire);
-                let tail = control.slot_word(slot, 2).load(Ordering::Acquire);
-                let aligned = |at: u64| at % ALIGN as u64 == 0;
-                let sane = tail <= head && head - tail <= RING_BYTES as u64 && aligned(head) && aligned(tail);
-                let (head, tail) = if sane { (head, tail) } else { (0, 0) };
-                return Some(RingWriter { control, slot, token, head, tail, promised: 0, born });
+            if owner.compare_exchange(0, token, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
             }
+            let head = control.slot_word(slot, 1).load(Ordering::Acquire);
+            let tail = control.slot_word(slot, 2).load(Ordering::Acquire);
+            let aligned = |at: u64| at % ALIGN as u64 == 0;
+            let sane = tail <= head && head - tail <= RING_BYTES as u64 && aligned(head) && aligned(tail);
+            let (head, tail) = if sane {
+                let base = tail - tail % RING_BYTES as u64;
+                (head - base, tail - base)
+            } else {
+                (0, 0)
+            };
+            let mut writer = RingWriter { control: control.clone(), slot, token, head, tail, promised: 0, born };
+            writer.reclaim();
+            if writer.tail == writer.head {
+                return Some(writer);
+            }
+            // Not free after all: let it go (dropping the writer gives the slot back).
         }
         None
     }
