@@ -10,16 +10,24 @@ use std::io;
 #[derive(Debug)]
 pub struct SerDeError(pub(crate) postcard::Error);
 
+/// The message names the codec only: postcard's own words are the [`source`](std::error::Error::source)
+/// (as in ipc-channel), so a printed chain says them once.
+///
+/// ```
+/// use std::error::Error;
+/// let error = crossproc::ipc::IpcMessage::from_data(vec![]).to::<u32>().unwrap_err();
+/// let postcard = error.source().unwrap().to_string();
+/// assert!(!error.to_string().contains(&postcard));
+/// ```
 impl fmt::Display for SerDeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // postcard's own words: they are this error's message, so `source` skips past them.
-        write!(f, "{}", self.0)
+        f.write_str("postcard could not encode or decode the value")
     }
 }
 
 impl std::error::Error for SerDeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.0)
+        Some(&self.0)
     }
 }
 

@@ -183,6 +183,24 @@ impl OsIpcSender {
 #[derive(Debug)]
 pub struct OsIpcReceiver(OpaqueIpcReceiver);
 
+/// A receiver is never duplicated, so two receivers are equal when they are the same one, or
+/// when both are empty ([`consume`](OsIpcReceiver::consume)d or moved into a message) — what
+/// comparing the handles gives in ipc-channel's Windows backend, which has this impl (its Unix
+/// one does not; crossproc has it on every OS).
+///
+/// ```
+/// let (_tx, rx) = crossproc::platform::channel().unwrap();
+/// let (_tx2, rx2) = crossproc::platform::channel().unwrap();
+/// assert!(rx == rx && rx != rx2);
+/// let (moved, moved2) = (rx.consume(), rx2.consume());
+/// assert!(moved != rx && moved != moved2 && rx == rx2);
+/// ```
+impl PartialEq for OsIpcReceiver {
+    fn eq(&self, other: &OsIpcReceiver) -> bool {
+        std::ptr::eq(self, other) || (self.0.end.is_moved() && other.0.end.is_moved())
+    }
+}
+
 impl OsIpcReceiver {
     /// Moves the receiver out into a new value; this one is left empty (every later receive on
     /// it fails), as in `ipc-channel`.

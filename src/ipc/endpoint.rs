@@ -95,6 +95,11 @@ impl ReceiverEnd {
         ReceiverEnd { receiver: RefCell::new(self.receiver().take()), sent: RefCell::new(None) }
     }
 
+    /// Whether the receiver was moved out (into a message that was sent, or by [`take`](Self::take)).
+    pub fn is_moved(&self) -> bool {
+        self.receiver().is_none()
+    }
+
     /// The OS receiver, unless it was moved into a message.
     pub fn into_inner(self) -> io::Result<OsIpcReceiver> {
         self.receiver().take().ok_or_else(moved_error)

@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::io;
+use std::marker::PhantomData;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +33,11 @@ use crate::error::IpcError;
 /// reply_tx.send(42).unwrap();
 /// ```
 pub struct IpcOneShotServer<T> {
-    server: IpcServer<T>,
+    /// Behind a mutex only so that the server is `Sync`, as ipc-channel's is: every use takes
+    /// `self` by value, so the lock is never contended (`Debug` only tries it). Untyped, since
+    /// the raw accept does not depend on `T`, so that a mutex (invariant) leaves `T` covariant.
+    server: Mutex<IpcServer<()>>,
+    phantom: PhantomData<fn() -> T>,
 }
 
 impl<T> IpcOneShotServer<T>
@@ -42,25 +48,29 @@ where
     pub fn new() -> Result<(IpcOneShotServer<T>, String), io::Error> {
         // The private directory already keeps other users out; within it, anyone may connect.
         let (server, name) = IpcServer::new_with_policy(AccessPolicy::Anyone)?;
-        Ok((IpcOneShotServer { server }, name))
+        Ok((IpcOneShotServer { server: Mutex::new(server), phantom: PhantomData }, name))
     }
 
     /// Waits for the client and its first message; returns the channel the client's sender
     /// feeds and that first message. A client that leaves without a message is
     /// [`IpcError::Disconnected`].
     pub fn accept(self) -> Result<(IpcReceiver<T>, T), IpcError> {
-        let (receiver, first) = self.server.accept_first_raw()?;
+        let (receiver, first) = self.accept_raw()?;
         Ok((receiver.to(), first.to()?))
     }
 
     /// The raw form of [`accept`](Self::accept), for `crossproc::platform`.
     pub(crate) fn accept_raw(self) -> Result<(OpaqueIpcReceiver, IpcMessage), IpcError> {
-        self.server.accept_first_raw()
+        let server = self.server.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        server.accept_first_raw()
     }
 }
 
 impl<T> fmt::Debug for IpcOneShotServer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("IpcOneShotServer").field(&self.server).finish()
+        match self.server.try_lock() {
+            Ok(server) => f.debug_tuple("IpcOneShotServer").field(&*server).finish(),
+            Err(_) => f.write_str("IpcOneShotServer(<busy>)"),
+        }
     }
 }

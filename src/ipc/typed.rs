@@ -62,7 +62,9 @@ where
 /// ```
 pub struct IpcSender<T> {
     pub(crate) end: SenderEnd,
-    pub(crate) phantom: PhantomData<fn(T)>,
+    /// Covariant in `T`, as ipc-channel's `PhantomData<T>`, yet `Send + Sync` for every `T`:
+    /// the sender holds no `T`.
+    pub(crate) phantom: PhantomData<fn() -> T>,
 }
 
 thread_local! {
