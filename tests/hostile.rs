@@ -44,7 +44,7 @@ fn header(flags: u32, channels: u32, shared_memory: u32, payload_len: u64) -> Ve
     bytes.extend_from_slice(&shared_memory.to_le_bytes());
     bytes.extend_from_slice(&payload_len.to_le_bytes());
     bytes.extend_from_slice(&0u64.to_le_bytes()); // no ticket
-    bytes.extend(std::iter::repeat(0u8).take(channels as usize)); // plain channel ends
+    bytes.extend(std::iter::repeat_n(0u8, channels as usize)); // plain channel ends
     bytes
 }
 

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use rustix::net::{recv, RecvFlags, SendFlags};
 
 use super::fork;
-use super::frame::{CONTROL_PACKET, HEADER_LEN, INLINE_MAX, NO_RING_PACKET};
+use super::frame::{FrameHeader, CONTROL_PACKET, HEADER_LEN, INLINE_MAX, NO_RING_PACKET};
 use super::intake::PeerMaps;
 use super::ring::{Control, Front, RingReader, RING_AFTER, RING_MESSAGE_MAX};
-use super::socket::{decode_message, past_reset, recv_packet, send_packet, ReceiveBuffer};
+use super::socket::{decode_message, is_the_end, past_reset, recv_packet, send_packet, ReceiveBuffer};
 use super::sys::{retry_on_intr, wait_readable};
 use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
 
@@ -77,6 +77,12 @@ impl<Fd> RingNews<Fd> {
         }
     }
 }
+
+/// Ring entries or socket packets that carry no message (passed markers, place holders) that
+/// one step of a receive takes at most before it looks at its deadline again.
+const MAX_STEPS: usize = 64;
+/// Such steps that one non-blocking receive takes at most before it reports `Empty`.
+const MAX_ROUNDS: usize = 4;
 
 thread_local! {
     /// The buffer every receive on this thread reads its packet into.
@@ -206,7 +212,7 @@ impl OsIpcReceiver {
     /// select); `false` means a message waits in the ring and the receive should be retried.
     /// While it sleeps, senders send on the socket, whose packets make the descriptor ready.
     pub fn prepare_to_sleep(&self) -> bool {
-        self.live_ring().map_or(true, RingReader::sleep)
+        self.live_ring().is_none_or(RingReader::sleep)
     }
 
     /// Whether this process reads a ring of the channel (its messages make no descriptor ready).
@@ -271,13 +277,24 @@ impl OsIpcReceiver {
         let spin = self.recent_wait.spin_window(mode);
         // This thread is awake: senders may use the ring (it announces again before it sleeps).
         ring.wake();
+        let mut rounds = 0;
         loop {
             if let Some(message) = self.next_from_ring(ring, buffer)? {
                 return Ok(message);
             }
             match self.unannounced(ring, buffer) {
                 Ok(Some(message)) => return Ok(message),
-                Ok(None) => continue,
+                // The ring or the socket held entries that were no message (passed markers,
+                // place holders): go on, but a call that must not wait, or whose time is up,
+                // returns after a bounded amount of such work (a peer's flood must not keep it).
+                Ok(None) => {
+                    rounds += 1;
+                    let out_of_time = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+                    if (matches!(mode, Wait::NonBlocking) && rounds == MAX_ROUNDS) || out_of_time {
+                        return Err(RecvError::Empty);
+                    }
+                    continue;
+                }
                 // The socket was empty: the ring may be settled now.
                 Err(RecvError::Empty) => ring.wake(),
                 Err(error) => return Err(error),
@@ -317,10 +334,12 @@ impl OsIpcReceiver {
         }
     }
 
-    /// The next message from the ring, reading a marker's packet from the socket in its place.
+    /// The next message from the ring, reading a marker's packet from the socket in its place;
+    /// `None` when the ring is empty, or after [`MAX_STEPS`] entries passed without a message
+    /// (markers whose packets are gone: a peer's flood must not keep one call for ever).
     fn next_from_ring(&self, ring: &RingReader, buffer: &mut Vec<u8>) -> Result<Option<OsIpcMessage>, RecvError> {
         let _serialised = self.lock_ring();
-        loop {
+        for _ in 0..MAX_STEPS {
             match ring.front(buffer)? {
                 Front::Empty => return Ok(None),
                 Front::Data(data) => {
@@ -334,27 +353,25 @@ impl OsIpcReceiver {
                 }
                 Front::Marker(ticket) if ring.was_delivered(ticket) => ring.pass()?,
                 Front::Marker(ticket) => match self.recv_ticketed(RecvFlags::DONTWAIT, buffer) {
-                    Ok((message, theirs)) => {
+                    // The packet is gone: another reader (a `fork` copy of this receiver) took it.
+                    (Err(RecvError::Empty) | Err(RecvError::Disconnected), _) => ring.pass()?,
+                    (received, theirs) => {
                         if theirs == ticket {
                             ring.pass()?;
                         } else {
                             // A packet queued before the marker's own, whose marker comes later:
-                            // it may go first.
+                            // it may go first. Refused, it still keeps its place (its marker is
+                            // passed when it comes), and the marker in front stays.
                             ring.delivered_ahead(theirs);
                         }
-                        if message.is_some() {
-                            return Ok(message);
+                        if let Some(message) = received? {
+                            return Ok(Some(message));
                         }
-                    }
-                    // The packet is gone: another reader (a `fork` copy of this receiver) took it.
-                    Err(RecvError::Empty) | Err(RecvError::Disconnected) => ring.pass()?,
-                    Err(error) => {
-                        ring.pass()?;
-                        return Err(error);
                     }
                 },
             }
         }
+        Ok(None)
     }
 
     /// A packet on the socket that no marker in the ring announced yet: taken only if the ring
@@ -380,12 +397,12 @@ impl OsIpcReceiver {
             return Ok(None);
         }
         match self.recv_ticketed(RecvFlags::DONTWAIT, buffer) {
-            Ok((message, ticket)) => {
+            (Err(RecvError::Empty), _) => Ok(None),
+            (received, ticket) => {
+                // Delivered (or refused) before its marker, which is passed when it comes.
                 ring.delivered_ahead(ticket);
-                Ok(message)
+                received
             }
-            Err(RecvError::Empty) => Ok(None),
-            Err(error) => Err(error),
         }
     }
 
@@ -394,7 +411,9 @@ impl OsIpcReceiver {
         let peek = || {
             let mut byte = [0u8; 1];
             match past_reset(|| retry_on_intr(|| recv(&self.fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT))) {
-                Ok(Some((_, received))) => Ok(received > 0),
+                Ok(Some((_, received))) if received > 0 => Ok(true),
+                // Nothing read: the end, or an empty packet (which the read refuses).
+                Ok(Some(_)) => Ok(!is_the_end(self.fd.as_fd()).map_err(RecvError::Io)?),
                 Ok(None) => Ok(false),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
                 Err(error) => Err(RecvError::Io(error)),
@@ -460,17 +479,26 @@ impl OsIpcReceiver {
     }
 
     /// Reads the next message from the socket, passing place holders (which only a reader
-    /// without the ring meets: a copy made by `fork`, or a ring retired).
+    /// without the ring meets: a copy made by `fork`, or a ring retired). A non-blocking read
+    /// passes at most [`MAX_STEPS`] of them (then `Empty`): a peer's flood must not keep one
+    /// call for ever.
     fn recv_once(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+        let mut steps = 0;
         loop {
-            if let (Some(message), _) = self.recv_ticketed(flags, reuse)? {
+            if let Some(message) = self.recv_ticketed(flags, reuse).0? {
                 return Ok(message);
+            }
+            steps += 1;
+            if steps == MAX_STEPS && flags.contains(RecvFlags::DONTWAIT) {
+                return Err(RecvError::Empty);
             }
         }
     }
 
-    /// Reads one packet from the socket: its message (`None` for a place holder) and ticket.
-    fn recv_ticketed(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<(Option<OsIpcMessage>, u64), RecvError> {
+    /// Reads one packet from the socket: its message (`None` for a place holder), and its
+    /// ticket whatever became of it (0 when it had none, or no readable header), so that a
+    /// refused packet still keeps its place in the ring's order.
+    fn recv_ticketed(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> (Result<Option<OsIpcMessage>, RecvError>, u64) {
         RECV_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let buffer = buffer.get();
@@ -482,14 +510,23 @@ impl OsIpcReceiver {
                 received = recv_packet(self.fd.as_fd(), buffer, flags);
             }
             match received {
-                Ok(Some((len, fds))) => Ok(decode_message(&buffer[..len], fds, &self.limits, &self.peer_maps, reuse)?),
+                Ok(Some(packet)) => {
+                    let ticket = FrameHeader::decode(&buffer[..packet.len]).map_or(0, |header| header.ticket);
+                    let decoded = packet.accepted().and_then(|(len, fds)| {
+                        decode_message(&buffer[..len], fds, &self.limits, &self.peer_maps, reuse)
+                    });
+                    match decoded {
+                        Ok((message, _)) => (Ok(message), ticket),
+                        Err(error) => (Err(RecvError::Io(error)), ticket),
+                    }
+                }
                 Ok(None) => {
                     // The senders are gone, and their memfds will not come again.
                     self.peer_maps.clear();
-                    Err(RecvError::Disconnected)
+                    (Err(RecvError::Disconnected), 0)
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
-                Err(error) => Err(RecvError::Io(error)),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => (Err(RecvError::Empty), 0),
+                Err(error) => (Err(RecvError::Io(error)), 0),
             }
         })
     }
@@ -522,6 +559,140 @@ mod tests {
     use super::super::socket::channel;
     use super::*;
     use crate::sys::OsIpcChannel;
+
+    use super::super::frame::PLACE_HOLDER;
+    use super::super::ring::{Outcome, RingWriter};
+
+    /// A channel whose receiver has a ring its senders may use (it took [`RING_AFTER`] messages
+    /// and then saw its socket empty), and a writer of its own in that ring, as a hostile
+    /// co-sender that maps the control memfd has.
+    fn channel_with_ring() -> (super::super::sender::OsIpcSender, OsIpcReceiver, RingWriter) {
+        let (tx, rx) = channel().unwrap();
+        for byte in 0..RING_AFTER as u8 {
+            assert!(tx.send(&[byte], vec![], vec![], Wait::Blocking).is_ok());
+            assert_eq!(rx.recv(Wait::Blocking).unwrap().data, [byte]);
+        }
+        assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+        let control = rx.ring.get().expect("a ring after RING_AFTER messages").control().clone();
+        let writer = RingWriter::claim(control, fork::generation()).unwrap();
+        (tx, rx, writer)
+    }
+
+    /// A packet as a peer writes it: `payload` inline, with `ticket`.
+    fn raw_packet(tx: &super::super::sender::OsIpcSender, flags: u32, payload: &[u8], ticket: u64) {
+        let header = FrameHeader { flags, channels: 0, shared_memory: 0, payload_len: payload.len() as u64, ticket };
+        let header = header.encode();
+        let iov = [io::IoSlice::new(&header), io::IoSlice::new(payload)];
+        send_packet(tx.fd.as_fd(), &iov, &[], SendFlags::empty()).unwrap();
+    }
+
+    /// Item 1 of issue 22: a co-sender that publishes markers whose packets never come (as
+    /// many as its slot holds) cannot keep a non-blocking receive inside its call: the receive
+    /// passes a bounded number of them and returns, leaving the rest for later calls; a timed
+    /// one returns by its deadline.
+    #[test]
+    fn a_marker_flood_does_not_hold_a_receive() {
+        let (_tx, rx, mut writer) = channel_with_ring();
+        let mut published = 0;
+        while let Some(ticket) = writer.ticket() {
+            writer.mark(ticket);
+            published += 1;
+        }
+        assert!(published > MAX_STEPS * MAX_ROUNDS, "only {published} markers fit");
+        assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+        assert!(rx.has_ring_work(), "one non-blocking receive passed all {published} markers");
+        let mut calls = 1;
+        while rx.has_ring_work() {
+            assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+            calls += 1;
+        }
+        // Each call passes at least one bounded step of them.
+        assert!(calls > 1 && calls <= published.div_ceil(MAX_STEPS), "{calls} calls for {published}");
+    }
+
+    /// Item 2: nor can one that queues place holders (with a ring, and without one, where a
+    /// `fork` copy or a retired ring reads the socket alone).
+    #[test]
+    fn a_place_holder_flood_does_not_hold_a_receive() {
+        for with_ring in [true, false] {
+            let (tx, rx) = if with_ring {
+                let (tx, rx, _writer) = channel_with_ring();
+                (tx, rx)
+            } else {
+                channel().unwrap()
+            };
+            let header = FrameHeader { flags: PLACE_HOLDER, channels: 0, shared_memory: 0, payload_len: 0, ticket: 9 };
+            let header = header.encode();
+            let mut queued = 0;
+            while send_packet(tx.fd.as_fd(), &[io::IoSlice::new(&header)], &[], SendFlags::DONTWAIT).is_ok() {
+                queued += 1;
+            }
+            assert!(queued > MAX_STEPS * MAX_ROUNDS, "only {queued} place holders fit");
+            assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)), "ring: {with_ring}");
+            assert!(
+                matches!(rx.packet_waiting(), Ok(true)),
+                "ring {with_ring}: one non-blocking receive read all {queued} place holders"
+            );
+        }
+    }
+
+    /// Item 3: an empty packet from a live sender is a malformed message, not the end: the
+    /// receiver says so once and goes on; the end still comes when the senders are gone.
+    #[test]
+    fn an_empty_packet_is_refused_and_not_taken_for_the_end() {
+        for with_ring in [false, true] {
+            let (tx, rx) = if with_ring {
+                let (tx, rx, _writer) = channel_with_ring();
+                (tx, rx)
+            } else {
+                channel().unwrap()
+            };
+            for mode in [Wait::NonBlocking, Wait::Blocking] {
+                send_packet(tx.fd.as_fd(), &[], &[], SendFlags::empty()).unwrap();
+                assert!(tx.send(b"after", vec![], vec![], Wait::Blocking).is_ok());
+                // With a ring, the message may come first: a packet without a ticket (as the
+                // forged one is) is ordered only against the socket.
+                let (mut refused, mut after) = (0, 0);
+                for _ in 0..2 {
+                    match rx.recv(mode) {
+                        Err(RecvError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => refused += 1,
+                        Ok(message) if message.data == b"after" => after += 1,
+                        other => panic!("ring {with_ring}, {mode:?}: the empty packet gave {other:?}"),
+                    }
+                }
+                assert_eq!((refused, after), (1, 1), "ring {with_ring}, {mode:?}");
+            }
+            send_packet(tx.fd.as_fd(), &[], &[], SendFlags::empty()).unwrap();
+            drop(tx);
+            // The senders are gone, and nothing with bytes is queued: the end.
+            assert!(matches!(rx.recv(Wait::Blocking), Err(RecvError::Disconnected)), "ring {with_ring}");
+        }
+    }
+
+    /// Item 8: a packet refused at another packet's marker (here over the receiver's limits)
+    /// keeps its place: the marker in front is not passed, so what was sent after that
+    /// marker's packet (a ring message) does not overtake it.
+    #[test]
+    fn a_refused_packet_keeps_the_marker_in_front() {
+        let (tx, rx, mut writer) = channel_with_ring();
+        rx.set_limits(ReceiveLimits { max_message_bytes: 16, ..ReceiveLimits::DEFAULT });
+        let (late, early) = (writer.ticket().unwrap(), writer.ticket().unwrap());
+        // P (too large) and then S go on the socket; S's marker is published, P's sender is
+        // still between its packet and its marker.
+        raw_packet(&tx, 0, &[1; 100], late);
+        raw_packet(&tx, 0, b"S", early);
+        writer.mark(early);
+        match rx.recv(Wait::NonBlocking) {
+            Err(RecvError::Io(error)) => assert_eq!(error.kind(), io::ErrorKind::InvalidData),
+            other => panic!("the packet over the limits gave {other:?}"),
+        }
+        // Sent after S, through the ring.
+        assert_eq!(writer.send(b"D"), Outcome::Sent);
+        writer.mark(late);
+        assert_eq!(rx.recv(Wait::NonBlocking).unwrap().data, b"S", "the ring message overtook S");
+        assert_eq!(rx.recv(Wait::NonBlocking).unwrap().data, b"D");
+        assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+    }
 
     /// A receiver that declines the ring (rings turned off where it is) tells its senders, who
     /// stop looking for one (a look costs a system call per send); moved elsewhere, it still

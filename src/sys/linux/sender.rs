@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{connect, recv, socket_with, AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
 
@@ -22,8 +21,8 @@ use super::memfd::{Encoded, PayloadWriter};
 use super::pool::{Lease, PayloadPool};
 use super::receiver::RingNews;
 use super::ring::{Control, Outcome, RingWriter, RING_MESSAGE_MAX};
-use super::socket::{recv_packet, send_on_side_socket, send_packet};
-use super::sys::{invalid_data, retry_on_intr, timespec, wait_readable, wait_writable, wire_count};
+use super::socket::{hung_up, recv_packet, send_on_side_socket, send_packet, Packet};
+use super::sys::{invalid_data, retry_on_intr, wait_readable, wait_writable, wire_count};
 use crate::sys::{OsIpcChannel, OsIpcSharedMemory, SendFailure, Wait};
 
 /// The sending end of a channel; clones share one socket, one pool of payload memfds and one
@@ -583,17 +582,6 @@ impl SenderRing {
     }
 }
 
-/// Whether every receiving end of `socket` is closed (a poll that asks for no event reports a
-/// hang-up; it does not wait).
-fn hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut fds = [PollFd::new(&socket, PollFlags::empty())];
-    match rustix::event::poll(&mut fds, Some(&timespec(Duration::ZERO))) {
-        Ok(0) | Err(Errno::INTR) => Ok(false),
-        Ok(_) => Ok(true),
-        Err(error) => Err(error.into()),
-    }
-}
-
 /// The coarse monotonic clock, in nanoseconds (a read of the vDSO's last tick, no system call).
 fn coarse_now() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
@@ -605,7 +593,9 @@ fn coarse_now() -> u64 {
 /// receiver left word that the channel never gets one.
 fn find_ring(socket: BorrowedFd<'_>) -> io::Result<RingState> {
     let mut packet = [0u8; CONTROL_PACKET.len()];
-    match recv_packet(socket, &mut packet, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+    match recv_packet(socket, &mut packet, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+        .and_then(|packet| packet.map(Packet::accepted).transpose())
+    {
         Ok(Some((len, mut fds))) if len == CONTROL_PACKET.len() && packet == CONTROL_PACKET && fds.len() == 1 => {
             let fd = fds.pop().expect("one descriptor");
             Ok(Control::open(fd.as_fd()).map_or(RingState::Absent, |control| RingState::Mapped(Arc::new(control))))

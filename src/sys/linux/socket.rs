@@ -16,8 +16,11 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustix::cmsg_space;
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
 use rustix::net::{
     recvmsg, sendmsg, socketpair, sockopt::socket_type, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage,
     RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
@@ -30,7 +33,7 @@ use super::frame::{
 use super::intake::{take_payload, PeerMaps};
 use super::receiver::{OsIpcReceiver, RingNews, KIND_NEVER, KIND_RING};
 use super::sender::OsIpcSender;
-use super::sys::{invalid_data, retry_on_intr};
+use super::sys::{invalid_data, retry_on_intr, timespec};
 use crate::sys::{LimitExceeded, LimitsCell, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
@@ -120,13 +123,61 @@ impl ReceiveBuffer {
     }
 }
 
-/// Receives one packet into `buffer`. Returns its length and descriptors, or `None` at
-/// end-of-file. Descriptors of a refused packet are closed before this returns.
-pub(super) fn recv_packet(
-    socket: BorrowedFd<'_>,
-    buffer: &mut [u8],
-    flags: RecvFlags,
-) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+/// One packet read from a channel socket.
+pub(super) struct Packet {
+    /// Its length; its bytes are at the start of the buffer it was read into.
+    pub len: usize,
+    pub fds: Vec<OwnedFd>,
+    /// Why it was refused as it was read (its descriptors were truncated, it was longer than
+    /// the buffer, it was empty): consumed all the same, unless peeked at. Its header (and so
+    /// its ticket) may still be in the buffer.
+    pub refused: Option<&'static str>,
+}
+
+impl Packet {
+    /// Its length and descriptors, or the error it was refused with.
+    pub fn accepted(self) -> io::Result<(usize, Vec<OwnedFd>)> {
+        match self.refused {
+            Some(reason) => Err(invalid_data(reason)),
+            None => Ok((self.len, self.fds)),
+        }
+    }
+}
+
+/// Receives one packet into `buffer`; `None` at end-of-file. Descriptors of a refused packet
+/// are closed before this returns.
+///
+/// A read of nothing is end-of-file, an empty packet, or a read that found the queue empty
+/// just before a last packet and the hang-up came. No crossproc packet is empty (each has a
+/// header), so an empty one that comes while a sender lives is a peer's forgery, refused. Once
+/// every sender hung up, the queue only shrinks: the read is taken again while packets with
+/// bytes are queued, and the end is where none is.
+pub(super) fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
+    // Bounded by the queue's packet limit (`net.unix.max_dgram_qlen`, 512 by default) and then
+    // some; beyond it the empty packet is refused, and the next read goes on.
+    const MAX_EMPTY_READS: usize = 4096;
+    for _ in 0..MAX_EMPTY_READS {
+        let packet = match recv_one(socket, buffer, flags)? {
+            Some(packet) if packet.len == 0 && packet.fds.is_empty() && packet.refused.is_none() => packet,
+            other => return Ok(other),
+        };
+        if !hung_up(socket)? {
+            return Ok(Some(Packet { refused: Some("an empty packet"), ..packet }));
+        }
+        // The queued bytes of every packet, which empty ones add nothing to.
+        if rustix::io::ioctl_fionread(socket)? == 0 {
+            return Ok(None);
+        }
+        if flags.contains(RecvFlags::PEEK) {
+            // A peek would find the same empty packet again: the read that takes it says so.
+            return Ok(Some(Packet { refused: Some("an empty packet"), ..packet }));
+        }
+    }
+    Ok(Some(Packet { len: 0, fds: Vec::new(), refused: Some("an empty packet") }))
+}
+
+/// One `recvmsg` past a connection reset: `None` when the peer hung up with the queue empty.
+fn recv_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_RECEIVED))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buffer)];
@@ -138,19 +189,35 @@ pub(super) fn recv_packet(
             fds.extend(received_fds);
         }
     }
-    if received.flags.contains(ReturnFlags::CTRUNC) {
+    let refused = if received.flags.contains(ReturnFlags::CTRUNC) {
         // The kernel dropped descriptors it could not install: the packet carried more than
         // one may, or this process is at its descriptor limit (EMFILE). The message is lost;
         // the channel goes on.
-        return Err(invalid_data("descriptors truncated (too many, or the process is out of descriptors)"));
+        Some("descriptors truncated (too many, or the process is out of descriptors)")
+    } else if received.flags.contains(ReturnFlags::TRUNC) {
+        Some("packet larger than the largest inline message")
+    } else {
+        None
+    };
+    Ok(Some(Packet { len: received.bytes, fds, refused }))
+}
+
+/// After a peek of nothing: whether that was the end (every sender hung up, and no packet with
+/// bytes is queued), not an empty packet (which the read then refuses) or a packet that came
+/// just before the hang-up.
+pub(super) fn is_the_end(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(hung_up(socket)? && rustix::io::ioctl_fionread(socket)? == 0)
+}
+
+/// Whether the other end of `socket` is closed: every copy of it (a poll that asks for no
+/// event reports a hang-up; it does not wait).
+pub(super) fn hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut fds = [PollFd::new(&socket, PollFlags::empty())];
+    match rustix::event::poll(&mut fds, Some(&timespec(Duration::ZERO))) {
+        Ok(0) | Err(Errno::INTR) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(error) => Err(error.into()),
     }
-    if received.flags.contains(ReturnFlags::TRUNC) {
-        return Err(invalid_data("packet larger than the largest inline message"));
-    }
-    if received.bytes == 0 && fds.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some((received.bytes, fds)))
 }
 
 /// Runs a receive (or a peek) on a channel socket, looking once more past a connection reset.
@@ -256,8 +323,11 @@ fn recv_side_socket(side: BorrowedFd<'_>, expected: usize) -> io::Result<Vec<Own
     let mut byte = [0u8; 1];
     while handles.len() < expected {
         match recv_packet(side, &mut byte, RecvFlags::DONTWAIT) {
-            Ok(Some((_, fds))) if !fds.is_empty() => handles.extend(fds),
-            Ok(_) => return Err(invalid_data("side socket ended early")),
+            Ok(Some(packet)) => match packet.accepted()? {
+                (_, fds) if !fds.is_empty() => handles.extend(fds),
+                _ => return Err(invalid_data("side socket ended early")),
+            },
+            Ok(None) => return Err(invalid_data("side socket ended early")),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 return Err(invalid_data("side socket ended early"))
             }

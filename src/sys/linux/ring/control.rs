@@ -223,17 +223,30 @@ impl Control {
         }
     }
 
-    /// Remembers that the packet with `ticket` was delivered before its marker.
+    /// Remembers that the packet with `ticket` was delivered before its marker: in the first
+    /// free entry from the one after the last written, so that a ticket is overwritten only
+    /// when all [`AHEAD`] entries hold tickets whose markers have not come (then the oldest
+    /// written goes; a sender is between its packet and its marker for microseconds).
     pub fn remember_ahead(&self, ticket: u64) {
         let count = self.u64_at(AHEAD_COUNT);
-        let index = count.fetch_add(1, Ordering::Relaxed) as usize % AHEAD;
-        self.u64_at(AHEAD_TICKETS + index * 8).store(ticket, Ordering::Relaxed);
+        let start = count.load(Ordering::Relaxed);
+        let free = (0..AHEAD as u64)
+            .map(|step| start.wrapping_add(step))
+            .find(|&at| self.ahead_ticket(at).load(Ordering::Relaxed) == 0)
+            .unwrap_or(start);
+        count.store(free.wrapping_add(1), Ordering::Relaxed);
+        self.ahead_ticket(free).store(ticket, Ordering::Relaxed);
+    }
+
+    /// The ahead entry that position `at` (counted without end) falls on.
+    fn ahead_ticket(&self, at: u64) -> &AtomicU64 {
+        self.u64_at(AHEAD_TICKETS + (at % AHEAD as u64) as usize * 8)
     }
 
     /// Whether the packet with `ticket` was delivered before its marker (forgetting it).
     pub fn forget_ahead(&self, ticket: u64) -> bool {
-        (0..AHEAD).any(|index| {
-            let slot = self.u64_at(AHEAD_TICKETS + index * 8);
+        (0..AHEAD as u64).any(|at| {
+            let slot = self.ahead_ticket(at);
             slot.load(Ordering::Relaxed) == ticket
                 && slot.compare_exchange(ticket, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         })

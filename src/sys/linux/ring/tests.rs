@@ -221,3 +221,19 @@ fn a_slot_that_is_not_free_is_passed_over() {
     assert_eq!(control.slot_word(0, 0).load(Ordering::Relaxed), 0, "the passed-over slot is given back");
     drop(writer);
 }
+
+/// A ticket delivered ahead is kept while any of the list's entries is free: 64 other packets
+/// delivered ahead and passed meanwhile (each marker forgetting its ticket) do not push it out.
+#[test]
+fn a_ticket_delivered_ahead_is_kept_while_entries_are_free() {
+    let (_writer, reader) = ring();
+    let waiting = (1 << 56) | 7;
+    reader.delivered_ahead(waiting);
+    for other in 1..=200u64 {
+        let ticket = (2 << 56) | other;
+        reader.delivered_ahead(ticket);
+        assert!(reader.was_delivered(ticket), "ticket {other}");
+    }
+    assert!(reader.was_delivered(waiting), "the waiting ticket was overwritten");
+    assert!(!reader.was_delivered(waiting), "a ticket is forgotten once its marker passed");
+}
