@@ -280,34 +280,57 @@ impl Control {
     }
 
     /// Copies `data` into the payload of the entry at `offset` in slot `slot` (the caller checked
-    /// it fits the ring).
+    /// it fits the ring), a 64-bit word at a time (the last one padded with zeros, inside the
+    /// entry, whose size is a multiple of [`ALIGN`]).
     pub fn write_payload(&self, slot: usize, offset: usize, data: &[u8]) {
-        let start = Control::entry_start(slot, offset) + ENTRY_HEADER;
         assert!(offset + ENTRY_HEADER + data.len() <= RING_BYTES);
-        // The destination lies inside this slot's ring in the live mapping (checked); `data` is
-        // memory of this process, so the two cannot overlap. Peers may access the same bytes:
-        // that changes only what they read.
-        // SAFETY: a copy into valid, non-overlapping memory.
-        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(start), data.len()) };
+        let words = self.words(Control::entry_start(slot, offset) + ENTRY_HEADER, data.len().div_ceil(8));
+        let whole = data.chunks_exact(8);
+        let rest = whole.remainder();
+        for (word, chunk) in words.iter().zip(whole) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+        }
+        if !rest.is_empty() {
+            let mut bytes = [0u8; 8];
+            bytes[..rest.len()].copy_from_slice(rest);
+            words[words.len() - 1].store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+        }
     }
 
     /// Appends the `len`-byte payload of the entry at `offset` in slot `slot` to `out`, or
     /// refuses a length that leaves the ring.
+    ///
+    /// Peers may write these bytes while they are read (a hostile one on purpose): each is read
+    /// once, a 64-bit word at a time through atomics, so a concurrent write changes only which
+    /// bytes arrive, never the program's behaviour (a plain copy would be a data race).
     pub fn read_payload(&self, slot: usize, offset: usize, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
         if offset + ENTRY_HEADER + len > RING_BYTES {
             return Err(invalid_data("ring entry runs past its ring"));
         }
-        let start = Control::entry_start(slot, offset) + ENTRY_HEADER;
-        out.reserve(len);
-        // The source lies inside the live mapping (checked); the destination is the spare
-        // capacity of `out`, memory of this process. A peer writing the source meanwhile changes
-        // only which bytes arrive.
-        // SAFETY: a copy between valid, non-overlapping ranges; then `len` more bytes are set.
-        unsafe {
-            ptr::copy_nonoverlapping(self.ptr.as_ptr().add(start), out.as_mut_ptr().add(out.len()), len);
-            out.set_len(out.len() + len);
+        let words = self.words(Control::entry_start(slot, offset) + ENTRY_HEADER, len.div_ceil(8));
+        let start = out.len();
+        out.resize(start + len, 0);
+        let mut whole = out[start..].chunks_exact_mut(8);
+        for (into, word) in whole.by_ref().zip(words) {
+            into.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        let rest = whole.into_remainder();
+        if !rest.is_empty() {
+            let len = rest.len();
+            rest.copy_from_slice(&words[words.len() - 1].load(Ordering::Relaxed).to_ne_bytes()[..len]);
         }
         Ok(())
+    }
+
+    /// The `count` 64-bit words of the mapping from byte `start` (8-aligned).
+    fn words(&self, start: usize, count: usize) -> &[AtomicU64] {
+        assert!(start % 8 == 0 && start + count * 8 <= MAP_LEN);
+        // In bounds and aligned (checked); the mapping lives as long as `self`, and every access
+        // to these words goes through atomics.
+        // SAFETY: `count` valid, aligned `AtomicU64`s for the lifetime of `&self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start).cast::<AtomicU64>(), count) }
     }
 }
 
