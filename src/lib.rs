@@ -6,9 +6,10 @@
 //! shared memory). Senders, receivers and shared memory are themselves serializable, so channels
 //! travel inside messages, to any process.
 //!
-//! It is a drop-in replacement for Servo's `ipc-channel` 0.21 and 0.22: change the dependency
-//! line to `ipc-channel = { package = "crossproc", … }` and the program builds and behaves the
-//! same (`docs/compatibility.md` lists every item).
+//! It is a drop-in replacement for Servo's `ipc-channel` 0.21, 0.22 and 0.23: change the
+//! dependency line to `ipc-channel = { package = "crossproc", … }` and the program builds and
+//! behaves the same (`docs/compatibility.md` lists every item, and every behavioural difference
+//! with its reason).
 //!
 //! ```
 //! use crossproc::ipc;
@@ -47,3 +48,15 @@ pub mod tokio;
 pub mod fuzzing;
 
 pub use error::{IpcError, SendTimeoutError, SerDeError, TryRecvError, TrySelectError, TrySendError};
+
+#[cfg(test)]
+mod tests {
+    /// The README's complete example is `examples/spawn.rs`, which CI builds and runs.
+    #[test]
+    fn the_readme_example_is_the_spawn_example() {
+        let flat = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let example = include_str!("../examples/spawn.rs");
+        let code = &example[example.find("use std::process::Command;").expect("the example's code")..];
+        assert!(flat(include_str!("../README.md")).contains(&flat(code)), "README.md must show examples/spawn.rs");
+    }
+}

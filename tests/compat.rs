@@ -1,4 +1,4 @@
-//! Drop-in compatibility with `ipc-channel` 0.21/0.22: every public path of its API resolves
+//! Drop-in compatibility with `ipc-channel` 0.21–0.23: every public path of its API resolves
 //! with its signature (this file fails to compile otherwise; `docs/compatibility.md` is the
 //! list), and the `platform` module works as ipc-channel's does.
 

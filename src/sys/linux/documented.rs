@@ -1,5 +1,5 @@
-//! The Linux numbers README.md and SECURITY.md state, checked against the constants that
-//! define them: change a constant and this test names the sentence to change with it.
+//! The Linux numbers README.md, docs/behaviour.md, docs/ring.md and SECURITY.md state, checked
+//! against the constants that define them: change a constant and this test names the sentence to change with it.
 
 use super::frame::{INLINE_MAX, MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET};
 use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
@@ -10,6 +10,8 @@ use super::server::{MAX_WAITING, SILENT_DEADLINE};
 use crate::sys::MESSAGES_PER_RECEIVER;
 
 const README: &str = include_str!("../../../README.md");
+const BEHAVIOUR: &str = include_str!("../../../docs/behaviour.md");
+const RING: &str = include_str!("../../../docs/ring.md");
 const SECURITY: &str = include_str!("../../../SECURITY.md");
 
 /// Asserts that `doc` (named `name`) says `phrase`, whatever the line breaks.
@@ -30,8 +32,8 @@ fn the_docs_state_the_linux_backends_numbers() {
     );
     says("README.md", README, &format!("payloads over {} KiB travel in a memfd", kib(INLINE_MAX)));
     says(
-        "README.md",
-        README,
+        "docs/behaviour.md",
+        BEHAVIOUR,
         &format!("Payloads over {} KiB travel in a memfd and claim {} KiB", kib(INLINE_MAX), kib(MAX_BUFFER_CLAIM)),
     );
     says(
@@ -39,7 +41,11 @@ fn the_docs_state_the_linux_backends_numbers() {
         SECURITY,
         &format!("{} KiB unless it reuses one of the sender's few kept memfds", kib(MAX_BUFFER_CLAIM)),
     );
-    says("README.md", README, &format!("at most {MESSAGES_PER_RECEIVER} messages from one receiver per call"));
+    says(
+        "docs/behaviour.md",
+        BEHAVIOUR,
+        &format!("at most {MESSAGES_PER_RECEIVER} messages from one receiver per call"),
+    );
     says("SECURITY.md", SECURITY, &format!("reads at most {MESSAGES_PER_RECEIVER} messages per receiver per call"));
     says("SECURITY.md", SECURITY, &format!("the last {MAPS_PER_RECEIVER} payload memfds each channel was sent"));
     says(
@@ -48,13 +54,13 @@ fn the_docs_state_the_linux_backends_numbers() {
         &format!("none over {} MiB, at most {} MiB per process", mib(MAX_RETAINED), mib(MAPPED_BUDGET)),
     );
     says("README.md", README, &format!("a message of up to {} KiB that carries no channel", kib(RING_MESSAGE_MAX)));
-    says("README.md", README, &format!("messages of up to {} KiB without channels or regions", kib(RING_MESSAGE_MAX)));
-    says("README.md", README, &format!("ring holds up to {} KiB of messages", kib(RING_BYTES)));
+    says("docs/ring.md", RING, &format!("messages of up to {} KiB without channels or regions", kib(RING_MESSAGE_MAX)));
+    says("docs/ring.md", RING, &format!("ring holds up to {} KiB of messages", kib(RING_BYTES)));
     says("README.md", README, &format!("once a channel has carried {RING_AFTER} messages"));
-    says("README.md", README, &format!("once its receiver has taken {RING_AFTER} messages from the socket"));
-    says("README.md", README, &format!("The ring comes with the {RING_AFTER}th message"));
-    says("README.md", README, &format!("{SLOTS} processes can write in one channel's ring at once"));
-    says("README.md", README, &format!("keeps the rings of the {AWAKE_MAX} members it drained most recently awake"));
+    says("docs/ring.md", RING, &format!("once its receiver has taken {RING_AFTER} messages from the socket"));
+    says("docs/ring.md", RING, &format!("The ring comes with the {RING_AFTER}th message"));
+    says("docs/ring.md", RING, &format!("{SLOTS} processes can write in one channel's ring at once"));
+    says("docs/ring.md", RING, &format!("keeps the rings of the {AWAKE_MAX} members it drained most recently awake"));
     says("SECURITY.md", SECURITY, &format!("the {} KiB ring limit", kib(RING_MESSAGE_MAX)));
     says("SECURITY.md", SECURITY, &format!("take all {SLOTS} writer slots"));
     let deadline = SILENT_DEADLINE.as_secs();
