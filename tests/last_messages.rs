@@ -8,10 +8,11 @@ mod util;
 use std::thread;
 use std::time::Duration;
 
-use crossproc::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
+use crossproc::ipc::{self, IpcReceiver, IpcSharedMemory};
 use crossproc::IpcError;
 use util::{child_role, with_watchdog};
 
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 const ENTRY: &str = "child_entry";
 /// Messages a receiver takes from its socket before its channel makes a ring (and leaves a
 /// packet queued in the senders' direction, as it also does when rings are off).
@@ -24,7 +25,8 @@ fn child_entry() {
     match role.as_str() {
         #[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
         "send_and_exit" => {
-            let (to_parent, count) = ipc::inherited_receiver::<(IpcSender<(u32, u32)>, u32)>().unwrap().recv().unwrap();
+            let (to_parent, count) =
+                ipc::inherited_receiver::<(ipc::IpcSender<(u32, u32)>, u32)>().unwrap().recv().unwrap();
             let thread = std::process::id();
             for index in 0..count {
                 to_parent.send((thread, index)).unwrap();
@@ -219,7 +221,7 @@ fn every_message_from_exiting_children_and_threads_arrives_before_disconnected()
             let mut children = Vec::new();
             for _ in 0..2 {
                 let (child, to_child) = util::child_command(ENTRY, "send_and_exit")
-                    .spawn_with_channel::<(IpcSender<(u32, u32)>, u32)>()
+                    .spawn_with_channel::<(ipc::IpcSender<(u32, u32)>, u32)>()
                     .unwrap();
                 to_child.send((tx.clone(), 3_000)).unwrap();
                 children.push(child);

@@ -26,6 +26,13 @@ pub(super) fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
 }
 
+/// Whether this process can tell a forked child from itself (the kernel took the wipe-on-fork
+/// advice). Where it cannot (before Linux 4.14, or a seccomp filter that refuses `madvise`),
+/// nothing may use a ring: a child would write into its parent's slot, or read its messages.
+pub(super) fn detectable() -> bool {
+    page().is_some()
+}
+
 /// The wipe-on-fork page's first word: 1 in the process that made it, 0 in a forked child until
 /// [`generation`] notices and sets it again.
 fn page() -> Option<&'static AtomicUsize> {

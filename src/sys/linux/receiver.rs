@@ -112,6 +112,11 @@ impl OsIpcReceiver {
             RingNews::NotYet => {}
             RingNews::Ring(control_fd) => {
                 let control = Control::open(control_fd.as_fd())?;
+                if !fork::detectable() {
+                    // This process could not tell a forked child's reads from its own: the
+                    // ring is retired (its senders take the socket), and drained here.
+                    control.close();
+                }
                 let _ = receiver.ring.set(RingReader::new(Arc::new(control), control_fd, receiver.born));
             }
             RingNews::Never => receiver.ringless.store(true, Ordering::Relaxed),
@@ -140,7 +145,7 @@ impl OsIpcReceiver {
         if self.born != fork::generation() || self.ringless.load(Ordering::Relaxed) {
             return;
         }
-        if !crate::sys::ring_switch::shared_memory_ring() {
+        if !crate::sys::ring_switch::shared_memory_ring() || !fork::detectable() {
             return self.decline_ring();
         }
         let Ok((control_fd, control)) = Control::create() else { return };
@@ -692,6 +697,36 @@ mod tests {
         assert_eq!(rx.recv(Wait::NonBlocking).unwrap().data, b"S", "the ring message overtook S");
         assert_eq!(rx.recv(Wait::NonBlocking).unwrap().data, b"D");
         assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+    }
+
+    /// Item 9: a child forked while the sender's ring state was held (another thread inside a
+    /// send) can never take it. Its plain packet must not be overtaken by a ring message its
+    /// parent sends once the child's send returned: the child retires the ring.
+    #[test]
+    fn a_child_forked_inside_a_send_keeps_the_order() {
+        let (tx, rx, _writer) = channel_with_ring();
+        assert!(tx.send(b"through the ring", vec![], vec![], Wait::Blocking).is_ok());
+        assert_eq!(rx.recv(Wait::Blocking).unwrap().data, b"through the ring");
+        let pid = tx.with_ring_state_held_elsewhere(|| {
+            // SAFETY: the child sends one message and leaves with `_exit`, never returning into
+            // the test harness.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let sent = tx.send(b"p", vec![], vec![], Wait::Blocking).is_ok();
+                // SAFETY: ends the forked child at once.
+                unsafe { libc::_exit(if sent { 0 } else { 1 }) };
+            }
+            pid
+        });
+        assert!(pid >= 0, "fork failed");
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child's send failed");
+        // Sent after the child's send returned, so it must come after it.
+        assert!(tx.send(b"m", vec![], vec![], Wait::Blocking).is_ok());
+        assert_eq!(rx.recv(Wait::Blocking).unwrap().data, b"p", "the parent's ring message overtook the child's");
+        assert_eq!(rx.recv(Wait::Blocking).unwrap().data, b"m");
     }
 
     /// A receiver that declines the ring (rings turned off where it is) tells its senders, who

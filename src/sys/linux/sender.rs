@@ -41,6 +41,7 @@ impl OsIpcSender {
             born: AtomicU64::new(fork::generation()),
             state: Mutex::new(RingState::Unknown),
             looked: AtomicU64::new(0),
+            retired_in: AtomicU64::new(u64::MAX),
         };
         OsIpcSender { fd: Arc::new(fd), pool: Arc::default(), ring: Arc::new(ring) }
     }
@@ -75,6 +76,26 @@ impl OsIpcSender {
             (_, 0) => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the server closed the connection")),
             _ => Err(invalid_data("unexpected answer from the server")),
         }
+    }
+
+    /// Runs `body` while another thread holds the sender's ring state, as a thread inside a
+    /// send does (a child forked meanwhile finds it taken for ever; it must not return from
+    /// `body`, whose end waits for that thread).
+    #[cfg(test)]
+    pub(super) fn with_ring_state_held_elsewhere<R>(&self, body: impl FnOnce() -> R) -> R {
+        let (held, is_held) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let _held = self.ring.state.lock().unwrap();
+                held.send(()).unwrap();
+                let _ = released.recv();
+            });
+            is_held.recv().unwrap();
+            let result = body();
+            drop(release);
+            result
+        })
     }
 
     /// Whether this sender still looks for the channel's ring after each send.
@@ -407,6 +428,9 @@ struct SenderRing {
     state: Mutex<RingState>,
     /// When this process last looked whether the receiver hung up (coarse clock, nanoseconds).
     looked: AtomicU64,
+    /// The fork generation that retired the ring without the state (see
+    /// `route_in_stuck_child`); `u64::MAX` when none did.
+    retired_in: AtomicU64,
 }
 
 enum RingState {
@@ -429,11 +453,14 @@ impl RingState {
     /// cache miss on the line the receiver takes from).
     fn writer(&mut self, born: u64) -> Option<&mut RingWriter> {
         if let RingState::Mapped(control) = self {
-            *self = match RingWriter::claim(control.clone(), born) {
+            // A process that cannot tell its forked children from itself takes no slot (a
+            // child would write into it too).
+            let claimed = fork::detectable().then(|| RingWriter::claim(control.clone(), born)).flatten();
+            *self = match claimed {
                 Some(writer) => RingState::Writing(writer),
                 None => {
-                    // Every slot is taken: plain packets keep order only if nobody writes in
-                    // the ring from now on.
+                    // No slot (every one is taken, or none may be): plain packets keep order
+                    // only if nobody writes in the ring from now on.
                     control.close();
                     RingState::Absent
                 }
@@ -460,8 +487,7 @@ impl SenderRing {
     /// `patient` send waits up to [`RING_ROOM_SPIN`] for room in a full ring.
     fn route(&self, socket: BorrowedFd<'_>, small: Option<&[u8]>, patient: bool) -> io::Result<Route> {
         let Some(mut state) = self.state() else {
-            // A child forked while another thread used this state: the socket alone.
-            return Ok(Route::Plain);
+            return self.route_in_stuck_child(socket);
         };
         if matches!(*state, RingState::Unknown) {
             *state = find_ring(socket)?;
@@ -493,6 +519,39 @@ impl SenderRing {
         })
     }
 
+    /// Where a message goes in a child forked while another thread held the state, which no
+    /// thread here can ever take: the socket alone. Its plain packets keep their order only if
+    /// nobody writes in the ring any more, so the child retires the ring, found anew (the
+    /// state's copy of it is out of reach). While there is no ring yet, it looks again after
+    /// each plain send (`Unaware`, then [`place_ticket`](Self::place_ticket)).
+    fn route_in_stuck_child(&self, socket: BorrowedFd<'_>) -> io::Result<Route> {
+        Ok(match self.retire_found_ring(socket)? {
+            true => Route::Plain,
+            false => Route::Unaware,
+        })
+    }
+
+    /// Retires the channel's ring if there is one (`true`; also when it is known to have none),
+    /// remembering that this process did, so that it looks only once.
+    fn retire_found_ring(&self, socket: BorrowedFd<'_>) -> io::Result<bool> {
+        let generation = fork::generation();
+        if self.retired_in.load(Ordering::Acquire) == generation {
+            return Ok(true);
+        }
+        let retired = match find_ring(socket)? {
+            RingState::Mapped(control) => {
+                control.close();
+                true
+            }
+            RingState::Absent => true,
+            _ => false,
+        };
+        if retired {
+            self.retired_in.store(generation, Ordering::Release);
+        }
+        Ok(retired)
+    }
+
     /// Whether the receiver's socket hung up, looked at only when [`HANG_UP_LOOK_EVERY`] passed
     /// since this process last looked (a message in the ring of a receiver that died would be
     /// lost without an error; one on the socket fails).
@@ -509,7 +568,13 @@ impl SenderRing {
     /// a place holder when the ring is there now (`None` when there is none, or when the ring
     /// has no room for its marker: it is retired then, which keeps the order as well).
     fn place_ticket(&self, socket: BorrowedFd<'_>) -> Option<u64> {
-        let mut state = self.state()?;
+        let Some(mut state) = self.state() else {
+            // See `route_in_stuck_child`: a ring found now is retired before the send returns,
+            // which keeps the order as a place holder would. A look that fails is taken again
+            // at the next send.
+            let _ = self.retire_found_ring(socket);
+            return None;
+        };
         if matches!(*state, RingState::Unaware) {
             // A look that fails (out of descriptors for the copy) is taken again at the next send.
             *state = find_ring(socket).unwrap_or(RingState::Unaware);
