@@ -60,3 +60,10 @@ fn descriptor(kind: u8) -> io::Result<OwnedFd> {
 pub fn read_ring(input: &[u8]) -> io::Result<usize> {
     sys::read_arbitrary_ring(input)
 }
+
+/// Reads a channel's shared-memory ring while a hostile peer writes `input`'s writes into it at
+/// the same time (see `sys/linux/ring/mod.rs`): the reader returns from every call and never
+/// panics.
+pub fn race_ring(input: &[u8]) -> io::Result<usize> {
+    sys::race_arbitrary_writes(input)
+}

@@ -49,7 +49,7 @@
 //! sleeps on that readiness it calls `OsIpcReceiver::prepare_to_sleep() -> bool` — `false` means
 //! a message is waiting (in the Linux backend's shared-memory ring, which readiness does not
 //! show) and the receive is retried instead of sleeping; `OsIpcReceiverSet::prepare_to_sleep`
-//! does the same for every member before an async select sleeps. Also Linux only: `decode_packet` and `read_arbitrary_ring` (feature `fuzzing`).
+//! does the same for every member before an async select sleeps. Also Linux only: `decode_packet`, `read_arbitrary_ring` and `race_arbitrary_writes` (feature `fuzzing`).
 //!
 //! The shared vocabulary (`OsIpcChannel`, `OsIpcMessage`, `Wait`, `RecvError`,
 //! `OsIpcSelectionResult`) is defined here, once, for every backend.
@@ -127,7 +127,7 @@ mod heap_writer;
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use backend::register;
 #[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]
-pub(crate) use backend::{decode_packet, read_arbitrary_ring};
+pub(crate) use backend::{decode_packet, race_arbitrary_writes, read_arbitrary_ring};
 
 pub(crate) mod credentials;
 pub(crate) mod limits;

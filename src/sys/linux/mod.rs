@@ -53,7 +53,7 @@ pub(crate) use memfd::{Encoded, OsIpcSharedMemory, PayloadWriter};
 pub(crate) use reactor::register;
 pub(crate) use receiver::OsIpcReceiver;
 #[cfg(feature = "fuzzing")]
-pub(crate) use ring::read_arbitrary_ring;
+pub(crate) use ring::{race_arbitrary_writes, read_arbitrary_ring};
 pub(crate) use select::OsIpcReceiverSet;
 pub(crate) use sender::OsIpcSender;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};

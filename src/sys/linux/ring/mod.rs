@@ -99,5 +99,69 @@ pub(crate) fn read_arbitrary_ring(input: &[u8]) -> std::io::Result<usize> {
     Ok(delivered)
 }
 
+/// Runs the ring reader while a hostile peer writes into the ring at the same time (the fuzz
+/// target's entry): an honest writer publishes messages, the reader takes them, and another
+/// thread applies the input's writes to the mapping over and over meanwhile. The input is a
+/// list of writes, each two bytes of offset (into the control words and the first two slots'
+/// rings), one byte of length and that many bytes. Returns how many messages were delivered;
+/// the reader must return from every call, and never panic, whatever the writes do.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn race_arbitrary_writes(input: &[u8]) -> std::io::Result<usize> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut writes = Vec::new();
+    let mut rest = input;
+    while let [high, low, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let offset = usize::from(u16::from_be_bytes([*high, *low])) % (Control::ring_start(2));
+        writes.push((offset, &tail[..len]));
+        rest = &tail[len..];
+    }
+    let generation = super::fork::generation();
+    let (fd, control) = Control::create()?;
+    let control = std::sync::Arc::new(control);
+    let reader = RingReader::new(control.clone(), fd, generation);
+    reader.settle();
+    let mut writer = RingWriter::claim(control.clone(), generation);
+    let done = AtomicBool::new(false);
+    let mut delivered = 0;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // The hostile peer stands for another process, whose writes no Rust rule orders
+            // with ours: it copies its bytes in plainly.
+            while !done.load(Ordering::Relaxed) && !writes.is_empty() {
+                for &(offset, bytes) in &writes {
+                    control.scribble(offset, bytes);
+                }
+            }
+        });
+        let mut buffer = Vec::new();
+        for round in 0..512u32 {
+            if let Some(writer) = writer.as_mut() {
+                let message = round.to_le_bytes();
+                if writer.send(&message[..(round % 5) as usize]) != Outcome::Sent {
+                    if let Some(ticket) = writer.ticket() {
+                        writer.mark(ticket);
+                    }
+                }
+            }
+            match reader.front(&mut buffer) {
+                Ok(Front::Data(data)) => {
+                    buffer = data;
+                    delivered += 1;
+                }
+                Ok(Front::Marker(_)) => {
+                    if reader.pass().is_err() {
+                        break;
+                    }
+                }
+                Ok(Front::Empty) => {}
+                Err(_) => break,
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    Ok(delivered)
+}
+
 #[cfg(test)]
 mod tests;
