@@ -84,7 +84,8 @@ fn epoch() -> Instant {
 /// count in `/proc/loadavg` (the machine's, also in a container whose CPUs are fewer); where it
 /// cannot be read, a CPU counts as spare.
 fn cpu_to_spare() -> bool {
-    let now = u32::try_from(epoch().elapsed().as_millis()).unwrap_or(u32::MAX).max(1);
+    // Milliseconds wrap after 49 days; only the difference to the last look matters.
+    let now = (epoch().elapsed().as_millis() as u32).max(1);
     let looks = LOOKS.load(Ordering::Relaxed);
     let counts = if looks != 0 && now.wrapping_sub((looks >> 32) as u32) < LOAD_SAMPLE.as_millis() as u32 {
         looks as u32

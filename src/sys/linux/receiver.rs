@@ -283,6 +283,7 @@ impl OsIpcReceiver {
         // This thread is awake: senders may use the ring (it announces again before it sleeps).
         ring.wake();
         let mut rounds = 0;
+        let out_of_time = || deadline.is_some_and(|deadline| Instant::now() >= deadline);
         loop {
             if let Some(message) = self.next_from_ring(ring, buffer)? {
                 return Ok(message);
@@ -294,8 +295,7 @@ impl OsIpcReceiver {
                 // returns after a bounded amount of such work (a peer's flood must not keep it).
                 Ok(None) => {
                     rounds += 1;
-                    let out_of_time = deadline.is_some_and(|deadline| Instant::now() >= deadline);
-                    if (matches!(mode, Wait::NonBlocking) && rounds == MAX_ROUNDS) || out_of_time {
+                    if (matches!(mode, Wait::NonBlocking) && rounds == MAX_ROUNDS) || out_of_time() {
                         return Err(RecvError::Empty);
                     }
                     continue;
@@ -327,6 +327,11 @@ impl OsIpcReceiver {
                 continue;
             }
             if !ring.sleep() {
+                // Something came into the ring meanwhile (or a peer keeps publishing entries
+                // that are no message): look again, unless the time is up.
+                if out_of_time() {
+                    return Err(RecvError::Empty);
+                }
                 continue;
             }
             // No deadline: a blocking receive, or a timeout too long to matter.
@@ -638,6 +643,85 @@ mod tests {
                 matches!(rx.packet_waiting(), Ok(true)),
                 "ring {with_ring}: one non-blocking receive read all {queued} place holders"
             );
+        }
+    }
+
+    /// A co-sender that keeps publishing markers without packets, as fast as the receiver
+    /// passes them (here from 8 slots), cannot hold a timed receive past its deadline (found in
+    /// review: the path where the receiver tries to sleep and finds the ring busy again never
+    /// looked at the deadline).
+    #[test]
+    fn a_marker_stream_does_not_hold_a_timed_receive_past_its_deadline() {
+        use std::sync::atomic::AtomicBool;
+        let (_tx, rx, writer) = channel_with_ring();
+        let control = rx.ring.get().unwrap().control().clone();
+        let mut writers = vec![writer];
+        for _ in 0..7 {
+            writers.push(RingWriter::claim(control.clone(), fork::generation()).unwrap());
+        }
+        let stop = AtomicBool::new(false);
+        let elapsed = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for writer in writers.iter_mut() {
+                        while let Some(ticket) = writer.ticket() {
+                            writer.mark(ticket);
+                        }
+                    }
+                }
+            });
+            while !rx.has_ring_work() {
+                std::thread::yield_now();
+            }
+            let start = Instant::now();
+            let result = rx.recv(Wait::Timeout(Duration::from_millis(50)));
+            let elapsed = start.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            assert!(matches!(result, Err(RecvError::Empty)), "{result:?}");
+            elapsed
+        });
+        // A bounded step beyond the deadline, never the flood's length.
+        assert!(elapsed < Duration::from_secs(2), "try_recv_timeout(50 ms) returned after {elapsed:?}");
+    }
+
+    /// A co-sender that shuts the channel's sending socket down for writing (no sender can send
+    /// on it any more): the receiver delivers what was queued, then `Disconnected`, in every mode, and
+    /// a select over it returns (found in review: every receive reported an empty packet, and a
+    /// blocking select spun).
+    #[test]
+    fn a_socket_shut_down_for_writing_ends_the_channel() {
+        for with_ring in [false, true] {
+            let (tx, rx) = if with_ring {
+                let (tx, rx, _writer) = channel_with_ring();
+                (tx, rx)
+            } else {
+                channel().unwrap()
+            };
+            assert!(tx.send(b"honest", vec![], vec![], Wait::Blocking).is_ok());
+            rustix::net::shutdown(&*tx.fd, rustix::net::Shutdown::Write).unwrap();
+            assert_eq!(rx.recv(Wait::NonBlocking).unwrap().data, b"honest");
+            for mode in [Wait::NonBlocking, Wait::Blocking, Wait::Timeout(Duration::from_millis(10))] {
+                assert!(matches!(rx.recv(mode), Err(RecvError::Disconnected)), "ring {with_ring}, {mode:?}");
+            }
+        }
+        let (tx, rx) = channel().unwrap();
+        let mut set = super::super::select::OsIpcReceiverSet::new().unwrap();
+        set.add(rx).unwrap();
+        rustix::net::shutdown(&*tx.fd, rustix::net::Shutdown::Write).unwrap();
+        let results = set.select(Wait::Blocking).unwrap();
+        assert!(matches!(results[..], [crate::sys::OsIpcSelectionResult::ChannelClosed(_)]), "{results:?}");
+    }
+
+    /// A co-sender that shuts the sending socket down for reading (where senders look for the
+    /// ring) does not make new senders fail: they stop looking, and send on the socket.
+    #[test]
+    fn a_socket_shut_down_for_reading_still_sends() {
+        let (tx, rx) = channel().unwrap();
+        rustix::net::shutdown(&*tx.fd, rustix::net::Shutdown::Read).unwrap();
+        let fresh = super::super::sender::OsIpcSender::from_fd(tx.fd.try_clone().unwrap());
+        for byte in 0..3 {
+            assert!(fresh.send(&[byte], vec![], vec![], Wait::Blocking).is_ok(), "send {byte}");
+            assert_eq!(rx.recv(Wait::Blocking).unwrap().data, [byte]);
         }
     }
 

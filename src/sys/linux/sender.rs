@@ -514,7 +514,17 @@ impl SenderRing {
             return Ok(Route::Plain);
         }
         Ok(match state.writer(born) {
-            Some(writer) => writer.ticket().map_or(Route::Full, Route::Ticket),
+            Some(writer) => match writer.ticket() {
+                Some(ticket) => Route::Ticket(ticket),
+                // Full although the receiver holds nothing: a peer keeps this slot full (see
+                // `RingWriter::stalled`); the ring is retired and the socket takes over.
+                None if writer.stalled() => {
+                    writer.control().close();
+                    *state = RingState::Absent;
+                    Route::Plain
+                }
+                None => Route::Full,
+            },
             None => Route::Plain,
         })
     }
@@ -668,9 +678,12 @@ fn find_ring(socket: BorrowedFd<'_>) -> io::Result<RingState> {
         Ok(Some((len, fds))) if len == NO_RING_PACKET.len() && packet == NO_RING_PACKET && fds.is_empty() => {
             Ok(RingState::Absent)
         }
-        // None yet; or the receiver is gone (and the send says so).
+
+        // None yet.
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(RingState::Unaware),
-        Ok(None) => Ok(RingState::Unaware),
+        // Nothing can ever come in this direction: the receiver is gone (and the send says so),
+        // or a holder of the socket shut it down.
+        Ok(None) => Ok(RingState::Absent),
         // Out of descriptors for the copy (or a receiver that queued something else): this send
         // fails, and a later one looks again.
         Err(error) => Err(error),

@@ -161,7 +161,7 @@ pub(super) fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: Recv
             Some(packet) if packet.len == 0 && packet.fds.is_empty() && packet.refused.is_none() => packet,
             other => return Ok(other),
         };
-        if !hung_up(socket)? {
+        if !read_side_ended(socket)? {
             return Ok(Some(Packet { refused: Some("an empty packet"), ..packet }));
         }
         // The queued bytes of every packet, which empty ones add nothing to.
@@ -206,13 +206,26 @@ fn recv_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::
 /// bytes is queued), not an empty packet (which the read then refuses) or a packet that came
 /// just before the hang-up.
 pub(super) fn is_the_end(socket: BorrowedFd<'_>) -> io::Result<bool> {
-    Ok(hung_up(socket)? && rustix::io::ioctl_fionread(socket)? == 0)
+    Ok(read_side_ended(socket)? && rustix::io::ioctl_fionread(socket)? == 0)
 }
 
 /// Whether the other end of `socket` is closed: every copy of it (a poll that asks for no
 /// event reports a hang-up; it does not wait).
 pub(super) fn hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut fds = [PollFd::new(&socket, PollFlags::empty())];
+    polled(socket, PollFlags::empty())
+}
+
+/// Whether nothing more can ever arrive on `socket`: the other end is closed, or this
+/// direction was shut down (`shutdown` by any holder of either end; no send can succeed then
+/// either, so the queue only shrinks).
+pub(super) fn read_side_ended(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    polled(socket, PollFlags::RDHUP)
+}
+
+/// Whether a poll for `events` on `socket` (with hang-ups, which are always reported) reports
+/// anything, without waiting.
+fn polled(socket: BorrowedFd<'_>, events: PollFlags) -> io::Result<bool> {
+    let mut fds = [PollFd::new(&socket, events)];
     match rustix::event::poll(&mut fds, Some(&timespec(Duration::ZERO))) {
         Ok(0) | Err(Errno::INTR) => Ok(false),
         Ok(_) => Ok(true),

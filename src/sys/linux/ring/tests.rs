@@ -254,3 +254,67 @@ fn arbitrary_writes_during_reads_never_panic() {
         let _ = race_arbitrary_writes(&input);
     }
 }
+
+/// A slot passed over (its earlier owner left messages the receiver has yet to read) is left
+/// untouched: the next claimant passes it over too, and the messages arrive (found in review:
+/// the first claimant wrote its rebased counters back, the second then started the slot over
+/// and overwrote them).
+#[test]
+fn a_passed_over_slot_keeps_its_unread_messages() {
+    let (fd, control) = Control::create().unwrap();
+    let control = Arc::new(control);
+    let reader = RingReader::new(control.clone(), fd, 0);
+    reader.settle();
+    let mut first = RingWriter::claim(control.clone(), 0).unwrap();
+    // 1,024 entries of 32 bytes: the slot's counters are exactly one ring past zero.
+    for round in 0..1024u32 {
+        assert_eq!(first.send(&[]), Outcome::Sent, "round {round}");
+        assert_eq!(next(&reader), Front::Data(vec![]));
+    }
+    for message in [b"one", b"two", b"six"] {
+        assert_eq!(first.send(message), Outcome::Sent);
+    }
+    drop(first); // its process is done; three messages unread in slot 0
+    let others: Vec<RingWriter> = (0..4).map(|_| RingWriter::claim(control.clone(), 0).unwrap()).collect();
+    assert_eq!(control.slot_word(0, 0).load(Ordering::Relaxed), 0, "a claimant took slot 0 with unread messages");
+    for message in [b"one", b"two", b"six"] {
+        assert_eq!(next(&reader), Front::Data(message.to_vec()));
+    }
+    drop(others);
+}
+
+/// A co-sender that sets an entry of another writer's slot back to "written" after the receiver
+/// consumed it would keep that writer full for ever: the writer sees that it is stalled (full
+/// while the receiver holds nothing), and its sender retires the ring. A writer that is full
+/// because the receiver has not read yet is not stalled.
+#[test]
+fn a_writer_kept_full_by_a_peer_knows_it_is_stalled() {
+    let (mut honest, reader) = ring();
+    while honest.send(&[1; 100]) == Outcome::Sent {}
+    while let Some(ticket) = honest.ticket() {
+        honest.mark(ticket);
+    }
+    assert!(!honest.stalled(), "full with entries the receiver has yet to read");
+    while next(&reader) != Front::Empty {
+        let _ = reader.pass();
+    }
+    // The hostile peer's one store, at the oldest entry (consumed, at the writer's tail).
+    let (mut honest, reader) = {
+        drop((honest, reader));
+        ring()
+    };
+    assert_eq!(honest.send(b"first"), Outcome::Sent);
+    assert_eq!(next(&reader), Front::Data(b"first".to_vec()));
+    reader.control().field(0, 0, Field::State).store(super::control::WRITTEN, Ordering::Relaxed);
+    while honest.send(&[1; 100]) == Outcome::Sent {
+        while let Front::Data(_) = next(&reader) {}
+    }
+    while let Some(ticket) = honest.ticket() {
+        honest.mark(ticket);
+        while let Front::Marker(_) = next(&reader) {
+            reader.pass().unwrap();
+        }
+    }
+    assert_eq!(next(&reader), Front::Empty, "the receiver has taken everything");
+    assert!(honest.stalled(), "the writer does not see that a peer keeps it full");
+}

@@ -72,11 +72,14 @@ impl RingWriter {
                 (0, 0)
             };
             let mut writer = RingWriter { control: control.clone(), slot, token, head, tail, promised: 0, born };
-            writer.reclaim();
-            if writer.tail == writer.head {
+            if writer.advance_tail() && writer.tail == writer.head {
+                // Free: from now on the counters are this writer's, rebased.
+                control.slot_word(slot, 1).store(writer.head, Ordering::Release);
+                control.slot_word(slot, 2).store(writer.tail, Ordering::Release);
                 return Some(writer);
             }
-            // Not free after all: let it go (dropping the writer gives the slot back).
+            // Not free after all: let it go untouched (dropping the writer gives the slot back),
+            // so that a later claimant finds the same counters, and the same unread entries.
         }
         None
     }
@@ -218,6 +221,17 @@ impl RingWriter {
 
     /// Moves the tail past entries the receiver consumed (and padding), oldest first.
     fn reclaim(&mut self) {
+        if !self.advance_tail() {
+            // A broken ring: stop using it.
+            self.control.close();
+            return;
+        }
+        self.control.slot_word(self.slot, 2).store(self.tail, Ordering::Release);
+    }
+
+    /// Moves this writer's own tail past entries the receiver consumed (and padding), writing
+    /// nothing shared; `false` when the slot's entries make no sense (a peer broke them).
+    fn advance_tail(&mut self) -> bool {
         while self.tail < self.head {
             let offset = (self.tail % RING_BYTES as u64) as usize;
             let state = self.control.field(self.slot, offset, Field::State).load(Ordering::Acquire);
@@ -228,13 +242,28 @@ impl RingWriter {
             let len = self.control.field(self.slot, offset, Field::Len).load(Ordering::Relaxed) as usize;
             let size = entry_size(len.min(RING_BYTES));
             if offset + size > RING_BYTES || size as u64 > self.head - self.tail {
-                // A broken ring: stop using it.
-                self.control.close();
-                return;
+                return false;
             }
             self.tail += size as u64;
         }
-        self.control.slot_word(self.slot, 2).store(self.tail, Ordering::Release);
+        true
+    }
+
+    /// Whether this writer's slot stays full for no reason the receiver knows of: the entry at
+    /// its tail is not consumed although the receiver holds nothing (it took every published
+    /// entry and delivered it). A co-sender that rewrites an entry's state after the receiver
+    /// consumed it does that, and would keep this writer "full" for ever. (The receiver, between
+    /// taking a chain and setting its cursor, looks the same for a moment: the caller retires
+    /// the ring then, which costs speed, never order.)
+    pub fn stalled(&mut self) -> bool {
+        self.reclaim();
+        if self.has_marker_room() {
+            return false;
+        }
+        let offset = (self.tail % RING_BYTES as u64) as usize;
+        let state = self.control.field(self.slot, offset, Field::State).load(Ordering::Acquire);
+        let word = Word(self.control.word().load(Ordering::Acquire));
+        state == WRITTEN && word.head() == 0 && self.control.cursor().load(Ordering::Acquire) == 0
     }
 }
 
