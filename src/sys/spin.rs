@@ -160,13 +160,12 @@ impl RecentWait {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// With more threads busy than the process has CPUs, every look sees no CPU to spare, so a
     /// receive does not poll (each busy thread spins until the test is done).
     #[test]
     #[cfg(target_os = "linux")]
     fn no_cpu_is_spare_beside_more_busy_threads_than_cpus() {
+        use super::*;
         use std::sync::atomic::AtomicBool;
         use std::sync::{Arc, Barrier};
         let done = Arc::new(AtomicBool::new(false));
