@@ -69,7 +69,9 @@ struct Pooled {
 
 impl Default for PayloadPool {
     fn default() -> Self {
-        PayloadPool { entries: Mutex::new(Pooled { owner: std::process::id(), entries: Vec::new() }) }
+        // The owner is set at the first lease (`getpid` is a system call, and most channels
+        // never lease a memfd).
+        PayloadPool { entries: Mutex::new(Pooled { owner: 0, entries: Vec::new() }) }
     }
 }
 

@@ -39,7 +39,7 @@ impl OsIpcSender {
     pub(super) fn from_fd(fd: OwnedFd) -> Self {
         let ring = SenderRing {
             born: AtomicU64::new(fork::generation()),
-            state: Mutex::new(RingState::Unknown),
+            state: Mutex::new(RingState::Unaware),
             looked: AtomicU64::new(0),
             retired_in: AtomicU64::new(u64::MAX),
         };
@@ -101,7 +101,7 @@ impl OsIpcSender {
     /// Whether this sender still looks for the channel's ring after each send.
     #[cfg(test)]
     pub(super) fn looks_for_ring(&self) -> bool {
-        self.ring.state().is_some_and(|state| matches!(*state, RingState::Unknown | RingState::Unaware))
+        self.ring.state().is_some_and(|state| matches!(*state, RingState::Unaware))
     }
 
     /// Sends one message, waiting for room as `wait` allows. The message is delivered whole or
@@ -434,9 +434,7 @@ struct SenderRing {
 }
 
 enum RingState {
-    /// Not looked for yet.
-    Unknown,
-    /// Not there at the last look: the channel has no ring yet.
+    /// Not looked for yet, or not there at the last look: the channel has no ring yet.
     Unaware,
     /// Mapped, no slot claimed yet.
     Mapped(Arc<Control>),
@@ -489,9 +487,10 @@ impl SenderRing {
         let Some(mut state) = self.state() else {
             return self.route_in_stuck_child(socket);
         };
-        if matches!(*state, RingState::Unknown) {
-            *state = find_ring(socket)?;
-        }
+        // A sender that knows of no ring sends on the socket and looks for the ring after the
+        // send (`place_ticket`), which the order needs anyway: a look before the send too would
+        // cost every new sender a second system call, to spare a place holder only where the
+        // ring was made before the sender came.
         if matches!(*state, RingState::Unaware) {
             return Ok(Route::Unaware);
         }
@@ -650,7 +649,7 @@ impl SenderRing {
             Err(TryLockError::WouldBlock) => return None,
         };
         if self.born.load(Ordering::Acquire) != generation {
-            *state = RingState::Unknown;
+            *state = RingState::Unaware;
             self.born.store(generation, Ordering::Release);
         }
         Some(state)
