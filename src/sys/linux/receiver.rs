@@ -588,6 +588,16 @@ mod tests {
         (tx, rx, writer)
     }
 
+    /// A channel with a ring its senders may use, or a plain one.
+    fn test_channel(with_ring: bool) -> (super::super::sender::OsIpcSender, OsIpcReceiver) {
+        if with_ring {
+            let (tx, rx, _writer) = channel_with_ring();
+            (tx, rx)
+        } else {
+            channel().unwrap()
+        }
+    }
+
     /// A packet as a peer writes it: `payload` inline, with `ticket`.
     fn raw_packet(tx: &super::super::sender::OsIpcSender, flags: u32, payload: &[u8], ticket: u64) {
         let header = FrameHeader { flags, channels: 0, shared_memory: 0, payload_len: payload.len() as u64, ticket };
@@ -625,12 +635,7 @@ mod tests {
     #[test]
     fn a_place_holder_flood_does_not_hold_a_receive() {
         for with_ring in [true, false] {
-            let (tx, rx) = if with_ring {
-                let (tx, rx, _writer) = channel_with_ring();
-                (tx, rx)
-            } else {
-                channel().unwrap()
-            };
+            let (tx, rx) = test_channel(with_ring);
             let header = FrameHeader { flags: PLACE_HOLDER, channels: 0, shared_memory: 0, payload_len: 0, ticket: 9 };
             let header = header.encode();
             let mut queued = 0;
@@ -691,12 +696,7 @@ mod tests {
     #[test]
     fn a_socket_shut_down_for_writing_ends_the_channel() {
         for with_ring in [false, true] {
-            let (tx, rx) = if with_ring {
-                let (tx, rx, _writer) = channel_with_ring();
-                (tx, rx)
-            } else {
-                channel().unwrap()
-            };
+            let (tx, rx) = test_channel(with_ring);
             assert!(tx.send(b"honest", vec![], vec![], Wait::Blocking).is_ok());
             rustix::net::shutdown(&*tx.fd, rustix::net::Shutdown::Write).unwrap();
             assert_eq!(rx.recv(Wait::NonBlocking).unwrap().data, b"honest");
@@ -730,12 +730,7 @@ mod tests {
     #[test]
     fn an_empty_packet_is_refused_and_not_taken_for_the_end() {
         for with_ring in [false, true] {
-            let (tx, rx) = if with_ring {
-                let (tx, rx, _writer) = channel_with_ring();
-                (tx, rx)
-            } else {
-                channel().unwrap()
-            };
+            let (tx, rx) = test_channel(with_ring);
             for mode in [Wait::NonBlocking, Wait::Blocking] {
                 send_packet(tx.fd.as_fd(), &[], &[], SendFlags::empty()).unwrap();
                 assert!(tx.send(b"after", vec![], vec![], Wait::Blocking).is_ok());
