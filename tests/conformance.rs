@@ -11,7 +11,7 @@ use crossproc::ipc::{
 };
 use crossproc::{IpcError, SendTimeoutError, TryRecvError, TrySelectError, TrySendError};
 
-/// The most messages one select call takes from one receiver (README, "Choices").
+/// The most messages one select call takes from one receiver (docs/behaviour.md).
 const MESSAGES_PER_RECEIVER: usize = 32;
 
 // Channels
