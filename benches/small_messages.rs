@@ -2,7 +2,8 @@
 //! in `small_messages_table.rs`, which `comparison.rs` runs too).
 //!
 //! `cargo bench --bench small_messages` prints a Markdown table and writes it to
-//! `docs/benchmarks/small-messages.md`.
+//! `docs/benchmarks/small-messages.md`; `cargo bench --bench small_messages -- fresh` prints only
+//! the rows of streams on fresh channels (and writes nothing).
 
 #[path = "small_messages_table.rs"]
 mod small;
@@ -13,6 +14,11 @@ fn main() {
     }
     if std::env::args().any(|arg| arg == "--list") {
         return; // `cargo bench` asks benches to list themselves; there is nothing to list
+    }
+    if std::env::args().any(|arg| arg == "fresh") {
+        let mut table = String::from(small::HEADER);
+        small::fresh_streams(&mut table);
+        return print!("{table}");
     }
     let table = small::table();
     print!("{table}");

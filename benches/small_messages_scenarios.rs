@@ -17,6 +17,8 @@ pub enum Request {
     Echo,
     /// Receive a sender, send one message on it; repeat until the channel closes.
     Senders(IpcReceiver<IpcSender<Bytes>>),
+    /// Send `count` messages of `len` bytes on this (fresh) channel, then an empty one.
+    StreamOn { sender: IpcSender<Bytes>, count: u32, len: u32 },
 }
 
 /// The parent's side of a connected child.
@@ -82,6 +84,12 @@ pub fn child_main(server_name: String) {
                     break;
                 }
             },
+            Request::StreamOn { sender, count, len } => {
+                for _ in 0..count {
+                    sender.send(Bytes(vec![7; len as usize])).unwrap();
+                }
+                sender.send(Bytes(Vec::new())).unwrap();
+            }
             Request::Senders(senders) => {
                 while let Ok(sender) = senders.recv() {
                     sender.send(Bytes(vec![1; 8])).unwrap();
@@ -105,6 +113,14 @@ pub fn stream_to_child(peer: &Peer, count: u32, len: usize) {
     }
     peer.to_child.send(Bytes(Vec::new())).unwrap();
     peer.from_child.recv().unwrap();
+}
+
+/// The child streams `count` messages of `len` bytes to the parent on a channel made for this
+/// stream alone (so each stream starts on a channel that has carried nothing).
+pub fn stream_on_fresh_channel(peer: &Peer, count: u32, len: u32) {
+    let (sender, receiver) = ipc::channel().unwrap();
+    peer.requests.send(Request::StreamOn { sender, count, len }).unwrap();
+    while !receiver.recv().unwrap().0.is_empty() {}
 }
 
 /// `count` round trips of `len` bytes.

@@ -67,6 +67,23 @@ fn measure(child: u32, mut run: impl FnMut()) -> (Duration, Duration) {
     samples[RUNS / 2]
 }
 
+/// Wall and CPU time of both processes for each of `runs` runs of `run` (after one warm-up),
+/// sorted by wall time.
+fn each_run(child: u32, runs: usize, mut run: impl FnMut()) -> Vec<(Duration, Duration)> {
+    let cpu_of_both = || cpu_time(std::process::id()) + cpu_time(child);
+    run();
+    let mut samples: Vec<(Duration, Duration)> = (0..runs)
+        .map(|_| {
+            let cpu = cpu_of_both();
+            let start = Instant::now();
+            run();
+            (start.elapsed(), cpu_of_both() - cpu)
+        })
+        .collect();
+    samples.sort();
+    samples
+}
+
 /// Nanoseconds per operation.
 fn per(duration: Duration, count: u32) -> f64 {
     duration.as_nanos() as f64 / f64::from(count)
@@ -220,19 +237,42 @@ pub fn run_child() -> bool {
     true
 }
 
+/// Rows of streams that each start on a channel of their own, made for them: whether the ring
+/// engages on every stream (a stream the ring misses runs at socket speed from first message to
+/// last), as the median and the slowest of [`FRESH`] streams.
+pub fn fresh_streams(table: &mut String) {
+    const STREAM: u32 = 20_000;
+    let crossproc = {
+        let peer = with_crossproc::spawn_peer("crossproc");
+        each_run(peer.child.id(), FRESH, || with_crossproc::stream_on_fresh_channel(&peer, STREAM, 64))
+    };
+    let ipc_channel = {
+        let peer = with_ipc_channel::spawn_peer("ipc-channel");
+        each_run(peer.child.id(), FRESH, || with_ipc_channel::stream_on_fresh_channel(&peer, STREAM, 64))
+    };
+    for (which, at) in [("median", FRESH / 2), ("slowest", FRESH - 1)] {
+        let name = format!("a child streams 64 B messages to its parent on a fresh channel: the {which} of {FRESH}");
+        row(table, &name, STREAM, crossproc[at], ipc_channel[at]);
+    }
+}
+
+/// Fresh streams measured by [`fresh_streams`].
+const FRESH: usize = 200;
+
+/// The table's header row.
+pub const HEADER: &str = "| scenario (per message) | crossproc wall | ipc-channel wall | ratio | crossproc CPU | ipc-channel CPU | ratio |\n|---|---|---|---|---|---|---|\n";
+
 /// Runs every scenario through both libraries and the floors; returns the Markdown table.
 pub fn table() -> String {
     const STREAM: u32 = 20_000;
-    let mut table = String::from(
-        "| scenario (per message) | crossproc wall | ipc-channel wall | ratio | crossproc CPU | ipc-channel CPU | ratio |\n\
-         |---|---|---|---|---|---|---|\n",
-    );
+    let mut table = String::from(HEADER);
     both!(table, "a child streams 64 B messages to its parent", STREAM, |peer| with_crossproc::stream_from_child(
         &peer, STREAM, 64
     ));
     both!(table, "the parent streams 64 B messages to a child", STREAM, |peer| with_crossproc::stream_to_child(
         &peer, STREAM, 64
     ));
+    fresh_streams(&mut table);
     both!(table, "round trip of 64 B", 5_000, |peer| with_crossproc::round_trips(&peer, 5_000, 64));
     both!(table, "round trip of 4 KiB", 2_000, |peer| with_crossproc::round_trips(&peer, 2_000, 4096));
     both!(table, "round trip of 64 KiB", 500, |peer| with_crossproc::round_trips(&peer, 500, 64 << 10));

@@ -117,7 +117,9 @@ impl OsIpcReceiver {
                     // ring is retired (its senders take the socket), and drained here.
                     control.close();
                 }
-                let _ = receiver.ring.set(RingReader::new(Arc::new(control), control_fd, receiver.born));
+                let ring = RingReader::new(Arc::new(control), control_fd, receiver.born);
+                ring.arrived(queued_bytes(receiver.fd.as_fd()));
+                let _ = receiver.ring.set(ring);
             }
             RingNews::Never => receiver.ringless.store(true, Ordering::Relaxed),
         }
@@ -156,7 +158,7 @@ impl OsIpcReceiver {
         let ring = self.ring.get().expect("the ring was just set");
         let packet = [io::IoSlice::new(&CONTROL_PACKET)];
         match send_packet(self.fd.as_fd(), &packet, &[ring.fd().as_fd()], SendFlags::DONTWAIT) {
-            Ok(()) => ring.announced(),
+            Ok(()) => ring.announced(queued_bytes(self.fd.as_fd())),
             // No sender will find it: retired, the channel goes on over its socket.
             Err(_) => ring.control().close(),
         }
@@ -521,6 +523,11 @@ impl OsIpcReceiver {
             }
             match received {
                 Ok(Some(packet)) => {
+                    if !flags.contains(RecvFlags::PEEK) {
+                        if let Some(ring) = self.ring.get() {
+                            ring.consumed(packet.len);
+                        }
+                    }
                     let ticket = FrameHeader::decode(&buffer[..packet.len]).map_or(0, |header| header.ticket);
                     let decoded = packet.accepted().and_then(|(len, fds)| {
                         decode_message(&buffer[..len], fds, &self.limits, &self.peer_maps, reuse)
@@ -550,6 +557,11 @@ impl OsIpcReceiver {
     pub fn limits(&self) -> ReceiveLimits {
         self.limits.get()
     }
+}
+
+/// Bytes of the packets queued on `socket` (`u64::MAX`, which never counts down, if unknown).
+fn queued_bytes(socket: BorrowedFd<'_>) -> u64 {
+    rustix::io::ioctl_fionread(socket).unwrap_or(u64::MAX)
 }
 
 impl AsFd for OsIpcReceiver {
@@ -833,5 +845,29 @@ mod tests {
             assert_eq!(moved.recv(Wait::Blocking).unwrap().data, [byte]);
         }
         assert!(moved.ring.get().is_none(), "the moved receiver made a ring its senders cannot find");
+    }
+}
+
+#[cfg(test)]
+mod engagement {
+    use super::super::socket::channel;
+    use super::*;
+
+    /// Issue 23, item 5: a sender that keeps the socket from ever being empty (here one message
+    /// always stays queued ahead of the receive) still gets the ring. The receiver lets senders
+    /// use it once it has read everything that was queued when the ring was announced, rather
+    /// than waiting to see its socket empty, which a fast sender may never let happen.
+    #[test]
+    fn a_ring_engages_while_the_socket_is_never_empty() {
+        let (tx, rx) = channel().unwrap();
+        let send = |index: u32| assert!(tx.send(&index.to_le_bytes(), vec![], vec![], Wait::Blocking).is_ok());
+        send(0);
+        for index in 0..2_000u32 {
+            send(index + 1);
+            let message = rx.recv(Wait::Blocking).unwrap();
+            assert_eq!(message.data, index.to_le_bytes());
+        }
+        let ring = rx.ring.get().expect("a ring after RING_AFTER messages");
+        assert!(ring.is_settled(), "the senders were kept off the ring for the whole stream");
     }
 }

@@ -41,10 +41,15 @@
 //!   with a ticket) and publishes its marker before its send returns. Anything sent because of
 //!   `p` comes after that marker, and the receiver reads the socket up to the place holder, so
 //!   up to `p`, before it passes the marker.
-//! - A sender whose look found no ring sent `p` before the ring was announced. The receiver makes
-//!   the ring `ASLEEP` (so every sender that knows of it uses the socket, with markers) and
-//!   clears `ASLEEP` only once it has seen its socket empty after the announcement, that is,
-//!   once every such `p` is read. A receiver that arrives in another process starts the same way.
+//! - A sender whose look found no ring sent `p` before the ring was announced, so `p` was
+//!   queued then. The receiver makes the ring `ASLEEP` (so every sender that knows of it uses
+//!   the socket, with markers), notes how many bytes of packets were queued once the control
+//!   memfd was (`FIONREAD`), and clears `ASLEEP` only once it has read that many bytes (the
+//!   socket is a queue: they are the oldest), or seen its socket empty, that is, once every
+//!   such `p` is read. Counting bytes, not waiting for an empty socket, engages the ring also
+//!   while a fast sender keeps the socket from ever being empty (which kept a few fresh
+//!   streams in a hundred on the socket from first message to last). A receiver that arrives
+//!   in another process starts the same way, counting what is queued when it arrives.
 //!
 //! So a channel that carries a handful of messages never pays for a ring, and one that streams
 //! pays once: a memfd, two mappings, and one look per plain send until the ring is found.

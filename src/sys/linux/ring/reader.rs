@@ -7,7 +7,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::super::sys::invalid_data;
@@ -39,6 +39,11 @@ pub(in super::super) struct RingReader {
     /// [`ANNOUNCING`], [`FRESH`] or [`SETTLED`]: whether the receiver may let senders use the
     /// ring yet (see `ring/mod.rs`, "A ring once a channel carries traffic").
     settled: AtomicU8,
+    /// While [`FRESH`]: bytes of the packets that were queued on the socket when the senders
+    /// could first find the ring, not yet read. Those are all the plain packets a sender may
+    /// have sent without knowing of the ring, so once they are read the ring settles, also
+    /// while a fast sender keeps the socket from ever being empty.
+    unread_before_ring: AtomicU64,
     /// Set when the ring proved corrupt: it is never read again (a hostile writer could otherwise
     /// keep it looking busy for ever).
     broken: AtomicBool,
@@ -61,6 +66,7 @@ impl RingReader {
             born,
             departed: AtomicBool::new(false),
             settled: AtomicU8::new(FRESH),
+            unread_before_ring: AtomicU64::new(u64::MAX),
             broken: AtomicBool::new(false),
         }
     }
@@ -74,9 +80,25 @@ impl RingReader {
         reader
     }
 
-    /// The control memfd is queued for the senders now.
-    pub fn announced(&self) {
-        let _ = self.settled.compare_exchange(ANNOUNCING, FRESH, Ordering::AcqRel, Ordering::Acquire);
+    /// The control memfd is queued for the senders now, and `queued` bytes of packets wait on
+    /// the socket (its `FIONREAD`, taken after the control memfd was queued).
+    pub fn announced(&self, queued: u64) {
+        self.unread_before_ring.store(queued, Ordering::Release);
+        if self.settled.compare_exchange(ANNOUNCING, FRESH, Ordering::AcqRel, Ordering::Acquire).is_ok() && queued == 0
+        {
+            self.settle();
+        }
+    }
+
+    /// A ring that arrived with its receiver: `queued` bytes of packets wait on the socket (its
+    /// `FIONREAD`, taken once the receiver is here). The senders found the ring where the
+    /// receiver was before, so every plain packet they sent without knowing of it is among
+    /// these.
+    pub fn arrived(&self, queued: u64) {
+        self.unread_before_ring.store(queued, Ordering::Release);
+        if queued == 0 {
+            self.settle();
+        }
     }
 
     /// Whether the receiver awaits its first look at an empty socket (take this *before* the
@@ -89,6 +111,24 @@ impl RingReader {
     /// every plain packet sent before the senders could know of the ring has been read.
     pub fn settle(&self) {
         let _ = self.settled.compare_exchange(FRESH, SETTLED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// A packet of `bytes` was read (taken, not peeked at) from the socket. The socket is a
+    /// queue, so the bytes read since the announcement are the oldest ones queued: once they
+    /// add up to what was queued then, every plain packet sent before the senders could know
+    /// of the ring is read, and the ring settles. (A read this count misses, by a `fork` copy
+    /// or before the announcement, only makes it settle later, at the socket's first empty
+    /// look, as before.)
+    pub fn consumed(&self, bytes: usize) {
+        if !self.is_fresh() {
+            return;
+        }
+        let left = self.unread_before_ring.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+            (left != u64::MAX).then(|| left.saturating_sub(bytes as u64))
+        });
+        if left.is_ok_and(|left| left <= bytes as u64) {
+            self.settle();
+        }
     }
 
     /// Whether senders may use the ring (see [`settle`](Self::settle)).

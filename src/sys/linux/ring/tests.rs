@@ -97,11 +97,15 @@ fn a_new_ring_sends_everything_to_the_socket_until_the_receiver_settles_it() {
     reader.settle();
     assert!(asleep() && !reader.is_settled());
     assert_eq!(writer.send(b"x"), Outcome::UseSocket);
-    reader.announced();
+    // 10 bytes of packets were queued at the announcement: reading 4, then 6, settles it.
+    reader.announced(10);
     assert!(reader.is_fresh());
     reader.wake();
     assert!(asleep(), "plain packets sent before the announcement may still be on the socket");
-    reader.settle();
+    reader.consumed(4);
+    reader.wake();
+    assert!(asleep() && reader.is_fresh(), "6 bytes queued before the announcement are unread");
+    reader.consumed(6);
     reader.wake();
     assert!(!asleep() && reader.is_settled());
     assert_eq!(writer.send(b"y"), Outcome::Sent);
