@@ -21,6 +21,7 @@ use rustix::net::{recv, RecvFlags, SendFlags};
 
 use super::fork;
 use super::frame::{FrameHeader, CONTROL_PACKET, HEADER_LEN, INLINE_MAX, NO_RING_PACKET};
+use super::inflight::QueuedUnit;
 use super::intake::PeerMaps;
 use super::ring::{Control, Front, RingReader, RING_AFTER, RING_MESSAGE_MAX};
 use super::socket::{decode_message, is_the_end, past_reset, recv_packet, send_packet, ReceiveBuffer};
@@ -47,6 +48,9 @@ pub(crate) struct OsIpcReceiver {
     recent_wait: RecentWait,
     /// Mappings of the pooled memfds this channel's senders reuse.
     peer_maps: PeerMaps,
+    /// The unit of this process's budget of queued control memfds (`inflight.rs`) that the
+    /// ring this receiver made here took.
+    queued: OnceLock<QueuedUnit>,
 }
 
 /// What a receiver that moves tells the process it arrives in about its channel's ring: one
@@ -102,6 +106,7 @@ impl OsIpcReceiver {
             limits: LimitsCell::new(ReceiveLimits::DEFAULT),
             recent_wait: RecentWait::default(),
             peer_maps: PeerMaps::default(),
+            queued: OnceLock::new(),
         }
     }
 
@@ -133,14 +138,21 @@ impl OsIpcReceiver {
     fn count_socket_message(&self, message: &OsIpcMessage) {
         let ring_could_carry =
             message.channels.is_empty() && message.shared_memory.is_empty() && message.data.len() <= RING_MESSAGE_MAX;
-        if ring_could_carry && self.socket_messages.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == RING_AFTER {
+        // At the RING_AFTERth, and again at each further RING_AFTER while a ring could not be had
+        // (this process's budget of queued control memfds was spent: `make_ring`).
+        if ring_could_carry
+            && self.socket_messages.fetch_add(1, Ordering::Relaxed).wrapping_add(1) % RING_AFTER == 0
+            && self.ring.get().is_none()
+        {
             self.make_ring();
         }
     }
 
     /// Gives the channel a ring: the control memfd is left queued in the senders' direction of
     /// the socket, where each sender finds it (see `ring/mod.rs`). Without memory or descriptors
-    /// for one, or in a copy made by `fork`, the channel simply goes on without. When the program
+    /// for one, or in a copy made by `fork`, the channel simply goes on without. The queued copy
+    /// takes a unit of this process's budget (`inflight.rs`): with none left, the channel goes on
+    /// over its socket and tries again after [`RING_AFTER`] more messages. When the program
     /// turned rings off (`ipc::set_shared_memory_ring`), the senders are told so instead, so
     /// that they stop looking for one.
     fn make_ring(&self) {
@@ -150,6 +162,7 @@ impl OsIpcReceiver {
         if !crate::sys::ring_switch::shared_memory_ring() || !fork::detectable() {
             return self.decline_ring();
         }
+        let Some(unit) = QueuedUnit::take() else { return };
         let Ok((control_fd, control)) = Control::create() else { return };
         let _serialised = self.lock_ring();
         if self.ring.set(RingReader::unannounced(Arc::new(control), control_fd, self.born)).is_err() {
@@ -158,8 +171,12 @@ impl OsIpcReceiver {
         let ring = self.ring.get().expect("the ring was just set");
         let packet = [io::IoSlice::new(&CONTROL_PACKET)];
         match send_packet(self.fd.as_fd(), &packet, &[ring.fd().as_fd()], SendFlags::DONTWAIT) {
-            Ok(()) => ring.announced(queued_bytes(self.fd.as_fd())),
-            // No sender will find it: retired, the channel goes on over its socket.
+            Ok(()) => {
+                ring.announced(queued_bytes(self.fd.as_fd()));
+                let _ = self.queued.set(unit);
+            }
+            // No sender will find it: retired, the channel goes on over its socket (and the
+            // unit, with nothing queued, goes back).
             Err(_) => ring.control().close(),
         }
     }
@@ -200,6 +217,10 @@ impl OsIpcReceiver {
         if let Some(ring) = self.ring.get() {
             ring.depart();
         }
+        // Its control memfd stays queued where this process left it (`inflight.rs`).
+        if let Some(unit) = self.queued.get() {
+            unit.keep_charged();
+        }
     }
 
     /// This receiver's socket, for a child to inherit. Only a receiver without a ring can be
@@ -212,7 +233,8 @@ impl OsIpcReceiver {
                 "a receiver with a shared-memory ring is sent in a message, not inherited",
             ));
         }
-        Ok(self.fd)
+        // A copy, since the receiver's `Drop` needs its own (the socket stays open throughout).
+        self.fd.try_clone()
     }
 
     /// Called before the receiver sleeps on its descriptor's readiness (an async receive, a
@@ -564,6 +586,16 @@ fn queued_bytes(socket: BorrowedFd<'_>) -> u64 {
     rustix::io::ioctl_fionread(socket).unwrap_or(u64::MAX)
 }
 
+impl Drop for OsIpcReceiver {
+    fn drop(&mut self) {
+        // The unit of a ring made here goes back only if the queued control memfd is known to
+        // be freed by now (every sending end was closed first): see `inflight.rs`.
+        if let Some(unit) = self.queued.get() {
+            unit.settle_at_drop(self.fd.as_fd());
+        }
+    }
+}
+
 impl AsFd for OsIpcReceiver {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -818,6 +850,31 @@ mod tests {
         assert!(tx.send(b"m", vec![], vec![], Wait::Blocking).is_ok());
         assert_eq!(rx.recv(Wait::Blocking).unwrap().data, b"p", "the parent's ring message overtook the child's");
         assert_eq!(rx.recv(Wait::Blocking).unwrap().data, b"m");
+    }
+
+    /// Item 1 of issue 23: a ring made here takes a unit of the process's budget of queued
+    /// control memfds, which goes back when the receiver is dropped only if its copy is known to
+    /// be freed (every sending end closed first); one that moves keeps it charged here.
+    #[test]
+    fn a_ring_takes_a_unit_that_goes_back_only_once_its_copy_is_freed() {
+        let (tx, rx, _writer) = channel_with_ring();
+        let unit = rx.queued.get().expect("the ring took a unit");
+        unit.settle_at_drop(rx.fd.as_fd());
+        assert!(unit.is_kept(), "a sender lives: the copy stays queued");
+
+        let (tx2, rx2, _writer) = channel_with_ring();
+        drop(tx2);
+        let unit = rx2.queued.get().unwrap();
+        unit.settle_at_drop(rx2.fd.as_fd());
+        assert!(!unit.is_kept(), "every sender is gone, and the queued copy with them");
+
+        // What a send that carries the receiver away does to it.
+        let (tx3, rx3, _writer) = channel_with_ring();
+        rx3.depart();
+        drop(tx3);
+        let unit = rx3.queued.get().unwrap();
+        assert!(unit.is_kept(), "a receiver that moved keeps its unit charged here");
+        drop(tx);
     }
 
     /// A receiver that declines the ring (rings turned off where it is) tells its senders, who

@@ -80,6 +80,8 @@ pub(super) fn send_packet(
         // thing to a sender.
         if error.kind() == io::ErrorKind::ConnectionReset {
             io::Error::new(io::ErrorKind::BrokenPipe, "the receiver is gone")
+        } else if error.raw_os_error() == Some(Errno::TOOMANYREFS.raw_os_error()) {
+            too_many_in_flight()
         } else {
             error
         }
@@ -90,6 +92,18 @@ pub(super) fn send_packet(
         return Err(io::Error::other("packet sent partially"));
     }
     Ok(())
+}
+
+/// What a descriptor-passing send that the kernel refused with `ETOOMANYREFS` means: the
+/// descriptors that processes of this user have sent and nobody has received yet, in every
+/// `AF_UNIX` socket of the system, outnumber this process's `RLIMIT_NOFILE` (root and
+/// `CAP_SYS_RESOURCE` are exempt). crossproc's own share of them is bounded (`inflight.rs`).
+fn too_many_in_flight() -> io::Error {
+    io::Error::other(
+        "descriptors in flight over the limit (ETOOMANYREFS): this user's processes have more \
+         descriptors sent through Unix sockets and not yet received than this process's \
+         RLIMIT_NOFILE allows; receive or close what holds them, or raise the limit",
+    )
 }
 
 /// The buffer every receive reads its packet into, placed so that the payload (after the

@@ -1,0 +1,213 @@
+//! Descriptor shares: how many control memfds this process leaves queued in sockets, a small
+//! share of `RLIMIT_NOFILE`.
+//!
+//! ## Control memfds left in flight
+//!
+//! A channel's ring leaves a copy of its control memfd queued in the senders' direction of the
+//! socket pair (`ring/mod.rs`), where senders find it with `MSG_PEEK`. The kernel counts every
+//! descriptor queued in an `AF_UNIX` socket against the *user* that sent it
+//! (`user->unix_inflight`), and refuses every descriptor-passing `sendmsg` of a process whose
+//! user has more in flight than that process's `RLIMIT_NOFILE` (`ETOOMANYREFS`; root and
+//! `CAP_SYS_RESOURCE` are exempt). One process of a user with 1,100 rings would stop every other
+//! process of that user under the default limit of 1,024 from passing a descriptor: crossproc's
+//! own channels, and Wayland or D-Bus clients alike.
+//!
+//! So each process keeps a budget of queued control memfds: [`queued_budget`], the soft
+//! `RLIMIT_NOFILE` read once divided by 8, at least [`QUEUED_FLOOR`] and at most
+//! [`QUEUED_CAP`] (128: an eighth of the default 1,024, whatever this process raised its own
+//! limit to, since the limit that matters is that of the *other* processes of the user). A
+//! receiver takes a unit before it queues the copy; with none left, the channel stays on its
+//! socket and tries again at its next [`RING_AFTER`](super::ring::RING_AFTER) socket messages.
+//!
+//! When is a unit given back? The queued copy sits in the receive queue of the *sending* end's
+//! socket, and stays charged to this process's user until that skb is freed: when a sender
+//! reads it (senders only peek, so never) or when the sending socket is released, that is, when
+//! the last copy of the sending end anywhere (every process, every message in flight) is
+//! closed. Dropping the receiver frees nothing while a sender lives. The kernel charges the
+//! user, and compares the user's total with the rlimit of whichever process sends, so what this
+//! process must bound is the number of copies *it queued* that may still be queued, wherever the
+//! senders are. This process can tell that a copy is gone only while it still holds the
+//! receiving socket: the bytes that socket sent and the peer has not freed (`SIOCOUTQ`, the
+//! socket's write allocation, which the queued packet holds until it is freed) are zero once the
+//! sending socket is released. So:
+//!
+//! - a receiver dropped here gives its unit back if its socket then has nothing outstanding
+//!   (every sender was gone first, the usual end of a channel);
+//! - a receiver dropped while a sender lives keeps its unit charged for the life of the process
+//!   (its copy may stay queued as long as that sender does, and nothing here would learn when it
+//!   goes);
+//! - a receiver that moves to another process (or to another channel end in this one) keeps its
+//!   unit charged here, for the same reason: its ring goes along, but the queued copy stays
+//!   where this process put it, charged to the user through this process's send. The process it
+//!   arrives in takes no unit (it queued nothing);
+//! - a child made by `fork` inherits the count (an over-count of what it queued: conservative)
+//!   and never gives back a unit taken before the fork.
+//!
+//! The budget can therefore run down in a process whose receivers often outlive nothing but
+//! are dropped before their senders; such a process makes fewer rings later (its channels stay on
+//! the socket, which is correct, only slower), and never contributes more than the budget.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use rustix::process::{getrlimit, Resource};
+
+use super::fork;
+
+/// The fewest control memfds a process may leave queued, however low its limit.
+pub(super) const QUEUED_FLOOR: usize = 4;
+/// The most control memfds a process leaves queued: an eighth of the default `RLIMIT_NOFILE`
+/// (1,024) of the other processes of its user.
+pub(super) const QUEUED_CAP: usize = 128;
+
+/// This process's soft `RLIMIT_NOFILE`, read once (a limit changed later is not seen).
+fn soft_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        getrlimit(Resource::Nofile).current.map_or(usize::MAX, |limit| usize::try_from(limit).unwrap_or(usize::MAX))
+    })
+}
+
+/// An eighth of `limit`, between `floor` and `cap`.
+fn eighth(limit: usize, floor: usize, cap: usize) -> usize {
+    (limit / 8).clamp(floor, cap)
+}
+
+/// Control memfds this process may leave queued at once (128 under the default limit).
+pub(super) fn queued_budget() -> usize {
+    eighth(soft_limit(), QUEUED_FLOOR, QUEUED_CAP)
+}
+
+/// A count of units against a limit, shared by the whole process.
+pub(super) struct Budget {
+    used: AtomicUsize,
+}
+
+impl Budget {
+    /// An empty budget.
+    pub const fn new() -> Budget {
+        Budget { used: AtomicUsize::new(0) }
+    }
+
+    /// Takes a unit if fewer than `limit` are taken.
+    pub fn take(&self, limit: usize) -> bool {
+        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used < limit).then_some(used + 1)).is_ok()
+    }
+
+    /// Gives a unit back.
+    pub fn give_back(&self) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_sub(1));
+    }
+
+    /// Units taken now.
+    #[cfg(test)]
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Control memfds this process queued that may still be queued.
+static QUEUED: Budget = Budget::new();
+
+/// One control memfd this process queued for a channel's senders, held by the channel's
+/// receiver: dropped, it gives its unit back, unless it was kept charged (see the module).
+pub(super) struct QueuedUnit {
+    /// The fork generation that took it; a forked child's copy gives nothing back.
+    born: u64,
+    kept: AtomicBool,
+}
+
+impl QueuedUnit {
+    /// A unit of this process's budget, or `None` when the budget is spent.
+    pub fn take() -> Option<QueuedUnit> {
+        QUEUED.take(queued_budget()).then(|| QueuedUnit { born: fork::generation(), kept: AtomicBool::new(false) })
+    }
+
+    /// The copy may stay queued beyond anything this process can see: the unit stays charged.
+    pub fn keep_charged(&self) {
+        self.kept.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the unit stays charged when dropped.
+    #[cfg(test)]
+    pub fn is_kept(&self) -> bool {
+        self.kept.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the unit charged unless `socket` (the receiving end that queued the copy) has
+    /// nothing outstanding, that is, unless the sending socket was released and the copy with it.
+    pub fn settle_at_drop(&self, socket: BorrowedFd<'_>) {
+        if !matches!(outstanding_bytes(socket), Ok(0)) {
+            self.keep_charged();
+        }
+    }
+}
+
+impl Drop for QueuedUnit {
+    fn drop(&mut self) {
+        if !self.kept.load(Ordering::Relaxed) && self.born == fork::generation() {
+            QUEUED.give_back();
+        }
+    }
+}
+
+/// `SIOCOUTQ` (`TIOCOUTQ`, the same number on every Linux architecture crossproc builds for).
+const SIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
+
+/// Bytes `socket` sent that are not freed yet: for an `AF_UNIX` socket, its write allocation,
+/// which each packet it sent holds until the peer reads it or the peer socket is released.
+fn outstanding_bytes(socket: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: `SIOCOUTQ` on a socket writes one `int` (the kernel's `unix_ioctl`), which is
+    // what the getter provides room for; the descriptor is borrowed for the call.
+    let getter = unsafe { rustix::ioctl::Getter::<SIOCOUTQ, i32>::new() };
+    // SAFETY: as above: the opcode and the output type match.
+    Ok(unsafe { rustix::ioctl::ioctl(socket, getter) }?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn the_shares_are_an_eighth_of_the_limit_within_bounds() {
+        assert_eq!(eighth(1024, QUEUED_FLOOR, QUEUED_CAP), 128);
+        assert_eq!(eighth(1 << 20, QUEUED_FLOOR, QUEUED_CAP), QUEUED_CAP);
+        assert_eq!(eighth(256, QUEUED_FLOOR, QUEUED_CAP), 32);
+        assert_eq!(eighth(16, QUEUED_FLOOR, QUEUED_CAP), QUEUED_FLOOR);
+        // Well under a quarter of the default limit.
+        const { assert!(QUEUED_CAP * 4 < 1024) };
+    }
+
+    #[test]
+    fn a_budget_gives_no_more_than_its_limit() {
+        let budget = Budget::new();
+        assert!((0..3).all(|_| budget.take(3)));
+        assert!(!budget.take(3));
+        budget.give_back();
+        assert!(budget.take(3));
+        assert_eq!(budget.used(), 3);
+    }
+
+    /// A packet queued in the peer's direction holds the sending socket's write allocation
+    /// until the peer socket is released: what tells a receiver that its queued control memfd
+    /// is gone.
+    #[test]
+    fn outstanding_bytes_go_when_the_peer_socket_is_released() {
+        let (a, b) = super::super::socket::seqpacket_pair().unwrap();
+        assert_eq!(outstanding_bytes(a.as_fd()).unwrap(), 0);
+        let (passed, _other_end) = rustix::pipe::pipe().unwrap();
+        let packet = [io::IoSlice::new(b"control")];
+        super::super::socket::send_packet(a.as_fd(), &packet, &[passed.as_fd()], rustix::net::SendFlags::DONTWAIT)
+            .unwrap();
+        assert!(outstanding_bytes(a.as_fd()).unwrap() > 0);
+        let copy = b.try_clone().unwrap();
+        drop(b);
+        assert!(outstanding_bytes(a.as_fd()).unwrap() > 0, "a copy of the peer keeps the packet queued");
+        drop(copy);
+        assert_eq!(outstanding_bytes(a.as_fd()).unwrap(), 0);
+    }
+}
