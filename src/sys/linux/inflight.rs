@@ -1,5 +1,5 @@
-//! Descriptor shares: how many control memfds this process leaves queued in sockets, a small
-//! share of `RLIMIT_NOFILE`.
+//! Descriptor shares: how many control memfds this process leaves queued in sockets, and how
+//! many payload memfds its pools keep, each a small share of `RLIMIT_NOFILE`.
 //!
 //! ## Control memfds left in flight
 //!
@@ -46,6 +46,13 @@
 //! The budget can therefore run down in a process whose receivers often outlive nothing but
 //! are dropped before their senders; such a process makes fewer rings later (its channels stay on
 //! the socket, which is correct, only slower), and never contributes more than the budget.
+//!
+//! ## Pooled payload memfds
+//!
+//! The payload pools (`pool.rs`) keep memfds open in this process between messages. They are
+//! bounded by bytes and per channel, and by count across the process: [`pooled_budget`], the
+//! soft limit divided by 8, between [`POOLED_FLOOR`] and [`POOLED_CAP`]. A memfd past it is
+//! closed after its one message, as one past the byte budget is.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -61,6 +68,10 @@ pub(super) const QUEUED_FLOOR: usize = 4;
 /// The most control memfds a process leaves queued: an eighth of the default `RLIMIT_NOFILE`
 /// (1,024) of the other processes of its user.
 pub(super) const QUEUED_CAP: usize = 128;
+/// The fewest pooled payload memfds a process keeps.
+pub(super) const POOLED_FLOOR: usize = 16;
+/// The most pooled payload memfds a process keeps, however high its limit.
+pub(super) const POOLED_CAP: usize = 1024;
 
 /// This process's soft `RLIMIT_NOFILE`, read once (a limit changed later is not seen).
 fn soft_limit() -> usize {
@@ -78,6 +89,11 @@ fn eighth(limit: usize, floor: usize, cap: usize) -> usize {
 /// Control memfds this process may leave queued at once (128 under the default limit).
 pub(super) fn queued_budget() -> usize {
     eighth(soft_limit(), QUEUED_FLOOR, QUEUED_CAP)
+}
+
+/// Payload memfds the pools of this process may keep at once (128 under the default limit).
+pub(super) fn pooled_budget() -> usize {
+    eighth(soft_limit(), POOLED_FLOOR, POOLED_CAP)
 }
 
 /// A count of units against a limit, shared by the whole process.
@@ -178,8 +194,11 @@ mod tests {
         assert_eq!(eighth(1 << 20, QUEUED_FLOOR, QUEUED_CAP), QUEUED_CAP);
         assert_eq!(eighth(256, QUEUED_FLOOR, QUEUED_CAP), 32);
         assert_eq!(eighth(16, QUEUED_FLOOR, QUEUED_CAP), QUEUED_FLOOR);
-        // Well under a quarter of the default limit.
+        assert_eq!(eighth(1024, POOLED_FLOOR, POOLED_CAP), 128);
+        assert_eq!(eighth(1 << 20, POOLED_FLOOR, POOLED_CAP), POOLED_CAP);
+        // Well under a quarter of the default limit, each.
         const { assert!(QUEUED_CAP * 4 < 1024) };
+        assert!(eighth(1024, POOLED_FLOOR, POOLED_CAP) * 4 < 1024);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!   payloads too large for a packet.
 //! - [`pool`]: reusable memfds for a channel's large payloads (the sending side).
 //! - [`intake`]: copying a pooled payload out on the receiving side.
-//! - [`inflight`]: the share of `RLIMIT_NOFILE` that queued control memfds may take.
+//! - [`inflight`]: the shares of `RLIMIT_NOFILE` that queued control memfds and pooled payload
+//!   memfds may take.
 //! - [`shared_map`]: the mapping of a pooled memfd both sides copy through.
 //! - [`select`]: many receivers behind one epoll descriptor.
 //! - [`server`]: named servers: the listening socket, `SO_PEERCRED`, and the epoll-driven

@@ -16,8 +16,9 @@
 //! - a pool belongs to one channel, so whatever stale bytes lie past a payload's end were sent
 //!   on the same channel before;
 //! - at most [`MAX_ENTRIES`] memfds per channel, none larger than [`MAX_RETAINED`], and
-//!   [`PROCESS_BUDGET`] bytes across the process are kept; a memfd beyond that is closed after
-//!   its one message (its pages go when the receiver closes it too).
+//!   [`PROCESS_BUDGET`] bytes and [`pooled_budget`] memfds (an eighth of `RLIMIT_NOFILE`, 128
+//!   under the default limit: `inflight.rs`) across the process are kept; a memfd beyond that is
+//!   closed after its one message (its pages go when the receiver closes it too).
 //!
 //! A memfd whose message is never read (dropped with its channel) stays `BUSY` and is simply
 //! not reused; it leaves the pool when the pool is dropped.
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 
+use super::inflight::{pooled_budget, Budget};
 use super::shared_map::SharedMap;
 use super::sys::retry_on_intr;
 
@@ -55,6 +57,8 @@ const BUSY: [u8; 4] = *b"BUSY";
 
 /// Bytes held by every pool in this process.
 static RETAINED: AtomicUsize = AtomicUsize::new(0);
+/// Memfds held by every pool in this process (each a descriptor), leased ones included.
+static POOLED: Budget = Budget::new();
 
 /// The memfds one channel's senders in this process keep for reuse.
 pub(super) struct PayloadPool {
@@ -93,6 +97,8 @@ struct Entry {
     fd: OwnedFd,
     /// Payload bytes earlier messages wrote, whose pages therefore exist.
     counted: usize,
+    /// Whether it counts against the process's [`pooled_budget`] (it was kept once).
+    kept: bool,
     /// A writable mapping of those pages: copying into it is cheaper than `pwrite`, which looks
     /// every page up again (1 MiB one-way: see the closing notes of issue 4).
     map: Option<SharedMap>,
@@ -119,6 +125,9 @@ impl Entry {
 impl Drop for Entry {
     fn drop(&mut self) {
         RETAINED.fetch_sub(self.counted, Ordering::Relaxed);
+        if self.kept {
+            POOLED.give_back();
+        }
     }
 }
 
@@ -132,7 +141,7 @@ impl PayloadPool {
         };
         let entry = match reused {
             Some(entry) => entry,
-            None => Entry { fd: new_pooled_memfd()?, counted: 0, map: None },
+            None => Entry { fd: new_pooled_memfd()?, counted: 0, kept: false, map: None },
         };
         write_all_at(entry.fd.as_fd(), &BUSY, 0)?;
         Ok(Lease { pool: self.clone(), entry: Some(entry), len: 0, fresh: false, sent: Cell::new(false) })
@@ -200,9 +209,18 @@ impl Drop for Lease {
             return;
         }
         let mut pooled = self.pool.lock();
-        if pooled.entries.len() < MAX_ENTRIES {
-            pooled.entries.push(entry);
+        if pooled.entries.len() >= MAX_ENTRIES {
+            return;
         }
+        // A memfd new to the pools counts against the process's count of them; past it, it is
+        // closed after its one message.
+        if !entry.kept {
+            if !POOLED.take(pooled_budget()) {
+                return;
+            }
+            entry.kept = true;
+        }
+        pooled.entries.push(entry);
     }
 }
 
@@ -288,6 +306,37 @@ mod tests {
         assert!(!send(10_000), "the same pages again");
         assert!(!send(5_000), "fewer of them");
         assert!(send(20_000), "the memfd grew");
+    }
+
+    /// Item 4 of issue 23: the pools of one process keep no more memfds than the process's
+    /// count allows (an eighth of `RLIMIT_NOFILE`), however many channels each keep one; the
+    /// byte budget alone (256 MiB) let 1,300 memfds of 200 KiB stay open. Past the count, a
+    /// message's memfd is closed after it, and a later lease makes a new one.
+    #[test]
+    fn the_pools_of_a_process_keep_a_bounded_count_of_memfds() {
+        let budget = pooled_budget();
+        let pools: Vec<_> = (0..budget + 20)
+            .map(|_| {
+                let pool = Arc::new(PayloadPool::default());
+                // Leased and dropped unsent: free, and kept by its pool if the count allows.
+                let mut lease = pool.lease().unwrap();
+                lease.write_at(0, b"payload").unwrap();
+                drop(lease);
+                pool
+            })
+            .collect();
+        let kept: usize = pools.iter().map(|pool| pool.lock().entries.len()).sum();
+        assert!(kept <= budget, "{kept} memfds kept, the count allows {budget}");
+        // Every pool still leases (a one-time memfd where it keeps none).
+        for pool in &pools {
+            let mut lease = pool.lease().unwrap();
+            lease.write_at(0, b"again").unwrap();
+        }
+        drop(pools);
+        // The pools gave their memfds back to the count: another pool keeps one again.
+        let pool = Arc::new(PayloadPool::default());
+        drop(pool.lease().unwrap());
+        assert_eq!(pool.lock().entries.len(), 1, "the count did not come back");
     }
 
     #[test]
