@@ -201,10 +201,24 @@ struct Router {
     handlers: HashMap<u64, Handler>,
 }
 
+/// How long the router waits before it looks again at a route whose next message this process
+/// has no descriptors for.
+const OUT_OF_DESCRIPTORS_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl Router {
     fn run(mut self) {
         loop {
-            let Ok(results) = self.set.select() else { return };
+            let results = match self.set.select() {
+                Ok(results) => results,
+                // A route's next message waits for descriptors this process has none free for:
+                // it stays queued, and is taken once the program closes some. Look again soon
+                // rather than spin on it (or end every route).
+                Err(error) if crate::sys::OutOfDescriptors::is(&error) => {
+                    std::thread::sleep(OUT_OF_DESCRIPTORS_PAUSE);
+                    continue;
+                }
+                Err(_) => return,
+            };
             for result in results {
                 match result {
                     IpcSelectionResult::MessageReceived(id, _) if id == self.wakeup_id => {

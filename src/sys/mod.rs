@@ -344,9 +344,42 @@ impl From<io::Error> for RecvError {
 /// its peer cannot starve the others (every backend follows this).
 pub(crate) const MESSAGES_PER_RECEIVER: usize = 32;
 
+/// Why a receive failed with its message still queued: this process (or the system) has no
+/// descriptor free for the message's descriptors. A receive once descriptors are free takes the
+/// message whole. (An error's payload, so that a select and the router can tell it apart.)
+#[derive(Debug)]
+pub(crate) struct OutOfDescriptors {
+    /// `EMFILE` (this process's table is full) or `ENFILE` (the system's is).
+    pub errno: &'static str,
+}
+
+impl OutOfDescriptors {
+    /// Whether `error` is this one.
+    pub fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|inner| inner.is::<OutOfDescriptors>())
+    }
+}
+
+impl std::fmt::Display for OutOfDescriptors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this process is out of descriptors ({}) for a message's descriptors: the message stays queued, \
+             and a receive once descriptors are free takes it whole",
+            self.errno
+        )
+    }
+}
+
+impl std::error::Error for OutOfDescriptors {}
+
 /// What [`drain_member`] left of a ready member.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(crate) enum Drained {
+    /// Its next message is there, but this process has no descriptors free to receive it
+    /// ([`OutOfDescriptors`]): it stays queued, the member stays in the set, and the select
+    /// reports this error if it has nothing else to report.
+    Stuck(#[cfg_attr(not(all(target_os = "linux", not(feature = "force-inprocess"))), allow(dead_code))] io::Error),
     /// Nothing more is queued.
     Empty,
     /// [`MESSAGES_PER_RECEIVER`] were taken; more may be queued.
@@ -358,7 +391,8 @@ pub(crate) enum Drained {
 /// The select policy, decided once for every backend: takes up to [`MESSAGES_PER_RECEIVER`]
 /// messages from the member `id` (through `receive`, a non-blocking receive); a malformed or
 /// over-limit message (`InvalidData`) is dropped, its descriptors closed, and the channel stays;
-/// a hang-up or any other error is reported as `ChannelClosed`.
+/// a message this process has no descriptors for stays queued (`Stuck`); a hang-up or any
+/// other error is reported as `ChannelClosed`.
 pub(crate) fn drain_member(
     id: u64,
     mut receive: impl FnMut() -> Result<OsIpcMessage, RecvError>,
@@ -369,6 +403,7 @@ pub(crate) fn drain_member(
             Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(id, message)),
             Err(RecvError::Empty) => return Drained::Empty,
             Err(RecvError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => {}
+            Err(RecvError::Io(error)) if OutOfDescriptors::is(&error) => return Drained::Stuck(error),
             Err(RecvError::Io(_) | RecvError::Disconnected) => {
                 results.push(OsIpcSelectionResult::ChannelClosed(id));
                 return Drained::Closed;

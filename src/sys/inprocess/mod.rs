@@ -403,7 +403,7 @@ impl OsIpcReceiverSet {
         let mut results = Vec::new();
         let mut closed = Vec::new();
         for (id, receiver) in &self.receivers {
-            if drain_member(*id, || receiver.recv(Wait::NonBlocking), &mut results) == Drained::Closed {
+            if matches!(drain_member(*id, || receiver.recv(Wait::NonBlocking), &mut results), Drained::Closed) {
                 closed.push(*id);
             }
         }

@@ -44,6 +44,9 @@ pub(crate) struct OsIpcReceiver {
     born: u64,
     /// Serialises this process's threads around the ring's receiving side.
     ring_lock: Mutex<()>,
+    /// Serialises this process's reads of the socket: a packet is peeked at, then taken (see
+    /// `socket.rs`, `recv_one`), and no other thread here may take it in between.
+    socket_lock: Mutex<()>,
     limits: LimitsCell,
     recent_wait: RecentWait,
     /// Mappings of the pooled memfds this channel's senders reuse.
@@ -103,6 +106,7 @@ impl OsIpcReceiver {
             ringless: AtomicBool::new(false),
             born: fork::generation(),
             ring_lock: Mutex::new(()),
+            socket_lock: Mutex::new(()),
             limits: LimitsCell::new(ReceiveLimits::DEFAULT),
             recent_wait: RecentWait::default(),
             peer_maps: PeerMaps::default(),
@@ -533,6 +537,21 @@ impl OsIpcReceiver {
     /// ticket whatever became of it (0 when it had none, or no readable header), so that a
     /// refused packet still keeps its place in the ring's order.
     fn recv_ticketed(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> (Result<Option<OsIpcMessage>, RecvError>, u64) {
+        if !flags.contains(RecvFlags::DONTWAIT) {
+            // Wait without holding the socket's lock (a `try_recv` on another thread must not
+            // wait behind this one), then read without waiting.
+            loop {
+                if let Err(error) = wait_readable(&self.fd, Duration::MAX) {
+                    return (Err(RecvError::Io(error)), 0);
+                }
+                match self.recv_ticketed(flags | RecvFlags::DONTWAIT, reuse) {
+                    // Another thread took the packet that made the socket readable.
+                    (Err(RecvError::Empty), _) => continue,
+                    received => return received,
+                }
+            }
+        }
+        let _serialised = self.socket_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         RECV_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let buffer = buffer.get();

@@ -41,6 +41,9 @@ pub(crate) struct OsIpcReceiverSet {
     next_id: u64,
     limits: Option<ReceiveLimits>,
     recent_wait: RecentWait,
+    /// A member's receive failed with its message still queued (out of descriptors): the
+    /// error this select returns if it has nothing else to return.
+    stuck: Option<io::Error>,
 }
 
 impl OsIpcReceiverSet {
@@ -53,6 +56,7 @@ impl OsIpcReceiverSet {
             next_id: 0,
             limits: None,
             recent_wait: RecentWait::default(),
+            stuck: None,
         })
     }
 
@@ -187,6 +191,11 @@ impl OsIpcReceiverSet {
             for id in ready {
                 self.drain(id, &mut results);
             }
+            if let Some(error) = self.stuck.take() {
+                if results.is_empty() {
+                    return Err(error);
+                }
+            }
             if !results.is_empty() || (timeout.is_some() && !polling && !announce_again) {
                 if !matches!(mode, Wait::NonBlocking) {
                     self.recent_wait.record(start);
@@ -202,9 +211,13 @@ impl OsIpcReceiverSet {
     fn drain(&mut self, id: u64, results: &mut Vec<OsIpcSelectionResult>) {
         let Some(receiver) = self.receivers.get(&id) else { return };
         // Epoll is level-triggered: a member left with `More` is reported again next time.
-        if drain_member(id, || receiver.recv(Wait::NonBlocking), results) == Drained::Closed {
-            self.remove(id);
-        } else if receiver.has_live_ring() {
+        match drain_member(id, || receiver.recv(Wait::NonBlocking), results) {
+            Drained::Closed => return self.remove(id),
+            // Reported by this select if it has nothing else to report; the member stays.
+            Drained::Stuck(error) => self.stuck = Some(error),
+            Drained::Empty | Drained::More => {}
+        }
+        if receiver.has_live_ring() {
             // The receive woke its ring (or made one).
             self.keep_awake(id);
         }

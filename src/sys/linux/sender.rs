@@ -534,9 +534,11 @@ impl SenderRing {
     /// state's copy of it is out of reach). While there is no ring yet, it looks again after
     /// each plain send (`Unaware`, then [`place_ticket`](Self::place_ticket)).
     fn route_in_stuck_child(&self, socket: BorrowedFd<'_>) -> io::Result<Route> {
-        Ok(match self.retire_found_ring(socket)? {
-            true => Route::Plain,
-            false => Route::Unaware,
+        // A look that fails (out of descriptors for the copy) sends on the socket all the same,
+        // and is taken again after the send.
+        Ok(match self.retire_found_ring(socket) {
+            Ok(true) => Route::Plain,
+            _ => Route::Unaware,
         })
     }
 

@@ -34,7 +34,7 @@ use super::intake::{take_payload, PeerMaps};
 use super::receiver::{OsIpcReceiver, RingNews, KIND_NEVER, KIND_RING};
 use super::sender::OsIpcSender;
 use super::sys::{invalid_data, retry_on_intr, timespec};
-use crate::sys::{LimitExceeded, LimitsCell, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory};
+use crate::sys::{LimitExceeded, LimitsCell, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, OutOfDescriptors};
 
 /// Creates a connected, close-on-exec `SOCK_SEQPACKET` socket pair.
 pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -190,8 +190,63 @@ pub(super) fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: Recv
     Ok(Some(Packet { len: 0, fds: Vec::new(), refused: Some("an empty packet") }))
 }
 
-/// One `recvmsg` past a connection reset: `None` when the peer hung up with the queue empty.
+/// One packet past a connection reset: `None` when the peer hung up with the queue empty.
+///
+/// A packet with descriptors is peeked at first, with a control buffer, which installs copies
+/// of its descriptors while the packet stays queued with its own: when this process has no
+/// room for them, that is an error (`OutOfDescriptors`) and the packet stays for a receive
+/// once descriptors are free. Read in one step, it would have been consumed with the
+/// descriptors the kernel could not install dropped: a message lost to this process's own
+/// limit. Then it is read as usual. Should that read find no room for its own copies (the
+/// peek took the last), the peek's copies stand in for them, if the packet read is the one
+/// peeked at (the same bytes). A packet without descriptors is read as usual after the peek.
+///
+/// The caller serialises this among the readers of this process (`OsIpcReceiver::
+/// recv_ticketed`), and `flags` must not wait unless they peek. A `fork` copy of the receiver
+/// that reads the same socket may take the packet between the peek and the read; the read
+/// then delivers the next packet, as it always did.
 fn recv_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
+    if flags.contains(RecvFlags::PEEK) {
+        return read_one(socket, buffer, flags);
+    }
+    PEEK_BUFFER.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        scratch.resize(buffer.len(), 0);
+        // The peek copies only the start of a long packet: one without descriptors is read
+        // whole next, and a long one with descriptors (rare) is peeked at again, whole.
+        let short = buffer.len().min(PEEK_BYTES);
+        let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        let Some(mut peeked) = read_one(socket, &mut scratch[..short], flags | peek)? else { return Ok(None) };
+        if peeked.fds.is_empty() && (peeked.refused.is_none() || peeked.len == short) {
+            return read_one(socket, buffer, flags);
+        }
+        if peeked.len == short && short < buffer.len() {
+            drop(peeked);
+            let Some(whole) = read_one(socket, &mut scratch[..], flags | peek)? else { return Ok(None) };
+            peeked = whole;
+        }
+        let Some(read) = read_one(socket, buffer, flags | RecvFlags::DONTWAIT)? else { return Ok(None) };
+        let same = read.len == peeked.len && buffer[..read.len] == scratch[..read.len];
+        if read.refused.is_some() && peeked.refused.is_none() && same {
+            return Ok(Some(Packet { refused: None, ..peeked }));
+        }
+        Ok(Some(read))
+    })
+}
+
+/// Bytes [`recv_one`] peeks at first.
+const PEEK_BYTES: usize = 4096;
+
+thread_local! {
+    /// Where [`recv_one`] peeks.
+    static PEEK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One `recvmsg` with a control buffer, past a connection reset. A packet whose descriptors
+/// could not all be installed because this process's table is full is, when peeked at,
+/// `Err(EMFILE)` (or `ENFILE`), nothing installed and the packet still queued; read, it is
+/// refused (its descriptors are gone).
+fn read_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_RECEIVED))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buffer)];
@@ -204,16 +259,34 @@ fn recv_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::
         }
     }
     let refused = if received.flags.contains(ReturnFlags::CTRUNC) {
-        // The kernel dropped descriptors it could not install: the packet carried more than
-        // one may, or this process is at its descriptor limit (EMFILE). The message is lost;
-        // the channel goes on.
-        Some("descriptors truncated (too many, or the process is out of descriptors)")
+        // The kernel installed fewer descriptors than the packet carries. With room for every
+        // one a packet can carry (`SCM_MAX_FD`), that is this process's descriptor table (or
+        // the system's) being full — unless a descriptor was refused for another reason (a
+        // security module), which one free slot now, while the copies are still held, tells.
+        match out_of_descriptors(socket) {
+            Some(full) if flags.contains(RecvFlags::PEEK) => return Err(full),
+            Some(_) => Some("descriptors truncated: this process is out of descriptors"),
+            None => Some("descriptors truncated (the packet carries descriptors this process may not receive)"),
+        }
     } else if received.flags.contains(ReturnFlags::TRUNC) {
         Some("packet larger than the largest inline message")
     } else {
         None
     };
     Ok(Some(Packet { len: received.bytes, fds, refused }))
+}
+
+/// `Some(EMFILE or ENFILE)` when this process can open no more descriptors (the probe, a copy
+/// of `socket` in the lowest free slot, is closed at once).
+fn out_of_descriptors(socket: BorrowedFd<'_>) -> Option<io::Error> {
+    match rustix::io::fcntl_dupfd_cloexec(socket, 0) {
+        Ok(_closed_at_once) => None,
+        Err(error @ (Errno::MFILE | Errno::NFILE)) => {
+            let errno = if error == Errno::MFILE { "EMFILE" } else { "ENFILE" };
+            Some(io::Error::new(io::Error::from(error).kind(), OutOfDescriptors { errno }))
+        }
+        Err(_) => None,
+    }
 }
 
 /// After a peek of nothing: whether that was the end (every sender hung up, and no packet with

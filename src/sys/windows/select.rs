@@ -129,7 +129,7 @@ impl OsIpcReceiverSet {
             match drain_member(id, || receiver.recv(Wait::NonBlocking), &mut results) {
                 Drained::Empty => {}
                 // No new packet will name it: it stays due for the next call.
-                Drained::More => {
+                Drained::More | Drained::Stuck(_) => {
                     self.due.insert(id);
                 }
                 Drained::Closed => {

@@ -1,0 +1,150 @@
+//! A receive at the descriptor limit loses nothing (issue 23): when a message's descriptors
+//! cannot be installed because this process's table is full, the receive fails with an error
+//! that says so, the message stays queued, and a receive once descriptors are free takes it
+//! whole. The receiver is a child process that fills its own table; the sender is the parent.
+
+#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+
+mod util;
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use crossproc::ipc::{self, inherited_receiver, IpcCommandExt, IpcError, IpcReceiverSet, IpcSelectionResult};
+use crossproc::ipc::{IpcSender, IpcSharedMemory, TryRecvError};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use serde::{Deserialize, Serialize};
+use util::{child_command, child_role, with_watchdog};
+
+const ENTRY: &str = "child_entry";
+
+#[derive(Serialize, Deserialize)]
+enum Message {
+    /// A small message (the ring carries these once the channel has one).
+    Small(u32),
+    /// A message with descriptors: a sender to answer on and a region.
+    Carrying(IpcSender<u32>, IpcSharedMemory),
+}
+
+/// Fills this process's descriptor table (under a lowered limit) with copies kept in `held`.
+fn fill_the_table(held: &mut Vec<OwnedFd>) {
+    let current = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: current.maximum }).unwrap();
+    let template = std::fs::File::open("/proc/self/stat").unwrap();
+    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&template, 0) {
+        held.push(fd);
+    }
+    assert!(held.len() >= 16, "only {} descriptors free under a limit of 256", held.len());
+}
+
+/// The error is this process's own shortage, said as such (not a peer's malformed message, not
+/// a closed channel).
+fn assert_out_of_descriptors(error: &IpcError, what: &str) {
+    match error {
+        IpcError::Io(io) => {
+            let text = io.to_string();
+            assert!(text.contains("out of descriptors") && text.contains("EMFILE"), "{what}: {text}");
+            assert_ne!(io.kind(), std::io::ErrorKind::InvalidData, "{what}: blamed the peer");
+        }
+        other => panic!("{what}: {other:?}, not an error that says this process is out of descriptors"),
+    }
+}
+
+/// The child side of every test in this file; does nothing unless started as a child.
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    let messages = inherited_receiver::<Message>().unwrap();
+    // Small messages first: enough for the channel to get its ring, when `ring` is the role.
+    let small = if role == "ring" { 40 } else { 2 };
+    for expected in 0..small {
+        assert!(matches!(messages.recv().unwrap(), Message::Small(n) if n == expected));
+    }
+    let mut held = Vec::new();
+    fill_the_table(&mut held);
+    // Next come the message with descriptors and a small one behind it (a blocking receive
+    // waits for the first, should the parent not have sent it yet).
+    let error = messages.recv().err().expect("a message with descriptors received into a full table");
+    assert_out_of_descriptors(&error, "recv");
+    match messages.try_recv() {
+        Err(TryRecvError::IpcError(error)) => assert_out_of_descriptors(&error, "try_recv"),
+        other => panic!("try_recv at the limit: {:?}", other.map(|_| ())),
+    }
+    // The small message behind it does not overtake it.
+    match messages.try_recv_timeout(Duration::from_millis(1)) {
+        Err(TryRecvError::IpcError(error)) => assert_out_of_descriptors(&error, "try_recv_timeout"),
+        other => panic!("try_recv_timeout at the limit: {:?}", other.map(|_| ())),
+    }
+    // Room for the message's descriptors (and what receiving them takes), and it comes whole.
+    held.truncate(held.len() - 16);
+    let Message::Carrying(answer, region) = messages.recv().unwrap() else {
+        panic!("not the message with descriptors")
+    };
+    assert_eq!(&region[..], b"kept while the table was full");
+    answer.send(7).unwrap();
+    assert!(matches!(messages.recv().unwrap(), Message::Small(1000)));
+
+    // In a set, the same: an error for that member, not a closed channel.
+    fill_the_table(&mut held);
+    let mut set = IpcReceiverSet::new().unwrap();
+    let id = set.add(messages).unwrap();
+    answer.send(8).unwrap(); // the parent now sends the second message with descriptors
+    match set.select() {
+        Err(error) => {
+            let text = error.to_string();
+            assert!(text.contains("out of descriptors"), "select: {text}");
+        }
+        Ok(results) => {
+            for result in results {
+                assert!(!matches!(result, IpcSelectionResult::ChannelClosed(_)), "select said the channel closed");
+            }
+        }
+    }
+    held.truncate(held.len() - 16);
+    let mut results = set.select().unwrap();
+    assert_eq!(results.len(), 1, "select after descriptors were freed");
+    let Some(IpcSelectionResult::MessageReceived(from, message)) = results.pop() else {
+        panic!("select after descriptors were freed: not a message")
+    };
+    assert_eq!(from, id);
+    let Ok(Message::Carrying(answer, region)) = message.to() else { panic!("not the second message") };
+    assert_eq!(&region[..], b"kept while the table was full");
+    answer.send(9).unwrap();
+}
+
+fn a_message_at_the_limit_stays_receivable(role: &str) {
+    if child_role().is_some() {
+        return;
+    }
+    let role = role.to_owned();
+    with_watchdog(Duration::from_secs(60), move || {
+        let (mut child, messages) = child_command(ENTRY, &role).spawn_with_channel::<Message>().unwrap();
+        let small = if role == "ring" { 40 } else { 2 };
+        for n in 0..small {
+            messages.send(Message::Small(n)).unwrap();
+        }
+        let (answer, answers) = ipc::channel::<u32>().unwrap();
+        let region = IpcSharedMemory::from_bytes(b"kept while the table was full");
+        messages.send(Message::Carrying(answer.clone(), region.clone())).unwrap();
+        messages.send(Message::Small(1000)).unwrap();
+        assert_eq!(answers.recv().unwrap(), 7);
+        assert_eq!(answers.recv().unwrap(), 8);
+        messages.send(Message::Carrying(answer, region)).unwrap();
+        assert_eq!(answers.recv().unwrap(), 9);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the child failed: {status}");
+    });
+}
+
+/// Without a ring: the message is on the socket, peeked at, left there.
+#[test]
+fn a_message_at_the_limit_stays_receivable_on_the_socket() {
+    a_message_at_the_limit_stays_receivable("socket");
+}
+
+/// With a ring: the message's marker keeps its place, and the small message behind it (in the
+/// ring) waits.
+#[test]
+fn a_message_at_the_limit_stays_receivable_with_a_ring() {
+    a_message_at_the_limit_stays_receivable("ring");
+}
