@@ -3,7 +3,8 @@
 
 use super::frame::{INLINE_MAX, MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET};
 use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
-use super::pool::MAX_RETAINED;
+use super::inflight::QUEUED_CAP;
+use super::pool::{MAX_ENTRIES, MAX_RETAINED};
 use super::ring::{RING_AFTER, RING_BYTES, RING_MESSAGE_MAX, SLOTS};
 use super::select::AWAKE_MAX;
 use super::server::{MAX_WAITING, SILENT_DEADLINE};
@@ -63,6 +64,11 @@ fn the_docs_state_the_linux_backends_numbers() {
     says("docs/ring.md", RING, &format!("keeps the rings of the {AWAKE_MAX} members it drained most recently awake"));
     says("SECURITY.md", SECURITY, &format!("the {} KiB ring limit", kib(RING_MESSAGE_MAX)));
     says("SECURITY.md", SECURITY, &format!("take all {SLOTS} writer slots"));
+    says("README.md", README, &format!("2 once its channel carried {RING_AFTER} small messages"));
+    says("README.md", README, &format!("at most {QUEUED_CAP} per process (an eighth of the soft `RLIMIT_NOFILE`)"));
+    says("README.md", README, &format!("at most {MAX_ENTRIES} per channel, and per process an eighth of the soft limit"));
+    says("README.md", README, &format!("a message with more than {MAX_HANDLES_IN_PACKET} descriptors"));
+    says("README.md", README, &format!("at most {MAX_WAITING} silent ones"));
     let deadline = SILENT_DEADLINE.as_secs();
     says("SECURITY.md", SECURITY, &format!("for at most {deadline} s, and at most {MAX_WAITING} such clients"));
 }
