@@ -312,3 +312,50 @@ async fn async_accept_applies_the_servers_limits() {
     let (_, first, _) = server.accept().await.unwrap();
     assert_eq!(first, vec![1; 10], "the client whose first message is over the limit is skipped");
 }
+
+/// Issue 22, item 10: tasks that receive on one `AsyncIpcReceiver` at the same time (it is
+/// `Sync`) are each woken for the message they wait for. A receive that returned used to leave
+/// the ring awake while another task slept on the socket's readiness, so a message published
+/// into the ring then waited for an unrelated packet. Here one task receives in a loop and, in
+/// each round, another takes one message and stops; each round's messages must all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_receives_on_one_async_receiver_are_all_woken() {
+    const ROUNDS: u32 = 2_000;
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let rx = std::sync::Arc::new(AsyncIpcReceiver::new(rx).unwrap());
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let looping = {
+        let (rx, got_tx) = (rx.clone(), got_tx.clone());
+        tokio::spawn(async move {
+            while let Ok(message) = rx.recv().await {
+                got_tx.send(message).unwrap();
+            }
+        })
+    };
+    let mut onces = Vec::new();
+    for round in 0..ROUNDS {
+        let once = {
+            let (rx, got_tx) = (rx.clone(), got_tx.clone());
+            tokio::spawn(async move {
+                // The looping task may take every message of this round: this one then takes
+                // one of a later round, or ends with the channel.
+                if let Ok(message) = rx.recv().await {
+                    got_tx.send(message).unwrap();
+                }
+            })
+        };
+        onces.push(once);
+        for message in 0..3 {
+            tx.send(round * 3 + message).unwrap();
+        }
+        for _ in 0..3 {
+            let got = tokio::time::timeout(Duration::from_secs(10), got_rx.recv()).await;
+            assert!(got.is_ok(), "round {round}: a message waited with no task woken for it");
+        }
+    }
+    drop(tx);
+    looping.await.unwrap();
+    for once in onces {
+        once.await.unwrap();
+    }
+}

@@ -19,6 +19,11 @@ use crate::sys::{OsIpcMessage, OsIpcReceiver, RecvError, Wait};
 struct Core {
     receiver: OsIpcReceiver,
     readiness: Readiness,
+    /// One receive at a time (the receivers are `Sync`): a receive that returns leaves the
+    /// channel's ring awake, so senders stop sending the packets whose readiness would wake
+    /// another task asleep on it. The next receive waits its turn here instead, and announces
+    /// that it sleeps before it does (issue 22, item 10).
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// Turns a receive result into the `io::Result<Option<_>>` the readiness loop expects; the
@@ -39,7 +44,7 @@ fn attempt(receiver: &OsIpcReceiver, buffer: &mut Vec<u8>) -> io::Result<Result<
 impl Core {
     fn new(receiver: OsIpcReceiver) -> io::Result<Core> {
         let readiness = Readiness::new(&receiver, Interest::READABLE)?;
-        Ok(Core { receiver, readiness })
+        Ok(Core { receiver, readiness, turn: tokio::sync::Mutex::new(()) })
     }
 
     async fn recv(&self) -> Result<Option<OsIpcMessage>, IpcError> {
@@ -47,6 +52,7 @@ impl Core {
     }
 
     async fn recv_into(&self, buffer: &mut Vec<u8>) -> Result<Option<OsIpcMessage>, IpcError> {
+        let _turn = self.turn.lock().await;
         self.readiness.readable(|| attempt(&self.receiver, buffer)).await?
     }
 

@@ -2,8 +2,8 @@
 //! against the constants that define them: change a constant and this test names the sentence to change with it.
 
 use super::frame::{INLINE_MAX, MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET};
-use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
 use super::inflight::QUEUED_CAP;
+use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
 use super::pool::{MAX_ENTRIES, MAX_RETAINED};
 use super::ring::{RING_AFTER, RING_BYTES, RING_MESSAGE_MAX, SLOTS};
 use super::select::AWAKE_MAX;
@@ -66,7 +66,11 @@ fn the_docs_state_the_linux_backends_numbers() {
     says("SECURITY.md", SECURITY, &format!("take all {SLOTS} writer slots"));
     says("README.md", README, &format!("2 once its channel carried {RING_AFTER} small messages"));
     says("README.md", README, &format!("at most {QUEUED_CAP} per process (an eighth of the soft `RLIMIT_NOFILE`)"));
-    says("README.md", README, &format!("at most {MAX_ENTRIES} per channel, and per process an eighth of the soft limit"));
+    says(
+        "README.md",
+        README,
+        &format!("at most {MAX_ENTRIES} per channel, and per process an eighth of the soft limit"),
+    );
     says("README.md", README, &format!("a message with more than {MAX_HANDLES_IN_PACKET} descriptors"));
     says("README.md", README, &format!("at most {MAX_WAITING} silent ones"));
     let deadline = SILENT_DEADLINE.as_secs();
