@@ -12,12 +12,13 @@ use std::io;
 use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
 use super::frame::INLINE_MAX;
+use super::held::{Held, Shared};
 use super::pool::{Lease, PayloadPool};
 use super::sys::invalid_data;
 use super::sys::retry_on_intr;
@@ -165,14 +166,19 @@ fn seal(fd: &OwnedFd) -> io::Result<()> {
     }
 }
 
-/// Checks that a received descriptor is a memfd sealed as ours are, and returns its size.
-pub(super) fn sealed_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+/// Checks that a received descriptor is a memfd sealed as ours are, and returns its size and
+/// its file's identity (device and inode), from the same `fstat`.
+fn sealed_file(fd: BorrowedFd<'_>) -> io::Result<(usize, (u64, u64))> {
     let seals = fcntl_get_seals(fd).map_err(|_| invalid_data("shared memory is not a sealable memfd"))?;
     if !seals.contains(REQUIRED_SEALS) {
         return Err(invalid_data("shared memory is not sealed against changes"));
     }
-    let size = fstat(fd)?.st_size;
-    usize::try_from(size).map_err(|_| invalid_data("shared memory has an impossible size"))
+    let stat = fstat(fd)?;
+    let size = usize::try_from(stat.st_size).map_err(|_| invalid_data("shared memory has an impossible size"))?;
+    // The field types differ between targets (`c_ulong` on some).
+    #[allow(clippy::useless_conversion)]
+    let identity = (u64::from(stat.st_dev), u64::from(stat.st_ino));
+    Ok((size, identity))
 }
 
 /// A read-only shared mapping of a whole sealed memfd, unmapped on drop.
@@ -195,7 +201,7 @@ impl Mapping {
         }
         let flags = MapFlags::SHARED;
         // A fresh mapping (null hint, no MAP_FIXED) affects no existing memory; the file is sealed
-        // (checked by every caller through `sealed_size`) so it cannot shrink and raise SIGBUS.
+        // (checked by every caller through `sealed_file`) so it cannot shrink and raise SIGBUS.
         // SAFETY: a new read-only mapping of a sealed file.
         let ptr = unsafe { mmap(std::ptr::null_mut(), len, ProtFlags::READ, flags, fd, 0)? };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
@@ -232,15 +238,37 @@ impl fmt::Debug for Mapping {
 }
 
 /// A sealed memfd together with its read-only mapping.
-struct Region {
+pub(super) struct Region {
     fd: OwnedFd,
     map: Mapping,
 }
 
-/// An immutable shared-memory region; clones share the same pages.
+/// An immutable shared-memory region; clones share the same pages. So does a copy of it that
+/// arrives in this process again: one descriptor and one mapping (see [`super::held`]).
 #[derive(Clone)]
 pub(crate) struct OsIpcSharedMemory {
     region: Arc<Region>,
+}
+
+/// The regions this process holds, by the device and inode of their memfd: a region received
+/// again is a clone of the one held. The inode is the file itself, so a region found here
+/// carries the seals the received descriptor was just checked for.
+static REGIONS: Held<(u64, u64), OsIpcSharedMemory> = Held::new();
+
+impl Shared for OsIpcSharedMemory {
+    type Weak = Weak<Region>;
+
+    fn downgrade(&self) -> Weak<Region> {
+        Arc::downgrade(&self.region)
+    }
+
+    fn upgrade(weak: &Weak<Region>) -> Option<Self> {
+        weak.upgrade().map(|region| OsIpcSharedMemory { region })
+    }
+
+    fn is_gone(weak: &Weak<Region>) -> bool {
+        weak.strong_count() == 0
+    }
 }
 
 impl OsIpcSharedMemory {
@@ -254,11 +282,21 @@ impl OsIpcSharedMemory {
         Self::from_sealed(sealed_memfd_filled(byte, len)?)
     }
 
-    /// Adopts a descriptor received from a peer, refusing anything that is not a sealed memfd.
+    /// Adopts a descriptor received from a peer (or made here), refusing anything that is not a
+    /// sealed memfd: the region this process already holds for the same file, if any (`fd`, a
+    /// second descriptor of it, is closed), else a new mapping that later arrivals share.
     pub(super) fn from_sealed(fd: OwnedFd) -> io::Result<Self> {
-        let len = sealed_size(fd.as_fd())?;
-        let map = Mapping::map(fd.as_fd(), len)?;
-        Ok(OsIpcSharedMemory { region: Arc::new(Region { fd, map }) })
+        let (len, identity) = sealed_file(fd.as_fd())?;
+        REGIONS.adopt(identity, || {
+            let map = Mapping::map(fd.as_fd(), len)?;
+            Ok(OsIpcSharedMemory { region: Arc::new(Region { fd, map }) })
+        })
+    }
+
+    /// Whether `self` and `other` are one region here: the same descriptor and mapping.
+    #[cfg(test)]
+    pub(super) fn is_shared_with(&self, other: &OsIpcSharedMemory) -> bool {
+        Arc::ptr_eq(&self.region, &other.region)
     }
 }
 

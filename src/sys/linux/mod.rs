@@ -12,6 +12,8 @@
 //!   memfd payloads it hands to [`pool`] and [`intake`]).
 //! - [`sender`] and [`receiver`]: the two ends, choosing between the ring and the socket.
 //! - [`ring`]: the shared-memory fast path for small messages (one control memfd per channel).
+//! - [`held`]: the ends and regions this process holds, by kernel object, so that one received
+//!   again shares its descriptor.
 //! - [`fork`]: noticing, without a system call, that this process is a forked child.
 //! - [`memfd`]: sealed memfd regions (`memfd_create`, `F_SEAL_*`), for shared memory and for
 //!   payloads too large for a packet.
@@ -32,6 +34,7 @@ mod documented;
 mod fork;
 #[path = "../unix/frame.rs"]
 mod frame;
+mod held;
 mod inflight;
 mod intake;
 mod memfd;

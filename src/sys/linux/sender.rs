@@ -1,14 +1,16 @@
 //! The sending end of a channel: a message goes into the channel's ring when it is small and
 //! carries no descriptors (see [`super::ring`]), else on the socket as one packet.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
+use rustix::net::sockopt::socket_cookie;
 use rustix::net::{connect, recv, socket_with, AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::fork;
@@ -17,6 +19,7 @@ use super::frame::{
     MAX_BUFFER_CLAIM, MAX_HANDLES_IN_PACKET, NO_RING_PACKET, PAYLOAD_IN_POOLED_MEMFD, PLACE_HOLDER, VERDICT_ADMITTED,
     VERDICT_REFUSED, VERDICT_TIMEOUT,
 };
+use super::held::{Held, Shared};
 use super::memfd::{Encoded, PayloadWriter};
 use super::pool::{Lease, PayloadPool};
 use super::receiver::RingNews;
@@ -26,7 +29,8 @@ use super::sys::{invalid_data, retry_on_intr, wait_readable, wait_writable, wire
 use crate::sys::{OsIpcChannel, OsIpcSharedMemory, SendFailure, Wait};
 
 /// The sending end of a channel; clones share one socket, one pool of payload memfds and one
-/// slot of the channel's ring.
+/// slot of the channel's ring. So does a copy of it that arrives in this process again (see
+/// [`super::held`]).
 #[derive(Clone)]
 pub(crate) struct OsIpcSender {
     pub(super) fd: Arc<OwnedFd>,
@@ -34,16 +38,63 @@ pub(crate) struct OsIpcSender {
     ring: Arc<SenderRing>,
 }
 
+/// The senders this process holds, by socket cookie: a sender received again is a clone of the
+/// one held.
+static SENDERS: Held<u64, OsIpcSender> = Held::new();
+
 impl OsIpcSender {
-    /// A sender on `fd` (its first send looks for the channel's ring).
+    /// A sender on `fd` (its first send looks for the channel's ring), not in [`SENDERS`] yet:
+    /// it goes there when it is first sent in a message, since only then can it come back.
     pub(super) fn from_fd(fd: OwnedFd) -> Self {
+        Self::new(fd, false)
+    }
+
+    /// A sender on `fd`, a socket received from elsewhere: a clone of the sender this process
+    /// already holds on the same socket (`fd`, a second descriptor of it, is closed), else a
+    /// new one that later arrivals of the socket share. Costs one `getsockopt` and a lookup.
+    pub(super) fn adopt(fd: OwnedFd) -> Self {
+        let Ok(cookie) = socket_cookie(&fd) else {
+            // Before Linux 4.13: every copy keeps its descriptor, as before the table.
+            return Self::from_fd(fd);
+        };
+        let Ok(sender) = SENDERS.adopt::<Infallible>(cookie, || Ok(Self::new(fd, true)));
+        sender
+    }
+
+    fn new(fd: OwnedFd, held: bool) -> Self {
         let ring = SenderRing {
             born: AtomicU64::new(fork::generation()),
             state: Mutex::new(RingState::Unaware),
             looked: AtomicU64::new(0),
             retired_in: AtomicU64::new(u64::MAX),
+            held: AtomicBool::new(held),
         };
         OsIpcSender { fd: Arc::new(fd), pool: Arc::default(), ring: Arc::new(ring) }
+    }
+
+    /// Puts this sender in [`SENDERS`] (once for all its clones), before it leaves in a
+    /// message, so that a copy sent back to this process shares it.
+    fn hold(&self) {
+        if self.ring.held.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(cookie) = socket_cookie(&*self.fd) {
+            SENDERS.hold(cookie, self);
+        }
+    }
+
+    /// Whether `self` and `other` are one sender here: the same descriptor, pool and ring slot.
+    #[cfg(test)]
+    pub(super) fn is_shared_with(&self, other: &OsIpcSender) -> bool {
+        Arc::ptr_eq(&self.fd, &other.fd) && Arc::ptr_eq(&self.pool, &other.pool) && Arc::ptr_eq(&self.ring, &other.ring)
+    }
+
+    /// Whether this sender writes in a slot of the channel's ring, and the ring is not retired.
+    #[cfg(test)]
+    pub(super) fn writes_in_ring(&self) -> bool {
+        self.ring
+            .state()
+            .is_some_and(|state| matches!(&*state, RingState::Writing(writer) if !writer.control().is_closed()))
     }
 
     /// A writer to encode one message for this channel in (it spills into the channel's pooled
@@ -252,6 +303,9 @@ impl OsIpcSender {
         let mut kinds = Vec::with_capacity(channels.len());
         let mut handles: Vec<BorrowedFd<'_>> = Vec::with_capacity(channels.len() + shared_memory.len());
         for channel in channels {
+            if let OsIpcChannel::Sender(sender) = channel {
+                sender.hold();
+            }
             let (fd, ring) = channel.travelling();
             kinds.push(ring.wire_kind());
             handles.push(fd);
@@ -431,6 +485,33 @@ struct SenderRing {
     /// The fork generation that retired the ring without the state (see
     /// `route_in_stuck_child`); `u64::MAX` when none did.
     retired_in: AtomicU64,
+    /// Whether [`SENDERS`] names the sender (it was received, or has been sent in a message).
+    held: AtomicBool,
+}
+
+/// What [`SENDERS`] keeps of a sender: every part weakly, so that the last copy's drop closes
+/// the socket (a hang-up, if no other process holds it).
+pub(super) struct WeakSender {
+    fd: Weak<OwnedFd>,
+    pool: Weak<PayloadPool>,
+    ring: Weak<SenderRing>,
+}
+
+impl Shared for OsIpcSender {
+    type Weak = WeakSender;
+
+    fn downgrade(&self) -> WeakSender {
+        WeakSender { fd: Arc::downgrade(&self.fd), pool: Arc::downgrade(&self.pool), ring: Arc::downgrade(&self.ring) }
+    }
+
+    fn upgrade(weak: &WeakSender) -> Option<Self> {
+        // A copy being dropped right now may have dropped some parts already: then it is gone.
+        Some(OsIpcSender { fd: weak.fd.upgrade()?, pool: weak.pool.upgrade()?, ring: weak.ring.upgrade()? })
+    }
+
+    fn is_gone(weak: &WeakSender) -> bool {
+        weak.fd.strong_count() == 0 || weak.pool.strong_count() == 0 || weak.ring.strong_count() == 0
+    }
 }
 
 enum RingState {

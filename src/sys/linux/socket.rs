@@ -458,9 +458,10 @@ impl OsOpaqueIpcChannel {
         OsOpaqueIpcChannel { fd, ring: RingNews::NotYet }
     }
 
-    /// This end, used as a sender (a sender finds the ring on its own).
+    /// This end, used as a sender (a sender finds the ring on its own): the sender this process
+    /// already holds on the same socket, if any (see [`super::held`]).
     pub fn into_sender(self) -> io::Result<OsIpcSender> {
-        Ok(OsIpcSender::from_fd(self.fd))
+        Ok(OsIpcSender::adopt(self.fd))
     }
 
     /// This end, used as a receiver.
