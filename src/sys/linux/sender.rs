@@ -73,8 +73,8 @@ impl OsIpcSender {
     }
 
     /// Puts this sender in [`SENDERS`] (once for all its clones), before it leaves in a
-    /// message, so that a copy sent back to this process shares it.
-    fn hold(&self) {
+    /// message or for a spawned child, so that a copy sent back to this process shares it.
+    pub(super) fn hold(&self) {
         if self.ring.held.swap(true, Ordering::Relaxed) {
             return;
         }

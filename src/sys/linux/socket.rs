@@ -481,7 +481,11 @@ impl OsIpcChannel {
     /// clones).
     pub(super) fn into_fd(self) -> io::Result<OwnedFd> {
         match self {
-            OsIpcChannel::Sender(sender) => Ok(Arc::try_unwrap(sender.fd).or_else(|shared| shared.try_clone())?),
+            OsIpcChannel::Sender(sender) => {
+                // A clone kept here is what a copy the child sends back becomes (see `held`).
+                sender.hold();
+                Ok(Arc::try_unwrap(sender.fd).or_else(|shared| shared.try_clone())?)
+            }
             OsIpcChannel::Receiver(receiver) => receiver.into_fd(),
         }
     }
