@@ -238,6 +238,16 @@ mod tests {
         assert!(copies.iter().all(OsIpcSender::writes_in_ring));
     }
 
+    /// A sender handed to a spawned child, while a clone stays here: the copy the child would
+    /// send back is that clone.
+    #[test]
+    fn a_sender_handed_to_a_child_comes_back_as_the_clone_kept() {
+        let (tx, _rx) = channel().unwrap();
+        let inherited = OsIpcChannel::Sender(tx.clone()).into_fd().unwrap();
+        let back = super::super::socket::OsOpaqueIpcChannel::from_inherited(inherited).into_sender().unwrap();
+        assert!(back.is_shared_with(&tx));
+    }
+
     /// The copies of a sender received again share one descriptor, yet the last one dropped
     /// still hangs the channel up, also when the first sender was dropped long before.
     #[test]
