@@ -431,6 +431,17 @@ fn recv_side_socket(side: BorrowedFd<'_>, expected: usize) -> io::Result<Vec<Own
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 return Err(invalid_data("side socket ended early"))
             }
+            // The message itself was taken already (its packet carried the side socket): it is
+            // lost, and the error must not say it stays queued. `InvalidData`, so that a select
+            // drops the message and keeps the channel. (Reading the side socket before the
+            // message's packet is taken would keep it: open work, issue 23.)
+            Err(error) if OutOfDescriptors::is(&error) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a message was lost: its descriptors came on a side socket, and this process ran out of \
+                     descriptors while reading them",
+                ))
+            }
             Err(error) => return Err(error),
         }
     }
