@@ -16,6 +16,16 @@ use crossproc::{IpcError, TryRecvError};
 use util::{assert_child_succeeds, child_command, child_role, server_name, spawn_child, with_watchdog, SERVER_VAR};
 
 const ENTRY: &str = "child_entry";
+
+/// Taken by every test here that puts many descriptors in flight (sent, not yet received). The
+/// kernel counts those per user and refuses a send over the sender's RLIMIT_NOFILE with
+/// ETOOMANYREFS (root is exempt): as an unprivileged user, a flooding child of one test would
+/// make another test's send fail (CI's unprivileged lane saw it). They take turns instead.
+static IN_FLIGHT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn in_flight_turn() -> std::sync::MutexGuard<'static, ()> {
+    IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 /// What a "connect_and_hang" child prints once its connection is made.
 const CONNECTED: &str = "crossproc-test: connected";
 
@@ -47,6 +57,7 @@ fn child_entry() {
 
 #[test]
 fn limits_refuse_oversized_and_handle_heavy_messages() {
+    let _turn = in_flight_turn();
     let (tx, rx) = ipc::channel::<(Vec<u8>, Vec<IpcSharedMemory>)>().unwrap();
     rx.set_limits(ReceiveLimits { max_message_bytes: 1000, max_handles: 10, ..ReceiveLimits::default() });
     assert_eq!(rx.limits().max_handles, 10);
@@ -72,6 +83,7 @@ fn limits_refuse_oversized_and_handle_heavy_messages() {
 
 #[test]
 fn a_descriptor_flood_costs_only_the_flooding_channel() {
+    let _turn = in_flight_turn();
     with_watchdog(Duration::from_secs(60), || {
         let (server, name) = IpcOneShotServer::<Vec<IpcSharedMemory>>::new().unwrap();
         let mut child = spawn_child(ENTRY, "flood_descriptors", &name);
@@ -106,6 +118,7 @@ fn a_descriptor_flood_costs_only_the_flooding_channel() {
 
 #[test]
 fn sigkill_during_descriptor_passing() {
+    let _turn = in_flight_turn();
     with_watchdog(Duration::from_secs(60), || {
         for _ in 0..3 {
             let (server, name) = IpcOneShotServer::<Vec<IpcSharedMemory>>::new().unwrap();
@@ -190,6 +203,7 @@ fn exhaust_descriptors_child() {
 
 #[test]
 fn descriptor_exhaustion_in_a_child_is_an_error_and_recoverable() {
+    let _turn = in_flight_turn();
     with_watchdog(Duration::from_secs(60), || {
         let (server, name) = IpcOneShotServer::<IpcSender<Vec<IpcSender<u8>>>>::new().unwrap();
         let child = spawn_child(ENTRY, "exhaust_descriptors", &name);
