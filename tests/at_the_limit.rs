@@ -24,7 +24,14 @@ enum Message {
     Small(u32),
     /// A message with descriptors: a sender to answer on and a region.
     Carrying(IpcSender<u32>, IpcSharedMemory),
+    /// A message with more descriptors than the receiver has free.
+    Many(Vec<IpcSharedMemory>),
 }
+
+/// Descriptors the "wedge" child leaves free, fewer than its `Many` message carries.
+const LEFT_FREE: usize = 64;
+/// Descriptors in the `Many` message.
+const MANY: usize = 200;
 
 /// Fills this process's descriptor table (under a lowered limit) with copies kept in `held`.
 fn fill_the_table(held: &mut Vec<OwnedFd>) {
@@ -44,7 +51,7 @@ fn assert_out_of_descriptors(error: &IpcError, what: &str) {
         IpcError::Io(io) => {
             let text = io.to_string();
             assert!(text.contains("out of descriptors") && text.contains("EMFILE"), "{what}: {text}");
-            assert_ne!(io.kind(), std::io::ErrorKind::InvalidData, "{what}: blamed the peer");
+            assert_ne!(io.kind(), std::io::ErrorKind::InvalidData, "{what}: blamed the peer: {text}");
         }
         other => panic!("{what}: {other:?}, not an error that says this process is out of descriptors"),
     }
@@ -55,6 +62,9 @@ fn assert_out_of_descriptors(error: &IpcError, what: &str) {
 fn child_entry() {
     let Some(role) = child_role() else { return };
     let messages = inherited_receiver::<Message>().unwrap();
+    if role == "wedge" {
+        return wedge_child(messages);
+    }
     // Small messages first: enough for the channel to get its ring, when `ring` is the role.
     let small = if role == "ring" { 40 } else { 2 };
     for expected in 0..small {
@@ -147,4 +157,59 @@ fn a_message_at_the_limit_stays_receivable_on_the_socket() {
 #[test]
 fn a_message_at_the_limit_stays_receivable_with_a_ring() {
     a_message_at_the_limit_stays_receivable("ring");
+}
+
+/// In the child: with `LEFT_FREE` descriptors free, a message with `MANY` cannot be taken in
+/// and never could be unless the program freed more; it must not block the channel for good
+/// (a hostile sender would wedge it with one message). It is refused, said so, and the message
+/// behind it comes.
+fn wedge_child(messages: crossproc::ipc::IpcReceiver<Message>) {
+    assert!(matches!(messages.recv().unwrap(), Message::Small(0)));
+    let mut held = Vec::new();
+    fill_the_table(&mut held);
+    held.truncate(held.len() - LEFT_FREE);
+    let (answer, to_parent) = ipc::channel::<u32>().unwrap();
+    let Message::Carrying(parent, _) = messages.recv().unwrap() else { panic!("not the parent's sender") };
+    parent.send(1).unwrap();
+    drop(to_parent);
+    drop(answer);
+    match messages.recv() {
+        Err(IpcError::Io(error)) => {
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+            assert!(error.to_string().contains("lost"), "{error}");
+        }
+        Err(other) => panic!("a message with more descriptors than are free: {other:?}"),
+        Ok(_) => panic!("a message with {MANY} descriptors fit in {LEFT_FREE}"),
+    }
+    assert!(matches!(messages.recv().unwrap(), Message::Small(2000)), "the message behind it");
+    // Its descriptors were closed: the room is what it was.
+    let template = std::fs::File::open("/proc/self/stat").unwrap();
+    let mut probe = Vec::new();
+    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&template, 0) {
+        probe.push(fd);
+    }
+    assert!(probe.len() + 8 >= LEFT_FREE, "{} free after the refusal, {LEFT_FREE} before", probe.len());
+    parent.send(2).unwrap();
+}
+
+/// A message that carries more descriptors than the receiver has free while it still has some
+/// room is refused (lost, with an error that says so), not kept in front of every later one.
+#[test]
+fn a_message_larger_than_the_free_room_does_not_wedge_the_channel() {
+    if child_role().is_some() {
+        return;
+    }
+    with_watchdog(Duration::from_secs(60), move || {
+        let (mut child, messages) = child_command(ENTRY, "wedge").spawn_with_channel::<Message>().unwrap();
+        messages.send(Message::Small(0)).unwrap();
+        let (answer, answers) = ipc::channel::<u32>().unwrap();
+        messages.send(Message::Carrying(answer, IpcSharedMemory::from_bytes(b"to answer on"))).unwrap();
+        assert_eq!(answers.recv().unwrap(), 1, "the child filled its table");
+        let region = IpcSharedMemory::from_bytes(b"many");
+        messages.send(Message::Many(vec![region; MANY])).unwrap();
+        messages.send(Message::Small(2000)).unwrap();
+        assert_eq!(answers.recv().unwrap(), 2);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the child failed: {status}");
+    });
 }

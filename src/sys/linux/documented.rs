@@ -7,6 +7,7 @@ use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
 use super::pool::{MAX_ENTRIES, MAX_RETAINED};
 use super::ring::{RING_AFTER, RING_BYTES, RING_MESSAGE_MAX, SLOTS};
 use super::select::AWAKE_MAX;
+use super::socket::AT_THE_LIMIT;
 use super::server::{MAX_WAITING, SILENT_DEADLINE};
 use crate::sys::MESSAGES_PER_RECEIVER;
 
@@ -73,6 +74,9 @@ fn the_docs_state_the_linux_backends_numbers() {
     );
     says("README.md", README, &format!("a message with more than {MAX_HANDLES_IN_PACKET} descriptors"));
     says("README.md", README, &format!("at most {MAX_WAITING} silent ones"));
+    says("README.md", README, &format!("while this process has fewer than {AT_THE_LIMIT} free fails"));
+    says("docs/behaviour.md", BEHAVIOUR, &format!("is at its limit (fewer than {AT_THE_LIMIT} descriptors free)"));
+    says("SECURITY.md", SECURITY, &format!("at its limit (fewer than {AT_THE_LIMIT} descriptors free)"));
     let deadline = SILENT_DEADLINE.as_secs();
     says("SECURITY.md", SECURITY, &format!("for at most {deadline} s, and at most {MAX_WAITING} such clients"));
 }

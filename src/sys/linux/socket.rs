@@ -193,9 +193,9 @@ pub(super) fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: Recv
 /// One packet past a connection reset: `None` when the peer hung up with the queue empty.
 ///
 /// A packet with descriptors is peeked at first, with a control buffer, which installs copies
-/// of its descriptors while the packet stays queued with its own: when this process has no
-/// room for them, that is an error (`OutOfDescriptors`) and the packet stays for a receive
-/// once descriptors are free. Read in one step, it would have been consumed with the
+/// of its descriptors while the packet stays queued with its own: when this process is at its
+/// limit, that is an error (`OutOfDescriptors`) and the packet stays for a receive once
+/// descriptors are free (see [`read_one`] for a packet larger than the room). Read in one step, it would have been consumed with the
 /// descriptors the kernel could not install dropped: a message lost to this process's own
 /// limit. Then it is read as usual. Should that read find no room for its own copies (the
 /// peek took the last), the peek's copies stand in for them, if the packet read is the one
@@ -242,10 +242,15 @@ thread_local! {
     static PEEK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One `recvmsg` with a control buffer, past a connection reset. A packet whose descriptors
-/// could not all be installed because this process's table is full is, when peeked at,
-/// `Err(EMFILE)` (or `ENFILE`), nothing installed and the packet still queued; read, it is
-/// refused (its descriptors are gone).
+/// A process with fewer descriptors free than this is at its descriptor limit: a packet whose
+/// descriptors do not fit then stays queued (the error says to free some). With more free, a
+/// packet that still does not fit carries more than the process can take in, and is refused.
+pub(super) const AT_THE_LIMIT: usize = 16;
+
+/// One `recvmsg` with a control buffer, past a connection reset. A packet with descriptors
+/// that finds this process at its limit (fewer than [`AT_THE_LIMIT`] of them installed) is,
+/// when peeked at, `Err(EMFILE)` (or `ENFILE`) and still queued; one that finds more room, but
+/// not enough, or that is read, is refused (read, its descriptors are gone).
 fn read_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_RECEIVED))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -263,9 +268,17 @@ fn read_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::
         // one a packet can carry (`SCM_MAX_FD`), that is this process's descriptor table (or
         // the system's) being full — unless a descriptor was refused for another reason (a
         // security module), which one free slot now, while the copies are still held, tells.
+        //
+        // Only a process at its limit keeps the packet queued: a peek that installed
+        // `AT_THE_LIMIT` or more of its descriptors found room, just less than the packet
+        // carries, and waiting for more would let one sender (a hostile one sends 253) wedge the
+        // channel for good. Such a packet is read and lost, said so.
         match out_of_descriptors(socket) {
-            Some(full) if flags.contains(RecvFlags::PEEK) => return Err(full),
-            Some(_) => Some("descriptors truncated: this process is out of descriptors"),
+            Some(full) if flags.contains(RecvFlags::PEEK) && fds.len() < AT_THE_LIMIT => return Err(full),
+            Some(_) => Some(
+                "a message was lost: it carried more descriptors than this process had free (out of \
+                 descriptors: EMFILE or ENFILE)",
+            ),
             None => Some("descriptors truncated (the packet carries descriptors this process may not receive)"),
         }
     } else if received.flags.contains(ReturnFlags::TRUNC) {
