@@ -82,6 +82,9 @@ enum Setup {
 #[test]
 fn child_entry() {
     let Some(role) = child_role() else { return };
+    if role == "budget" {
+        return rings_after_the_budget_child();
+    }
     assert_eq!(role, "worker");
     let (tx, rx) = ipc::channel::<Setup>().unwrap();
     IpcSender::<IpcSender<Setup>>::connect(server_name()).unwrap().send(tx).unwrap();
@@ -621,4 +624,42 @@ fn channels_made_with_the_ring_turned_off_have_none() {
     let held = util::open_fds() - before;
     ipc::set_shared_memory_ring(before_setting);
     assert_eq!(held, 2, "the socket pair alone");
+}
+
+/// Channels whose receiver is dropped before their sender, one after another, in a child
+/// whose budget of queued control memfds is 8 (an eighth of a soft limit of 64): every one of
+/// them gets a ring, well past the budget. A dropped receiver's unit comes back once its
+/// sending socket is gone (issue 23); before, each such channel kept its unit for the life of
+/// the process, and the ninth never got a ring.
+#[test]
+fn channels_dropped_receiver_first_leave_the_ring_budget_whole() {
+    if child_role().is_some() {
+        return;
+    }
+    with_watchdog(Duration::from_secs(120), || {
+        let child = util::child_command(ENTRY, "budget").spawn().unwrap();
+        assert_child_succeeds(child);
+    });
+}
+
+fn rings_after_the_budget_child() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let original = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(64), maximum: original.maximum }).unwrap();
+    const BUDGET: usize = 64 / 8;
+    for channel in 0..3 * BUDGET {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let socket_pair = util::open_fds();
+        // A channel without a ring tries again every 16 socket messages; one look at the
+        // watched units comes every as many refused tries as units are watched.
+        let mut sent = 0;
+        while sent < WARM_UP as u32 || util::open_fds() != socket_pair + 1 {
+            tx.send(sent).unwrap();
+            assert_eq!(rx.recv().unwrap(), sent);
+            sent += 1;
+            assert!(sent < 20_000, "channel {channel} got no ring (the budget is {BUDGET})");
+        }
+        drop(rx);
+        drop(tx);
+    }
 }

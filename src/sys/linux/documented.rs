@@ -7,8 +7,8 @@ use super::intake::{MAPPED_BUDGET, MAPS_PER_RECEIVER};
 use super::pool::{MAX_ENTRIES, MAX_RETAINED};
 use super::ring::{RING_AFTER, RING_BYTES, RING_MESSAGE_MAX, SLOTS};
 use super::select::AWAKE_MAX;
-use super::socket::AT_THE_LIMIT;
 use super::server::{MAX_WAITING, SILENT_DEADLINE};
+use super::socket::AT_THE_LIMIT;
 use crate::sys::MESSAGES_PER_RECEIVER;
 
 const README: &str = include_str!("../../../README.md");

@@ -33,19 +33,21 @@
 //!
 //! - a receiver dropped here gives its unit back if its socket then has nothing outstanding
 //!   (every sender was gone first, the usual end of a channel);
-//! - a receiver dropped while a sender lives keeps its unit charged for the life of the process
-//!   (its copy may stay queued as long as that sender does, and nothing here would learn when it
-//!   goes);
-//! - a receiver that moves to another process (or to another channel end in this one) keeps its
-//!   unit charged here, for the same reason: its ring goes along, but the queued copy stays
-//!   where this process put it, charged to the user through this process's send. The process it
-//!   arrives in takes no unit (it queued nothing);
+//! - a receiver dropped while a sender lives, or one that moved to another process (its ring
+//!   goes along, but the queued copy stays where this process put it, charged to the user
+//!   through this process's send; the process it arrives in takes no unit), hands its unit to
+//!   a watch list, with the inode of the sending socket the copy is queued on, which the
+//!   kernel tells (`sock_diag.rs`). When the budget is spent, a unit is taken back from every
+//!   watched socket the kernel no longer knows (one look every as many refused takes as units
+//!   are watched: each watched socket costs a netlink query). Where the kernel cannot be asked
+//!   (a sandbox without netlink), the unit stays charged for the life of the process;
 //! - a child made by `fork` inherits the count (an over-count of what it queued: conservative)
 //!   and never gives back a unit taken before the fork.
 //!
-//! The budget can therefore run down in a process whose receivers often outlive nothing but
-//! are dropped before their senders; such a process makes fewer rings later (its channels stay on
-//! the socket, which is correct, only slower), and never contributes more than the budget.
+//! A unit whose sending socket lives on stays charged while it does: a process whose dropped
+//! receivers' senders all live (in processes that keep them) makes no more rings past the
+//! budget (its channels stay on the socket, which is correct, only slower), and never
+//! contributes more than the budget.
 //!
 //! ## Pooled payload memfds
 //!
@@ -56,12 +58,13 @@
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use rustix::process::{getrlimit, Resource};
 
 use super::fork;
+use super::sock_diag::SockDiag;
 
 /// The fewest control memfds a process may leave queued, however low its limit.
 pub(super) const QUEUED_FLOOR: usize = 4;
@@ -128,45 +131,83 @@ impl Budget {
 static QUEUED: Budget = Budget::new();
 
 /// One control memfd this process queued for a channel's senders, held by the channel's
-/// receiver: dropped, it gives its unit back, unless it was kept charged (see the module).
+/// receiver: dropped, it gives its unit back (in the fork generation that took it).
 pub(super) struct QueuedUnit {
     /// The fork generation that took it; a forked child's copy gives nothing back.
     born: u64,
-    kept: AtomicBool,
 }
 
+/// Units whose copies may still be queued, each with the inode of the sending socket its copy
+/// is queued on: given back once the kernel no longer knows that socket.
+static WATCHED: Mutex<Vec<(u32, QueuedUnit)>> = Mutex::new(Vec::new());
+
 impl QueuedUnit {
-    /// A unit of this process's budget, or `None` when the budget is spent.
+    /// A unit of this process's budget, or `None` when the budget is spent (and none of the
+    /// watched units could be taken back).
     pub fn take() -> Option<QueuedUnit> {
-        QUEUED.take(queued_budget()).then(|| QueuedUnit { born: fork::generation(), kept: AtomicBool::new(false) })
+        let budget = queued_budget();
+        let taken = QUEUED.take(budget) || (reclaim(false) > 0 && QUEUED.take(budget));
+        taken.then(|| QueuedUnit { born: fork::generation() })
     }
 
-    /// The copy may stay queued beyond anything this process can see: the unit stays charged.
-    pub fn keep_charged(&self) {
-        self.kept.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether the unit stays charged when dropped.
-    #[cfg(test)]
-    pub fn is_kept(&self) -> bool {
-        self.kept.load(Ordering::Relaxed)
-    }
-
-    /// Keeps the unit charged unless `socket` (the receiving end that queued the copy) has
-    /// nothing outstanding, that is, unless the sending socket was released and the copy with it.
-    pub fn settle_at_drop(&self, socket: BorrowedFd<'_>) {
-        if !matches!(outstanding_bytes(socket), Ok(0)) {
-            self.keep_charged();
+    /// The receiver that held the unit is dropped; `socket` is its receiving end (still open),
+    /// whose sent copy holds the unit. Given back now if the copy is freed, else watched until
+    /// the sending socket is released (see the module).
+    pub fn settle_at_drop(self, socket: BorrowedFd<'_>) {
+        if self.born != fork::generation() || matches!(outstanding_bytes(socket), Ok(0)) {
+            return; // dropped: given back if this generation took it
+        }
+        match SockDiag::open().and_then(|diag| diag.peer_of(socket)) {
+            Ok(None) => {} // the sending socket is gone, and the copy with it
+            Ok(Some(peer)) => match WATCHED.try_lock() {
+                Ok(mut watched) => watched.push((peer, self)),
+                Err(_) => std::mem::forget(self), // poisoned, or locked across a fork: stays charged
+            },
+            // Unknown: stays charged for the life of the process.
+            Err(_) => std::mem::forget(self),
         }
     }
 }
 
 impl Drop for QueuedUnit {
     fn drop(&mut self) {
-        if !self.kept.load(Ordering::Relaxed) && self.born == fork::generation() {
+        if self.born == fork::generation() {
             QUEUED.give_back();
         }
     }
+}
+
+/// Gives back the watched units whose sending sockets the kernel no longer knows; returns how
+/// many. A look costs a netlink query per watched unit, so unless `now`, a spent budget looks
+/// once every as many refused takes as units are watched: one query per refused take, on
+/// average (a refused take comes at most every 16 socket messages of a channel without a ring).
+fn reclaim(now: bool) -> usize {
+    static REFUSED_SINCE_LOOK: AtomicUsize = AtomicUsize::new(0);
+    let Ok(mut watched) = WATCHED.try_lock() else { return 0 };
+    let generation = fork::generation();
+    // A forked child's entries are its parent's: dropped here without giving anything back.
+    watched.retain(|(_, unit)| unit.born == generation);
+    let refused = REFUSED_SINCE_LOOK.fetch_add(1, Ordering::Relaxed) + 1;
+    if watched.is_empty() || (!now && refused < watched.len()) {
+        return 0;
+    }
+    REFUSED_SINCE_LOOK.store(0, Ordering::Relaxed);
+    let Ok(diag) = SockDiag::open() else { return 0 };
+    let before = watched.len();
+    watched.retain(|&(peer, _)| !matches!(diag.exists(peer), Ok(false)));
+    before - watched.len()
+}
+
+/// Whether a unit waits for the sending socket with this inode to go.
+#[cfg(test)]
+pub(super) fn is_watched(peer: u32) -> bool {
+    WATCHED.lock().unwrap().iter().any(|&(inode, _)| inode == peer)
+}
+
+/// Looks at the watched units now (what a spent budget does every so many refused takes).
+#[cfg(test)]
+pub(super) fn reclaim_now() {
+    reclaim(true);
 }
 
 /// `SIOCOUTQ` (`TIOCOUTQ`, the same number on every Linux architecture crossproc builds for).

@@ -21,6 +21,7 @@
 //! - [`intake`]: copying a pooled payload out on the receiving side.
 //! - [`inflight`]: the shares of `RLIMIT_NOFILE` that queued control memfds and pooled payload
 //!   memfds may take.
+//! - [`sock_diag`]: asking the kernel whether a Unix socket still exists (`unix_diag`).
 //! - [`shared_map`]: the mapping of a pooled memfd both sides copy through.
 //! - [`select`]: many receivers behind one epoll descriptor.
 //! - [`server`]: named servers: the listening socket, `SO_PEERCRED`, and the epoll-driven
@@ -47,6 +48,7 @@ mod select;
 mod sender;
 mod server;
 mod shared_map;
+mod sock_diag;
 mod socket;
 #[path = "../unix/spawn.rs"]
 mod spawn;

@@ -221,10 +221,8 @@ impl OsIpcReceiver {
         if let Some(ring) = self.ring.get() {
             ring.depart();
         }
-        // Its control memfd stays queued where this process left it (`inflight.rs`).
-        if let Some(unit) = self.queued.get() {
-            unit.keep_charged();
-        }
+        // Its control memfd stays queued where this process left it, and its unit stays charged
+        // here until that copy is freed (`inflight.rs`, settled when this copy is dropped).
     }
 
     /// This receiver's socket, for a child to inherit. Only a receiver without a ring can be
@@ -607,9 +605,10 @@ fn queued_bytes(socket: BorrowedFd<'_>) -> u64 {
 
 impl Drop for OsIpcReceiver {
     fn drop(&mut self) {
-        // The unit of a ring made here goes back only if the queued control memfd is known to
-        // be freed by now (every sending end was closed first): see `inflight.rs`.
-        if let Some(unit) = self.queued.get() {
+        // The unit of a ring made here goes back once the queued control memfd is freed (every
+        // sending end closed): now, or when the kernel no longer knows the sending socket. See
+        // `inflight.rs`.
+        if let Some(unit) = self.queued.take() {
             unit.settle_at_drop(self.fd.as_fd());
         }
     }
@@ -872,28 +871,33 @@ mod tests {
     }
 
     /// Item 1 of issue 23: a ring made here takes a unit of the process's budget of queued
-    /// control memfds, which goes back when the receiver is dropped only if its copy is known to
-    /// be freed (every sending end closed first); one that moves keeps it charged here.
+    /// control memfds. Dropped after every sender, the receiver gives it back at once; dropped
+    /// while a sender lives, or moved away, it leaves the unit watched until the kernel no longer
+    /// knows the sending socket its copy is queued on.
     #[test]
-    fn a_ring_takes_a_unit_that_goes_back_only_once_its_copy_is_freed() {
+    fn a_ring_takes_a_unit_that_goes_back_once_its_copy_is_freed() {
+        let inode = |fd: BorrowedFd<'_>| rustix::fs::fstat(fd).unwrap().st_ino as u32;
+        for moved in [false, true] {
+            let (tx, rx, writer) = channel_with_ring();
+            assert!(rx.queued.get().is_some(), "the ring took a unit");
+            let sending = inode(tx.as_fd());
+            if moved {
+                rx.depart(); // what a send that carries the receiver away does to it
+            }
+            drop(rx);
+            assert!(super::super::inflight::is_watched(sending), "a sender lives: the copy stays queued");
+            super::super::inflight::reclaim_now();
+            assert!(super::super::inflight::is_watched(sending), "the sender still lives");
+            drop((tx, writer));
+            super::super::inflight::reclaim_now();
+            assert!(!super::super::inflight::is_watched(sending), "the sender is gone, and the copy with it");
+        }
+
         let (tx, rx, _writer) = channel_with_ring();
-        let unit = rx.queued.get().expect("the ring took a unit");
-        unit.settle_at_drop(rx.fd.as_fd());
-        assert!(unit.is_kept(), "a sender lives: the copy stays queued");
-
-        let (tx2, rx2, _writer) = channel_with_ring();
-        drop(tx2);
-        let unit = rx2.queued.get().unwrap();
-        unit.settle_at_drop(rx2.fd.as_fd());
-        assert!(!unit.is_kept(), "every sender is gone, and the queued copy with them");
-
-        // What a send that carries the receiver away does to it.
-        let (tx3, rx3, _writer) = channel_with_ring();
-        rx3.depart();
-        drop(tx3);
-        let unit = rx3.queued.get().unwrap();
-        assert!(unit.is_kept(), "a receiver that moved keeps its unit charged here");
+        let sending = inode(tx.as_fd());
         drop(tx);
+        drop(rx);
+        assert!(!super::super::inflight::is_watched(sending), "every sender was gone first: given back at once");
     }
 
     /// A receiver that declines the ring (rings turned off where it is) tells its senders, who
