@@ -44,7 +44,13 @@ fn cpu_time(pid: u32) -> Duration {
 
 /// The median of `RUNS` runs of `run` (after one warm-up): wall time and CPU time of this
 /// process and `child` together (`child` may be this process: it is counted once).
-fn measure(child: u32, mut run: impl FnMut()) -> (Duration, Duration) {
+fn measure(child: u32, run: impl FnMut()) -> (Duration, Duration) {
+    each_run(child, RUNS, run)[RUNS / 2]
+}
+
+/// Wall and CPU time of this process and `child` together (counted once if it is this
+/// process) for each of `runs` runs of `run` (after one warm-up), sorted by wall time.
+fn each_run(child: u32, runs: usize, mut run: impl FnMut()) -> Vec<(Duration, Duration)> {
     let cpu_of_both = || {
         let here = cpu_time(std::process::id());
         if child == std::process::id() {
@@ -53,24 +59,6 @@ fn measure(child: u32, mut run: impl FnMut()) -> (Duration, Duration) {
             here + cpu_time(child)
         }
     };
-    run();
-    let mut samples: Vec<(Duration, Duration)> = (0..RUNS)
-        .map(|_| {
-            let cpu = cpu_of_both();
-            let start = Instant::now();
-            run();
-            let wall = start.elapsed();
-            (wall, cpu_of_both() - cpu)
-        })
-        .collect();
-    samples.sort();
-    samples[RUNS / 2]
-}
-
-/// Wall and CPU time of both processes for each of `runs` runs of `run` (after one warm-up),
-/// sorted by wall time.
-fn each_run(child: u32, runs: usize, mut run: impl FnMut()) -> Vec<(Duration, Duration)> {
-    let cpu_of_both = || cpu_time(std::process::id()) + cpu_time(child);
     run();
     let mut samples: Vec<(Duration, Duration)> = (0..runs)
         .map(|_| {
