@@ -245,6 +245,57 @@ fn select(c: &mut Criterion) {
     group.finish();
 }
 
+/// Issue 24's rows: channels whose ends never leave this process, with crossbeam-channel
+/// between threads (no encoding, no system call) as the floor.
+fn within_one_process(c: &mut Criterion) {
+    let mut group = c.benchmark_group("local_reply_round");
+    let crossproc = with_crossproc::local_requests();
+    group.bench_function("crossproc", |b| b.iter(|| with_crossproc::local_reply_round(&crossproc)));
+    let ipc_channel = with_ipc_channel::local_requests();
+    group.bench_function("ipc-channel", |b| b.iter(|| with_ipc_channel::local_reply_round(&ipc_channel)));
+    let crossbeam = crossbeam_channel::unbounded::<crossbeam_channel::Sender<u32>>();
+    group.bench_function("crossbeam-channel", |b| {
+        b.iter(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<u32>(1);
+            crossbeam.0.send(tx).unwrap();
+            crossbeam.1.recv().unwrap().send(7).unwrap();
+            assert_eq!(rx.recv().unwrap(), 7);
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("local_pass_sender");
+    group.bench_function("crossproc", |b| b.iter(|| with_crossproc::local_pass_sender(&crossproc)));
+    group.bench_function("ipc-channel", |b| b.iter(|| with_ipc_channel::local_pass_sender(&ipc_channel)));
+    group.bench_function("crossbeam-channel", |b| {
+        b.iter(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<u32>(1);
+            crossbeam.0.send(tx).unwrap();
+            drop((crossbeam.1.recv().unwrap(), rx));
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("local_stream_64B");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("crossproc", |b| b.iter_custom(with_crossproc::local_stream));
+    group.bench_function("ipc-channel", |b| b.iter_custom(with_ipc_channel::local_stream));
+    group.bench_function("crossbeam-channel", |b| {
+        b.iter_custom(|count| {
+            let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+            let reader = std::thread::spawn(move || while rx.recv().is_ok() {});
+            let start = std::time::Instant::now();
+            for _ in 0..count {
+                tx.send(vec![7; 64]).unwrap();
+            }
+            drop(tx);
+            reader.join().unwrap();
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
 fn main() {
     if small::run_child() {
         return;
@@ -277,6 +328,7 @@ fn main() {
     small_messages(&mut criterion);
     sizes(&mut criterion);
     select(&mut criterion);
+    within_one_process(&mut criterion);
     criterion.final_summary();
     if std::env::args().any(|arg| arg == "--list") {
         return;

@@ -175,3 +175,38 @@ pub fn peak_memory(library: &str, size: usize) -> (u64, u64, u64, u64) {
     let child_peak = u64::from_le_bytes(child_peak[..8].try_into().unwrap_or([0; 8]));
     (super::peak_rss(), child_peak, in_flight, together)
 }
+
+/// Issue 24's rows, within one process: a channel that carries reply senders to this thread.
+pub fn local_requests() -> (IpcSender<IpcSender<u32>>, IpcReceiver<IpcSender<u32>>) {
+    ipc::channel().unwrap()
+}
+
+/// A new reply channel, its sender sent through `requests`, taken out, answered through, and
+/// the answer read: all on this thread.
+pub fn local_reply_round(requests: &(IpcSender<IpcSender<u32>>, IpcReceiver<IpcSender<u32>>)) {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    requests.0.send(tx).unwrap();
+    requests.1.recv().unwrap().send(7).unwrap();
+    assert_eq!(rx.recv().unwrap(), 7);
+}
+
+/// A new channel whose sender is sent through `requests` and taken out on this thread.
+pub fn local_pass_sender(requests: &(IpcSender<IpcSender<u32>>, IpcReceiver<IpcSender<u32>>)) {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    requests.0.send(tx).unwrap();
+    drop((requests.1.recv().unwrap(), rx));
+}
+
+/// `count` 64 B typed messages (a fresh vector each) from this thread to another, through a
+/// new channel; the time until the other thread has read the last.
+pub fn local_stream(count: u64) -> Duration {
+    let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+    let reader = std::thread::spawn(move || while rx.recv().is_ok() {});
+    let start = Instant::now();
+    for _ in 0..count {
+        tx.send(vec![7; 64]).unwrap();
+    }
+    drop(tx);
+    reader.join().unwrap();
+    start.elapsed()
+}

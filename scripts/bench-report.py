@@ -179,6 +179,23 @@ def main():
         lines.append(f"| peak memory, one 256 MiB message, {lib} | {together >> 20} MiB held by both processes at once (sampled every ms); the sum of each one's own peak and the memfd, {bound >> 20} MiB, is {bound / size:.2f} × | | | {together / size:.2f} × message | | ≤ 2.5 × (crossproc) |")
     lines += [
         "",
+        "## Within one process (issue 24's targets; both ends of every channel stay in the process)",
+        "",
+        "| scenario | crossproc | ipc-channel | crossbeam-channel | crossproc / crossbeam | crossproc / ipc-channel | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for title, group, target in [
+        ("make a reply channel, send its sender through another channel, answer through it, read the answer, on one thread", "local_reply_round", "≤ 3 × crossbeam"),
+        ("make a channel and pass its sender through another channel", "local_pass_sender", "≤ 0.1 × ipc-channel"),
+        ("64 B typed messages streamed between two threads, per message", "local_stream_64B", "≤ 1.5 × crossbeam"),
+    ]:
+        ours, theirs, floor = (results.get((group, f, None)) for f in ("crossproc", "ipc-channel", "crossbeam-channel"))
+        cells = [fmt_time(v) if v else "–" for v in (ours, theirs, floor)]
+        r1 = f"{ours / floor:.1f}" if ours and floor else "–"
+        r2 = f"{ours / theirs:.2f}" if ours and theirs else "–"
+        lines.append(f"| {title} | {' | '.join(cells)} | {r1} | {r2} | {target} |")
+    lines += [
+        "",
         "## Polling off: crossproc-sleeping (both processes) against ipc-channel and the sleeping floor",
         "",
         "| scenario | crossproc, polling off | ipc-channel | sleeping floor | / ipc-channel | / floor |",
