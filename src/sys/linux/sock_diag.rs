@@ -23,6 +23,10 @@ const NLM_F_REQUEST: u16 = 1;
 const UDIAG_SHOW_PEER: u32 = 0x4;
 /// `UNIX_DIAG_PEER`: the attribute that carries it.
 const UNIX_DIAG_PEER: u16 = 2;
+/// The longest a query waits for the kernel's answer (which comes at once) before it fails.
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Messages that are not the answer a query passes over before it gives up.
+const MAX_OTHER_MESSAGES: usize = 16;
 /// `struct nlmsghdr`.
 const HEADER_LEN: usize = 16;
 /// `struct unix_diag_msg`, which starts an answer's payload.
@@ -39,6 +43,8 @@ impl SockDiag {
         let protocol = Some(rustix::net::netlink::SOCK_DIAG);
         let socket =
             rustix::net::socket_with(AddressFamily::NETLINK, SocketType::DGRAM, SocketFlags::CLOEXEC, protocol)?;
+        // The kernel answers at once; a query is never worth waiting on for long.
+        rustix::net::sockopt::set_socket_timeout(&socket, rustix::net::sockopt::Timeout::Recv, Some(ANSWER_WAIT))?;
         Ok(SockDiag { socket })
     }
 
@@ -57,7 +63,8 @@ impl SockDiag {
 
     /// Whether a Unix socket with this inode exists (is not released). An inode the kernel
     /// gave a new socket after the old one went reads as existing: callers must take "exists"
-    /// as "may exist".
+    /// as "may exist". A kernel without `unix_diag` also answers `ENOENT`, so "gone" means gone
+    /// only where a [`peer_of`](Self::peer_of) succeeded before.
     pub fn exists(&self, inode: u32) -> io::Result<bool> {
         let mut answer = [0u8; 512];
         Ok(self.query(inode, 0, &mut answer)?.is_some())
@@ -70,8 +77,9 @@ impl SockDiag {
         request[0..4].copy_from_slice(&len.to_ne_bytes());
         request[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         request[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-        request[8..12].copy_from_slice(&inode.to_ne_bytes()); // the sequence number
-                                                              // `struct unix_diag_req`: family, protocol, padding, states, inode, show, cookie.
+        // The sequence number.
+        request[8..12].copy_from_slice(&inode.to_ne_bytes());
+        // `struct unix_diag_req`: family, protocol, padding, states, inode, show, cookie.
         let body = &mut request[HEADER_LEN..];
         body[0] = 1; // AF_UNIX
         body[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
@@ -80,8 +88,14 @@ impl SockDiag {
         body[16..24].copy_from_slice(&[0xff; 8]); // no cookie: any socket with this inode
         let kernel = SocketAddrNetlink::new(0, 0);
         rustix::net::sendto(self.socket.as_fd(), &request, SendFlags::empty(), &kernel)?;
-        loop {
-            let (len, _) = rustix::net::recv(self.socket.as_fd(), &mut *answer, RecvFlags::empty())?;
+        // Answers to earlier queries, or messages from other processes, are passed over; a
+        // flood of them makes the query fail, not last.
+        for _ in 0..MAX_OTHER_MESSAGES {
+            let (_, len, from) = rustix::net::recvfrom(self.socket.as_fd(), &mut *answer, RecvFlags::empty())?;
+            // Only the kernel's answers count (port 0): another process may send to this port.
+            if from.and_then(|from| SocketAddrNetlink::try_from(from).ok()).is_none_or(|from| from.pid() != 0) {
+                continue;
+            }
             let message = &answer[..len.min(answer.len())];
             if message.len() < HEADER_LEN + 4 {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "short sock_diag answer"));
@@ -93,17 +107,23 @@ impl SockDiag {
             }
             if kind == NLMSG_ERROR {
                 let code = i32::from_ne_bytes([message[16], message[17], message[18], message[19]]);
-                return match Errno::from_raw_os_error(-code) {
+                return match Errno::from_raw_os_error(code.wrapping_neg()) {
                     Errno::NOENT => Ok(None),
+                    _ if code >= 0 => Err(io::Error::new(io::ErrorKind::InvalidData, "sock_diag acknowledged nothing")),
                     error => Err(error.into()),
                 };
             }
-            if kind != SOCK_DIAG_BY_FAMILY || message.len() < HEADER_LEN + UNIX_DIAG_MSG_LEN {
+            let answered = message
+                .get(HEADER_LEN + 4..HEADER_LEN + 8)
+                .map(|ino| u32::from_ne_bytes([ino[0], ino[1], ino[2], ino[3]]));
+            if kind != SOCK_DIAG_BY_FAMILY || message.len() < HEADER_LEN + UNIX_DIAG_MSG_LEN || answered != Some(inode)
+            {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected sock_diag answer"));
             }
             let end = message.len();
             return Ok(Some(&answer[HEADER_LEN..end]));
         }
+        Err(io::Error::new(io::ErrorKind::InvalidData, "no sock_diag answer among the messages received"))
     }
 }
 
