@@ -1,0 +1,106 @@
+//! Review 2 of 26a5a1b (the ring budget's watch list): reproductions.
+//!
+//! The budget of queued control memfds (`src/sys/linux/inflight.rs`) must never be exceeded
+//! while the copies it counts are still queued: here, channels whose receivers were dropped
+//! while their senders live (so their copies stay queued on the sending sockets) keep their
+//! units charged, and no further channel may get a ring until a sender goes.
+
+#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+
+mod util;
+
+use std::time::Duration;
+
+use crossproc::ipc::{self, IpcReceiver, IpcSender};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use util::{assert_child_succeeds, child_command, child_role, open_fds, with_watchdog};
+
+const ENTRY: &str = "child_entry";
+
+/// Soft limit in the child: its budget of queued control memfds is an eighth, 8.
+const LIMIT: u64 = 64;
+const BUDGET: usize = (LIMIT / 8) as usize;
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    match role.as_str() {
+        "netns" => budget_in_another_network_namespace_child(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Carries traffic on a fresh channel until it has a ring (`true`), or for `messages` without
+/// one (`false`). A ring shows as one more descriptor than the socket pair (its control memfd,
+/// as tests/ring.rs counts it).
+fn gets_a_ring(tx: &IpcSender<u32>, rx: &IpcReceiver<u32>, socket_pair: usize, messages: u32) -> bool {
+    for sent in 0..messages {
+        tx.send(sent).unwrap();
+        assert_eq!(rx.recv().unwrap(), sent);
+        if sent >= 20 && open_fds() == socket_pair + 1 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Spends the budget on channels whose receivers are dropped while their senders live (kept in
+/// the returned vector): every unit is on the watch list, and every copy still queued.
+fn spend_the_budget_on_live_senders() -> Vec<IpcSender<u32>> {
+    let mut live = Vec::new();
+    for channel in 0..BUDGET {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let socket_pair = open_fds();
+        assert!(gets_a_ring(&tx, &rx, socket_pair, 20_000), "channel {channel} of the budget got no ring");
+        drop(rx);
+        live.push(tx);
+    }
+    live
+}
+
+/// Whether a new channel gets a ring within 1,000 socket messages (more than enough for the
+/// refused takes that make the budget look at its watch list: one look per 8 refused takes,
+/// one refused take per 16 messages).
+fn a_new_channel_gets_a_ring() -> bool {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let socket_pair = open_fds();
+    gets_a_ring(&tx, &rx, socket_pair, 1_000)
+}
+
+fn budget_in_another_network_namespace_child() {
+    let original = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(LIMIT), maximum: original.maximum }).unwrap();
+    let live = spend_the_budget_on_live_senders();
+    // In the network namespace the sockets were made in, the budget holds.
+    assert!(!a_new_channel_gets_a_ring(), "a ring past the budget while every sender lives (same namespace)");
+    // This thread moves to another network namespace (a sandbox that drops network access
+    // after start-up does this; root or a user namespace may). The copies stay queued, the
+    // senders live.
+    // SAFETY: unshare(2) with CLONE_NEWNET affects this thread's namespaces only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        eprintln!("skipped: unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        return;
+    }
+    // The watch list's look now asks a netlink socket made in the new namespace, where the
+    // kernel knows none of the watched sockets: every unit is given back while its copy is
+    // still queued, and the channel gets a ring the budget has no room for.
+    let past_budget = a_new_channel_gets_a_ring();
+    drop(live);
+    assert!(!past_budget, "a ring past the budget of {BUDGET} while all {BUDGET} queued copies are still queued");
+}
+
+/// Found in review: `reclaim` opens a fresh NETLINK_SOCK_DIAG socket for every look, in the
+/// network namespace of the thread that looks, and takes "no such socket" (ENOENT) as "the
+/// sending socket was released". A thread in another network namespace than the one the
+/// channels' sockets were made in gives back every watched unit while its copy is still queued:
+/// the budget (the user's in-flight descriptors) is exceeded without bound.
+#[test]
+fn the_budget_holds_when_the_looking_thread_is_in_another_network_namespace() {
+    if child_role().is_some() {
+        return;
+    }
+    with_watchdog(Duration::from_secs(120), || {
+        let child = child_command(ENTRY, "netns").spawn().unwrap();
+        assert_child_succeeds(child);
+    });
+}
