@@ -425,3 +425,49 @@ fn a_server_in_another_protocol_version_fails_connect_clearly() {
     assert!(text.contains("version 3") && text.contains("version 2"), "{text}");
     drop(server.join().unwrap());
 }
+
+/// Review 2 (side-socket path): a side "socket" that is a pipe makes `recvmsg` fail with
+/// ENOTSOCK, which `recv_side_socket` returns as is: not `InvalidData`, so the message is not
+/// refused as malformed but reported as an I/O failure of the channel.
+#[test]
+fn a_side_socket_that_is_a_pipe_is_refused() {
+    expect_refused(&header(HANDLES_ON_SIDE_SOCKET, 300, 0, 0), || {
+        let (read_end, _write_end) = pipe();
+        vec![read_end]
+    });
+}
+
+/// Review 2: the same forged message in a receiver set: the set takes the error for a closed
+/// channel, reports `ChannelClosed` and drops (closes) the member, so one hostile sender ends
+/// the channel for every honest sender of it (a router ends the route the same way).
+#[test]
+fn a_side_socket_that_is_a_pipe_does_not_close_the_channel_in_a_set() {
+    use crossproc::ipc::{IpcReceiverSet, IpcSelectionResult};
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (socket, receiver) = hostile_client();
+    let mut set = IpcReceiverSet::new().unwrap();
+    let id = set.add(receiver).unwrap();
+    {
+        let (read_end, _write_end) = pipe();
+        send_raw(&socket, &header(HANDLES_ON_SIDE_SOCKET, 300, 0, 0), &[&[read_end.as_fd()]]);
+    }
+    send_raw(&socket, &valid_packet(&"after".to_string()), &[]);
+    let mut delivered = false;
+    for _ in 0..2 {
+        for result in set.select().unwrap() {
+            match result {
+                IpcSelectionResult::ChannelClosed(closed) => {
+                    panic!("the set closed member {closed} (of {id}) over one forged message")
+                }
+                IpcSelectionResult::MessageReceived(_, message) => {
+                    assert_eq!(message.to::<String>().unwrap(), "after");
+                    delivered = true;
+                }
+            }
+        }
+        if delivered {
+            break;
+        }
+    }
+    assert!(delivered, "the message behind the forged one never came");
+}
