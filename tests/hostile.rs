@@ -471,3 +471,11 @@ fn a_side_socket_that_is_a_pipe_does_not_close_the_channel_in_a_set() {
     }
     assert!(delivered, "the message behind the forged one never came");
 }
+
+/// Review 2: a sealed region larger than any address space (2^62 bytes, a sparse memfd any
+/// process can make) fails its `mmap` with ENOMEM, which the receive returns as is
+/// (`OutOfMemory`), not `InvalidData`: a receiver set then takes the channel for closed.
+#[test]
+fn a_region_too_large_to_map_is_refused() {
+    expect_refused(&header(0, 0, 1, 0), || vec![sealed_memfd(1 << 62)]);
+}
