@@ -26,6 +26,7 @@ fn child_entry() {
     let Some(role) = child_role() else { return };
     match role.as_str() {
         "netns" => budget_in_another_network_namespace_child(),
+        "contention" => budget_under_contention_child(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -101,6 +102,90 @@ fn the_budget_holds_when_the_looking_thread_is_in_another_network_namespace() {
     }
     with_watchdog(Duration::from_secs(120), || {
         let child = child_command(ENTRY, "netns").spawn().unwrap();
+        assert_child_succeeds(child);
+    });
+}
+
+/// Ring control memfds open in this process (one per receiver with a ring).
+fn rings_open() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("crossproc-ring"))
+        .count()
+}
+
+fn budget_under_contention_child() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let original = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(LIMIT * 4), maximum: original.maximum }).unwrap();
+    // The budget was read once, at the first ring: 8 under a soft limit of 64.
+    setrlimit(Resource::Nofile, Rlimit { current: Some(LIMIT), maximum: original.maximum }).unwrap();
+    let mut pinned = spend_the_budget_on_live_senders();
+    // One unit free, seven watched with live senders: every look at the watch list makes seven
+    // netlink queries while it holds the list's lock.
+    drop(pinned.pop());
+    setrlimit(Resource::Nofile, Rlimit { current: Some(LIMIT * 4), maximum: original.maximum }).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Channels that never get a ring (the budget is spent): each refused take, every 16
+        // messages, counts toward a look at the watch list.
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let (tx, rx) = ipc::channel::<u32>().unwrap();
+                for n in 0..200 {
+                    tx.send(n).unwrap();
+                    rx.recv().unwrap();
+                }
+                drop(tx);
+                drop(rx);
+            }
+        });
+        // Channels that take the free unit and drop their receiver while the sender lives:
+        // the unit goes on the watch list, unless the list is locked by a look just then.
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let (tx, rx) = ipc::channel::<u32>().unwrap();
+                for n in 0..40 {
+                    tx.send(n).unwrap();
+                    rx.recv().unwrap();
+                }
+                drop(rx);
+                drop(tx);
+            }
+        });
+        std::thread::sleep(Duration::from_secs(5));
+        stop.store(true, Ordering::Relaxed);
+    });
+    drop(pinned);
+    // Every sender is gone: the whole budget must come back. Keep channels alive, each with
+    // traffic enough for its refused takes to look at the watch list.
+    let baseline = rings_open();
+    let mut alive = Vec::new();
+    for _ in 0..BUDGET {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        for n in 0..2_000 {
+            tx.send(n).unwrap();
+            rx.recv().unwrap();
+        }
+        alive.push((tx, rx));
+    }
+    let rings = rings_open() - baseline;
+    assert_eq!(rings, BUDGET, "only {rings} of {BUDGET} channels got a ring with every sender gone: units lost for good");
+}
+
+/// Found in review: `settle_at_drop` puts a unit on the watch list with `WATCHED.try_lock()`,
+/// and forgets the unit (charged for the life of the process) when the lock is taken, which it
+/// is for the whole of every look (`reclaim`, one netlink query per watched unit, the lock held
+/// throughout). Receivers dropped on one thread while another looks lose their units for good:
+/// the budget runs down again, what 26a5a1b set out to end.
+#[test]
+fn the_budget_does_not_run_down_when_receivers_are_dropped_during_a_look() {
+    if child_role().is_some() {
+        return;
+    }
+    with_watchdog(Duration::from_secs(120), || {
+        let child = child_command(ENTRY, "contention").spawn().unwrap();
         assert_child_succeeds(child);
     });
 }
