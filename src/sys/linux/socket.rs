@@ -407,7 +407,7 @@ pub(super) fn decode_message(
         if fds.len() != 0 {
             return Err(invalid_data("descriptors beside a side socket"));
         }
-        recv_side_socket(side.as_fd(), expected)?
+        recv_side_socket(side.as_fd(), expected).map_err(|error| refused(error, "an unreadable side socket"))?
     } else {
         fds.collect()
     };
@@ -425,9 +425,21 @@ pub(super) fn decode_message(
         };
         channels.push(OsOpaqueIpcChannel::from_received(fd, ring)?);
     }
-    let shared_memory = handles.map(OsIpcSharedMemory::from_sealed).collect::<io::Result<Vec<_>>>()?;
+    let shared_memory = handles
+        .map(|fd| OsIpcSharedMemory::from_sealed(fd).map_err(|error| refused(error, "a region that cannot be mapped")))
+        .collect::<io::Result<Vec<_>>>()?;
     let message = OsIpcMessage { data, channels, shared_memory, max_nesting: limits.max_nesting() };
     Ok((Some(message), header.ticket))
+}
+
+/// A message refused for `what` a peer sent (a side socket that is a pipe, a region too large
+/// to map): whatever the system call said, `InvalidData`, so that a select drops the message
+/// and keeps the channel (another error would close it).
+fn refused(error: io::Error, what: &str) -> io::Error {
+    if error.kind() == io::ErrorKind::InvalidData {
+        return error;
+    }
+    invalid_data(&format!("{what}: {error}"))
 }
 
 /// Reads exactly `expected` descriptors from a side socket whose sender has finished writing.
