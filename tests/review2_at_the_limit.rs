@@ -137,6 +137,9 @@ fn honest_messages_survive_another_channels_traffic(count: usize) {
         let lost = report.recv().unwrap();
         let status = child.wait().unwrap();
         assert!(status.success(), "the child failed: {status}");
-        assert_eq!(lost, 0, "{lost} of {sent} honest messages ({count} descriptors each) lost to another channel's traffic");
+        assert_eq!(
+            lost, 0,
+            "{lost} of {sent} honest messages ({count} descriptors each) lost to another channel's traffic"
+        );
     });
 }

@@ -171,7 +171,10 @@ fn budget_under_contention_child() {
         alive.push((tx, rx));
     }
     let rings = rings_open() - baseline;
-    assert_eq!(rings, BUDGET, "only {rings} of {BUDGET} channels got a ring with every sender gone: units lost for good");
+    assert_eq!(
+        rings, BUDGET,
+        "only {rings} of {BUDGET} channels got a ring with every sender gone: units lost for good"
+    );
 }
 
 /// Found in review: `settle_at_drop` puts a unit on the watch list with `WATCHED.try_lock()`,

@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use rustix::cmsg_space;
@@ -192,39 +192,59 @@ pub(super) fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: Recv
 
 /// One packet past a connection reset: `None` when the peer hung up with the queue empty.
 ///
-/// A packet with descriptors is peeked at first, with a control buffer, which installs copies
-/// of its descriptors while the packet stays queued with its own: when this process is at its
-/// limit, that is an error (`OutOfDescriptors`) and the packet stays for a receive once
-/// descriptors are free (see [`read_one`] for a packet larger than the room). Read in one step, it would have been consumed with the
-/// descriptors the kernel could not install dropped: a message lost to this process's own
-/// limit. Then it is read as usual. Should that read find no room for its own copies (the
-/// peek took the last), the peek's copies stand in for them, if the packet read is the one
-/// peeked at (the same bytes). A packet without descriptors is read as usual after the peek.
+/// A first look (a peek with no room for descriptors, which installs none) tells whether the
+/// packet carries descriptors. One without is read as usual. One with is peeked at again with
+/// a control buffer, which installs copies of its descriptors while the packet stays queued with
+/// its own: when this process is at its limit, that is an error (`OutOfDescriptors`) and the
+/// packet stays for a receive once descriptors are free (see [`read_one`] for a packet larger
+/// than the room). Read in one step, it would have been consumed with the descriptors the
+/// kernel could not install dropped: a message lost to this process's own limit. Then it is
+/// read as usual. Should that read find no room for its own copies (the peek took the last),
+/// the peek's copies stand in for them, if the packet read is the one peeked at (the same
+/// bytes).
+///
+/// The peek and the read of a packet with descriptors take [`DESCRIPTOR_INTAKE`]: the room a
+/// peek finds must not depend on what other threads' receives hold for a moment (each installs
+/// a packet's descriptors twice), else another channel's traffic would decide whether an honest
+/// message is kept or refused.
 ///
 /// The caller serialises this among the readers of this process (`OsIpcReceiver::
 /// recv_ticketed`), and `flags` must not wait unless they peek. A `fork` copy of the receiver
 /// that reads the same socket may take the packet between the peek and the read; the read
 /// then delivers the next packet, as it always did.
 fn recv_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
-    if flags.contains(RecvFlags::PEEK) {
+    if flags.contains(RecvFlags::PEEK) || !carries_descriptors(socket) {
         return read_one(socket, buffer, flags);
     }
+    let _intake = descriptor_intake();
     PEEK_BUFFER.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         scratch.resize(buffer.len(), 0);
-        // The peek copies only the start of a long packet: one without descriptors is read
-        // whole next, and a long one with descriptors (rare) is peeked at again, whole.
+        // The peek copies only the start of a long packet: a long one with descriptors (rare)
+        // is peeked at again, whole. A peek whose probe found room after all (another thread
+        // closed a descriptor meanwhile) is taken once more before the packet is refused.
         let short = buffer.len().min(PEEK_BYTES);
         let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-        let Some(mut peeked) = read_one(socket, &mut scratch[..short], flags | peek)? else { return Ok(None) };
-        if peeked.fds.is_empty() && (peeked.refused.is_none() || peeked.len == short) {
-            return read_one(socket, buffer, flags);
+        let mut peeked = None;
+        for _ in 0..2 {
+            drop(peeked.take());
+            let Some(mut look) = read_one(socket, &mut scratch[..short], flags | peek)? else { return Ok(None) };
+            if look.fds.is_empty() && look.refused.is_none() {
+                // Not the packet the first look saw (a fork copy took that one): no descriptors.
+                return read_one(socket, buffer, flags);
+            }
+            if look.len == short && short < buffer.len() {
+                drop(look);
+                let Some(whole) = read_one(socket, &mut scratch[..], flags | peek)? else { return Ok(None) };
+                look = whole;
+            }
+            let settled = look.refused != Some(MAY_NOT_RECEIVE);
+            peeked = Some(look);
+            if settled {
+                break;
+            }
         }
-        if peeked.len == short && short < buffer.len() {
-            drop(peeked);
-            let Some(whole) = read_one(socket, &mut scratch[..], flags | peek)? else { return Ok(None) };
-            peeked = whole;
-        }
+        let peeked = peeked.expect("peeked at least once");
         let Some(read) = read_one(socket, buffer, flags | RecvFlags::DONTWAIT)? else { return Ok(None) };
         let same = read.len == peeked.len && buffer[..read.len] == scratch[..read.len];
         if read.refused.is_some() && peeked.refused.is_none() && same {
@@ -234,6 +254,37 @@ fn recv_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::
     })
 }
 
+/// Whether the next packet on `socket` carries descriptors, by a peek with no room for them
+/// (which installs none: the kernel says `MSG_CTRUNC`). `false` also when there is no packet
+/// or the look fails: the read that follows says so.
+fn carries_descriptors(socket: BorrowedFd<'_>) -> bool {
+    let mut iov = [IoSliceMut::new(&mut [])];
+    let mut control = RecvAncillaryBuffer::default();
+    let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+    retry_on_intr(|| recvmsg(socket, &mut iov, &mut control, flags))
+        .is_ok_and(|received| received.flags.contains(ReturnFlags::CTRUNC))
+}
+
+/// Held by a receive while it peeks at and reads a packet with descriptors (see
+/// [`recv_one`]): a few system calls, never a wait.
+static DESCRIPTOR_INTAKE: Mutex<()> = Mutex::new(());
+
+/// A turn at [`DESCRIPTOR_INTAKE`], after at most this many tries, yielding between them.
+/// The turn only makes the room a peek finds exact: a receive goes on without it (`None`)
+/// rather than wait for ever, which only a child forked while another thread held it would
+/// (that thread is not in the child to let go).
+fn descriptor_intake() -> Option<MutexGuard<'static, ()>> {
+    const TRIES: usize = 10_000;
+    for _ in 0..TRIES {
+        match DESCRIPTOR_INTAKE.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    None
+}
+
 /// Bytes [`recv_one`] peeks at first.
 const PEEK_BYTES: usize = 4096;
 
@@ -241,6 +292,9 @@ thread_local! {
     /// Where [`recv_one`] peeks.
     static PEEK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Why a packet whose descriptors were truncated with room to spare is refused.
+const MAY_NOT_RECEIVE: &str = "descriptors truncated (the packet carries descriptors this process may not receive)";
 
 /// A process with fewer descriptors free than this is at its descriptor limit: a packet whose
 /// descriptors do not fit then stays queued (the error says to free some). With more free, a
@@ -279,7 +333,7 @@ fn read_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::
                 "a message was lost: it carried more descriptors than this process had free (out of \
                  descriptors: EMFILE or ENFILE)",
             ),
-            None => Some("descriptors truncated (the packet carries descriptors this process may not receive)"),
+            None => Some(MAY_NOT_RECEIVE),
         }
     } else if received.flags.contains(ReturnFlags::TRUNC) {
         Some("packet larger than the largest inline message")
