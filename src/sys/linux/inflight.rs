@@ -59,7 +59,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 
 use rustix::process::{getrlimit, Resource};
 
@@ -137,9 +137,38 @@ pub(super) struct QueuedUnit {
     born: u64,
 }
 
-/// Units whose copies may still be queued, each with the inode of the sending socket its copy
-/// is queued on: given back once the kernel no longer knows that socket.
-static WATCHED: Mutex<Vec<(u32, QueuedUnit)>> = Mutex::new(Vec::new());
+/// A unit whose copy may still be queued on a sending socket, given back once the kernel no
+/// longer knows that socket.
+struct Watched {
+    /// The sending socket's inode.
+    peer: u32,
+    /// The network namespace the socket was found in (its inode): the kernel knows a Unix
+    /// socket by inode only in its own namespace, so only a thread in the same one may ask.
+    namespace: u64,
+    unit: QueuedUnit,
+}
+
+/// The watched units. Held only to add or take entries, never across a query.
+static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
+
+/// The watch list, after at most a few tries (yielding between them): `None` if it stays
+/// locked, which only a child forked while another thread held it would see for ever.
+fn watched() -> Option<MutexGuard<'static, Vec<Watched>>> {
+    const TRIES: usize = 1_000;
+    for _ in 0..TRIES {
+        match WATCHED.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    None
+}
+
+/// The inode of this thread's network namespace (`None` where `/proc` cannot tell).
+fn network_namespace() -> Option<u64> {
+    rustix::fs::stat("/proc/thread-self/ns/net").ok().map(|stat| stat.st_ino)
+}
 
 impl QueuedUnit {
     /// A unit of this process's budget, or `None` when the budget is spent (and none of the
@@ -152,18 +181,20 @@ impl QueuedUnit {
 
     /// The receiver that held the unit is dropped; `socket` is its receiving end (still open),
     /// whose sent copy holds the unit. Given back now if the copy is freed, else watched until
-    /// the sending socket is released (see the module).
+    /// the sending socket is released (see the module); kept charged for the life of the
+    /// process where that cannot be watched.
     pub fn settle_at_drop(self, socket: BorrowedFd<'_>) {
         if self.born != fork::generation() || matches!(outstanding_bytes(socket), Ok(0)) {
             return; // dropped: given back if this generation took it
         }
+        let Some(namespace) = network_namespace() else { return std::mem::forget(self) };
         match SockDiag::open().and_then(|diag| diag.peer_of(socket)) {
             Ok(None) => {} // the sending socket is gone, and the copy with it
-            Ok(Some(peer)) => match WATCHED.try_lock() {
-                Ok(mut watched) => watched.push((peer, self)),
-                Err(_) => std::mem::forget(self), // poisoned, or locked across a fork: stays charged
+            Ok(Some(peer)) => match watched() {
+                Some(mut watched) => watched.push(Watched { peer, namespace, unit: self }),
+                None => std::mem::forget(self),
             },
-            // Unknown: stays charged for the life of the process.
+            // Unknown (no netlink here, or the socket is in another namespace than this thread).
             Err(_) => std::mem::forget(self),
         }
     }
@@ -181,27 +212,39 @@ impl Drop for QueuedUnit {
 /// many. A look costs a netlink query per watched unit, so unless `now`, a spent budget looks
 /// once every as many refused takes as units are watched: one query per refused take, on
 /// average (a refused take comes at most every 16 socket messages of a channel without a ring).
+/// Only units found in this thread's network namespace are looked at; the list is not held
+/// during the queries.
 fn reclaim(now: bool) -> usize {
     static REFUSED_SINCE_LOOK: AtomicUsize = AtomicUsize::new(0);
-    let Ok(mut watched) = WATCHED.try_lock() else { return 0 };
+    let Some(namespace) = network_namespace() else { return 0 };
     let generation = fork::generation();
-    // A forked child's entries are its parent's: dropped here without giving anything back.
-    watched.retain(|(_, unit)| unit.born == generation);
-    let refused = REFUSED_SINCE_LOOK.fetch_add(1, Ordering::Relaxed) + 1;
-    if watched.is_empty() || (!now && refused < watched.len()) {
-        return 0;
+    let mut looked_at = {
+        let Some(mut watched) = watched() else { return 0 };
+        // A forked child's entries are its parent's: dropped here without giving anything back.
+        watched.retain(|entry| entry.unit.born == generation);
+        let refused = REFUSED_SINCE_LOOK.fetch_add(1, Ordering::Relaxed) + 1;
+        if watched.is_empty() || (!now && refused < watched.len()) {
+            return 0;
+        }
+        REFUSED_SINCE_LOOK.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *watched)
+    };
+    let before = looked_at.len();
+    if let Ok(diag) = SockDiag::open() {
+        looked_at.retain(|entry| entry.namespace != namespace || !matches!(diag.exists(entry.peer), Ok(false)));
     }
-    REFUSED_SINCE_LOOK.store(0, Ordering::Relaxed);
-    let Ok(diag) = SockDiag::open() else { return 0 };
-    let before = watched.len();
-    watched.retain(|&(peer, _)| !matches!(diag.exists(peer), Ok(false)));
-    before - watched.len()
+    let given_back = before - looked_at.len();
+    match watched() {
+        Some(mut watched) => watched.append(&mut looked_at),
+        None => looked_at.into_iter().for_each(std::mem::forget),
+    }
+    given_back
 }
 
 /// Whether a unit waits for the sending socket with this inode to go.
 #[cfg(test)]
 pub(super) fn is_watched(peer: u32) -> bool {
-    WATCHED.lock().unwrap().iter().any(|&(inode, _)| inode == peer)
+    WATCHED.lock().unwrap().iter().any(|entry| entry.peer == peer)
 }
 
 /// Looks at the watched units now (what a spent budget does every so many refused takes).
