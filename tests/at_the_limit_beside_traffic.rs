@@ -1,4 +1,4 @@
-//! Review 2 of ca34189 (`AT_THE_LIMIT`): reproductions.
+//! A message at the descriptor limit beside another channel's traffic (issue 23).
 //!
 //! Whether a message whose descriptors do not fit is kept (out of descriptors, queued) or lost
 //! (`InvalidData`) is decided by how many descriptors *its peek* managed to install. That count
@@ -7,15 +7,16 @@
 //! (installed again), so a receive of a packet with n descriptors holds up to 2n for a while.
 //! A sender on one channel that sends packets with many descriptors (a hostile one sends 253 on
 //! each) makes the free room of the whole process swing by hundreds, and an honest message with
-//! 16 or more descriptors on *another* channel, received by another thread meanwhile, is lost
-//! although the process always had room for it.
+//! 16 or more descriptors on *another* channel, received by another thread meanwhile, was
+//! lost although the process always had room for it (found in review). Receives of packets
+//! with descriptors now take turns at their peek and read (`socket.rs`, `DESCRIPTOR_INTAKE`).
 
 #![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 
 mod util;
 
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossproc::ipc::{self, inherited_receiver, IpcCommandExt, IpcError, IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
@@ -42,8 +43,8 @@ const HONEST: usize = 40;
 /// Descriptors the child leaves free: room for the honest message many times over (its peek
 /// and its read, 80), and for one big message's peek.
 const FREE: usize = BIG + 2 * HONEST;
-/// How long the parent keeps both channels busy.
-const BUSY: Duration = Duration::from_secs(4);
+/// Honest messages the parent sends while the other channel is kept busy.
+const HONEST_MESSAGES: u32 = 5_000;
 
 #[test]
 fn child_entry() {
@@ -83,7 +84,7 @@ fn child_entry() {
             // Out of descriptors for a moment: it stays queued, try again.
             Err(IpcError::Io(_)) => {
                 waits += 1;
-                std::thread::sleep(Duration::from_micros(50));
+                std::thread::yield_now();
             }
             Err(other) => panic!("honest channel: {other:?}"),
         }
@@ -93,7 +94,7 @@ fn child_entry() {
     report.send(lost).unwrap();
 }
 
-/// Found in review: honest messages of 40 descriptors, received while the process always has
+/// Honest messages of 40 descriptors, received while the process always has
 /// 320 free, are lost (`InvalidData`, "a message was lost") when another thread receives
 /// messages with 240 descriptors from another channel at the same time. Two paths lose them:
 /// the peek installed 16 or more of the 40 (the room of that moment) and refused the packet as
@@ -117,21 +118,23 @@ fn honest_messages_survive_another_channels_traffic(count: usize) {
         let (report_tx, report) = ipc::channel::<u64>().unwrap();
         big.send(Message::Setup(honest_rx, report_tx, count)).unwrap();
         assert_eq!(report.recv().unwrap(), 0);
-        let flood = std::thread::spawn(move || {
-            let region = IpcSharedMemory::from_bytes(b"big");
-            let start = Instant::now();
-            while start.elapsed() < BUSY {
-                big.send(Message::Big(vec![region.clone(); BIG])).unwrap();
+        let honest_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = std::thread::spawn({
+            let honest_done = honest_done.clone();
+            move || {
+                let region = IpcSharedMemory::from_bytes(b"big");
+                while !honest_done.load(std::sync::atomic::Ordering::Relaxed) {
+                    big.send(Message::Big(vec![region.clone(); BIG])).unwrap();
+                }
+                big.send(Message::Done).unwrap();
             }
-            big.send(Message::Done).unwrap();
         });
         let region = IpcSharedMemory::from_bytes(b"honest");
-        let start = Instant::now();
-        let mut sent = 0;
-        while start.elapsed() < BUSY {
-            honest_tx.send(Message::Honest(sent, vec![region.clone(); count])).unwrap();
-            sent += 1;
+        let sent = HONEST_MESSAGES;
+        for index in 0..sent {
+            honest_tx.send(Message::Honest(index, vec![region.clone(); count])).unwrap();
         }
+        honest_done.store(true, std::sync::atomic::Ordering::Relaxed);
         honest_tx.send(Message::Done).unwrap();
         flood.join().unwrap();
         let lost = report.recv().unwrap();
