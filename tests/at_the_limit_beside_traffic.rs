@@ -124,7 +124,7 @@ fn honest_messages_survive_another_channels_traffic(count: usize) {
             move || {
                 let region = IpcSharedMemory::from_bytes(b"big");
                 while !honest_done.load(std::sync::atomic::Ordering::Relaxed) {
-                    big.send(Message::Big(vec![region.clone(); BIG])).unwrap();
+                    send_in_turn(&big, || Message::Big(vec![region.clone(); BIG]));
                 }
                 big.send(Message::Done).unwrap();
             }
@@ -132,7 +132,7 @@ fn honest_messages_survive_another_channels_traffic(count: usize) {
         let region = IpcSharedMemory::from_bytes(b"honest");
         let sent = HONEST_MESSAGES;
         for index in 0..sent {
-            honest_tx.send(Message::Honest(index, vec![region.clone(); count])).unwrap();
+            send_in_turn(&honest_tx, || Message::Honest(index, vec![region.clone(); count]));
         }
         honest_done.store(true, std::sync::atomic::Ordering::Relaxed);
         honest_tx.send(Message::Done).unwrap();
@@ -145,4 +145,17 @@ fn honest_messages_survive_another_channels_traffic(count: usize) {
             "{lost} of {sent} honest messages ({count} descriptors each) lost to another channel's traffic"
         );
     });
+}
+
+/// Sends, waiting while the kernel refuses it with `ETOOMANYREFS`: as an unprivileged user,
+/// the descriptors of both channels in flight count against one per-user limit (root is
+/// exempt), and the child's receives bring the count down again.
+fn send_in_turn(sender: &IpcSender<Message>, message: impl Fn() -> Message) {
+    loop {
+        match sender.send(message()) {
+            Ok(()) => return,
+            Err(IpcError::Io(error)) if error.to_string().contains("ETOOMANYREFS") => std::thread::yield_now(),
+            Err(error) => panic!("send: {error}"),
+        }
+    }
 }
