@@ -59,7 +59,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rustix::process::{getrlimit, Resource};
 
@@ -151,18 +151,9 @@ struct Watched {
 /// The watched units. Held only to add or take entries, never across a query.
 static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
 
-/// The watch list, after at most a few tries (yielding between them): `None` if it stays
-/// locked, which only a child forked while another thread held it would see for ever.
+/// The watch list, held only for a few steps (see [`fork::lock_unless_orphaned`]).
 fn watched() -> Option<MutexGuard<'static, Vec<Watched>>> {
-    const TRIES: usize = 1_000;
-    for _ in 0..TRIES {
-        match WATCHED.try_lock() {
-            Ok(guard) => return Some(guard),
-            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-        }
-    }
-    None
+    fork::lock_unless_orphaned(&WATCHED, 1_000)
 }
 
 /// The inode of this thread's network namespace (`None` where `/proc` cannot tell).

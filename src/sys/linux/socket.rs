@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustix::cmsg_space;
@@ -26,6 +26,7 @@ use rustix::net::{
     RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
+use super::fork;
 use super::frame::{
     FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED, PAYLOAD_IN_POOLED_MEMFD,
     PLACE_HOLDER,
@@ -269,20 +270,11 @@ fn carries_descriptors(socket: BorrowedFd<'_>) -> bool {
 /// [`recv_one`]): a few system calls, never a wait.
 static DESCRIPTOR_INTAKE: Mutex<()> = Mutex::new(());
 
-/// A turn at [`DESCRIPTOR_INTAKE`], after at most this many tries, yielding between them.
-/// The turn only makes the room a peek finds exact: a receive goes on without it (`None`)
-/// rather than wait for ever, which only a child forked while another thread held it would
-/// (that thread is not in the child to let go).
+/// A turn at [`DESCRIPTOR_INTAKE`]. The turn only makes the room a peek finds exact: a
+/// receive goes on without it (`None`) rather than wait for ever in a child forked while
+/// another thread held it (see [`fork::lock_unless_orphaned`]).
 fn descriptor_intake() -> Option<MutexGuard<'static, ()>> {
-    const TRIES: usize = 10_000;
-    for _ in 0..TRIES {
-        match DESCRIPTOR_INTAKE.try_lock() {
-            Ok(guard) => return Some(guard),
-            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-        }
-    }
-    None
+    fork::lock_unless_orphaned(&DESCRIPTOR_INTAKE, 10_000)
 }
 
 /// Bytes [`recv_one`] peeks at first.
