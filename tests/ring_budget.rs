@@ -9,11 +9,9 @@
 
 mod util;
 
-use std::time::Duration;
-
 use crossproc::ipc::{self, IpcReceiver, IpcSender};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-use util::{assert_child_succeeds, child_command, child_role, open_fds, with_watchdog};
+use util::{child_role, open_fds};
 
 const ENTRY: &str = "child_entry";
 
@@ -99,10 +97,7 @@ fn the_budget_holds_when_the_looking_thread_is_in_another_network_namespace() {
     if child_role().is_some() {
         return;
     }
-    with_watchdog(Duration::from_secs(120), || {
-        let child = child_command(ENTRY, "netns").spawn().unwrap();
-        assert_child_succeeds(child);
-    });
+    util::child_in_role_succeeds(ENTRY, "netns");
 }
 
 /// Ring control memfds open in this process (one per receiver with a ring).
@@ -186,8 +181,5 @@ fn the_budget_does_not_run_down_when_receivers_are_dropped_during_a_look() {
     if child_role().is_some() {
         return;
     }
-    with_watchdog(Duration::from_secs(120), || {
-        let child = child_command(ENTRY, "contention").spawn().unwrap();
-        assert_child_succeeds(child);
-    });
+    util::child_in_role_succeeds(ENTRY, "contention");
 }

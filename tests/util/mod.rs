@@ -47,6 +47,15 @@ pub fn assert_child_succeeds(mut child: Child) {
     assert!(status.success(), "child failed: {status}");
 }
 
+/// Runs this test executable as a child playing `role` and asserts that it succeeds, within
+/// two minutes.
+pub fn child_in_role_succeeds(entry_test: &str, role: &str) {
+    let (entry_test, role) = (entry_test.to_owned(), role.to_owned());
+    with_watchdog(Duration::from_secs(120), move || {
+        assert_child_succeeds(child_command(&entry_test, &role).spawn().expect("spawn child test process"));
+    });
+}
+
 /// How many descriptors this process has open.
 #[cfg(target_os = "linux")]
 pub fn open_fds() -> usize {
