@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,10 @@ use super::frame::{FrameHeader, CONTROL_PACKET, HEADER_LEN, INLINE_MAX, NO_RING_
 use super::inflight::QueuedUnit;
 use super::intake::PeerMaps;
 use super::ring::{Control, Front, RingReader, RING_AFTER, RING_MESSAGE_MAX};
-use super::socket::{decode_message, is_the_end, past_reset, recv_packet, send_packet, ReceiveBuffer};
+use super::socket::{
+    decode_message, is_the_end, past_reset, recv_packet, recv_packet_looked_at, send_packet, wait_and_look, FirstLook,
+    ReceiveBuffer,
+};
 use super::sys::{retry_on_intr, wait_readable};
 use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
 
@@ -47,6 +50,8 @@ pub(crate) struct OsIpcReceiver {
     /// Serialises this process's reads of the socket: a packet is peeked at, then taken (see
     /// `socket.rs`, `recv_one`), and no other thread here may take it in between.
     socket_lock: Mutex<()>,
+    /// Reads of the socket so far (see `read_ticketed`), counted under `socket_lock`.
+    socket_reads: AtomicU64,
     limits: LimitsCell,
     recent_wait: RecentWait,
     /// Mappings of the pooled memfds this channel's senders reuse.
@@ -107,6 +112,7 @@ impl OsIpcReceiver {
             born: fork::generation(),
             ring_lock: Mutex::new(()),
             socket_lock: Mutex::new(()),
+            socket_reads: AtomicU64::new(0),
             limits: LimitsCell::new(ReceiveLimits::DEFAULT),
             recent_wait: RecentWait::default(),
             peer_maps: PeerMaps::default(),
@@ -537,28 +543,50 @@ impl OsIpcReceiver {
     fn recv_ticketed(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> (Result<Option<OsIpcMessage>, RecvError>, u64) {
         if !flags.contains(RecvFlags::DONTWAIT) {
             // Wait without holding the socket's lock (a `try_recv` on another thread must not
-            // wait behind this one), then read without waiting.
+            // wait behind this one), then read without waiting. The wait is the packet's first
+            // look, which the read uses if no read came between (`reads` unchanged).
             loop {
-                if let Err(error) = wait_readable(&self.fd, Duration::MAX) {
-                    return (Err(RecvError::Io(error)), 0);
-                }
-                match self.recv_ticketed(flags | RecvFlags::DONTWAIT, reuse) {
+                let reads = self.socket_reads.load(Ordering::Acquire);
+                let look = match wait_and_look(self.fd.as_fd()) {
+                    Ok(look) => look.map(|look| (reads, look)),
+                    Err(error) => return (Err(RecvError::Io(error)), 0),
+                };
+                match self.read_ticketed(flags | RecvFlags::DONTWAIT, reuse, look) {
                     // Another thread took the packet that made the socket readable.
                     (Err(RecvError::Empty), _) => continue,
                     received => return received,
                 }
             }
         }
+        self.read_ticketed(flags, reuse, None)
+    }
+
+    /// [`recv_ticketed`](Self::recv_ticketed) without waiting, given what a first look saw
+    /// when [`socket_reads`](Self::socket_reads) was at the count it carries.
+    fn read_ticketed(
+        &self,
+        flags: RecvFlags,
+        reuse: &mut Vec<u8>,
+        look: Option<(u64, FirstLook)>,
+    ) -> (Result<Option<OsIpcMessage>, RecvError>, u64) {
         let _serialised = self.socket_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Packets leave the queue's front only by reads, which all count under this lock (a
+        // `fork` copy's reads aside, as with every look: see `recv_one`).
+        let look = look.filter(|(reads, _)| *reads == self.socket_reads.load(Ordering::Relaxed)).map(|(_, look)| look);
         RECV_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let buffer = buffer.get();
-            let mut received = recv_packet(self.fd.as_fd(), buffer, flags);
+            let mut received = recv_packet_looked_at(self.fd.as_fd(), buffer, flags, look);
             if matches!(received, Ok(None)) && flags.contains(RecvFlags::DONTWAIT) {
                 // A non-blocking read that finds the queue empty and *then* sees the peer's
                 // hang-up reports end-of-file, even if the peer's last packet was queued in
                 // between. The hang-up comes after that packet, so one more read settles it.
                 received = recv_packet(self.fd.as_fd(), buffer, flags);
+            }
+            // Counted once the packet left the queue, before the lock is let go: a look that
+            // loaded the count before this read must not match it afterwards.
+            if !flags.contains(RecvFlags::PEEK) {
+                self.socket_reads.fetch_add(1, Ordering::Release);
             }
             match received {
                 Ok(Some(packet)) => {

@@ -168,11 +168,22 @@ impl Packet {
 /// every sender hung up, the queue only shrinks: the read is taken again while packets with
 /// bytes are queued, and the end is where none is.
 pub(super) fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
+    recv_packet_looked_at(socket, buffer, flags, None)
+}
+
+/// [`recv_packet`], for a caller that already took the first look at the packet (see
+/// [`wait_and_look`]), and knows the packet it saw is still the first.
+pub(super) fn recv_packet_looked_at(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8],
+    flags: RecvFlags,
+    mut look: Option<FirstLook>,
+) -> io::Result<Option<Packet>> {
     // Bounded by the queue's packet limit (`net.unix.max_dgram_qlen`, 512 by default) and then
     // some; beyond it the empty packet is refused, and the next read goes on.
     const MAX_EMPTY_READS: usize = 4096;
     for _ in 0..MAX_EMPTY_READS {
-        let packet = match recv_one(socket, buffer, flags)? {
+        let packet = match recv_one(socket, buffer, flags, look.take())? {
             Some(packet) if packet.len == 0 && packet.fds.is_empty() && packet.refused.is_none() => packet,
             other => return Ok(other),
         };
@@ -213,9 +224,20 @@ pub(super) fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: Recv
 /// recv_ticketed`), and `flags` must not wait unless they peek. A `fork` copy of the receiver
 /// that reads the same socket may take the packet between the peek and the read; the read
 /// then delivers the next packet, as it always did.
-fn recv_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
-    if flags.contains(RecvFlags::PEEK) || !carries_descriptors(socket) {
+fn recv_one(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8],
+    flags: RecvFlags,
+    look: Option<FirstLook>,
+) -> io::Result<Option<Packet>> {
+    if flags.contains(RecvFlags::PEEK) {
         return read_one(socket, buffer, flags);
+    }
+    match look.unwrap_or_else(|| first_look(socket)) {
+        // A non-blocking read would find the queue empty too.
+        FirstLook::Empty if flags.contains(RecvFlags::DONTWAIT) => return Err(Errno::AGAIN.into()),
+        FirstLook::Descriptors => {}
+        _ => return read_one(socket, buffer, flags),
     }
     let _intake = descriptor_intake();
     PEEK_BUFFER.with(|scratch| {
@@ -255,15 +277,46 @@ fn recv_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::
     })
 }
 
+/// What a first look at the next packet on `socket` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FirstLook {
+    /// No packet is queued (`EAGAIN`).
+    Empty,
+    /// The packet carries descriptors.
+    Descriptors,
+    /// A packet without descriptors, the end, or a look that failed: the read that follows
+    /// says which.
+    Other,
+}
+
+/// Waits until a packet is queued on `socket`, or nothing more can come, and takes the first
+/// look at it (see [`recv_one`]): one system call where a poll and the look would be two. The
+/// look holds no lock, so another reader may take the packet before this one reads: the
+/// caller uses the look only if it knows no read happened meanwhile. Like a poll, a look that
+/// waits consumes no packet; a connection reset it reports is the read's to look past.
+/// `None` when the look saw no packet (it reported a connection reset).
+pub(super) fn wait_and_look(socket: BorrowedFd<'_>) -> io::Result<Option<FirstLook>> {
+    let mut iov = [IoSliceMut::new(&mut [])];
+    let mut control = RecvAncillaryBuffer::default();
+    match retry_on_intr(|| recvmsg(socket, &mut iov, &mut control, RecvFlags::PEEK)) {
+        Ok(received) if received.flags.contains(ReturnFlags::CTRUNC) => Ok(Some(FirstLook::Descriptors)),
+        Ok(_) => Ok(Some(FirstLook::Other)),
+        Err(error) if error.kind() == io::ErrorKind::ConnectionReset => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Whether the next packet on `socket` carries descriptors, by a peek with no room for them
-/// (which installs none: the kernel says `MSG_CTRUNC`). `false` also when there is no packet
-/// or the look fails: the read that follows says so.
-fn carries_descriptors(socket: BorrowedFd<'_>) -> bool {
+/// (which installs none: the kernel says `MSG_CTRUNC`), or whether there is none.
+fn first_look(socket: BorrowedFd<'_>) -> FirstLook {
     let mut iov = [IoSliceMut::new(&mut [])];
     let mut control = RecvAncillaryBuffer::default();
     let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-    retry_on_intr(|| recvmsg(socket, &mut iov, &mut control, flags))
-        .is_ok_and(|received| received.flags.contains(ReturnFlags::CTRUNC))
+    match retry_on_intr(|| recvmsg(socket, &mut iov, &mut control, flags)) {
+        Ok(received) if received.flags.contains(ReturnFlags::CTRUNC) => FirstLook::Descriptors,
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => FirstLook::Empty,
+        _ => FirstLook::Other,
+    }
 }
 
 /// Held by a receive while it peeks at and reads a packet with descriptors (see

@@ -37,14 +37,13 @@ pub(super) fn wait_writable(fd: impl AsFd, timeout: Duration) -> io::Result<bool
 }
 
 fn wait_for(fd: impl AsFd, events: PollFlags, timeout: Duration) -> io::Result<bool> {
-    let deadline = Instant::now().checked_add(timeout);
+    // No deadline (`Duration::MAX`, or one past what `Instant` holds) waits with no timeout at
+    // all: the kernel then arms no timer for the sleep.
+    let deadline = Instant::now().checked_add(timeout).filter(|_| timeout != Duration::MAX);
     loop {
-        let left = match deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            None => timeout,
-        };
+        let left = deadline.map(|deadline| timespec(deadline.saturating_duration_since(Instant::now())));
         let mut fds = [PollFd::new(&fd, events)];
-        match poll(&mut fds, Some(&timespec(left))) {
+        match poll(&mut fds, left.as_ref()) {
             Ok(0) => return Ok(false),
             Ok(_) => return Ok(true),
             Err(Errno::INTR) => continue,
