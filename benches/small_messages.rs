@@ -20,6 +20,11 @@ fn main() {
         small::fresh_streams(&mut table);
         return print!("{table}");
     }
+    if std::env::args().any(|arg| arg == "requests") {
+        let mut table = String::from(small::HEADER);
+        small::request_rows(&mut table);
+        return print!("{table}");
+    }
     let table = small::table();
     print!("{table}");
     small::write_report(&table, "cargo bench --bench small_messages");

@@ -51,6 +51,14 @@ fn measure(child: u32, run: impl FnMut()) -> (Duration, Duration) {
 /// Wall and CPU time of this process and `child` together (counted once if it is this
 /// process) for each of `runs` runs of `run` (after one warm-up), sorted by wall time.
 fn each_run(child: u32, runs: usize, mut run: impl FnMut()) -> Vec<(Duration, Duration)> {
+    run();
+    let mut samples: Vec<(Duration, Duration)> = (0..runs).map(|_| one_run(child, &mut run)).collect();
+    samples.sort();
+    samples
+}
+
+/// Wall and CPU time of one run of `run` (see [`each_run`]).
+fn one_run(child: u32, run: impl FnOnce()) -> (Duration, Duration) {
     let cpu_of_both = || {
         let here = cpu_time(std::process::id());
         if child == std::process::id() {
@@ -59,17 +67,30 @@ fn each_run(child: u32, runs: usize, mut run: impl FnMut()) -> Vec<(Duration, Du
             here + cpu_time(child)
         }
     };
+    let cpu = cpu_of_both();
+    let start = Instant::now();
     run();
-    let mut samples: Vec<(Duration, Duration)> = (0..runs)
-        .map(|_| {
-            let cpu = cpu_of_both();
-            let start = Instant::now();
-            run();
-            (start.elapsed(), cpu_of_both() - cpu)
-        })
-        .collect();
-    samples.sort();
-    samples
+    (start.elapsed(), cpu_of_both() - cpu)
+}
+
+/// [`measure`] for two contenders whose runs alternate (after a warm-up of each), so that a
+/// phase of the machine (a busy loop's slice, the VM's wake-ups) weighs on both alike.
+fn measure_interleaved(
+    (first, mut run_first): (u32, impl FnMut()),
+    (second, mut run_second): (u32, impl FnMut()),
+) -> ((Duration, Duration), (Duration, Duration)) {
+    run_first();
+    run_second();
+    let (mut firsts, mut seconds) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        firsts.push(one_run(first, &mut run_first));
+        seconds.push(one_run(second, &mut run_second));
+    }
+    let median = |mut samples: Vec<(Duration, Duration)>| {
+        samples.sort();
+        samples[RUNS / 2]
+    };
+    (median(firsts), median(seconds))
 }
 
 /// Nanoseconds per operation.
@@ -250,6 +271,33 @@ const FRESH: usize = 200;
 /// The table's header row.
 pub const HEADER: &str = "| scenario (per message) | crossproc wall | ipc-channel wall | ratio | crossproc CPU | ipc-channel CPU | ratio |\n|---|---|---|---|---|---|---|\n";
 
+/// Rows of requests that each carry a new reply channel, to a child and to a serving thread,
+/// idle and beside two busy loops (a receive that polls on a machine without a spare CPU delays
+/// its peer): make a channel, pass its sender, use it. Both libraries' runs alternate.
+pub fn request_rows(table: &mut String) {
+    const REQUESTS: u32 = 2_000;
+    for busy in [0, 2] {
+        let load = if busy == 0 { "idle".to_owned() } else { format!("beside {busy} busy loops") };
+        beside!(busy, {
+            let ours = with_crossproc::spawn_peer("crossproc");
+            let theirs = with_ipc_channel::spawn_peer("ipc-channel");
+            let (crossproc, ipc_channel) = measure_interleaved(
+                (ours.child.id(), || with_crossproc::pass_senders(&ours, REQUESTS)),
+                (theirs.child.id(), || with_ipc_channel::pass_senders(&theirs, REQUESTS)),
+            );
+            let name = format!("a request with a new reply channel to a child, {load}");
+            row(table, &name, REQUESTS, crossproc, ipc_channel);
+            let here = std::process::id();
+            let (crossproc, ipc_channel) = measure_interleaved(
+                (here, || with_crossproc::requests_to_thread(REQUESTS)),
+                (here, || with_ipc_channel::requests_to_thread(REQUESTS)),
+            );
+            let name = format!("a request with a new reply channel to a thread, {load}");
+            row(table, &name, REQUESTS, crossproc, ipc_channel);
+        });
+    }
+}
+
 /// Runs every scenario through both libraries and the floors; returns the Markdown table.
 pub fn table() -> String {
     const STREAM: u32 = 20_000;
@@ -267,23 +315,7 @@ pub fn table() -> String {
     // Make a channel, pass its sender, use it: a request with a new reply channel, to a child
     // and to a serving thread, idle and beside two busy loops (a receive that polls on a
     // machine without a spare CPU delays its peer).
-    for busy in [0, 2] {
-        let load = if busy == 0 { "idle".to_owned() } else { format!("beside {busy} busy loops") };
-        beside!(busy, {
-            both!(table, &format!("a request with a new reply channel to a child, {load}"), 2_000, |peer| {
-                with_crossproc::pass_senders(&peer, 2_000)
-            });
-            let crossproc = measure(std::process::id(), || with_crossproc::requests_to_thread(2_000));
-            let ipc_channel = measure(std::process::id(), || with_ipc_channel::requests_to_thread(2_000));
-            row(
-                &mut table,
-                &format!("a request with a new reply channel to a thread, {load}"),
-                2_000,
-                crossproc,
-                ipc_channel,
-            );
-        });
-    }
+    request_rows(&mut table);
     let (wall, cpu) = crossbeam_floor(STREAM);
     let floor = shared_memory_floor(100_000, 0);
     let floor_64k = shared_memory_floor(2_000, 64 << 10);
