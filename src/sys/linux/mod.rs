@@ -15,6 +15,8 @@
 //! - [`held`]: the ends and regions this process holds, by kernel object, so that one received
 //!   again shares its descriptor.
 //! - [`fork`]: noticing, without a system call, that this process is a forked child.
+//! - [`owner`]: which process reads a ring and whether it lives, so that a fork copy of a
+//!   receiver takes over a ring whose reader is gone.
 //! - [`memfd`]: sealed memfd regions (`memfd_create`, `F_SEAL_*`), for shared memory and for
 //!   payloads too large for a packet.
 //! - [`pool`]: reusable memfds for a channel's large payloads (the sending side).
@@ -39,6 +41,7 @@ mod held;
 mod inflight;
 mod intake;
 mod memfd;
+mod owner;
 mod pool;
 #[cfg(feature = "tokio")]
 mod reactor;

@@ -35,7 +35,7 @@ use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError,
 pub(crate) struct OsIpcReceiver {
     fd: OwnedFd,
     /// The channel's ring, once it has one.
-    ring: OnceLock<RingReader>,
+    ring: OnceLock<Box<RingReader>>,
     /// Messages taken from the socket while the channel had no ring: at [`RING_AFTER`] the
     /// receiver makes one.
     socket_messages: AtomicU32,
@@ -134,7 +134,7 @@ impl OsIpcReceiver {
                 }
                 let ring = RingReader::new(Arc::new(control), control_fd, receiver.born);
                 ring.arrived(queued_bytes(receiver.fd.as_fd()));
-                let _ = receiver.ring.set(ring);
+                let _ = receiver.ring.set(Box::new(ring));
             }
             RingNews::Never => receiver.ringless.store(true, Ordering::Relaxed),
         }
@@ -175,7 +175,7 @@ impl OsIpcReceiver {
         let Some(unit) = QueuedUnit::take() else { return };
         let Ok((control_fd, control)) = Control::create() else { return };
         let _serialised = self.lock_ring();
-        if self.ring.set(RingReader::unannounced(Arc::new(control), control_fd, self.born)).is_err() {
+        if self.ring.set(Box::new(RingReader::unannounced(Arc::new(control), control_fd, self.born))).is_err() {
             return;
         }
         let ring = self.ring.get().expect("the ring was just set");
@@ -210,14 +210,25 @@ impl OsIpcReceiver {
     /// The ring this process may use: not a copy inherited through `fork` (which reads the
     /// socket alone), and not a retired ring with nothing left in it.
     fn live_ring(&self) -> Option<&RingReader> {
-        self.ring.get().filter(|ring| ring.is_ours(fork::generation()) && (!ring.is_closed() || ring.has_work()))
+        self.our_ring().filter(|ring| !ring.is_closed() || ring.has_work())
     }
 
-    /// What this receiver brings along of its ring when it moves.
+    /// The ring, if this process reads it. In a copy made by `fork`, the first use takes it
+    /// over if its reader is gone, or else retires it (see [`RingReader::inherited`]).
+    fn our_ring(&self) -> Option<&RingReader> {
+        let ring = self.ring.get()?;
+        let generation = fork::generation();
+        let ours = ring.is_ours(generation) || ring.inherited(generation, || queued_bytes(self.fd.as_fd()));
+        ours.then_some(ring)
+    }
+
+    /// What this receiver brings along of its ring when it moves. A `fork` copy whose ring
+    /// another process reads brings word that the channel never gets another (its senders
+    /// find that ring, retired, where a new one would have to be).
     pub(super) fn travelling_ring(&self) -> RingNews<BorrowedFd<'_>> {
-        match self.ring.get().filter(|ring| ring.is_ours(fork::generation())) {
+        match self.our_ring() {
             Some(ring) => RingNews::Ring(ring.fd().as_fd()),
-            None if self.ringless.load(Ordering::Relaxed) => RingNews::Never,
+            None if self.ringless.load(Ordering::Relaxed) || self.ring.get().is_some() => RingNews::Never,
             None => RingNews::NotYet,
         }
     }

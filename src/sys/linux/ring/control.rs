@@ -6,6 +6,8 @@
 //!                          reference, 0 = none), bits 18..64 publish count
 //!     64               8   cursor: the next entry to deliver (receiver's), 0 = none
 //!     72               8   ahead count (receiver's)
+//!     80               8   owner: the token of the process that reads the ring (receiver's;
+//!                          0 once it let go, see `owner.rs`)
 //!    128         8 × 64    ahead tickets (receiver's)
 //!    640     4 × SLOTS     waiting flags: a futex word per slot, 1 while its writer waits for
 //!                          room (set by the writer, cleared by the receiver, which wakes it)
@@ -55,6 +57,7 @@ const UNITS_PER_RING: usize = RING_BYTES / ALIGN;
 const WORD: usize = 0;
 const CURSOR: usize = 64;
 const AHEAD_COUNT: usize = 72;
+const OWNER: usize = 80;
 const AHEAD_TICKETS: usize = 128;
 // Read by the receiver at every take: on a line of their own that writers set only when they
 // wait, so the look is a hit in the receiver's cache.
@@ -176,6 +179,11 @@ impl Control {
     /// The receiver's cursor: the next entry to deliver.
     pub fn cursor(&self) -> &AtomicU64 {
         self.u64_at(CURSOR)
+    }
+
+    /// The token of the process that reads the ring (see `owner.rs`).
+    pub fn owner(&self) -> &AtomicU64 {
+        self.u64_at(OWNER)
     }
 
     /// Retires the ring: from now on every message takes the socket.

@@ -10,6 +10,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use super::super::owner;
 use super::super::sys::invalid_data;
 use super::control::{Control, Field, Word, ASLEEP, CONSUMED, DATA, ENTRY_HEADER, MARKER, WRITTEN};
 use super::{RING_BYTES, RING_MESSAGE_MAX, SLOTS};
@@ -32,8 +33,12 @@ pub(in super::super) enum Front {
 pub(in super::super) struct RingReader {
     control: Arc<Control>,
     fd: OwnedFd,
-    /// The fork generation this reader belongs to; a forked child's copy leaves the ring alone.
-    born: u64,
+    /// The fork generation this reader belongs to; a forked child's copy leaves the ring alone
+    /// unless it takes it over (see [`inherited`](Self::inherited)).
+    born: AtomicU64,
+    /// The fork generation in which a copy of this reader was last looked at by
+    /// [`inherited`](Self::inherited).
+    inherited_in: AtomicU64,
     /// Set when the receiver moved to another process, which goes on with the ring.
     departed: AtomicBool,
     /// [`ANNOUNCING`], [`FRESH`] or [`SETTLED`]: whether the receiver may let senders use the
@@ -60,10 +65,13 @@ const SETTLED: u8 = 0;
 impl RingReader {
     /// The reader of a ring its senders know of already (it starts [`FRESH`]: see `settled`).
     pub fn new(control: Arc<Control>, fd: OwnedFd, born: u64) -> RingReader {
+        // This process reads the ring from now on.
+        control.owner().store(owner::token(), Ordering::Release);
         RingReader {
             control,
             fd,
-            born,
+            born: AtomicU64::new(born),
+            inherited_in: AtomicU64::new(born),
             departed: AtomicBool::new(false),
             settled: AtomicU8::new(FRESH),
             unread_before_ring: AtomicU64::new(u64::MAX),
@@ -139,6 +147,8 @@ impl RingReader {
     /// The receiver moved on (its ring with it): dropping this copy leaves the ring open.
     pub fn depart(&self) {
         self.departed.store(true, Ordering::Relaxed);
+        // Its reader is alive, elsewhere: a fork copy here must not take the ring over.
+        self.control.owner().store(owner::MOVING, Ordering::Release);
     }
 
     /// The control memfd (to send along when the receiver moves).
@@ -154,7 +164,38 @@ impl RingReader {
     /// Whether this process may use the ring: not a copy made by `fork` (that reads the socket
     /// alone, so that no message reaches two readers).
     pub fn is_ours(&self, generation: u64) -> bool {
-        self.born == generation
+        self.born.load(Ordering::Acquire) == generation
+    }
+
+    /// A copy of this reader that `fork` made is used in this process (fork generation
+    /// `generation`, not the ring's): the copy takes the ring over if its reader is gone — let
+    /// go, or its process exited (see `owner.rs`) — with the messages left in it, counting
+    /// what waits on the socket then (`queued`) as a receiver that arrives does. While the
+    /// reader lives, the first use retires the ring instead: from then on every message takes
+    /// the socket, which both copies read, so none is lost to a ring that only one of them
+    /// reads, whichever of them goes first. `true` when the ring is this process's now.
+    ///
+    /// Costs nothing once looked at, but for a ring with messages left in it (one `poll` of the
+    /// owner's pidfd each time, until one of the copies takes them).
+    pub fn inherited(&self, generation: u64, queued: impl FnOnce() -> u64) -> bool {
+        let first_use = self.inherited_in.swap(generation, Ordering::AcqRel) != generation;
+        if !first_use && !self.has_work() {
+            return false;
+        }
+        let seen = self.control.owner().load(Ordering::Acquire);
+        let mine = owner::token();
+        if let Some(seen) = owner::gone(self.born.load(Ordering::Acquire), seen) {
+            if self.control.owner().compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                self.settled.store(FRESH, Ordering::Release);
+                self.arrived(queued());
+                self.born.store(generation, Ordering::Release);
+                return true;
+            }
+        }
+        if first_use {
+            self.control.close();
+        }
+        false
     }
 
     /// Whether something waits in the ring (one load of each word; no checks).
@@ -335,6 +376,13 @@ impl Drop for RingReader {
         // The receiver is gone: senders go to the socket, which tells them so.
         if !self.departed.load(Ordering::Relaxed) && self.is_ours(super::super::fork::generation()) {
             self.control.close();
+            // A fork copy of the receiver may take over what is left in the ring.
+            let _ = self.control.owner().compare_exchange(
+                owner::token(),
+                owner::LET_GO,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 }

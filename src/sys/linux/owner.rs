@@ -1,0 +1,107 @@
+//! Which process reads a ring, and whether it is still alive: so that a copy of a receiver made
+//! by `fork` can take over a ring whose reader is gone (issue 22, item 6).
+//!
+//! A ring has one reader, its *owner*, named in the control memfd by a token: a random number
+//! this process draws once per fork generation ([`token`]). A receiver copied by `fork` reads
+//! the socket alone while the owner lives; once the owner let go of the ring (its receiver was
+//! dropped: token 0) or its process is gone (killed, or `exit` without dropping), the copy takes
+//! the ring over, messages left in it included (`RingReader::inherited`).
+//!
+//! Whether the owner's process is gone is asked of a pidfd of it: each process that owns a ring
+//! opens one of itself ([`token`]: one descriptor for the life of the process), and a forked
+//! child inherits it, descriptor and all, so the child can ask about its parent, grandparent…
+//! by the generation a ring was made in (each process's ancestry has one process per
+//! generation). A pidfd names the process, not its pid, so a pid reused, or a process in
+//! another pid namespace, cannot be mistaken for it. Where a pidfd cannot be had (Linux before
+//! 5.3, or a seccomp filter that refuses `pidfd_open`), the owner's death goes unnoticed and a
+//! copy takes over only a ring its owner let go.
+
+use std::hash::{BuildHasher, Hasher};
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{getpid, pidfd_open, PidfdFlags};
+
+use super::fork;
+use super::sys::timespec;
+
+/// The token of a ring whose owner let go of it (its receiver was dropped).
+pub(super) const LET_GO: u64 = 0;
+/// The token of a ring whose receiver is on its way to another process (which writes its own
+/// token on arrival): its owner is alive, elsewhere.
+pub(super) const MOVING: u64 = u64::MAX;
+
+/// This process's owner tokens and pidfds, one per fork generation of its ancestry that owned a
+/// ring (a forked child inherits its parent's list, and the descriptors in it).
+static OWNERS: Mutex<Vec<Owner>> = Mutex::new(Vec::new());
+
+struct Owner {
+    generation: u64,
+    token: u64,
+    /// A pidfd of the process of that generation (`None`: none could be had).
+    process: Option<OwnedFd>,
+}
+
+/// This process's owner token (drawn, and a pidfd of this process opened, on first use in each
+/// fork generation). Never [`LET_GO`] nor [`MOVING`].
+pub(super) fn token() -> u64 {
+    let generation = fork::generation();
+    // A child forked while another thread held the list cannot take it: its rings get a token
+    // no list names, so they are taken over only once let go (see the module's docs).
+    let Some(mut owners) = fork::lock_unless_orphaned(&OWNERS, 10_000) else { return draw(generation) };
+    if let Some(owner) = owners.iter().find(|owner| owner.generation == generation) {
+        return owner.token;
+    }
+    let token = draw(generation);
+    let process = pidfd_open(getpid(), PidfdFlags::empty()).ok();
+    owners.push(Owner { generation, token, process });
+    token
+}
+
+/// Whether the ring's reader is gone, given the generation its reader was in when this process
+/// (or an ancestor) forked and the token the control memfd names now: the token seen when it is
+/// gone (a ring let go, or the process of that generation exited with its token still there).
+pub(super) fn gone(generation: u64, seen: u64) -> Option<u64> {
+    if seen == LET_GO {
+        return Some(seen);
+    }
+    let owners = fork::lock_unless_orphaned(&OWNERS, 10_000)?;
+    let owner = owners.iter().find(|owner| owner.generation == generation && owner.token == seen)?;
+    let process = owner.process.as_ref()?;
+    // A pidfd is readable once its process has exited.
+    let mut fds = [PollFd::new(process, PollFlags::IN)];
+    let exited = poll(&mut fds, Some(&timespec(Duration::ZERO))).is_ok_and(|ready| ready > 0);
+    exited.then_some(seen)
+}
+
+/// A random token for `generation`, never [`LET_GO`] nor [`MOVING`].
+fn draw(generation: u64) -> u64 {
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(generation);
+        hasher.write_u32(getpid().as_raw_nonzero().get() as u32);
+        let token = hasher.finish();
+        if token != LET_GO && token != MOVING {
+            return token;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_this_processes_until_it_forks() {
+        let token = token();
+        assert_eq!(token, super::token());
+        assert!(token != LET_GO && token != MOVING);
+        // This process is alive, so a ring it owns is not gone; a ring let go is.
+        assert_eq!(gone(fork::generation(), token), None);
+        assert_eq!(gone(fork::generation(), LET_GO), Some(LET_GO));
+        // A token no process of this ancestry drew is never taken for a dead owner's.
+        assert_eq!(gone(fork::generation(), token ^ 1), None);
+    }
+}
