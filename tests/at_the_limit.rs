@@ -33,10 +33,21 @@ const LEFT_FREE: usize = 64;
 /// Descriptors in the `Many` message.
 const MANY: usize = 200;
 
+/// Descriptors in the message whose descriptors travel on a side socket (more than one packet
+/// carries).
+const ON_A_SIDE_SOCKET: usize = 300;
+/// Descriptors the "side" child leaves free when that message comes.
+const FEW_FREE: usize = 8;
+
 /// Fills this process's descriptor table (under a lowered limit) with copies kept in `held`.
 fn fill_the_table(held: &mut Vec<OwnedFd>) {
+    fill_the_table_under(held, 256);
+}
+
+/// Fills the descriptor table under a limit of `limit` with copies kept in `held`.
+fn fill_the_table_under(held: &mut Vec<OwnedFd>, limit: u64) {
     let current = getrlimit(Resource::Nofile);
-    setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: current.maximum }).unwrap();
+    setrlimit(Resource::Nofile, Rlimit { current: Some(limit), maximum: current.maximum }).unwrap();
     let template = std::fs::File::open("/proc/self/stat").unwrap();
     while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&template, 0) {
         held.push(fd);
@@ -62,8 +73,11 @@ fn assert_out_of_descriptors(error: &IpcError, what: &str) {
 fn child_entry() {
     let Some(role) = child_role() else { return };
     let messages = inherited_receiver::<Message>().unwrap();
-    if role == "wedge" {
+    if role == "wedge" || role == "wedge-side" {
         return wedge_child(messages);
+    }
+    if role == "side" {
+        return side_socket_child(messages);
     }
     // Small messages first: enough for the channel to get its ring, when `ring` is the role.
     let small = if role == "ring" { 40 } else { 2 };
@@ -179,7 +193,7 @@ fn wedge_child(messages: crossproc::ipc::IpcReceiver<Message>) {
             assert!(error.to_string().contains("lost"), "{error}");
         }
         Err(other) => panic!("a message with more descriptors than are free: {other:?}"),
-        Ok(_) => panic!("a message with {MANY} descriptors fit in {LEFT_FREE}"),
+        Ok(_) => panic!("a message with more descriptors than {LEFT_FREE} fit in {LEFT_FREE}"),
     }
     assert!(matches!(messages.recv().unwrap(), Message::Small(2000)), "the message behind it");
     // Its descriptors were closed: the room is what it was.
@@ -196,18 +210,78 @@ fn wedge_child(messages: crossproc::ipc::IpcReceiver<Message>) {
 /// room is refused (lost, with an error that says so), not kept in front of every later one.
 #[test]
 fn a_message_larger_than_the_free_room_does_not_wedge_the_channel() {
+    does_not_wedge("wedge", MANY);
+}
+
+/// The same for a message whose descriptors come on a side socket: what was taken in of them is
+/// closed, and the message behind it comes.
+#[test]
+fn a_message_on_a_side_socket_larger_than_the_free_room_does_not_wedge_the_channel() {
+    does_not_wedge("wedge-side", ON_A_SIDE_SOCKET);
+}
+
+fn does_not_wedge(role: &'static str, descriptors: usize) {
     if child_role().is_some() {
         return;
     }
     with_watchdog(Duration::from_secs(60), move || {
-        let (mut child, messages) = child_command(ENTRY, "wedge").spawn_with_channel::<Message>().unwrap();
+        let (mut child, messages) = child_command(ENTRY, role).spawn_with_channel::<Message>().unwrap();
         messages.send(Message::Small(0)).unwrap();
         let (answer, answers) = ipc::channel::<u32>().unwrap();
         messages.send(Message::Carrying(answer, IpcSharedMemory::from_bytes(b"to answer on"))).unwrap();
         assert_eq!(answers.recv().unwrap(), 1, "the child filled its table");
         let region = IpcSharedMemory::from_bytes(b"many");
-        messages.send(Message::Many(vec![region; MANY])).unwrap();
+        messages.send(Message::Many(vec![region; descriptors])).unwrap();
         messages.send(Message::Small(2000)).unwrap();
+        assert_eq!(answers.recv().unwrap(), 2);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the child failed: {status}");
+    });
+}
+
+/// In the child: a message whose descriptors come on a side socket arrives while only
+/// `FEW_FREE` descriptors are free. Its descriptors are taken in while its packet stays queued,
+/// so the receive fails with the error that says this process is out of descriptors, again and
+/// again, and once descriptors are free the message comes whole, then the one behind it.
+fn side_socket_child(messages: crossproc::ipc::IpcReceiver<Message>) {
+    assert!(matches!(messages.recv().unwrap(), Message::Small(0)));
+    let Message::Carrying(parent, _) = messages.recv().unwrap() else { panic!("not the parent's sender") };
+    let mut held = Vec::new();
+    fill_the_table_under(&mut held, 1024);
+    held.truncate(held.len() - FEW_FREE);
+    parent.send(1).unwrap();
+    let error = messages.recv().err().expect("a message with 300 descriptors received with 8 free");
+    assert_out_of_descriptors(&error, "recv");
+    match messages.try_recv() {
+        Err(TryRecvError::IpcError(error)) => assert_out_of_descriptors(&error, "try_recv"),
+        other => panic!("try_recv at the limit: {:?}", other.map(|_| ())),
+    }
+    drop(held);
+    let Message::Many(regions) = messages.recv().unwrap() else { panic!("not the message with 300 descriptors") };
+    assert_eq!(regions.len(), ON_A_SIDE_SOCKET);
+    assert!(regions.iter().all(|region| &region[..] == b"on a side socket"));
+    assert!(matches!(messages.recv().unwrap(), Message::Small(3000)), "the message behind it");
+    parent.send(2).unwrap();
+}
+
+/// A message with more descriptors than one packet carries (they travel on a side socket) that
+/// comes while the receiver is at its descriptor limit stays queued, and arrives whole once
+/// descriptors are free. Before, its packet was read first and the side socket's descriptors
+/// after: the message was lost.
+#[test]
+fn a_message_on_a_side_socket_at_the_limit_stays_receivable() {
+    if child_role().is_some() {
+        return;
+    }
+    with_watchdog(Duration::from_secs(60), move || {
+        let (mut child, messages) = child_command(ENTRY, "side").spawn_with_channel::<Message>().unwrap();
+        messages.send(Message::Small(0)).unwrap();
+        let (answer, answers) = ipc::channel::<u32>().unwrap();
+        messages.send(Message::Carrying(answer, IpcSharedMemory::from_bytes(b"to answer on"))).unwrap();
+        assert_eq!(answers.recv().unwrap(), 1, "the child filled its table");
+        let region = IpcSharedMemory::from_bytes(b"on a side socket");
+        messages.send(Message::Many(vec![region; ON_A_SIDE_SOCKET])).unwrap();
+        messages.send(Message::Small(3000)).unwrap();
         assert_eq!(answers.recv().unwrap(), 2);
         let status = child.wait().unwrap();
         assert!(status.success(), "the child failed: {status}");

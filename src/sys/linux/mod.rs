@@ -24,6 +24,7 @@
 //! - [`inflight`]: the shares of `RLIMIT_NOFILE` that queued control memfds and pooled payload
 //!   memfds may take.
 //! - [`sock_diag`]: asking the kernel whether a Unix socket still exists (`unix_diag`).
+//! - [`side`]: taking in a message's side-socket descriptors before its packet is read.
 //! - [`shared_map`]: the mapping of a pooled memfd both sides copy through.
 //! - [`select`]: many receivers behind one epoll descriptor.
 //! - [`server`]: named servers: the listening socket, `SO_PEERCRED`, and the epoll-driven
@@ -51,6 +52,7 @@ mod select;
 mod sender;
 mod server;
 mod shared_map;
+mod side;
 mod sock_diag;
 mod socket;
 #[path = "../unix/spawn.rs"]

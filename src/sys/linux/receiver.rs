@@ -24,9 +24,9 @@ use super::frame::{FrameHeader, CONTROL_PACKET, HEADER_LEN, INLINE_MAX, NO_RING_
 use super::inflight::QueuedUnit;
 use super::intake::PeerMaps;
 use super::ring::{Control, Front, RingReader, RING_AFTER, RING_MESSAGE_MAX};
+use super::side::SideStash;
 use super::socket::{
-    decode_message, is_the_end, past_reset, recv_packet, recv_packet_looked_at, send_packet, wait_and_look, FirstLook,
-    ReceiveBuffer,
+    decode_message, is_the_end, past_reset, recv_packet_looked_at, send_packet, wait_and_look, FirstLook, ReceiveBuffer,
 };
 use super::sys::{retry_on_intr, wait_readable};
 use crate::sys::{LimitsCell, OsIpcMessage, ReceiveLimits, RecentWait, RecvError, Wait};
@@ -49,7 +49,9 @@ pub(crate) struct OsIpcReceiver {
     ring_lock: Mutex<()>,
     /// Serialises this process's reads of the socket: a packet is peeked at, then taken (see
     /// `socket.rs`, `recv_one`), and no other thread here may take it in between.
-    socket_lock: Mutex<()>,
+    /// It guards the side-socket descriptors of a message kept queued at the descriptor limit
+    /// (see `side.rs`).
+    socket_lock: Mutex<SideStash>,
     /// Reads of the socket so far (see `read_ticketed`), counted under `socket_lock`.
     socket_reads: AtomicU64,
     limits: LimitsCell,
@@ -111,7 +113,7 @@ impl OsIpcReceiver {
             ringless: AtomicBool::new(false),
             born: fork::generation(),
             ring_lock: Mutex::new(()),
-            socket_lock: Mutex::new(()),
+            socket_lock: Mutex::new(SideStash::default()),
             socket_reads: AtomicU64::new(0),
             limits: LimitsCell::new(ReceiveLimits::DEFAULT),
             recent_wait: RecentWait::default(),
@@ -580,19 +582,20 @@ impl OsIpcReceiver {
         reuse: &mut Vec<u8>,
         look: Option<(u64, FirstLook)>,
     ) -> (Result<Option<OsIpcMessage>, RecvError>, u64) {
-        let _serialised = self.socket_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stash = self.socket_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Packets leave the queue's front only by reads, which all count under this lock (a
         // `fork` copy's reads aside, as with every look: see `recv_one`).
         let look = look.filter(|(reads, _)| *reads == self.socket_reads.load(Ordering::Relaxed)).map(|(_, look)| look);
         RECV_BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             let buffer = buffer.get();
-            let mut received = recv_packet_looked_at(self.fd.as_fd(), buffer, flags, look);
+            let socket = self.fd.as_fd();
+            let mut received = recv_packet_looked_at(socket, buffer, flags, look, Some((&mut stash, &self.limits)));
             if matches!(received, Ok(None)) && flags.contains(RecvFlags::DONTWAIT) {
                 // A non-blocking read that finds the queue empty and *then* sees the peer's
                 // hang-up reports end-of-file, even if the peer's last packet was queued in
                 // between. The hang-up comes after that packet, so one more read settles it.
-                received = recv_packet(self.fd.as_fd(), buffer, flags);
+                received = recv_packet_looked_at(socket, buffer, flags, None, Some((&mut stash, &self.limits)));
             }
             // Counted once the packet left the queue, before the lock is let go: a look that
             // loaded the count before this read must not match it afterwards.
@@ -607,8 +610,8 @@ impl OsIpcReceiver {
                         }
                     }
                     let ticket = FrameHeader::decode(&buffer[..packet.len]).map_or(0, |header| header.ticket);
-                    let decoded = packet.accepted().and_then(|(len, fds)| {
-                        decode_message(&buffer[..len], fds, &self.limits, &self.peer_maps, reuse)
+                    let decoded = packet.accepted_with_side().and_then(|(len, fds, side)| {
+                        decode_message(&buffer[..len], fds, side, &self.limits, &self.peer_maps, reuse)
                     });
                     match decoded {
                         Ok((message, _)) => (Ok(message), ticket),

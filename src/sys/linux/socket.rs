@@ -34,6 +34,7 @@ use super::frame::{
 use super::intake::{take_payload, PeerMaps};
 use super::receiver::{OsIpcReceiver, RingNews, KIND_NEVER, KIND_RING};
 use super::sender::OsIpcSender;
+use super::side::{side_descriptors, SideIntake, SideStash};
 use super::sys::{invalid_data, retry_on_intr, timespec};
 use crate::sys::{LimitExceeded, LimitsCell, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, OutOfDescriptors};
 
@@ -147,14 +148,23 @@ pub(super) struct Packet {
     /// the buffer, it was empty): consumed all the same, unless peeked at. Its header (and so
     /// its ticket) may still be in the buffer.
     pub refused: Option<&'static str>,
+    /// The descriptors of a message that sent them on a side socket, taken in before its packet
+    /// was read (see [`super::side`]); `fds` then holds nothing the message needs.
+    pub side: Option<Vec<OwnedFd>>,
 }
 
 impl Packet {
     /// Its length and descriptors, or the error it was refused with.
     pub fn accepted(self) -> io::Result<(usize, Vec<OwnedFd>)> {
+        self.accepted_with_side().map(|(len, fds, _)| (len, fds))
+    }
+
+    /// Its length, descriptors and side-socket descriptors taken in already, or the error it
+    /// was refused with.
+    pub fn accepted_with_side(self) -> io::Result<(usize, Vec<OwnedFd>, Option<Vec<OwnedFd>>)> {
         match self.refused {
             Some(reason) => Err(invalid_data(reason)),
-            None => Ok((self.len, self.fds)),
+            None => Ok((self.len, self.fds, self.side)),
         }
     }
 }
@@ -168,22 +178,26 @@ impl Packet {
 /// every sender hung up, the queue only shrinks: the read is taken again while packets with
 /// bytes are queued, and the end is where none is.
 pub(super) fn recv_packet(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
-    recv_packet_looked_at(socket, buffer, flags, None)
+    recv_packet_looked_at(socket, buffer, flags, None, None)
 }
 
-/// [`recv_packet`], for a caller that already took the first look at the packet (see
-/// [`wait_and_look`]), and knows the packet it saw is still the first.
+/// [`recv_packet`], for a caller that may have taken the first look at the packet already (see
+/// [`wait_and_look`]; it knows the packet it saw is still the first), and that gathers a
+/// message's side-socket descriptors, within its limits, before the message's packet is read
+/// (see [`super::side`]).
 pub(super) fn recv_packet_looked_at(
     socket: BorrowedFd<'_>,
     buffer: &mut [u8],
     flags: RecvFlags,
     mut look: Option<FirstLook>,
+    mut side: Option<(&mut SideStash, &LimitsCell)>,
 ) -> io::Result<Option<Packet>> {
     // Bounded by the queue's packet limit (`net.unix.max_dgram_qlen`, 512 by default) and then
     // some; beyond it the empty packet is refused, and the next read goes on.
     const MAX_EMPTY_READS: usize = 4096;
     for _ in 0..MAX_EMPTY_READS {
-        let packet = match recv_one(socket, buffer, flags, look.take())? {
+        let side = side.as_mut().map(|(stash, limits)| (&mut **stash, *limits));
+        let packet = match recv_one(socket, buffer, flags, look.take(), side)? {
             Some(packet) if packet.len == 0 && packet.fds.is_empty() && packet.refused.is_none() => packet,
             other => return Ok(other),
         };
@@ -199,7 +213,7 @@ pub(super) fn recv_packet_looked_at(
             return Ok(Some(Packet { refused: Some("an empty packet"), ..packet }));
         }
     }
-    Ok(Some(Packet { len: 0, fds: Vec::new(), refused: Some("an empty packet") }))
+    Ok(Some(Packet { len: 0, fds: Vec::new(), refused: Some("an empty packet"), side: None }))
 }
 
 /// One packet past a connection reset: `None` when the peer hung up with the queue empty.
@@ -229,6 +243,7 @@ fn recv_one(
     buffer: &mut [u8],
     flags: RecvFlags,
     look: Option<FirstLook>,
+    side: Option<(&mut SideStash, &LimitsCell)>,
 ) -> io::Result<Option<Packet>> {
     if flags.contains(RecvFlags::PEEK) {
         return read_one(socket, buffer, flags);
@@ -268,8 +283,36 @@ fn recv_one(
             }
         }
         let peeked = peeked.expect("peeked at least once");
+        // A message whose descriptors wait on a side socket: they are taken in first, while its
+        // packet stays queued.
+        let side = match side {
+            Some((stash, limits)) if peeked.refused.is_none() && peeked.fds.len() == 1 => {
+                side_descriptors(&scratch[..peeked.len.min(scratch.len())])
+                    .map(|expected| (stash.take_in(peeked.fds[0].as_fd(), expected, limits), stash))
+            }
+            _ => None,
+        };
+        let side = match side {
+            // The message stays queued, and what was gathered in the stash.
+            Some((SideIntake::AtTheLimit(error), _)) => return Err(error),
+            other => other,
+        };
         let Some(read) = read_one(socket, buffer, flags | RecvFlags::DONTWAIT)? else { return Ok(None) };
         let same = read.len == peeked.len && buffer[..read.len] == scratch[..read.len];
+        match side {
+            // The packet read is the one peeked at: it comes with the side socket's descriptors
+            // (the copy of the side socket it installed, if any, is closed).
+            Some((SideIntake::Whole(fds), _)) if same => {
+                return Ok(Some(Packet { len: read.len, fds: Vec::new(), refused: None, side: Some(fds) }))
+            }
+            Some((SideIntake::Refused(reason), _)) if same => {
+                return Ok(Some(Packet { refused: Some(reason), ..read }))
+            }
+            // A `fork` copy of the receiver took the packet meanwhile: what was gathered is not
+            // this one's.
+            Some((_, stash)) => stash.forget(),
+            None => {}
+        }
         if read.refused.is_some() && peeked.refused.is_none() && same {
             return Ok(Some(Packet { refused: None, ..peeked }));
         }
@@ -351,6 +394,17 @@ pub(super) const AT_THE_LIMIT: usize = 16;
 /// when peeked at, `Err(EMFILE)` (or `ENFILE`) and still queued; one that finds more room, but
 /// not enough, or that is read, is refused (read, its descriptors are gone).
 fn read_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::Result<Option<Packet>> {
+    read_one_holding(socket, buffer, flags, 0)
+}
+
+/// [`read_one`] for a receive that holds `held` descriptors of the same message already (a
+/// side socket's, see [`super::side`]): they count towards the room it found.
+pub(super) fn read_one_holding(
+    socket: BorrowedFd<'_>,
+    buffer: &mut [u8],
+    flags: RecvFlags,
+    held: usize,
+) -> io::Result<Option<Packet>> {
     let mut space = [MaybeUninit::<u8>::uninit(); cmsg_space!(ScmRights(MAX_FDS_RECEIVED))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buffer)];
@@ -373,7 +427,7 @@ fn read_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::
         // carries, and waiting for more would let one sender (a hostile one sends 253) wedge the
         // channel for good. Such a packet is read and lost, said so.
         match out_of_descriptors(socket) {
-            Some(full) if flags.contains(RecvFlags::PEEK) && fds.len() < AT_THE_LIMIT => return Err(full),
+            Some(full) if flags.contains(RecvFlags::PEEK) && held + fds.len() < AT_THE_LIMIT => return Err(full),
             Some(_) => Some(
                 "a message was lost: it carried more descriptors than this process had free (out of \
                  descriptors: EMFILE or ENFILE)",
@@ -385,7 +439,7 @@ fn read_one(socket: BorrowedFd<'_>, buffer: &mut [u8], flags: RecvFlags) -> io::
     } else {
         None
     };
-    Ok(Some(Packet { len: received.bytes, fds, refused }))
+    Ok(Some(Packet { len: received.bytes, fds, refused, side: None }))
 }
 
 /// `Some(EMFILE or ENFILE)` when this process can open no more descriptors (the probe, a copy
@@ -457,6 +511,7 @@ pub(super) fn past_reset<T>(mut receive: impl FnMut() -> io::Result<T>) -> io::R
 pub(super) fn decode_message(
     packet: &[u8],
     fds: Vec<OwnedFd>,
+    side: Option<Vec<OwnedFd>>,
     limits: &LimitsCell,
     peer_maps: &PeerMaps,
     reuse: &mut Vec<u8>,
@@ -501,7 +556,13 @@ pub(super) fn decode_message(
         data
     };
     let expected = handle_count + kinds.iter().filter(|&&kind| kind == KIND_RING).count();
-    let handles: Vec<OwnedFd> = if header.has(HANDLES_ON_SIDE_SOCKET) {
+    let handles: Vec<OwnedFd> = if let Some(side) = side {
+        // Taken in before the packet was read (`super::side`).
+        if fds.len() != 0 || !header.has(HANDLES_ON_SIDE_SOCKET) {
+            return Err(invalid_data("descriptors beside a side socket"));
+        }
+        side
+    } else if header.has(HANDLES_ON_SIDE_SOCKET) {
         let side = fds.next().ok_or_else(|| invalid_data("side socket missing"))?;
         if fds.len() != 0 {
             return Err(invalid_data("descriptors beside a side socket"));
@@ -638,6 +699,6 @@ impl OsIpcChannel {
 #[cfg(feature = "fuzzing")]
 pub(crate) fn decode_packet(packet: &[u8], fds: Vec<OwnedFd>) -> io::Result<OsIpcMessage> {
     let limits = LimitsCell::new(crate::sys::ReceiveLimits::DEFAULT);
-    let (message, _) = decode_message(packet, fds, &limits, &PeerMaps::default(), &mut Vec::new())?;
+    let (message, _) = decode_message(packet, fds, None, &limits, &PeerMaps::default(), &mut Vec::new())?;
     message.ok_or_else(|| invalid_data("a place holder, not a message"))
 }

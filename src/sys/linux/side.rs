@@ -1,0 +1,122 @@
+//! Taking in the descriptors of a message that sent them on a side socket (more than fit in one
+//! packet) before the message's own packet is read, so that a receive at the descriptor limit
+//! leaves the message queued instead of losing it (issue 23).
+//!
+//! The message's packet carries one descriptor, the side socket; the side socket carries the
+//! message's descriptors, in packets of up to 253, all queued before the message's packet was
+//! sent. While the message's packet is still queued (peeked at, with a copy of the side socket
+//! installed), each side packet is peeked at with room for its descriptors — the copies installed
+//! are the ones kept — and then taken with no room for them, which installs nothing. The side
+//! socket has no other reader, so what is peeked at is what is taken. The descriptors gathered
+//! wait in the receiver's [`SideStash`], named by the side socket's cookie, until the last one
+//! is in; only then is the message's packet read.
+//!
+//! At the limit (fewer than `AT_THE_LIMIT` descriptors gathered for the message when the table
+//! is full), the receive fails with an error that says this process is out of descriptors, and
+//! what was gathered stays in the stash for the receive that comes once descriptors are free.
+//! With more gathered than that, the message carries more descriptors than this process can take
+//! in: it is refused as lost, as a packet with more descriptors than the room is, so that no
+//! sender can wedge the channel.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::net::sockopt::socket_cookie;
+use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvFlags};
+
+use super::frame::{FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN};
+use super::receiver::KIND_RING;
+use super::socket::read_one_holding;
+use super::sys::retry_on_intr;
+use crate::sys::{LimitsCell, OutOfDescriptors};
+
+/// The descriptors gathered from one message's side socket while its packet waits (boxed: a
+/// receiver rarely has any).
+#[derive(Debug, Default)]
+pub(super) struct SideStash(Option<Box<Gathered>>);
+
+#[derive(Debug)]
+struct Gathered {
+    /// The side socket's cookie: which message the descriptors belong to.
+    cookie: u64,
+    fds: Vec<OwnedFd>,
+}
+
+/// What became of a side socket's descriptors.
+pub(super) enum SideIntake {
+    /// Every one is in: the message's packet may be read.
+    Whole(Vec<OwnedFd>),
+    /// This process is at its descriptor limit: the message stays queued, what was gathered
+    /// stays in the stash.
+    AtTheLimit(io::Error),
+    /// The message cannot be taken in: it is read and refused with this reason.
+    Refused(&'static str),
+}
+
+/// How many descriptors a message whose packet begins with `packet` sends on a side socket, if
+/// it does (`None` for any other packet, or one too broken to say: its decoding refuses it).
+pub(super) fn side_descriptors(packet: &[u8]) -> Option<usize> {
+    let header = FrameHeader::decode(packet).ok().filter(|header| header.has(HANDLES_ON_SIDE_SOCKET))?;
+    let kinds = packet.get(HEADER_LEN..HEADER_LEN + header.channels as usize)?;
+    let rings = kinds.iter().filter(|&&kind| kind == KIND_RING).count();
+    Some(header.channels as usize + header.shared_memory as usize + rings)
+}
+
+impl SideStash {
+    /// Gathers the `expected` descriptors that wait on `side` (a copy of the side socket the
+    /// peeked packet carried), within `limits`.
+    pub fn take_in(&mut self, side: BorrowedFd<'_>, expected: usize, limits: &LimitsCell) -> SideIntake {
+        if limits.check(0, expected).is_err() {
+            // The decoding says which limit; nothing is gathered for it.
+            self.forget();
+            return SideIntake::Whole(Vec::new());
+        }
+        let Ok(cookie) = socket_cookie(side) else {
+            self.forget();
+            return SideIntake::Refused("a side socket that is not a socket");
+        };
+        let gathered = match &mut self.0 {
+            Some(gathered) if gathered.cookie == cookie => gathered,
+            other => other.insert(Box::new(Gathered { cookie, fds: Vec::new() })),
+        };
+        while gathered.fds.len() < expected {
+            let mut byte = [0u8; 1];
+            let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+            match read_one_holding(side, &mut byte, peek, gathered.fds.len()) {
+                Ok(Some(packet)) if packet.refused.is_none() && !packet.fds.is_empty() => {
+                    if take_without_descriptors(side).is_err() {
+                        self.forget();
+                        return SideIntake::Refused("an unreadable side socket");
+                    }
+                    gathered.fds.extend(packet.fds);
+                }
+                Ok(Some(packet)) if packet.refused.is_some() => {
+                    self.forget();
+                    return SideIntake::Refused(packet.refused.unwrap_or("side socket refused"));
+                }
+                Err(error) if OutOfDescriptors::is(&error) => return SideIntake::AtTheLimit(error),
+                _ => {
+                    self.forget();
+                    return SideIntake::Refused("side socket ended early");
+                }
+            }
+        }
+        let whole = std::mem::take(&mut gathered.fds);
+        self.forget();
+        SideIntake::Whole(whole)
+    }
+
+    /// Closes what was gathered (the message it belonged to is gone, or refused).
+    pub fn forget(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Takes the packet at the front of `side` with no room for its descriptors: it installs none
+/// (the copies a peek just installed are the ones kept).
+fn take_without_descriptors(side: BorrowedFd<'_>) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut control = RecvAncillaryBuffer::default();
+    retry_on_intr(|| recvmsg(side, &mut iov, &mut control, RecvFlags::DONTWAIT)).map(|_| ())
+}
