@@ -39,6 +39,14 @@ const ON_A_SIDE_SOCKET: usize = 300;
 /// Descriptors the "side" child leaves free when that message comes.
 const FEW_FREE: usize = 8;
 
+/// The kernel counts descriptors in flight per user, against the sender's `RLIMIT_NOFILE`: as an
+/// unprivileged user, the tests that leave hundreds in flight take turns, so that together they
+/// stay under it (root is exempt).
+fn in_flight_turn() -> std::sync::MutexGuard<'static, ()> {
+    static IN_FLIGHT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Fills this process's descriptor table (under a lowered limit) with copies kept in `held`.
 fn fill_the_table(held: &mut Vec<OwnedFd>) {
     fill_the_table_under(held, 256);
@@ -224,6 +232,7 @@ fn does_not_wedge(role: &'static str, descriptors: usize) {
     if child_role().is_some() {
         return;
     }
+    let _turn = in_flight_turn();
     with_watchdog(Duration::from_secs(60), move || {
         let (mut child, messages) = child_command(ENTRY, role).spawn_with_channel::<Message>().unwrap();
         messages.send(Message::Small(0)).unwrap();
@@ -273,6 +282,7 @@ fn a_message_on_a_side_socket_at_the_limit_stays_receivable() {
     if child_role().is_some() {
         return;
     }
+    let _turn = in_flight_turn();
     with_watchdog(Duration::from_secs(60), move || {
         let (mut child, messages) = child_command(ENTRY, "side").spawn_with_channel::<Message>().unwrap();
         messages.send(Message::Small(0)).unwrap();
