@@ -26,6 +26,8 @@ enum Message {
     Carrying(IpcSender<u32>, IpcSharedMemory),
     /// A message with more descriptors than the receiver has free.
     Many(Vec<IpcSharedMemory>),
+    /// The same with a payload too large for a packet (it travels in a memfd of its own).
+    ManyAndLarge(Vec<IpcSharedMemory>, Vec<u8>),
 }
 
 /// Descriptors the "wedge" child leaves free, fewer than its `Many` message carries.
@@ -270,8 +272,23 @@ fn side_socket_child(messages: crossproc::ipc::IpcReceiver<Message>) {
     assert_eq!(regions.len(), ON_A_SIDE_SOCKET);
     assert!(regions.iter().all(|region| &region[..] == b"on a side socket"));
     assert!(matches!(messages.recv().unwrap(), Message::Small(3000)), "the message behind it");
+    // The same for one whose payload travels in a memfd beside the side socket.
+    drop(regions);
+    let mut held = Vec::new();
+    fill_the_table_under(&mut held, 1024);
+    held.truncate(held.len() - FEW_FREE);
     parent.send(2).unwrap();
+    let error = messages.recv().err().expect("a large message with 300 descriptors received with 8 free");
+    assert_out_of_descriptors(&error, "recv of the large one");
+    drop(held);
+    let Message::ManyAndLarge(regions, payload) = messages.recv().unwrap() else { panic!("not the large message") };
+    assert_eq!(regions.len(), ON_A_SIDE_SOCKET);
+    assert!(payload.len() == LARGE && payload.iter().all(|&byte| byte == 7), "the payload came whole");
+    parent.send(3).unwrap();
 }
+
+/// The payload of the large message on a side socket: more than a packet carries.
+const LARGE: usize = 300 << 10;
 
 /// A message with more descriptors than one packet carries (they travel on a side socket) that
 /// comes while the receiver is at its descriptor limit stays queued, and arrives whole once
@@ -293,6 +310,9 @@ fn a_message_on_a_side_socket_at_the_limit_stays_receivable() {
         messages.send(Message::Many(vec![region; ON_A_SIDE_SOCKET])).unwrap();
         messages.send(Message::Small(3000)).unwrap();
         assert_eq!(answers.recv().unwrap(), 2);
+        let region = IpcSharedMemory::from_bytes(b"on a side socket");
+        messages.send(Message::ManyAndLarge(vec![region; ON_A_SIDE_SOCKET], vec![7; LARGE])).unwrap();
+        assert_eq!(answers.recv().unwrap(), 3);
         let status = child.wait().unwrap();
         assert!(status.success(), "the child failed: {status}");
     });

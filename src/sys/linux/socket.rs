@@ -286,9 +286,11 @@ fn recv_one(
         // A message whose descriptors wait on a side socket: they are taken in first, while its
         // packet stays queued.
         let side = match side {
-            Some((stash, limits)) if peeked.refused.is_none() && peeked.fds.len() == 1 => {
+            // The side socket is the packet's last descriptor (after a pooled payload's memfd).
+            Some((stash, limits)) if peeked.refused.is_none() && !peeked.fds.is_empty() => {
+                let side = peeked.fds[peeked.fds.len() - 1].as_fd();
                 side_descriptors(&scratch[..peeked.len.min(scratch.len())])
-                    .map(|expected| (stash.take_in(peeked.fds[0].as_fd(), expected, limits), stash))
+                    .map(|expected| (stash.take_in(side, expected, limits), stash))
             }
             _ => None,
         };
@@ -302,8 +304,12 @@ fn recv_one(
         match side {
             // The packet read is the one peeked at: it comes with the side socket's descriptors
             // (the copy of the side socket it installed, if any, is closed).
-            Some((SideIntake::Whole(fds), _)) if same => {
-                return Ok(Some(Packet { len: read.len, fds: Vec::new(), refused: None, side: Some(fds) }))
+            Some((SideIntake::Whole(gathered), _)) if same => {
+                // The packet's own descriptors but the side socket, from the read (or, where it
+                // found no room for them, from the peek).
+                let mut own = if read.refused.is_some() { peeked.fds } else { read.fds };
+                own.pop();
+                return Ok(Some(Packet { len: read.len, fds: own, refused: None, side: Some(gathered) }));
             }
             Some((SideIntake::Refused(reason), _)) if same => {
                 return Ok(Some(Packet { refused: Some(reason), ..read }))
