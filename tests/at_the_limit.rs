@@ -89,6 +89,9 @@ fn child_entry() {
     if role == "side" {
         return side_socket_child(messages);
     }
+    if role == "order" {
+        return order_child(messages);
+    }
     // Small messages first: enough for the channel to get its ring, when `ring` is the role.
     let small = if role == "ring" { 40 } else { 2 };
     for expected in 0..small {
@@ -313,6 +316,57 @@ fn a_message_on_a_side_socket_at_the_limit_stays_receivable() {
         let region = IpcSharedMemory::from_bytes(b"on a side socket");
         messages.send(Message::ManyAndLarge(vec![region; ON_A_SIDE_SOCKET], vec![7; LARGE])).unwrap();
         assert_eq!(answers.recv().unwrap(), 3);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the child failed: {status}");
+    });
+}
+
+/// In the child: a sender that never sent (it knows of no ring) sends with no descriptor free,
+/// then tells the parent, which sends on the same channel through its ring.
+fn order_child(messages: crossproc::ipc::IpcReceiver<Message>) {
+    let Message::Carrying(tell_parent, _) = messages.recv().unwrap() else { panic!("not the parent's sender") };
+    let Message::Carrying(on_the_ring, _) = messages.recv().unwrap() else { panic!("not the ring's sender") };
+    let mut held = Vec::new();
+    fill_the_table(&mut held);
+    // The slot the filling's template left too: not one descriptor is free.
+    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&held[0], 0) {
+        held.push(fd);
+    }
+    // A plain packet, then the look for the ring, which finds it only in the reserve's room.
+    on_the_ring.send(1).unwrap();
+    tell_parent.send(0).unwrap();
+    // Held until the parent read both, so that the look's room was this process's last.
+    assert!(matches!(messages.recv().unwrap(), Message::Small(0)));
+    drop(held);
+}
+
+/// A message sent at the descriptor limit by a sender that knew of no ring keeps its place:
+/// one sent after it through the ring (by another process, told through another channel)
+/// arrives after it. The look for the ring after the plain send found no room for the copy of
+/// the ring's control memfd, so no marker kept the packet's place (issue 22, item 12): the
+/// later message overtook it.
+#[test]
+fn a_send_at_the_limit_keeps_its_place_before_a_later_ring_message() {
+    if child_role().is_some() {
+        return;
+    }
+    with_watchdog(Duration::from_secs(60), move || {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        // The channel gets its ring here, and it is awake: `tx` sends into it.
+        for n in 0..40 {
+            tx.send(n).unwrap();
+            assert_eq!(rx.recv().unwrap(), n);
+        }
+        let (mut child, messages) = child_command(ENTRY, "order").spawn_with_channel::<Message>().unwrap();
+        let (told, tell) = ipc::channel::<u32>().unwrap();
+        let region = IpcSharedMemory::from_bytes(b"unused");
+        messages.send(Message::Carrying(told, region.clone())).unwrap();
+        messages.send(Message::Carrying(tx.clone(), region)).unwrap();
+        assert_eq!(tell.recv().unwrap(), 0, "the child sent its message");
+        tx.send(2).unwrap();
+        assert_eq!(rx.recv().unwrap(), 1, "the child's message first: it was sent before the parent's");
+        assert_eq!(rx.recv().unwrap(), 2);
+        messages.send(Message::Small(0)).unwrap();
         let status = child.wait().unwrap();
         assert!(status.success(), "the child failed: {status}");
     });

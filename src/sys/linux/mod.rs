@@ -14,6 +14,7 @@
 //! - [`ring`]: the shared-memory fast path for small messages (one control memfd per channel).
 //! - [`held`]: the ends and regions this process holds, by kernel object, so that one received
 //!   again shares its descriptor.
+//! - [`reserve`]: the descriptor a process keeps free for the look that must find a ring.
 //! - [`fork`]: noticing, without a system call, that this process is a forked child.
 //! - [`owner`]: which process reads a ring and whether it lives, so that a fork copy of a
 //!   receiver takes over a ring whose reader is gone.
@@ -47,6 +48,7 @@ mod pool;
 #[cfg(feature = "tokio")]
 mod reactor;
 mod receiver;
+mod reserve;
 mod ring;
 mod select;
 mod sender;

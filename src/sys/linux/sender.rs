@@ -23,10 +23,11 @@ use super::held::{Held, Shared};
 use super::memfd::{Encoded, PayloadWriter};
 use super::pool::{Lease, PayloadPool};
 use super::receiver::RingNews;
+use super::reserve;
 use super::ring::{Control, Outcome, RingWriter, RING_MESSAGE_MAX};
 use super::socket::{hung_up, recv_packet, send_on_side_socket, send_packet, Packet};
 use super::sys::{invalid_data, retry_on_intr, wait_readable, wait_writable, wire_count};
-use crate::sys::{OsIpcChannel, OsIpcSharedMemory, SendFailure, Wait};
+use crate::sys::{OsIpcChannel, OsIpcSharedMemory, OutOfDescriptors, SendFailure, Wait};
 
 /// The sending end of a channel; clones share one socket, one pool of payload memfds and one
 /// slot of the channel's ring. So does a copy of it that arrives in this process again (see
@@ -62,6 +63,8 @@ impl OsIpcSender {
     }
 
     fn new(fd: OwnedFd, held: bool) -> Self {
+        // For the look after a plain send, which must find the ring also at the limit.
+        reserve::keep();
         let ring = SenderRing {
             born: AtomicU64::new(fork::generation()),
             state: Mutex::new(RingState::Unaware),
@@ -749,6 +752,18 @@ fn coarse_now() -> u64 {
 /// socket, and maps it: `Unaware` when there is none yet, `Absent` when it is broken or when the
 /// receiver left word that the channel never gets one.
 fn find_ring(socket: BorrowedFd<'_>) -> io::Result<RingState> {
+    match find_ring_once(socket) {
+        // No room for the copy of the control memfd: the look takes the room of the
+        // descriptor this process keeps in reserve for it.
+        Err(error) if OutOfDescriptors::is(&error) => {
+            reserve::with_one_free(|| find_ring_once(socket)).unwrap_or(Err(error))
+        }
+        result => result,
+    }
+}
+
+/// One look of [`find_ring`].
+fn find_ring_once(socket: BorrowedFd<'_>) -> io::Result<RingState> {
     let mut packet = [0u8; CONTROL_PACKET.len()];
     match recv_packet(socket, &mut packet, RecvFlags::PEEK | RecvFlags::DONTWAIT)
         .and_then(|packet| packet.map(Packet::accepted).transpose())

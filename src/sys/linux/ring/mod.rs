@@ -40,7 +40,9 @@
 //! - A sender that finds the ring *after* sending `p` sends a **place holder** (an empty packet
 //!   with a ticket) and publishes its marker before its send returns. Anything sent because of
 //!   `p` comes after that marker, and the receiver reads the socket up to the place holder, so
-//!   up to `p`, before it passes the marker.
+//!   up to `p`, before it passes the marker. The look installs a copy of the control memfd;
+//!   a process at its descriptor limit makes the room by closing the one descriptor it keeps
+//!   in reserve for this (`reserve.rs`), so that the look finds the ring there too.
 //! - A sender whose look found no ring sent `p` before the ring was announced, so `p` was
 //!   queued then. The receiver makes the ring `ASLEEP` (so every sender that knows of it uses
 //!   the socket, with markers), notes how many bytes of packets were queued once the control
