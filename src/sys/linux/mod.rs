@@ -12,6 +12,7 @@
 //!   memfd payloads it hands to [`pool`] and [`intake`]).
 //! - [`sender`] and [`receiver`]: the two ends, choosing between the ring and the socket.
 //! - [`ring`]: the shared-memory fast path for small messages (one control memfd per channel).
+//! - [`at_exit`]: ring slots given back when the process exits without dropping its senders.
 //! - [`held`]: the ends and regions this process holds, by kernel object, so that one received
 //!   again shares its descriptor.
 //! - [`reserve`]: the descriptor a process keeps free for the look that must find a ring.
@@ -34,6 +35,7 @@
 
 #![allow(unsafe_code)]
 
+mod at_exit;
 #[cfg(test)]
 mod documented;
 mod fork;

@@ -13,6 +13,7 @@ use rustix::io::Errno;
 use rustix::net::sockopt::socket_cookie;
 use rustix::net::{connect, recv, socket_with, AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
 
+use super::at_exit;
 use super::fork;
 use super::frame::{
     buffer_claim, other_version, version_mismatch, FrameHeader, CONTROL_PACKET, HANDLES_ON_SIDE_SOCKET, INLINE_MAX,
@@ -263,6 +264,8 @@ impl OsIpcSender {
     /// overtakes it (see `ring/mod.rs`). If that fails, the ring is retired instead.
     fn hold_place(&self, wait: Wait) {
         let Some(ticket) = self.ring.place_ticket(self.fd.as_fd()) else { return };
+        // This sender has a slot now (the only way it takes one): `exit` gives it back.
+        at_exit::note(&self.ring);
         let header = FrameHeader { flags: PLACE_HOLDER, channels: 0, shared_memory: 0, payload_len: 0, ticket };
         let sent = self.send_waiting(&[IoSlice::new(&header.encode())], &[], wait).is_ok();
         self.ring.settle(ticket, sent);
@@ -479,7 +482,7 @@ fn wait_for_room_briefly(writer: &mut RingWriter, data: &[u8]) -> Outcome {
 }
 
 /// What this process knows of the channel's ring, shared by clones of a sender.
-struct SenderRing {
+pub(super) struct SenderRing {
     /// The fork generation `state` belongs to: a forked child starts over.
     born: AtomicU64,
     state: Mutex<RingState>,
@@ -696,6 +699,20 @@ impl SenderRing {
         // The state's lock is not held while waiting: the other clones of this sender go on.
         if let Some((control, slot)) = waiter {
             control.wait_for_room(slot, timeout);
+        }
+    }
+
+    /// Gives this process's slot back, unless a thread is inside a send (while the process
+    /// exits: see `at_exit.rs`). A send after it looks for the ring again, as a new sender does.
+    pub(super) fn give_back_slot(&self) {
+        if self.born.load(Ordering::Acquire) != fork::generation() {
+            return;
+        }
+        if let Ok(mut state) = self.state.try_lock() {
+            if matches!(*state, RingState::Writing(_)) {
+                // The writer's drop lets the slot go.
+                *state = RingState::Unaware;
+            }
         }
     }
 
