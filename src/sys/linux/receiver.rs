@@ -993,3 +993,41 @@ mod engagement {
         assert!(ring.is_settled(), "the senders were kept off the ring for the whole stream");
     }
 }
+
+#[cfg(test)]
+mod side_review_tests {
+    use super::super::socket::channel;
+    use super::*;
+    use crate::sys::OsIpcChannel;
+
+    /// Review of 7fd193e: a message whose descriptors travel on a side socket is checked against
+    /// `max_handles` with its rings' control memfds counted (`SideStash::take_in`), where the
+    /// decoding counts channel ends and regions only. A message within the limits the decoding
+    /// applies (and that the one-packet path, and the side-socket path before 7fd193e, deliver)
+    /// is refused: "descriptor count does not match the header".
+    #[test]
+    fn a_side_socket_message_within_the_limits_is_delivered_with_its_rings() {
+        const ENDS: usize = 130;
+        let mut ends = Vec::new();
+        for _ in 0..ENDS {
+            let (tx, rx) = channel().unwrap();
+            for byte in 0..RING_AFTER as u8 {
+                assert!(tx.send(&[byte], vec![], vec![], Wait::Blocking).is_ok());
+                assert_eq!(rx.recv(Wait::Blocking).unwrap().data, [byte]);
+            }
+            assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+            ends.push(rx);
+        }
+        let rings = ends.iter().filter(|rx| matches!(rx.travelling_ring(), RingNews::Ring(_))).count();
+        assert!(ENDS + rings > 253, "only {rings} of the receivers have a ring: no side socket");
+        let (tx, rx) = channel().unwrap();
+        // The limit the message meets: one handle per channel end, as the decoding counts.
+        rx.set_limits(ReceiveLimits { max_handles: ENDS, ..ReceiveLimits::DEFAULT });
+        let channels = ends.into_iter().map(OsIpcChannel::Receiver).collect();
+        assert!(tx.send(b"ends", channels, vec![], Wait::Blocking).is_ok());
+        match rx.recv(Wait::Blocking) {
+            Ok(message) => assert_eq!(message.channels.len(), ENDS),
+            Err(error) => panic!("a message within the limits was refused: {error:?}"),
+        }
+    }
+}
