@@ -17,6 +17,12 @@
 //! With more gathered than that, the message carries more descriptors than this process can take
 //! in: it is refused as lost, as a packet with more descriptors than the room is, so that no
 //! sender can wedge the channel.
+//!
+//! Only a process that may lack the room takes a message in this way ([`may_lack_room`]): one
+//! with room to spare reads the packet first and the side socket after, as before. Two `fork`
+//! copies of a receiver that read at once may both peek at one message's packet, and taking its
+//! side socket in before the packet is read would let the one that does not get the packet
+//! consume the other's descriptors.
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -26,7 +32,7 @@ use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvFlags};
 
 use super::frame::{FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN};
 use super::receiver::KIND_RING;
-use super::socket::read_one_holding;
+use super::socket::{read_one_holding, AT_THE_LIMIT};
 use super::sys::retry_on_intr;
 use crate::sys::{LimitsCell, OutOfDescriptors};
 
@@ -53,20 +59,36 @@ pub(super) enum SideIntake {
     Refused(&'static str),
 }
 
-/// How many descriptors a message whose packet begins with `packet` sends on a side socket, if
-/// it does (`None` for any other packet, or one too broken to say: its decoding refuses it).
-pub(super) fn side_descriptors(packet: &[u8]) -> Option<usize> {
+/// What a message whose packet begins with `packet` sends on a side socket, if it does (`None`
+/// for any other packet, or one too broken to say: its decoding refuses it): its channels and
+/// regions (what `ReceiveLimits` counts), and every descriptor (with rings' control memfds).
+pub(super) fn side_descriptors(packet: &[u8]) -> Option<(usize, usize)> {
     let header = FrameHeader::decode(packet).ok().filter(|header| header.has(HANDLES_ON_SIDE_SOCKET))?;
     let kinds = packet.get(HEADER_LEN..HEADER_LEN + header.channels as usize)?;
     let rings = kinds.iter().filter(|&&kind| kind == KIND_RING).count();
-    Some(header.channels as usize + header.shared_memory as usize + rings)
+    let handles = header.channels as usize + header.shared_memory as usize;
+    Some((handles, handles + rings))
+}
+
+/// Whether this process may have fewer than `needed` descriptors free (with `AT_THE_LIMIT` to
+/// spare): `RLIMIT_NOFILE` less the descriptors open (`/proc/self/fd`). Where that cannot be
+/// read, `false`: the message is read as before.
+pub(super) fn may_lack_room(needed: usize) -> bool {
+    let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current else { return false };
+    let Ok(open) = std::fs::read_dir("/proc/self/fd").map(Iterator::count) else { return false };
+    (open as u64).saturating_add((needed + AT_THE_LIMIT) as u64) > limit
 }
 
 impl SideStash {
     /// Gathers the `expected` descriptors that wait on `side` (a copy of the side socket the
-    /// peeked packet carried), within `limits`.
-    pub fn take_in(&mut self, side: BorrowedFd<'_>, expected: usize, limits: &LimitsCell) -> SideIntake {
-        if limits.check(0, expected).is_err() {
+    /// peeked packet carried) for a message of `handles` channels and regions, within `limits`.
+    pub fn take_in(
+        &mut self,
+        side: BorrowedFd<'_>,
+        (handles, expected): (usize, usize),
+        limits: &LimitsCell,
+    ) -> SideIntake {
+        if limits.check(0, handles).is_err() {
             // The decoding says which limit; nothing is gathered for it.
             self.forget();
             return SideIntake::Whole(Vec::new());
@@ -104,6 +126,12 @@ impl SideStash {
         let whole = std::mem::take(&mut gathered.fds);
         self.forget();
         SideIntake::Whole(whole)
+    }
+
+    /// Whether descriptors of a message kept at the limit wait here (its next receive goes on
+    /// gathering, whatever the room).
+    pub fn is_gathering(&self) -> bool {
+        self.0.is_some()
     }
 
     /// Closes what was gathered (the message it belonged to is gone, or refused).

@@ -34,7 +34,7 @@ use super::frame::{
 use super::intake::{take_payload, PeerMaps};
 use super::receiver::{OsIpcReceiver, RingNews, KIND_NEVER, KIND_RING};
 use super::sender::OsIpcSender;
-use super::side::{side_descriptors, SideIntake, SideStash};
+use super::side::{may_lack_room, side_descriptors, SideIntake, SideStash};
 use super::sys::{invalid_data, retry_on_intr, timespec};
 use crate::sys::{LimitExceeded, LimitsCell, OsIpcChannel, OsIpcMessage, OsIpcSharedMemory, OutOfDescriptors};
 
@@ -196,8 +196,16 @@ pub(super) fn recv_packet_looked_at(
     // some; beyond it the empty packet is refused, and the next read goes on.
     const MAX_EMPTY_READS: usize = 4096;
     for _ in 0..MAX_EMPTY_READS {
-        let side = side.as_mut().map(|(stash, limits)| (&mut **stash, *limits));
-        let packet = match recv_one(socket, buffer, flags, look.take(), side)? {
+        let intake = side.as_mut().map(|(stash, limits)| (&mut **stash, *limits));
+        let received = recv_one(socket, buffer, flags, look.take(), intake)?;
+        if let (Some(packet), Some((stash, _))) = (&received, side.as_mut()) {
+            // The queue moved past a message kept at the limit (a `fork` copy took it): what
+            // was gathered for it is closed.
+            if packet.side.is_none() && stash.is_gathering() && !flags.contains(RecvFlags::PEEK) {
+                stash.forget();
+            }
+        }
+        let packet = match received {
             Some(packet) if packet.len == 0 && packet.fds.is_empty() && packet.refused.is_none() => packet,
             other => return Ok(other),
         };
@@ -290,7 +298,8 @@ fn recv_one(
             Some((stash, limits)) if peeked.refused.is_none() && !peeked.fds.is_empty() => {
                 let side = peeked.fds[peeked.fds.len() - 1].as_fd();
                 side_descriptors(&scratch[..peeked.len.min(scratch.len())])
-                    .map(|expected| (stash.take_in(side, expected, limits), stash))
+                    .filter(|&(_, expected)| stash.is_gathering() || may_lack_room(expected))
+                    .map(|counts| (stash.take_in(side, counts, limits), stash))
             }
             _ => None,
         };
