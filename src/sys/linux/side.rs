@@ -3,7 +3,7 @@
 //! leaves the message queued instead of losing it (issue 23).
 //!
 //! The message's packet carries one descriptor, the side socket; the side socket carries the
-//! message's descriptors, in packets of up to 253, all queued before the message's packet was
+//! message's descriptors, in packets of up to 250, all queued before the message's packet was
 //! sent. While the message's packet is still queued (peeked at, with a copy of the side socket
 //! installed), each side packet is peeked at with room for its descriptors — the copies installed
 //! are the ones kept — and then taken with no room for them, which installs nothing. The side
@@ -82,10 +82,14 @@ pub(super) fn may_lack_room(needed: usize) -> bool {
 impl SideStash {
     /// Gathers the `expected` descriptors that wait on `side` (a copy of the side socket the
     /// peeked packet carried) for a message of `handles` channels and regions, within `limits`.
+    /// `installed` descriptors of the message's packet (the peek's copies: the side socket, a
+    /// pooled payload's memfd) are held meanwhile, and count towards the room found, as a
+    /// one-packet message's do.
     pub fn take_in(
         &mut self,
         side: BorrowedFd<'_>,
         (handles, expected): (usize, usize),
+        installed: usize,
         limits: &LimitsCell,
     ) -> SideIntake {
         if limits.check(0, handles).is_err() {
@@ -104,7 +108,7 @@ impl SideStash {
         while gathered.fds.len() < expected {
             let mut byte = [0u8; 1];
             let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-            match read_one_holding(side, &mut byte, peek, gathered.fds.len()) {
+            match read_one_holding(side, &mut byte, peek, installed + gathered.fds.len()) {
                 Ok(Some(packet)) if packet.refused.is_none() && !packet.fds.is_empty() => {
                     if take_without_descriptors(side).is_err() {
                         self.forget();

@@ -299,7 +299,7 @@ fn recv_one(
                 let side = peeked.fds[peeked.fds.len() - 1].as_fd();
                 side_descriptors(&scratch[..peeked.len.min(scratch.len())])
                     .filter(|&(_, expected)| stash.is_gathering() || may_lack_room(expected))
-                    .map(|counts| (stash.take_in(side, counts, limits), stash))
+                    .map(|counts| (stash.take_in(side, counts, peeked.fds.len(), limits), stash))
             }
             _ => None,
         };
