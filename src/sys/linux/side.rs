@@ -152,3 +152,80 @@ fn take_without_descriptors(side: BorrowedFd<'_>) -> io::Result<()> {
     let mut control = RecvAncillaryBuffer::default();
     retry_on_intr(|| recvmsg(side, &mut iov, &mut control, RecvFlags::DONTWAIT)).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    use rustix::net::{socketpair, AddressFamily, SendFlags, SocketFlags, SocketType};
+
+    use super::super::frame::{FrameHeader, HANDLES_ON_SIDE_SOCKET};
+    use super::super::socket::{channel, send_packet};
+    use crate::sys::{RecvError, Wait};
+
+    /// Review of 7fd193e: hostile side sockets (stream, datagram, packets without descriptors,
+    /// more or fewer descriptors than the header claims, a side socket shared by two messages,
+    /// one whose writer stays open) each refuse their own message, without a hang or a panic,
+    /// and the message behind each comes.
+    #[test]
+    fn hostile_side_sockets_refuse_their_message_and_the_next_comes() {
+        let (tx, rx) = channel().unwrap();
+        let file = || -> OwnedFd { std::fs::File::open("/proc/self/stat").unwrap().into() };
+        let send_side = |side: &OwnedFd, claimed: u32| {
+            let header = FrameHeader {
+                flags: HANDLES_ON_SIDE_SOCKET,
+                channels: 0,
+                shared_memory: claimed,
+                payload_len: 0,
+                ticket: 0,
+            }
+            .encode();
+            send_packet(tx.fd.as_fd(), &[IoSlice::new(&header)], &[side.as_fd()], SendFlags::empty()).unwrap();
+        };
+        let fill = |writer: &OwnedFd, packets: &[usize]| {
+            let f = file();
+            for &n in packets {
+                let fds = vec![f.as_fd(); n];
+                send_packet(writer.as_fd(), &[IoSlice::new(&[0])], &fds, SendFlags::empty()).unwrap();
+            }
+        };
+        let mut writers = Vec::new();
+        for (kind, packets, claimed) in [
+            (SocketType::STREAM, vec![3, 3], 6),
+            (SocketType::DGRAM, vec![3, 3], 6),
+            (SocketType::SEQPACKET, vec![0, 0], 6),
+            (SocketType::SEQPACKET, vec![250, 250], 260),
+            (SocketType::SEQPACKET, vec![250], 260),
+            (SocketType::SEQPACKET, vec![], 260),
+        ] {
+            let (reader, writer) = socketpair(AddressFamily::UNIX, kind, SocketFlags::CLOEXEC, None).unwrap();
+            fill(&writer, &packets);
+            send_side(&reader, claimed);
+            assert!(tx.send(b"next", vec![], vec![], Wait::Blocking).is_ok());
+            match rx.recv(Wait::Blocking) {
+                Err(RecvError::Io(error)) => {
+                    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{kind:?} {packets:?}")
+                }
+                Ok(message) => {
+                    // Only a stream socket may deliver (its bytes merge): what it delivers is whole.
+                    assert!(kind == SocketType::STREAM && message.shared_memory.len() == 6, "{kind:?}: {message:?}");
+                }
+                Err(other) => panic!("{kind:?} {packets:?}: {other:?}"),
+            }
+            assert_eq!(rx.recv(Wait::Blocking).unwrap().data, b"next", "{kind:?} {packets:?}");
+            writers.push(writer);
+        }
+        // One side socket in two messages, each claiming all of it: the first takes it, the
+        // second finds it empty.
+        let (reader, writer) =
+            socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).unwrap();
+        fill(&writer, &[250, 10]);
+        send_side(&reader, 260);
+        send_side(&reader, 260);
+        assert!(tx.send(b"next", vec![], vec![], Wait::Blocking).is_ok());
+        assert!(matches!(rx.recv(Wait::Blocking), Err(RecvError::Io(_))), "regions are not sealed memfds");
+        assert!(matches!(rx.recv(Wait::Blocking), Err(RecvError::Io(_))));
+        assert_eq!(rx.recv(Wait::Blocking).unwrap().data, b"next");
+    }
+}
