@@ -1029,5 +1029,103 @@ mod side_review_tests {
             Ok(message) => assert_eq!(message.channels.len(), ENDS),
             Err(error) => panic!("a message within the limits was refused: {error:?}"),
         }
+
+/// Review of 08012d3: a copy made by `fork` that takes a ring over uses the receiver's
+/// `ring_lock` for the first time in its process (before, a copy never did).
+#[cfg(test)]
+mod takeover_review {
+    use super::super::socket::channel;
+    use super::*;
+
+    /// Waits up to `timeout` for the child `pid` (a pidfd's readiness: no sleeping), killing it
+    /// if it is still running then; its exit status, or `None` if it hung.
+    pub(crate) fn wait_child(pid: libc::pid_t, timeout: Duration) -> Option<i32> {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).expect("a child's pid"),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+        let ready = rustix::event::poll(&mut fds, Some(&super::super::sys::timespec(timeout))).unwrap();
+        let mut status = 0;
+        if ready == 0 {
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        // SAFETY: reaps our own child, which has exited.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        Some(status)
+    }
+
+    /// A thread of the reader's process is inside a receive on the ring (it holds `ring_lock`)
+    /// when another thread forks. The reader then lets go of the ring, one message still in
+    /// it. The child's copy takes the ring over, as `RingReader::inherited` says, and its
+    /// receive waits for ever on the `ring_lock` that the thread it was copied from (which
+    /// does not exist in the child) will never let go. Fails (the child hangs) on 08012d3.
+    #[test]
+    fn a_fork_copy_that_takes_a_ring_over_does_not_wait_for_a_lock_held_at_the_fork() {
+        // Without the lock held at the fork, the copy takes the ring over and gets the message
+        // (the takeover works); with it, it must too.
+        take_over_after_fork(false);
+        take_over_after_fork(true);
+    }
+
+    fn take_over_after_fork(held_at_fork: bool) {
+        let (tx, rx) = channel().unwrap();
+        for byte in 0..RING_AFTER as u8 {
+            assert!(tx.send(&[byte], vec![], vec![], Wait::Blocking).is_ok());
+            assert_eq!(rx.recv(Wait::Blocking).unwrap().data, [byte]);
+        }
+        assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+        let control = rx.ring.get().expect("a ring").control().clone();
+        // Into the ring, which its reader does not read before it lets go.
+        assert!(tx.send(b"left in the ring", vec![], vec![], Wait::Blocking).is_ok());
+        assert!(rx.ring.get().unwrap().has_work(), "the message waits in the ring");
+
+        let rx = Arc::new(rx);
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let rx = rx.clone();
+            std::thread::spawn(move || {
+                // What a receive does while it takes the ring's front.
+                let _held = held_at_fork.then(|| rx.lock_ring());
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+        };
+        locked_rx.recv().unwrap();
+        // SAFETY: the child only receives, and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // The reader lets go (its receiver dropped): a fork copy may take the ring over.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while control.owner().load(Ordering::Acquire) != super::super::owner::LET_GO {
+                if Instant::now() > deadline {
+                    // SAFETY: ends the forked child at once.
+                    unsafe { libc::_exit(3) };
+                }
+                std::hint::spin_loop();
+            }
+            let got = rx.recv(Wait::Timeout(Duration::from_secs(5)));
+            let ok = matches!(&got, Ok(message) if message.data == b"left in the ring");
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        assert!(pid > 0, "fork failed");
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        drop(Arc::try_unwrap(rx).expect("the last reference"));
+        assert_eq!(control.owner().load(Ordering::Acquire), super::super::owner::LET_GO);
+        let status = wait_child(pid, Duration::from_secs(15));
+        let status = status.unwrap_or_else(|| {
+            panic!("the child's receive hung (ring lock held at the fork: {held_at_fork})")
+        });
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status}");
+        drop(tx);
     }
 }
