@@ -104,4 +104,83 @@ mod tests {
         // A token no process of this ancestry drew is never taken for a dead owner's.
         assert_eq!(gone(fork::generation(), token ^ 1), None);
     }
+
+    /// Review of 08012d3: a child forked while another thread of its parent held the list of
+    /// owner tokens (`OWNERS`) gets a token no list names, and "its rings are taken over only
+    /// once let go" — but `token()` draws a new token at every call there, so the receiver's
+    /// `Drop` (compare-and-swap of `token()` for `LET_GO`) never matches the token its ring was
+    /// given, and the ring is never let go: a copy forked from that child loses the message
+    /// left in the ring. Fails on 08012d3 (the grandchild receives nothing).
+    #[test]
+    fn a_ring_let_go_in_a_child_forked_while_the_owner_list_was_held_is_taken_over() {
+        // Without the list held at the fork, the copy gets the message (the takeover works).
+        let_go_in_a_child(false);
+        let_go_in_a_child(true);
+    }
+
+    fn let_go_in_a_child(held_at_fork: bool) {
+        use crate::sys::{RecvError, Wait};
+        use std::sync::atomic::Ordering;
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = held_at_fork.then(|| OWNERS.lock().unwrap());
+            locked_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        locked_rx.recv().unwrap();
+        // SAFETY: the child runs the code below and leaves with `_exit`.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let (tx, rx) = super::super::socket::channel().unwrap();
+            for byte in 0..super::super::ring::RING_AFTER as u8 {
+                assert!(tx.send(&[byte], vec![], vec![], Wait::Blocking).is_ok());
+                assert_eq!(rx.recv(Wait::Blocking).unwrap().data, [byte]);
+            }
+            assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+            // The sender finds the ring after this one (it looks after each plain send).
+            assert!(tx.send(b"found", vec![], vec![], Wait::Blocking).is_ok());
+            assert_eq!(rx.recv(Wait::Blocking).unwrap().data, b"found");
+            assert!(matches!(rx.recv(Wait::NonBlocking), Err(RecvError::Empty)));
+            assert!(tx.send(b"left in the ring", vec![], vec![], Wait::Blocking).is_ok());
+            let control = super::super::receiver::takeover_review::ring_control(&rx);
+            let Some(control) = control else { unsafe { libc::_exit(4) } };
+            // Bits 2..18 of the word: the head of the published chain; and nothing on the socket.
+            let queued = rustix::io::ioctl_fionread(&rx).unwrap();
+            if control.is_closed() || (control.word().load(Ordering::Acquire) >> 2) & 0xffff == 0 || queued != 0 {
+                // The message did not go into the ring: the test would prove nothing.
+                unsafe { libc::_exit(5) };
+            }
+            let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+            // SAFETY: the grandchild receives once and leaves with `_exit`.
+            let copy = unsafe { libc::fork() };
+            if copy == 0 {
+                let mut byte = [0u8; 1];
+                let _ = rustix::io::read(&read_end, &mut byte);
+                let got = rx.recv(Wait::Timeout(Duration::from_secs(5)));
+                let ok = matches!(&got, Ok(message) if message.data == b"left in the ring");
+                // SAFETY: ends the forked grandchild at once.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            // The reader lets go, the message still in its ring.
+            drop(rx);
+            eprintln!("child: owner word after the drop: {:#x}", control.owner().load(Ordering::Acquire));
+            let _ = rustix::io::write(&write_end, &[1]);
+            let status = super::super::receiver::takeover_review::wait_child(copy, Duration::from_secs(30));
+            let ok = status.is_some_and(|status| libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            drop(tx);
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        assert!(child > 0, "fork failed");
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let status = super::super::receiver::takeover_review::wait_child(child, Duration::from_secs(60));
+        let status = status.expect("the child hung");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the copy forked from the child did not get the message left in the ring its reader let go \
+             (status {status}, list held at the fork: {held_at_fork})"
+        );
+    }
 }

@@ -1033,9 +1033,14 @@ mod side_review_tests {
 /// Review of 08012d3: a copy made by `fork` that takes a ring over uses the receiver's
 /// `ring_lock` for the first time in its process (before, a copy never did).
 #[cfg(test)]
-mod takeover_review {
+pub(super) mod takeover_review {
     use super::super::socket::channel;
     use super::*;
+
+    /// The control of `rx`'s ring, if it has one.
+    pub(crate) fn ring_control(rx: &OsIpcReceiver) -> Option<Arc<Control>> {
+        rx.ring.get().map(|ring| ring.control().clone())
+    }
 
     /// Waits up to `timeout` for the child `pid` (a pidfd's readiness: no sleeping), killing it
     /// if it is still running then; its exit status, or `None` if it hung.
