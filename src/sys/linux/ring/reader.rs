@@ -39,6 +39,10 @@ pub(in super::super) struct RingReader {
     /// The fork generation in which a copy of this reader was last looked at by
     /// [`inherited`](Self::inherited).
     inherited_in: AtomicU64,
+    /// The token this reader wrote in the control memfd as the ring's owner (see `owner.rs`):
+    /// what its `Drop` replaces with `LET_GO`. Kept, not asked of `owner::token` again, which
+    /// in a child forked while another thread held the list of tokens draws a new one each time.
+    token: AtomicU64,
     /// Set when the receiver moved to another process, which goes on with the ring.
     departed: AtomicBool,
     /// [`ANNOUNCING`], [`FRESH`] or [`SETTLED`]: whether the receiver may let senders use the
@@ -66,10 +70,12 @@ impl RingReader {
     /// The reader of a ring its senders know of already (it starts [`FRESH`]: see `settled`).
     pub fn new(control: Arc<Control>, fd: OwnedFd, born: u64) -> RingReader {
         // This process reads the ring from now on.
-        control.owner().store(owner::token(), Ordering::Release);
+        let token = owner::token();
+        control.owner().store(token, Ordering::Release);
         RingReader {
             control,
             fd,
+            token: AtomicU64::new(token),
             born: AtomicU64::new(born),
             inherited_in: AtomicU64::new(born),
             departed: AtomicBool::new(false),
@@ -186,6 +192,7 @@ impl RingReader {
         let mine = owner::token();
         if let Some(seen) = owner::gone(self.born.load(Ordering::Acquire), seen) {
             if self.control.owner().compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                self.token.store(mine, Ordering::Release);
                 self.settled.store(FRESH, Ordering::Release);
                 self.arrived(queued());
                 self.born.store(generation, Ordering::Release);
@@ -378,7 +385,7 @@ impl Drop for RingReader {
             self.control.close();
             // A fork copy of the receiver may take over what is left in the ring.
             let _ = self.control.owner().compare_exchange(
-                owner::token(),
+                self.token.load(Ordering::Acquire),
                 owner::LET_GO,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
