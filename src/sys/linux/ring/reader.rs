@@ -153,8 +153,18 @@ impl RingReader {
     /// The receiver moved on (its ring with it): dropping this copy leaves the ring open.
     pub fn depart(&self) {
         self.departed.store(true, Ordering::Relaxed);
-        // Its reader is alive, elsewhere: a fork copy here must not take the ring over.
-        self.control.owner().store(owner::MOVING, Ordering::Release);
+        // Its reader is alive, elsewhere: a fork copy here must not take the ring over. Only
+        // if this process still names itself: the send has returned, and the process it went
+        // to may have written its own token already (nor does a fork copy that does not read
+        // the ring speak for the process that does).
+        if self.is_ours(super::super::fork::generation()) {
+            let _ = self.control.owner().compare_exchange(
+                self.token.load(Ordering::Acquire),
+                owner::MOVING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// The control memfd (to send along when the receiver moves).
