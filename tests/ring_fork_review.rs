@@ -8,7 +8,7 @@ mod util;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossproc::ipc::{self, IpcReceiver, IpcSender};
+use crossproc::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
 use util::with_watchdog;
 
 const COUNT: u32 = 50;
@@ -132,5 +132,70 @@ fn a_moved_receivers_token_is_not_overwritten_by_the_senders_depart() {
         go_tx.send(()).unwrap();
         let got = report_rx.recv().unwrap();
         assert_eq!(got, (0..COUNT).collect::<Vec<_>>(), "the copy got every message Q left in its ring, in order");
+    });
+}
+
+/// A message of the order test: its number, and maybe a region (which sends it on the socket,
+/// with a marker in the ring).
+type Numbered = (u32, Option<IpcSharedMemory>);
+
+/// The copy is used while the ring's reader lives: it retires the ring, and reads the socket,
+/// taking there a packet whose marker waits in the ring (m1, sent with a region). The reader
+/// then lets go, and the copy takes the ring over "with the messages left in it, in order"
+/// (docs/ring.md). At m1's marker, whose packet is gone, it reads the socket's next packet in
+/// the marker's place — m3, sent after the ring was retired — before m2, which the same
+/// sender sent earlier through the ring. Fails on 08012d3: [100, 103, 102].
+#[test]
+fn a_fork_copy_that_takes_a_ring_over_keeps_each_senders_order() {
+    let _serial = serial();
+    with_watchdog(Duration::from_secs(60), || {
+        let (setup_tx, setup_rx) = ipc::channel::<IpcSender<Numbered>>().unwrap();
+        let (go_tx, go_rx) = ipc::channel::<()>().unwrap();
+        let (drop_tx, drop_rx) = ipc::channel::<()>().unwrap();
+        let (dropped_tx, dropped_rx) = ipc::channel::<()>().unwrap();
+        let (forked_tx, forked_rx) = ipc::channel::<()>().unwrap();
+        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let reader = fork_child(|| {
+            let (tx, rx) = ipc::channel::<Numbered>().unwrap();
+            for seq in 0..20 {
+                tx.send((seq, None)).unwrap();
+                assert_eq!(rx.recv().unwrap().0, seq);
+            }
+            setup_tx.send(tx).unwrap();
+            // The sender, new in the test's process, finds the ring after its first send.
+            assert_eq!(rx.recv().unwrap().0, 99);
+            assert!(rx.try_recv().is_err(), "its place holder passed");
+            let copy = fork_child(|| {
+                let take = |count: usize| -> Vec<u32> {
+                    (0..count).map_while(|_| rx.try_recv_timeout(Duration::from_secs(3)).ok()).map(|m| m.0).collect()
+                };
+                go_rx.recv().unwrap();
+                report_tx.send(take(1)).unwrap();
+                go_rx.recv().unwrap();
+                report_tx.send(take(3)).unwrap();
+            });
+            forked_tx.send(()).unwrap();
+            drop_rx.recv().unwrap();
+            drop(rx);
+            dropped_tx.send(()).unwrap();
+            assert_exits_successfully(copy);
+        });
+        let tx = setup_rx.recv().unwrap();
+        tx.send((99, None)).unwrap();
+        forked_rx.recv().unwrap();
+        tx.send((100, None)).unwrap(); // into the ring
+        tx.send((101, Some(IpcSharedMemory::from_bytes(b"region")))).unwrap(); // socket, marker in the ring
+        tx.send((102, None)).unwrap(); // into the ring
+        go_tx.send(()).unwrap();
+        // The copy's first use retires the ring (its reader lives) and reads the socket.
+        assert_eq!(report_rx.recv().unwrap(), [101]);
+        tx.send((103, None)).unwrap(); // the ring is retired: the socket
+        drop_tx.send(()).unwrap();
+        dropped_rx.recv().unwrap();
+        go_tx.send(()).unwrap();
+        let got = report_rx.recv().unwrap();
+        assert_eq!(got, [100, 102, 103], "after the takeover, the sender's messages came out of order");
+        drop(tx);
+        assert_exits_successfully(reader);
     });
 }
