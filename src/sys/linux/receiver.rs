@@ -1029,6 +1029,8 @@ mod side_review_tests {
             Ok(message) => assert_eq!(message.channels.len(), ENDS),
             Err(error) => panic!("a message within the limits was refused: {error:?}"),
         }
+    }
+}
 
 /// Review of 08012d3: a copy made by `fork` that takes a ring over uses the receiver's
 /// `ring_lock` for the first time in its process (before, a copy never did).
@@ -1127,9 +1129,8 @@ pub(super) mod takeover_review {
         drop(Arc::try_unwrap(rx).expect("the last reference"));
         assert_eq!(control.owner().load(Ordering::Acquire), super::super::owner::LET_GO);
         let status = wait_child(pid, Duration::from_secs(15));
-        let status = status.unwrap_or_else(|| {
-            panic!("the child's receive hung (ring lock held at the fork: {held_at_fork})")
-        });
+        let status =
+            status.unwrap_or_else(|| panic!("the child's receive hung (ring lock held at the fork: {held_at_fork})"));
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status}");
         drop(tx);
     }
