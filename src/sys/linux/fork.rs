@@ -58,7 +58,7 @@ fn page() -> Option<&'static AtomicUsize> {
 /// which for a lock held only for a few steps means this is a child forked while another thread
 /// held it (that thread is not in the child to let go): the caller goes on without it rather
 /// than wait for ever. A poisoned lock is taken as it is.
-pub(super) fn lock_unless_orphaned<T>(mutex: &'static Mutex<T>, tries: usize) -> Option<MutexGuard<'static, T>> {
+pub(super) fn lock_unless_orphaned<T>(mutex: &Mutex<T>, tries: usize) -> Option<MutexGuard<'_, T>> {
     for _ in 0..tries {
         match mutex.try_lock() {
             Ok(guard) => return Some(guard),

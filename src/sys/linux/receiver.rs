@@ -482,8 +482,19 @@ impl OsIpcReceiver {
         }
     }
 
-    fn lock_ring(&self) -> MutexGuard<'_, ()> {
-        self.ring_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_ring(&self) -> Option<MutexGuard<'_, ()>> {
+        self.lock(&self.ring_lock)
+    }
+
+    /// One of this receiver's locks. In a copy made by `fork` (which may take the ring over),
+    /// a lock that another thread of the parent held at the fork is never let go: after a few
+    /// tries the copy goes on without it (`None`) rather than wait for ever; only its own
+    /// threads could contend for it there.
+    fn lock<'a, T>(&self, lock: &'a Mutex<T>) -> Option<MutexGuard<'a, T>> {
+        if self.born == fork::generation() {
+            return Some(lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        }
+        fork::lock_unless_orphaned(lock, 10_000)
     }
 
     /// Waits on the socket alone (a channel without a ring), polling it first.
@@ -540,7 +551,13 @@ impl OsIpcReceiver {
     fn recv_once(&self, flags: RecvFlags, reuse: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
         let mut steps = 0;
         loop {
-            if let Some(message) = self.recv_ticketed(flags, reuse).0? {
+            let (received, ticket) = self.recv_ticketed(flags, reuse);
+            if let Some(ring) = self.ring.get().filter(|_| ticket != 0) {
+                // A `fork` copy that reads the socket alone takes packets whose markers are in
+                // the ring: should it take the ring over, it passes those markers.
+                ring.read_elsewhere(ticket, fork::generation());
+            }
+            if let Some(message) = received? {
                 return Ok(message);
             }
             steps += 1;
@@ -582,7 +599,7 @@ impl OsIpcReceiver {
         reuse: &mut Vec<u8>,
         look: Option<(u64, FirstLook)>,
     ) -> (Result<Option<OsIpcMessage>, RecvError>, u64) {
-        let mut stash = self.socket_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stash = self.lock(&self.socket_lock);
         // Packets leave the queue's front only by reads, which all count under this lock (a
         // `fork` copy's reads aside, as with every look: see `recv_one`).
         let look = look.filter(|(reads, _)| *reads == self.socket_reads.load(Ordering::Relaxed)).map(|(_, look)| look);
@@ -590,12 +607,19 @@ impl OsIpcReceiver {
             let mut buffer = buffer.borrow_mut();
             let buffer = buffer.get();
             let socket = self.fd.as_fd();
-            let mut received = recv_packet_looked_at(socket, buffer, flags, look, Some((&mut stash, &self.limits)));
+            let mut received = recv_packet_looked_at(
+                socket,
+                buffer,
+                flags,
+                look,
+                stash.as_deref_mut().map(|stash| (stash, &self.limits)),
+            );
             if matches!(received, Ok(None)) && flags.contains(RecvFlags::DONTWAIT) {
                 // A non-blocking read that finds the queue empty and *then* sees the peer's
                 // hang-up reports end-of-file, even if the peer's last packet was queued in
                 // between. The hang-up comes after that packet, so one more read settles it.
-                received = recv_packet_looked_at(socket, buffer, flags, None, Some((&mut stash, &self.limits)));
+                let side = stash.as_deref_mut().map(|stash| (stash, &self.limits));
+                received = recv_packet_looked_at(socket, buffer, flags, None, side);
             }
             // Counted once the packet left the queue, before the lock is let go: a look that
             // loaded the count before this read must not match it afterwards.

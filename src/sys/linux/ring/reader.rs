@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::super::owner;
 use super::super::sys::invalid_data;
@@ -53,10 +53,18 @@ pub(in super::super) struct RingReader {
     /// have sent without knowing of the ring, so once they are read the ring settles, also
     /// while a fast sender keeps the socket from ever being empty.
     unread_before_ring: AtomicU64,
+    /// Tickets of the packets a copy of this reader made by `fork` read from the socket while it
+    /// did not read the ring (the latest [`AHEAD_KEPT`]): their markers are passed if it takes
+    /// the ring over.
+    read_elsewhere: Mutex<Vec<u64>>,
     /// Set when the ring proved corrupt: it is never read again (a hostile writer could otherwise
     /// keep it looking busy for ever).
     broken: AtomicBool,
 }
+
+/// Tickets a copy made by `fork` keeps of packets it read while another process read the ring:
+/// as many as the ring's list of packets delivered ahead of their markers holds.
+const AHEAD_KEPT: usize = 64;
 
 /// The ring's control memfd is not yet queued for the senders.
 const ANNOUNCING: u8 = 2;
@@ -82,6 +90,7 @@ impl RingReader {
             settled: AtomicU8::new(FRESH),
             unread_before_ring: AtomicU64::new(u64::MAX),
             broken: AtomicBool::new(false),
+            read_elsewhere: Mutex::new(Vec::new()),
         }
     }
 
@@ -202,6 +211,13 @@ impl RingReader {
         let mine = owner::token();
         if let Some(seen) = owner::gone(self.born.load(Ordering::Acquire), seen) {
             if self.control.owner().compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                // Packets this copy took while another process read the ring are delivered
+                // already: their markers are passed, not stood in for by later packets.
+                if let Ok(mut read) = self.read_elsewhere.try_lock() {
+                    for ticket in read.drain(..) {
+                        self.delivered_ahead(ticket);
+                    }
+                }
                 self.token.store(mine, Ordering::Release);
                 self.settled.store(FRESH, Ordering::Release);
                 self.arrived(queued());
@@ -213,6 +229,20 @@ impl RingReader {
             self.control.close();
         }
         false
+    }
+
+    /// A packet with `ticket` was read from the socket by this process (`generation`): noted if
+    /// this process does not read the ring (see [`inherited`](Self::inherited)).
+    pub fn read_elsewhere(&self, ticket: u64, generation: u64) {
+        if self.is_ours(generation) {
+            return;
+        }
+        if let Ok(mut read) = self.read_elsewhere.try_lock() {
+            if read.len() == AHEAD_KEPT {
+                read.remove(0);
+            }
+            read.push(ticket);
+        }
     }
 
     /// Whether something waits in the ring (one load of each word; no checks).
