@@ -235,6 +235,20 @@ impl OsIpcReceiver {
         }
     }
 
+    /// The receiver is about to leave in a message (see [`RingReader::leaving`]).
+    pub(super) fn leaving(&self) {
+        if let Some(ring) = self.ring.get() {
+            ring.leaving();
+        }
+    }
+
+    /// The send that was to carry the receiver away failed (see [`RingReader::stayed`]).
+    pub(super) fn stayed(&self) {
+        if let Some(ring) = self.ring.get() {
+            ring.stayed();
+        }
+    }
+
     /// The receiver left in a message: its ring goes on in the process it went to.
     pub(super) fn depart(&self) {
         if let Some(ring) = self.ring.get() {

@@ -23,7 +23,7 @@ use super::frame::{
 use super::held::{Held, Shared};
 use super::memfd::{Encoded, PayloadWriter};
 use super::pool::{Lease, PayloadPool};
-use super::receiver::RingNews;
+use super::receiver::{OsIpcReceiver, RingNews};
 use super::reserve;
 use super::ring::{Control, Outcome, RingWriter, RING_MESSAGE_MAX};
 use super::socket::{hung_up, recv_packet, send_on_side_socket, send_packet, Packet};
@@ -194,16 +194,22 @@ impl OsIpcSender {
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
     ) -> Result<(), SendFailure> {
+        let receivers = || {
+            channels.iter().filter_map(|channel| match channel {
+                OsIpcChannel::Receiver(receiver) => Some(receiver),
+                OsIpcChannel::Sender(_) => None,
+            })
+        };
+        receivers().for_each(OsIpcReceiver::leaving);
         match self.send_message(body, &channels, &shared_memory, wait) {
             Ok(()) => {
-                for channel in &channels {
-                    if let OsIpcChannel::Receiver(receiver) = channel {
-                        receiver.depart();
-                    }
-                }
+                receivers().for_each(OsIpcReceiver::depart);
                 Ok(())
             }
-            Err(error) => Err(SendFailure { error, channels }),
+            Err(error) => {
+                receivers().for_each(OsIpcReceiver::stayed);
+                Err(SendFailure { error, channels })
+            }
         }
     }
 

@@ -159,13 +159,11 @@ impl RingReader {
         self.settled.load(Ordering::Acquire) == SETTLED
     }
 
-    /// The receiver moved on (its ring with it): dropping this copy leaves the ring open.
-    pub fn depart(&self) {
-        self.departed.store(true, Ordering::Relaxed);
-        // Its reader is alive, elsewhere: a fork copy here must not take the ring over. Only
-        // if this process still names itself: the send has returned, and the process it went
-        // to may have written its own token already (nor does a fork copy that does not read
-        // the ring speak for the process that does).
+    /// The receiver is about to leave in a message: from now until it arrives, the ring's
+    /// reader is alive elsewhere, and no fork copy here may take the ring over, also if this
+    /// process dies before the send returns ([`stayed`](Self::stayed) undoes it when the send
+    /// fails).
+    pub fn leaving(&self) {
         if self.is_ours(super::super::fork::generation()) {
             let _ = self.control.owner().compare_exchange(
                 self.token.load(Ordering::Acquire),
@@ -174,6 +172,24 @@ impl RingReader {
                 Ordering::Relaxed,
             );
         }
+    }
+
+    /// The send that was to carry the receiver away failed: this process reads the ring still.
+    pub fn stayed(&self) {
+        if self.is_ours(super::super::fork::generation()) {
+            let _ = self.control.owner().compare_exchange(
+                owner::MOVING,
+                self.token.load(Ordering::Acquire),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The receiver moved on (its ring with it): dropping this copy leaves the ring open. (The
+    /// ring was marked as moving before the send: see [`leaving`](Self::leaving).)
+    pub fn depart(&self) {
+        self.departed.store(true, Ordering::Relaxed);
     }
 
     /// The control memfd (to send along when the receiver moves).
