@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossproc::ipc::{self, IpcReceiver, IpcSender};
+use util::fork::{assert_exits_successfully, fork_child};
 use util::with_watchdog;
 
 /// Messages sent after the ring's reader is gone (or has let go), in each test.
@@ -23,27 +24,6 @@ const COUNT: u32 = 200;
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Forks a child that runs `child` and leaves with `_exit`: status 0, or 1 if it panicked.
-fn fork_child(child: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: fork has no preconditions; the child runs only `child` and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
-        // SAFETY: _exit has no preconditions.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
-
-/// Waits for the child `pid` and asserts that it succeeded.
-fn assert_exits_successfully(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waits for a child of this process.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status}");
 }
 
 /// Makes the channel carry traffic until its receiver reads a ring (in this process), and

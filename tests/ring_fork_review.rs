@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossproc::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
+use util::fork::{assert_exits_successfully, fork_child};
 use util::with_watchdog;
 
 const COUNT: u32 = 50;
@@ -16,26 +17,6 @@ const COUNT: u32 = 50;
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Forks a child that runs `child` and leaves with `_exit`: status 0, or 1 if it panicked.
-fn fork_child(child: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: fork has no preconditions; the child runs only `child` and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
-        // SAFETY: _exit has no preconditions.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
-
-fn assert_exits_successfully(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waits for a child of this process.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status}");
 }
 
 /// Runs the calling thread on CPU 0 only.

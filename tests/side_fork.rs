@@ -13,6 +13,7 @@ mod util;
 use std::time::Duration;
 
 use crossproc::ipc::{self, IpcError, IpcSharedMemory, TryRecvError};
+use util::fork::fork_child;
 use util::with_watchdog;
 
 /// Descriptors in each message: three side packets (253 + 253 + 94).
@@ -21,19 +22,6 @@ const DESCRIPTORS: usize = 600;
 /// descriptors in flight stays low).
 const BATCH: u32 = 4;
 const BATCHES: u32 = 25;
-
-/// Forks a child that runs `child` and leaves with `_exit`.
-fn fork_child(child: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: fork has no preconditions; the child runs only `child` and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
-        // SAFETY: _exit has no preconditions.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
 
 #[test]
 fn two_fork_copies_reading_at_once_lose_no_side_socket_message() {

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod bytes;
+#[cfg(target_os = "linux")]
+pub mod fork;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
