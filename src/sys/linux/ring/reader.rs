@@ -164,25 +164,20 @@ impl RingReader {
     /// process dies before the send returns ([`stayed`](Self::stayed) undoes it when the send
     /// fails).
     pub fn leaving(&self) {
-        if self.is_ours(super::super::fork::generation()) {
-            let _ = self.control.owner().compare_exchange(
-                self.token.load(Ordering::Acquire),
-                owner::MOVING,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-        }
+        self.replace_owner(self.token.load(Ordering::Acquire), owner::MOVING);
     }
 
     /// The send that was to carry the receiver away failed: this process reads the ring still.
     pub fn stayed(&self) {
+        self.replace_owner(owner::MOVING, self.token.load(Ordering::Acquire));
+    }
+
+    /// Replaces the owner token `from` with `to`, if this process reads the ring and the
+    /// control memfd still names `from` (the process the receiver went to may have written its
+    /// own already).
+    fn replace_owner(&self, from: u64, to: u64) {
         if self.is_ours(super::super::fork::generation()) {
-            let _ = self.control.owner().compare_exchange(
-                owner::MOVING,
-                self.token.load(Ordering::Acquire),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            let _ = self.control.owner().compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 
@@ -440,12 +435,7 @@ impl Drop for RingReader {
         if !self.departed.load(Ordering::Relaxed) && self.is_ours(super::super::fork::generation()) {
             self.control.close();
             // A fork copy of the receiver may take over what is left in the ring.
-            let _ = self.control.owner().compare_exchange(
-                self.token.load(Ordering::Acquire),
-                owner::LET_GO,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            self.replace_owner(self.token.load(Ordering::Acquire), owner::LET_GO);
         }
     }
 }
