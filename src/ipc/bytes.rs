@@ -22,6 +22,17 @@ pub fn bytes_channel() -> Result<(IpcBytesSender, IpcBytesReceiver), io::Error> 
     Ok((IpcBytesSender { end: SenderEnd(sender) }, IpcBytesReceiver { end: ReceiverEnd::new(receiver) }))
 }
 
+/// Creates a byte channel that is an OS channel from the start; see [`os_channel`](super::os_channel).
+///
+/// ```
+/// let (tx, rx) = crossproc::ipc::os_bytes_channel().unwrap();
+/// tx.send(b"raw").unwrap();
+/// assert_eq!(rx.recv().unwrap(), b"raw");
+/// ```
+pub fn os_bytes_channel() -> Result<(IpcBytesSender, IpcBytesReceiver), io::Error> {
+    bytes_channel()
+}
+
 /// The sending end of a byte channel; serializable, so it can travel inside a message.
 ///
 /// ```

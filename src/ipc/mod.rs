@@ -3,6 +3,7 @@
 //! | item | what it is |
 //! |---|---|
 //! | [`channel`], [`IpcSender`], [`IpcReceiver`] | typed channels (serde + postcard) |
+//! | [`os_channel`], [`os_bytes_channel`] | channels that are OS channels from the start |
 //! | [`bytes_channel`], [`IpcBytesSender`], [`IpcBytesReceiver`] | raw byte channels |
 //! | [`OpaqueIpcSender`], [`OpaqueIpcReceiver`], [`IpcMessage`] | untyped ends and messages |
 //! | [`IpcReceiverSet`], [`IpcSelectionResult`] | select over many receivers |
@@ -34,7 +35,7 @@ pub use crate::sys::credentials::PeerCredentials;
 pub use crate::sys::limits::{LimitExceeded, ReceiveLimits};
 pub use crate::sys::ring_switch::{set_shared_memory_ring, shared_memory_ring};
 pub use crate::sys::spin::{receive_spin, set_receive_spin};
-pub use bytes::{bytes_channel, IpcBytesReceiver, IpcBytesSender};
+pub use bytes::{bytes_channel, os_bytes_channel, IpcBytesReceiver, IpcBytesSender};
 pub(crate) use endpoint::{ReceiverEnd, SenderEnd};
 pub use message::{IpcMessage, OpaqueIpcReceiver, OpaqueIpcSender};
 pub use one_shot::IpcOneShotServer;
@@ -44,6 +45,6 @@ pub(crate) use server::acceptor_error;
 pub use server::{AccessPolicy, IpcClient, IpcServer};
 pub use shmem::IpcSharedMemory;
 pub use spawn::{inherited_receiver, inherited_sender, IpcCommandExt};
-pub use typed::{channel, IpcReceiver, IpcSender};
+pub use typed::{channel, os_channel, IpcReceiver, IpcSender};
 
 pub use crate::error::{IpcError, TryRecvError, TrySelectError};

@@ -36,6 +36,25 @@ where
     ))
 }
 
+/// Creates a channel for values of type `T` that is an OS channel from the start (a socket pair
+/// on Linux, a pipe on Windows), with everything an OS channel has: for a sandbox that forbids
+/// making sockets once it is engaged, and for tests and benchmarks of the OS backends.
+///
+/// Today [`channel`] makes the same kind of channel; once channels are local until an end leaves
+/// the process (docs/local.md), this stays the way to get an OS channel at once.
+///
+/// ```
+/// let (tx, rx) = crossproc::ipc::os_channel::<u32>().unwrap();
+/// tx.send(7).unwrap();
+/// assert_eq!(rx.recv().unwrap(), 7);
+/// ```
+pub fn os_channel<T>() -> Result<(IpcSender<T>, IpcReceiver<T>), io::Error>
+where
+    T: for<'de> Deserialize<'de> + Serialize,
+{
+    channel()
+}
+
 /// The sending end of a typed channel. Clone it for more producers, in this process or any other.
 ///
 /// # When `send` blocks
