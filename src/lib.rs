@@ -33,6 +33,7 @@
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub mod asynch;
+mod chan;
 mod codec;
 mod error;
 pub mod ipc;

@@ -37,6 +37,7 @@ use std::io;
 use std::ops::Deref;
 use std::time::Duration;
 
+use crate::chan;
 use crate::error::{IpcError, TryRecvError, TrySelectError};
 use crate::ipc::{self, IpcMessage, IpcSelectionResult, OpaqueIpcReceiver, OpaqueIpcSender, ReceiverEnd, SenderEnd};
 use crate::sys::{self, Wait};
@@ -139,7 +140,7 @@ impl From<TryRecvError> for OsError {
 
 /// A new channel.
 pub fn channel() -> Result<(OsIpcSender, OsIpcReceiver), OsError> {
-    let (sender, receiver) = ipc::channel::<()>()?;
+    let (sender, receiver) = ipc::os_channel::<()>()?;
     let (sender, receiver) = (sender.to_opaque(), receiver.to_opaque());
     Ok((OsIpcSender(sender), OsIpcReceiver(receiver)))
 }
@@ -168,7 +169,7 @@ impl OsIpcSender {
         channels: Vec<OsIpcChannel>,
         shared_memory_regions: Vec<OsIpcSharedMemory>,
     ) -> Result<(), OsError> {
-        let channels = channels.into_iter().map(OsIpcChannel::into_sys).collect::<io::Result<_>>()?;
+        let channels = channels.into_iter().map(OsIpcChannel::into_chan).collect::<io::Result<_>>()?;
         let regions = shared_memory_regions.iter().map(|region| region.0.to_os()).collect::<io::Result<_>>()?;
         Ok(self.0.end.0.send(data, channels, regions, Wait::Blocking).map_err(io::Error::from)?)
     }
@@ -248,10 +249,10 @@ pub enum OsIpcChannel {
 }
 
 impl OsIpcChannel {
-    fn into_sys(self) -> io::Result<sys::OsIpcChannel> {
+    fn into_chan(self) -> io::Result<chan::Channel> {
         Ok(match self {
-            OsIpcChannel::Sender(sender) => sys::OsIpcChannel::Sender(sender.0.end.0),
-            OsIpcChannel::Receiver(receiver) => sys::OsIpcChannel::Receiver(receiver.0.end.into_inner()?),
+            OsIpcChannel::Sender(sender) => chan::Channel::Sender(sender.0.end.0),
+            OsIpcChannel::Receiver(receiver) => chan::Channel::Receiver(receiver.0.end.into_inner()?),
         })
     }
 }
@@ -269,7 +270,7 @@ impl OsOpaqueIpcChannel {
     pub fn to_sender(&mut self) -> OsIpcSender {
         let end = self.0.take().expect("this channel end was already converted");
         let sender = end.into_sender().expect("cannot use this channel end as a sender");
-        OsIpcSender(OpaqueIpcSender { end: SenderEnd(sender) })
+        OsIpcSender(OpaqueIpcSender { end: SenderEnd(chan::Sender::Os(sender)) })
     }
 
     /// The end as a receiver.
@@ -279,7 +280,7 @@ impl OsOpaqueIpcChannel {
     pub fn to_receiver(&mut self) -> OsIpcReceiver {
         let end = self.0.take().expect("this channel end was already converted");
         let receiver = end.into_receiver().expect("cannot use this channel end as a receiver");
-        OsIpcReceiver(OpaqueIpcReceiver { end: ReceiverEnd::new(receiver) })
+        OsIpcReceiver(OpaqueIpcReceiver { end: ReceiverEnd::new(chan::Receiver::Os(Box::new(receiver))) })
     }
 }
 

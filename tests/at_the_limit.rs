@@ -160,7 +160,7 @@ fn a_message_at_the_limit_stays_receivable(role: &str) {
         for n in 0..small {
             messages.send(Message::Small(n)).unwrap();
         }
-        let (answer, answers) = ipc::channel::<u32>().unwrap();
+        let (answer, answers) = ipc::os_channel::<u32>().unwrap();
         let region = IpcSharedMemory::from_bytes(b"kept while the table was full");
         messages.send(Message::Carrying(answer.clone(), region.clone())).unwrap();
         messages.send(Message::Small(1000)).unwrap();
@@ -195,7 +195,7 @@ fn wedge_child(messages: crossproc::ipc::IpcReceiver<Message>) {
     let mut held = Vec::new();
     fill_the_table(&mut held);
     held.truncate(held.len() - LEFT_FREE);
-    let (answer, to_parent) = ipc::channel::<u32>().unwrap();
+    let (answer, to_parent) = ipc::os_channel::<u32>().unwrap();
     let Message::Carrying(parent, _) = messages.recv().unwrap() else { panic!("not the parent's sender") };
     parent.send(1).unwrap();
     drop(to_parent);
@@ -241,7 +241,7 @@ fn does_not_wedge(role: &'static str, descriptors: usize) {
     with_watchdog(Duration::from_secs(60), move || {
         let (mut child, messages) = child_command(ENTRY, role).spawn_with_channel::<Message>().unwrap();
         messages.send(Message::Small(0)).unwrap();
-        let (answer, answers) = ipc::channel::<u32>().unwrap();
+        let (answer, answers) = ipc::os_channel::<u32>().unwrap();
         messages.send(Message::Carrying(answer, IpcSharedMemory::from_bytes(b"to answer on"))).unwrap();
         assert_eq!(answers.recv().unwrap(), 1, "the child filled its table");
         let region = IpcSharedMemory::from_bytes(b"many");
@@ -306,7 +306,7 @@ fn a_message_on_a_side_socket_at_the_limit_stays_receivable() {
     with_watchdog(Duration::from_secs(60), move || {
         let (mut child, messages) = child_command(ENTRY, "side").spawn_with_channel::<Message>().unwrap();
         messages.send(Message::Small(0)).unwrap();
-        let (answer, answers) = ipc::channel::<u32>().unwrap();
+        let (answer, answers) = ipc::os_channel::<u32>().unwrap();
         messages.send(Message::Carrying(answer, IpcSharedMemory::from_bytes(b"to answer on"))).unwrap();
         assert_eq!(answers.recv().unwrap(), 1, "the child filled its table");
         let region = IpcSharedMemory::from_bytes(b"on a side socket");
@@ -351,14 +351,14 @@ fn a_send_at_the_limit_keeps_its_place_before_a_later_ring_message() {
         return;
     }
     with_watchdog(Duration::from_secs(60), move || {
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         // The channel gets its ring here, and it is awake: `tx` sends into it.
         for n in 0..40 {
             tx.send(n).unwrap();
             assert_eq!(rx.recv().unwrap(), n);
         }
         let (mut child, messages) = child_command(ENTRY, "order").spawn_with_channel::<Message>().unwrap();
-        let (told, tell) = ipc::channel::<u32>().unwrap();
+        let (told, tell) = ipc::os_channel::<u32>().unwrap();
         let region = IpcSharedMemory::from_bytes(b"unused");
         messages.send(Message::Carrying(told, region.clone())).unwrap();
         messages.send(Message::Carrying(tx.clone(), region)).unwrap();

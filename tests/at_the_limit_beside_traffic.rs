@@ -114,8 +114,8 @@ fn honest_messages_survive_another_channels_traffic(count: usize) {
     }
     with_watchdog(Duration::from_secs(120), move || {
         let (mut child, big) = child_command(ENTRY, "race").spawn_with_channel::<Message>().unwrap();
-        let (honest_tx, honest_rx) = ipc::channel::<Message>().unwrap();
-        let (report_tx, report) = ipc::channel::<u64>().unwrap();
+        let (honest_tx, honest_rx) = ipc::os_channel::<Message>().unwrap();
+        let (report_tx, report) = ipc::os_channel::<u64>().unwrap();
         big.send(Message::Setup(honest_rx, report_tx, count)).unwrap();
         assert_eq!(report.recv().unwrap(), 0);
         let honest_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -418,7 +418,7 @@ fn recv_into_replaces_the_buffer_contents_and_reports_disconnection() {
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 #[test]
 fn recv_into_reuses_an_allocation_that_fits() {
-    let (tx, rx) = ipc::bytes_channel().unwrap();
+    let (tx, rx) = ipc::os_bytes_channel().unwrap();
     let mut buffer = Vec::with_capacity(4 << 20);
     let allocation = buffer.as_ptr();
     for (seq, len) in [(1u8, 3 << 20), (2, 100), (3, 150_000), (4, 4 << 20)] {

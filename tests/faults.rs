@@ -58,7 +58,7 @@ fn child_entry() {
 #[test]
 fn limits_refuse_oversized_and_handle_heavy_messages() {
     let _turn = in_flight_turn();
-    let (tx, rx) = ipc::channel::<(Vec<u8>, Vec<IpcSharedMemory>)>().unwrap();
+    let (tx, rx) = ipc::os_channel::<(Vec<u8>, Vec<IpcSharedMemory>)>().unwrap();
     rx.set_limits(ReceiveLimits { max_message_bytes: 1000, max_handles: 10, ..ReceiveLimits::default() });
     assert_eq!(rx.limits().max_handles, 10);
     tx.send((vec![0; 2000], vec![])).unwrap();
@@ -88,7 +88,7 @@ fn a_descriptor_flood_costs_only_the_flooding_channel() {
         let (server, name) = IpcOneShotServer::<Vec<IpcSharedMemory>>::new().unwrap();
         let mut child = spawn_child(ENTRY, "flood_descriptors", &name);
         let (flood, _) = server.accept().unwrap();
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         let mut set = IpcReceiverSet::new().unwrap();
         set.set_limits(ReceiveLimits { max_handles: 100, ..ReceiveLimits::default() });
         let flood_id = set.add(flood).unwrap();
@@ -167,7 +167,7 @@ fn sigkill_of_a_client_during_accept() {
 fn exhaust_descriptors_child() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let parent = IpcSender::<IpcSender<Vec<IpcSender<u8>>>>::connect(server_name()).unwrap();
-    let (tx, rx) = ipc::channel::<Vec<IpcSender<u8>>>().unwrap();
+    let (tx, rx) = ipc::os_channel::<Vec<IpcSender<u8>>>().unwrap();
     parent.send(tx).unwrap();
     let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
     let original = getrlimit(Resource::Nofile);
@@ -176,7 +176,7 @@ fn exhaust_descriptors_child() {
     // Creating channels fails with a clear error once the table is full.
     let mut kept = Vec::new();
     let error = loop {
-        match ipc::channel::<u8>() {
+        match ipc::os_channel::<u8>() {
             Ok(pair) => kept.push(pair),
             Err(error) => break error,
         }
@@ -198,7 +198,7 @@ fn exhaust_descriptors_child() {
         assert_eq!(senders.len(), 20);
         senders[0].send(answer).unwrap();
     }
-    assert!(ipc::channel::<u8>().is_ok());
+    assert!(ipc::os_channel::<u8>().is_ok());
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn descriptor_exhaustion_in_a_child_is_an_error_and_recoverable() {
         let (server, name) = IpcOneShotServer::<IpcSender<Vec<IpcSender<u8>>>>::new().unwrap();
         let child = spawn_child(ENTRY, "exhaust_descriptors", &name);
         let (_rx, to_child) = server.accept().unwrap();
-        let (inner_tx, inner_rx) = ipc::channel::<u8>().unwrap();
+        let (inner_tx, inner_rx) = ipc::os_channel::<u8>().unwrap();
         to_child.send(vec![inner_tx.clone(); 20]).unwrap();
         to_child.send(vec![inner_tx; 20]).unwrap();
         assert_child_succeeds(child);

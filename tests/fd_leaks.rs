@@ -30,8 +30,8 @@ fn assert_no_leak(scenario: impl Fn()) {
 #[test]
 fn channels_messages_and_shared_memory() {
     assert_no_leak(|| {
-        let (tx, rx) = ipc::channel::<(Vec<IpcSender<u8>>, IpcSharedMemory, Vec<u8>)>().unwrap();
-        let inner: Vec<_> = (0..300).map(|_| ipc::channel::<u8>().unwrap()).collect();
+        let (tx, rx) = ipc::os_channel::<(Vec<IpcSender<u8>>, IpcSharedMemory, Vec<u8>)>().unwrap();
+        let inner: Vec<_> = (0..300).map(|_| ipc::os_channel::<u8>().unwrap()).collect();
         let senders = inner.iter().map(|(s, _)| s.clone()).collect();
         tx.send((senders, IpcSharedMemory::from_byte(1, 10_000), vec![5; 3 << 20])).unwrap();
         let (senders, region, bytes) = rx.recv().unwrap();
@@ -42,9 +42,9 @@ fn channels_messages_and_shared_memory() {
 #[test]
 fn messages_dropped_unread_and_errors() {
     assert_no_leak(|| {
-        let (tx, rx) = ipc::channel::<(IpcReceiver<u8>, IpcSharedMemory)>().unwrap();
+        let (tx, rx) = ipc::os_channel::<(IpcReceiver<u8>, IpcSharedMemory)>().unwrap();
         for _ in 0..10 {
-            let (_t, r) = ipc::channel::<u8>().unwrap();
+            let (_t, r) = ipc::os_channel::<u8>().unwrap();
             tx.send((r, IpcSharedMemory::from_bytes(b"x"))).unwrap();
         }
         // A receiver decoded as the wrong type closes every descriptor the message carried.
@@ -61,7 +61,7 @@ fn receiver_sets_and_one_shot_servers() {
         let mut set = IpcReceiverSet::new().unwrap();
         let mut senders = Vec::new();
         for _ in 0..20 {
-            let (tx, rx) = ipc::channel::<u8>().unwrap();
+            let (tx, rx) = ipc::os_channel::<u8>().unwrap();
             set.add(rx).unwrap();
             senders.push(tx);
         }
@@ -87,7 +87,7 @@ fn receiver_sets_and_one_shot_servers() {
 fn a_router_that_shuts_down() {
     assert_no_leak(|| {
         let router = RouterProxy::new();
-        let (tx, rx) = ipc::channel::<u8>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u8>().unwrap();
         let routed = router.route_ipc_receiver_to_new_crossbeam_receiver(rx);
         tx.send(1).unwrap();
         assert_eq!(routed.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
@@ -99,7 +99,7 @@ fn a_router_that_shuts_down() {
 fn the_count_sees_a_channel_open_and_close() {
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let before = open_fds();
-    let channel = ipc::channel::<u8>().unwrap();
+    let channel = ipc::os_channel::<u8>().unwrap();
     assert!(open_fds() > before, "a new channel holds descriptors the count must see");
     drop(channel);
     assert_eq!(open_fds(), before);
@@ -118,7 +118,7 @@ fn payload_mappings() -> usize {
 #[cfg(target_os = "linux")]
 fn payload_mappings_go_with_the_channel() {
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (tx, rx) = ipc::bytes_channel().unwrap();
+    let (tx, rx) = ipc::os_bytes_channel().unwrap();
     for round in 0..3u8 {
         tx.send(&vec![round; 1 << 20]).unwrap();
         assert_eq!(rx.recv().unwrap(), vec![round; 1 << 20]);

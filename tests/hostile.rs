@@ -295,7 +295,7 @@ fn shared_memory_from_a_peer_is_sealed_and_cannot_be_rewritten() {
     // Opens descriptors, so it must not overlap the tests that count them.
     let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let region = IpcSharedMemory::from_bytes(b"immutable");
-    let (tx, rx) = crossproc::ipc::channel::<IpcSharedMemory>().unwrap();
+    let (tx, rx) = crossproc::ipc::os_channel::<IpcSharedMemory>().unwrap();
     tx.send(region).unwrap();
     let received = rx.recv().unwrap();
     assert_eq!(&*received, b"immutable");

@@ -239,7 +239,7 @@ fn a_flooding_client_delays_no_answer_beyond_a_bound() {
         let mut slowest = Duration::ZERO;
         for value in 0..100 {
             for client in &honest {
-                let (reply_tx, reply_rx) = ipc::channel::<u32>().unwrap();
+                let (reply_tx, reply_rx) = ipc::os_channel::<u32>().unwrap();
                 let asked = Instant::now();
                 client.send(Request::Ask(value, reply_tx)).unwrap();
                 match reply_rx.try_recv_timeout(Duration::from_secs(20)) {

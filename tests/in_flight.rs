@@ -95,8 +95,8 @@ fn child_entry() {
         }
         "passer" => {
             set_soft_limit(PASSER_LIMIT);
-            let (tx, rx) = ipc::channel::<(IpcSender<u8>, IpcSharedMemory)>().unwrap();
-            let (inner_tx, inner_rx) = ipc::channel::<u8>().unwrap();
+            let (tx, rx) = ipc::os_channel::<(IpcSender<u8>, IpcSharedMemory)>().unwrap();
+            let (inner_tx, inner_rx) = ipc::os_channel::<u8>().unwrap();
             let region = IpcSharedMemory::from_bytes(b"a region beside 1,100 channels");
             if let Err(error) = tx.send((inner_tx, region)) {
                 panic!("passing a sender and a region failed: {error} ({error:?})");
@@ -110,7 +110,7 @@ fn child_entry() {
             // Regions queued on a channel nobody reads stay in flight; past this process's
             // (lowered) limit the kernel refuses the next one, and the error says why.
             set_soft_limit(64);
-            let (tx, _rx) = ipc::channel::<IpcSharedMemory>().unwrap();
+            let (tx, _rx) = ipc::os_channel::<IpcSharedMemory>().unwrap();
             let region = IpcSharedMemory::from_byte(1, 16);
             for sent in 0..200 {
                 if let Err(error) = tx.send(region.clone()) {
@@ -135,10 +135,11 @@ fn hold_channels() {
     let to_parent = from_parent.recv().unwrap();
     let (feeder, to_feeder) =
         child_command(ENTRY, "feeder").spawn_with_channel::<(Vec<IpcSender<u8>>, IpcSender<()>)>().unwrap();
-    let (done_tx, done_rx) = ipc::channel::<()>().unwrap();
+    let (done_tx, done_rx) = ipc::os_channel::<()>().unwrap();
     let mut channels: Vec<(IpcSender<u8>, IpcReceiver<u8>)> = Vec::with_capacity(CHANNELS);
     while channels.len() < CHANNELS {
-        let batch: Vec<_> = (0..BATCH.min(CHANNELS - channels.len())).map(|_| ipc::channel::<u8>().unwrap()).collect();
+        let batch: Vec<_> =
+            (0..BATCH.min(CHANNELS - channels.len())).map(|_| ipc::os_channel::<u8>().unwrap()).collect();
         to_feeder.send((batch.iter().map(|(tx, _)| tx.clone()).collect(), done_tx.clone())).unwrap();
         done_rx.recv().unwrap();
         for (_, rx) in &batch {
@@ -167,7 +168,7 @@ fn descriptors_pass_beside_a_process_with_1100_busy_channels() {
     }
     with_watchdog(Duration::from_secs(120), || {
         let (hold, to_holder) = child_command(ENTRY, "holder").spawn_with_channel::<IpcSender<usize>>().unwrap();
-        let (ready_tx, ready_rx) = ipc::channel::<usize>().unwrap();
+        let (ready_tx, ready_rx) = ipc::os_channel::<usize>().unwrap();
         to_holder.send(ready_tx).unwrap();
         assert_eq!(ready_rx.recv().expect("the holder failed"), CHANNELS);
         let passer = wait(child_command(ENTRY, "passer").spawn().unwrap());

@@ -41,7 +41,7 @@ fn body(index: u32, phase: u32) -> Body {
     match (index + phase) % 3 {
         0 => Body::Small(patterned(index, 64)),
         1 => Body::Large(patterned(index, 20_000)),
-        _ => Body::WithChannel(ipc::channel().unwrap().0),
+        _ => Body::WithChannel(ipc::os_channel().unwrap().0),
     }
 }
 
@@ -50,7 +50,7 @@ fn body(index: u32, phase: u32) -> Body {
 type Numbered = (u32, Option<IpcSender<u8>>);
 
 fn numbered(seq: u32) -> Numbered {
-    (seq, (seq % 5 == 0).then(|| ipc::channel().unwrap().0))
+    (seq, (seq % 5 == 0).then(|| ipc::os_channel().unwrap().0))
 }
 
 /// Bytes derived from `seq` throughout, so a torn message shows.
@@ -86,7 +86,7 @@ fn child_entry() {
         return rings_after_the_budget_child();
     }
     assert_eq!(role, "worker");
-    let (tx, rx) = ipc::channel::<Setup>().unwrap();
+    let (tx, rx) = ipc::os_channel::<Setup>().unwrap();
     IpcSender::<IpcSender<Setup>>::connect(server_name()).unwrap().send(tx).unwrap();
     match rx.recv().unwrap() {
         Setup::First(observed, token, rounds) => {
@@ -178,8 +178,8 @@ fn a_message_sent_after_another_through_any_channel_arrives_after_it() {
     const ROUNDS: u32 = 60;
     with_watchdog(Duration::from_secs(120), || {
         for channel in 0..CHANNELS {
-            let (observed_tx, observed_rx) = ipc::channel::<Observed>().unwrap();
-            let (token_tx, token_rx) = ipc::channel::<u32>().unwrap();
+            let (observed_tx, observed_rx) = ipc::os_channel::<Observed>().unwrap();
+            let (token_tx, token_rx) = ipc::os_channel::<u32>().unwrap();
             let (a, setup_a) = worker();
             let (b, setup_b) = worker();
             setup_b.send(Setup::Second(observed_tx.clone(), token_rx)).unwrap();
@@ -215,9 +215,9 @@ fn a_message_sent_after_another_through_any_channel_arrives_after_it() {
 fn a_plain_packet_sent_just_before_its_sender_found_the_ring_is_not_overtaken() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
-        let (go_tx, go_rx) = ipc::channel().unwrap();
-        let (then_tx, then_rx) = ipc::channel().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
+        let (go_tx, go_rx) = ipc::os_channel().unwrap();
+        let (then_tx, then_rx) = ipc::os_channel().unwrap();
         let (child, setup) = worker();
         setup.send(Setup::Relay(tx.clone(), go_rx, then_tx)).unwrap();
         // A sends enough for a ring before the receiver reads any: it has not seen the ring.
@@ -248,7 +248,7 @@ fn a_sender_killed_mid_send_leaves_whole_messages_and_a_working_channel() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(240), || {
         for round in 0..25u32 {
-            let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+            let (tx, rx) = ipc::os_channel::<(u32, Bytes)>().unwrap();
             let (mut child, setup) = worker();
             setup.send(Setup::Flood(tx.clone())).unwrap();
             let before_kill = 1 + (round * 97) % 600;
@@ -302,7 +302,7 @@ fn a_select_over_many_rings_is_woken_by_each_burst() {
         let mut senders = Vec::new();
         let mut channel_of = std::collections::HashMap::new();
         for channel in 0..CHANNELS {
-            let (tx, rx) = ipc::channel::<(u32, u32)>().unwrap();
+            let (tx, rx) = ipc::os_channel::<(u32, u32)>().unwrap();
             give_a_ring(&tx, &rx, || (u32::MAX, 0));
             channel_of.insert(set.add(rx).unwrap(), channel);
             senders.push(tx);
@@ -346,7 +346,7 @@ fn a_message_whose_sender_dies_at_once_wakes_a_sleeping_receiver() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
         for _ in 0..10 {
-            let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+            let (tx, rx) = ipc::os_channel::<(u32, Bytes)>().unwrap();
             give_a_ring(&tx, &rx, || (0, patterned(0, 64)));
             let (tid_tx, tid_rx) = std::sync::mpsc::channel();
             let receiving = std::thread::spawn(move || {
@@ -372,9 +372,9 @@ fn a_message_whose_sender_dies_at_once_wakes_a_sleeping_receiver() {
 fn a_send_after_the_receiving_process_was_killed_fails() {
     with_watchdog(Duration::from_secs(60), || {
         let (mut child, setup) = worker();
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         give_a_ring(&tx, &rx, || 0);
-        let (ready_tx, ready_rx) = ipc::channel().unwrap();
+        let (ready_tx, ready_rx) = ipc::os_channel().unwrap();
         setup.send(Setup::ReceiveThenIdle(rx, 5, ready_tx)).unwrap();
         for seq in 0..5 {
             tx.send(seq).unwrap();
@@ -398,12 +398,12 @@ fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
     let _serial = serial();
     const COUNT: u32 = 300;
     with_watchdog(Duration::from_secs(60), || {
-        let (tx, rx) = ipc::channel::<Numbered>().unwrap();
+        let (tx, rx) = ipc::os_channel::<Numbered>().unwrap();
         give_a_ring(&tx, &rx, || (u32::MAX, None));
         for seq in 0..COUNT {
             tx.send(numbered(seq)).unwrap();
         }
-        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel::<Vec<u32>>().unwrap();
         let take_all = |rx: &IpcReceiver<Numbered>| {
             let mut got = Vec::new();
             while let Ok((seq, _)) = rx.try_recv_timeout(Duration::from_millis(300)) {
@@ -443,10 +443,10 @@ fn a_receiver_copied_by_fork_never_delivers_a_message_twice() {
 fn a_select_that_passed_a_lone_marker_is_woken_by_the_next_message() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (tx, rx) = ipc::channel::<Numbered>().unwrap();
+        let (tx, rx) = ipc::os_channel::<Numbered>().unwrap();
         give_a_ring(&tx, &rx, || (u32::MAX, None));
-        let (go_tx, go_rx) = ipc::channel::<()>().unwrap();
-        let (report_tx, report_rx) = ipc::channel::<u32>().unwrap();
+        let (go_tx, go_rx) = ipc::os_channel::<()>().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel::<u32>().unwrap();
         // The child runs only this block's code and leaves with `_exit`.
         // SAFETY: fork has no preconditions; the child keeps to the code below.
         let pid = unsafe { libc::fork() };
@@ -493,12 +493,12 @@ fn a_select_that_passed_a_lone_marker_is_woken_by_the_next_message() {
 fn a_receiver_moves_with_the_messages_in_its_ring() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (tx, rx) = ipc::channel::<Numbered>().unwrap();
+        let (tx, rx) = ipc::os_channel::<Numbered>().unwrap();
         give_a_ring(&tx, &rx, || (u32::MAX, None));
         for seq in 0..50 {
             tx.send(numbered(seq)).unwrap();
         }
-        let (report_tx, report_rx) = ipc::channel().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel().unwrap();
         let (child, setup) = worker();
         setup.send(Setup::Drain(rx, 60, report_tx)).unwrap();
         for seq in 50..60 {
@@ -517,7 +517,7 @@ fn a_sender_blocked_on_a_full_ring_sleeps_until_the_receiver_takes() {
     let _serial = serial();
     const COUNT: u32 = 2_000;
     with_watchdog(Duration::from_secs(60), || {
-        let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+        let (tx, rx) = ipc::os_channel::<(u32, Bytes)>().unwrap();
         give_a_ring(&tx, &rx, || (0, patterned(0, 64)));
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let sending = std::thread::spawn(move || {
@@ -555,10 +555,10 @@ fn the_ring_costs_one_descriptor_in_the_receiving_process_only() {
     const CHANNELS: usize = 100;
     with_watchdog(Duration::from_secs(60), || {
         let before = util::open_fds();
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..CHANNELS).map(|_| ipc::channel::<u8>().unwrap()).unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..CHANNELS).map(|_| ipc::os_channel::<u8>().unwrap()).unzip();
         for (n, descriptors_each) in [(1, 1), (WARM_UP, 2)] {
             let (child, setup) = worker();
-            let (report_tx, report_rx) = ipc::channel().unwrap();
+            let (report_tx, report_rx) = ipc::os_channel().unwrap();
             setup.send(Setup::SendOnEach(senders.clone(), n, report_tx)).unwrap();
             for receiver in &receivers {
                 for _ in 0..n {
@@ -589,7 +589,7 @@ fn kept_channels_that_carried_one_message_are_cheap_in_memory() {
     let before = resident();
     let kept: Vec<_> = (0..CHANNELS)
         .map(|index| {
-            let (tx, rx) = ipc::channel::<u32>().unwrap();
+            let (tx, rx) = ipc::os_channel::<u32>().unwrap();
             tx.send(index as u32).unwrap();
             assert_eq!(rx.recv().unwrap(), index as u32);
             (tx, rx)
@@ -609,7 +609,7 @@ fn channels_made_with_the_ring_turned_off_have_none() {
     let _serial = serial();
     let before_setting = ipc::set_shared_memory_ring(false);
     let before = util::open_fds();
-    let (tx, rx) = ipc::channel::<(u32, Bytes)>().unwrap();
+    let (tx, rx) = ipc::os_channel::<(u32, Bytes)>().unwrap();
     // A few at a time: without a ring, the socket's buffer alone holds what is in flight.
     for round in 0..20 {
         for seq in round * 5..round * 5 + 5 {
@@ -645,7 +645,7 @@ fn rings_after_the_budget_child() {
     setrlimit(Resource::Nofile, Rlimit { current: Some(64), maximum: original.maximum }).unwrap();
     const BUDGET: usize = 64 / 8;
     for channel in 0..3 * BUDGET {
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         let socket_pair = util::open_fds();
         // A channel without a ring tries again every 16 socket messages; one look at the
         // watched units comes every as many refused tries as units are watched. A ring shows as

@@ -48,7 +48,7 @@ fn gets_a_ring(tx: &IpcSender<u32>, rx: &IpcReceiver<u32>, socket_pair: usize, m
 fn spend_the_budget_on_live_senders() -> Vec<IpcSender<u32>> {
     let mut live = Vec::new();
     for channel in 0..BUDGET {
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         let socket_pair = open_fds();
         assert!(gets_a_ring(&tx, &rx, socket_pair, 20_000), "channel {channel} of the budget got no ring");
         drop(rx);
@@ -61,7 +61,7 @@ fn spend_the_budget_on_live_senders() -> Vec<IpcSender<u32>> {
 /// refused takes that make the budget look at its watch list: one look per 8 refused takes,
 /// one refused take per 16 messages).
 fn a_new_channel_gets_a_ring() -> bool {
-    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let (tx, rx) = ipc::os_channel::<u32>().unwrap();
     let socket_pair = open_fds();
     gets_a_ring(&tx, &rx, socket_pair, 1_000)
 }
@@ -129,7 +129,7 @@ fn budget_under_contention_child() {
         // messages, counts toward a look at the watch list.
         scope.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
-                let (tx, rx) = ipc::channel::<u32>().unwrap();
+                let (tx, rx) = ipc::os_channel::<u32>().unwrap();
                 for n in 0..200 {
                     tx.send(n).unwrap();
                     rx.recv().unwrap();
@@ -142,7 +142,7 @@ fn budget_under_contention_child() {
         // the unit goes on the watch list, also while a look is under way.
         scope.spawn(|| {
             for _ in 0..DROPPED_DURING_LOOKS {
-                let (tx, rx) = ipc::channel::<u32>().unwrap();
+                let (tx, rx) = ipc::os_channel::<u32>().unwrap();
                 for n in 0..40 {
                     tx.send(n).unwrap();
                     rx.recv().unwrap();
@@ -159,7 +159,7 @@ fn budget_under_contention_child() {
     let baseline = rings_open();
     let mut alive = Vec::new();
     for _ in 0..BUDGET {
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         for n in 0..2_000 {
             tx.send(n).unwrap();
             rx.recv().unwrap();

@@ -46,12 +46,12 @@ fn receive_all(rx: &IpcReceiver<u32>, count: u32) -> Vec<u32> {
 fn a_fork_copy_takes_over_the_ring_of_a_reader_that_exited() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (setup_tx, setup_rx) = ipc::channel::<IpcSender<u32>>().unwrap();
-        let (go_tx, go_rx) = ipc::channel::<()>().unwrap();
-        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let (setup_tx, setup_rx) = ipc::os_channel::<IpcSender<u32>>().unwrap();
+        let (go_tx, go_rx) = ipc::os_channel::<()>().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel::<Vec<u32>>().unwrap();
         let reader = fork_child(|| {
             // Made here, so that this process reads its ring (a copy made by `fork` never does).
-            let (tx, rx) = ipc::channel::<u32>().unwrap();
+            let (tx, rx) = ipc::os_channel::<u32>().unwrap();
             give_a_ring(&tx, &rx);
             // The copy, forked from the ring's reader: it reads once that is gone.
             fork_child(|| {
@@ -82,13 +82,13 @@ fn a_fork_copy_takes_over_the_ring_of_a_reader_that_exited() {
 fn a_fork_copy_takes_over_the_ring_its_reader_let_go() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (setup_tx, setup_rx) = ipc::channel::<IpcSender<u32>>().unwrap();
-        let (ready_tx, ready_rx) = ipc::channel::<()>().unwrap();
-        let (go_tx, go_rx) = ipc::channel::<()>().unwrap();
-        let (drop_tx, drop_rx) = ipc::channel::<()>().unwrap();
-        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let (setup_tx, setup_rx) = ipc::os_channel::<IpcSender<u32>>().unwrap();
+        let (ready_tx, ready_rx) = ipc::os_channel::<()>().unwrap();
+        let (go_tx, go_rx) = ipc::os_channel::<()>().unwrap();
+        let (drop_tx, drop_rx) = ipc::os_channel::<()>().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel::<Vec<u32>>().unwrap();
         let reader = fork_child(|| {
-            let (tx, rx) = ipc::channel::<u32>().unwrap();
+            let (tx, rx) = ipc::os_channel::<u32>().unwrap();
             give_a_ring(&tx, &rx);
             let copy = fork_child(|| {
                 go_rx.recv().unwrap();
@@ -125,9 +125,9 @@ fn a_fork_copy_takes_over_the_ring_its_reader_let_go() {
 fn a_fork_copy_used_while_its_reader_lives_gets_what_is_sent_next() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
-        let (ready_tx, ready_rx) = ipc::channel::<()>().unwrap();
-        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
+        let (ready_tx, ready_rx) = ipc::os_channel::<()>().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel::<Vec<u32>>().unwrap();
         give_a_ring(&tx, &rx);
         let copy = fork_child(|| {
             assert!(rx.try_recv().is_err(), "nothing waits yet");

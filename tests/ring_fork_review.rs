@@ -66,12 +66,12 @@ fn give_a_ring<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + s
 fn a_moved_receivers_token_is_not_overwritten_by_the_senders_depart() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (carrier_tx, carrier_rx) = ipc::channel::<IpcReceiver<u32>>().unwrap();
-        let (waiting_tx, waiting_rx) = ipc::channel::<()>().unwrap();
-        let (ready_tx, ready_rx) = ipc::channel::<()>().unwrap();
-        let (sent_tx, sent_rx) = ipc::channel::<()>().unwrap();
-        let (go_tx, go_rx) = ipc::channel::<()>().unwrap();
-        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let (carrier_tx, carrier_rx) = ipc::os_channel::<IpcReceiver<u32>>().unwrap();
+        let (waiting_tx, waiting_rx) = ipc::os_channel::<()>().unwrap();
+        let (ready_tx, ready_rx) = ipc::os_channel::<()>().unwrap();
+        let (sent_tx, sent_rx) = ipc::os_channel::<()>().unwrap();
+        let (go_tx, go_rx) = ipc::os_channel::<()>().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel::<Vec<u32>>().unwrap();
         let q = fork_child(|| {
             pin_to_cpu_0();
             waiting_tx.send(()).unwrap();
@@ -89,7 +89,7 @@ fn a_moved_receivers_token_is_not_overwritten_by_the_senders_depart() {
             });
             // Leaves with `_exit`, nothing dropped, its messages in its ring.
         });
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         give_a_ring(&tx, &rx, |seq| seq);
         waiting_rx.recv().unwrap();
         wait_until_asleep(q);
@@ -130,14 +130,14 @@ type Numbered = (u32, Option<IpcSharedMemory>);
 fn a_fork_copy_that_takes_a_ring_over_keeps_each_senders_order() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(60), || {
-        let (setup_tx, setup_rx) = ipc::channel::<IpcSender<Numbered>>().unwrap();
-        let (go_tx, go_rx) = ipc::channel::<()>().unwrap();
-        let (drop_tx, drop_rx) = ipc::channel::<()>().unwrap();
-        let (dropped_tx, dropped_rx) = ipc::channel::<()>().unwrap();
-        let (forked_tx, forked_rx) = ipc::channel::<()>().unwrap();
-        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let (setup_tx, setup_rx) = ipc::os_channel::<IpcSender<Numbered>>().unwrap();
+        let (go_tx, go_rx) = ipc::os_channel::<()>().unwrap();
+        let (drop_tx, drop_rx) = ipc::os_channel::<()>().unwrap();
+        let (dropped_tx, dropped_rx) = ipc::os_channel::<()>().unwrap();
+        let (forked_tx, forked_rx) = ipc::os_channel::<()>().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel::<Vec<u32>>().unwrap();
         let reader = fork_child(|| {
-            let (tx, rx) = ipc::channel::<Numbered>().unwrap();
+            let (tx, rx) = ipc::os_channel::<Numbered>().unwrap();
             for seq in 0..20 {
                 tx.send((seq, None)).unwrap();
                 assert_eq!(rx.recv().unwrap().0, seq);

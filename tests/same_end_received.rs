@@ -73,7 +73,7 @@ fn child_entry() {
     let Some(role) = child_role() else { return };
     assert_eq!(role, "worker");
     lower_descriptor_limit();
-    let (tx, rx) = ipc::channel::<Setup>().unwrap();
+    let (tx, rx) = ipc::os_channel::<Setup>().unwrap();
     IpcSender::<IpcSender<Setup>>::connect(server_name()).unwrap().send(tx).unwrap();
     let counts = |fds_before, mappings_before| Counts {
         fds: (fds_before, open_fds()),
@@ -133,10 +133,10 @@ fn a_sender_received_10_000_times_is_one_descriptor() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(120), || {
         let (child, setup) = worker();
-        let (copies_tx, copies_rx) = ipc::channel().unwrap();
-        let (report_tx, report_rx) = ipc::channel().unwrap();
+        let (copies_tx, copies_rx) = ipc::os_channel().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel().unwrap();
         setup.send(Setup::Senders(copies_rx, report_tx)).unwrap();
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         for _ in 0..COPIES {
             copies_tx.send(tx.clone()).unwrap();
         }
@@ -158,8 +158,8 @@ fn a_region_received_10_000_times_is_one_descriptor_and_one_mapping() {
     let _serial = serial();
     with_watchdog(Duration::from_secs(120), || {
         let (child, setup) = worker();
-        let (copies_tx, copies_rx) = ipc::channel().unwrap();
-        let (report_tx, report_rx) = ipc::channel().unwrap();
+        let (copies_tx, copies_rx) = ipc::os_channel().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel().unwrap();
         setup.send(Setup::Regions(copies_rx, report_tx)).unwrap();
         let region = IpcSharedMemory::from_bytes(&region_bytes());
         for _ in 0..COPIES {
@@ -181,10 +181,10 @@ fn a_sender_sent_out_and_back_is_the_sender_itself() {
     const ROUNDS: u32 = 1_000;
     with_watchdog(Duration::from_secs(60), || {
         let (child, setup) = worker();
-        let (copies_tx, copies_rx) = ipc::channel().unwrap();
-        let (back_tx, back_rx) = ipc::channel().unwrap();
+        let (copies_tx, copies_rx) = ipc::os_channel().unwrap();
+        let (back_tx, back_rx) = ipc::os_channel().unwrap();
         setup.send(Setup::Echo(copies_rx, ROUNDS, back_tx)).unwrap();
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         let before = open_fds();
         let mut kept = Vec::new();
         for round in 0..ROUNDS {
@@ -210,10 +210,10 @@ fn dropping_every_copy_received_hangs_up() {
     const N: u32 = 100;
     with_watchdog(Duration::from_secs(60), || {
         let (child, setup) = worker();
-        let (copies_tx, copies_rx) = ipc::channel().unwrap();
-        let (dropped_tx, dropped_rx) = ipc::channel().unwrap();
+        let (copies_tx, copies_rx) = ipc::os_channel().unwrap();
+        let (dropped_tx, dropped_rx) = ipc::os_channel().unwrap();
         setup.send(Setup::DropAll(copies_rx, N, dropped_tx)).unwrap();
-        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         for _ in 0..N {
             copies_tx.send(tx.clone()).unwrap();
         }

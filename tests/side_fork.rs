@@ -26,8 +26,8 @@ const BATCHES: u32 = 25;
 #[test]
 fn two_fork_copies_reading_at_once_lose_no_side_socket_message() {
     with_watchdog(Duration::from_secs(240), || {
-        let (tx, rx) = ipc::channel::<(u32, Vec<IpcSharedMemory>)>().unwrap();
-        let (report_tx, report_rx) = ipc::channel::<Result<u32, String>>().unwrap();
+        let (tx, rx) = ipc::os_channel::<(u32, Vec<IpcSharedMemory>)>().unwrap();
+        let (report_tx, report_rx) = ipc::os_channel::<Result<u32, String>>().unwrap();
         let mut children = Vec::new();
         for _ in 0..2 {
             let (rx, report_tx) = (&rx, &report_tx);

@@ -126,7 +126,7 @@ async fn dropping_recv_futures_loses_nothing() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_async_send_waits_for_room_without_blocking_the_runtime() {
-    let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+    let (tx, rx) = ipc::os_channel::<Vec<u8>>().unwrap();
     let mut queued = 0;
     while tx.try_send(vec![1; 512]).is_ok() {
         queued += 1;
@@ -158,7 +158,7 @@ async fn an_async_send_waits_for_room_without_blocking_the_runtime() {
 /// receiver like any other, woken by the socket becoming writable.
 #[tokio::test(flavor = "current_thread")]
 async fn an_async_send_of_a_large_payload_waits_for_room() {
-    let (tx, rx) = ipc::bytes_channel().unwrap();
+    let (tx, rx) = ipc::os_bytes_channel().unwrap();
     let payload = vec![3u8; 64 << 20];
     let mut queued = 0;
     while tx.try_send(&payload).is_ok() {
@@ -272,7 +272,7 @@ async fn async_accept_from_client_processes() {
 /// survive every failed attempt and arrive whole.
 #[tokio::test(flavor = "current_thread")]
 async fn an_async_send_that_waits_keeps_a_receiver_inside_whole() {
-    let (tx, rx) = ipc::channel::<(u32, IpcReceiver<String>)>().unwrap();
+    let (tx, rx) = ipc::os_channel::<(u32, IpcReceiver<String>)>().unwrap();
     tx.set_buffer_size(4096).unwrap();
     let mut queued = 0;
     while tx.try_send((0, ipc::channel::<String>().unwrap().1)).is_ok() {

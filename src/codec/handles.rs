@@ -24,17 +24,18 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chan::{Channel, Opaque, Receiver, Sender};
 use crate::codec::depth::Limited;
 use crate::error::SerDeError;
-use crate::sys::{OsIpcChannel, OsIpcReceiver, OsIpcSender, OsIpcSharedMemory, OsOpaqueIpcChannel, PayloadWriter};
+use crate::sys::{OsIpcSharedMemory, PayloadWriter};
 
 /// Where a receiver moved into a message waits to be given back if the message is not sent.
-pub(crate) type ReturnSlot = Arc<Mutex<Option<OsIpcReceiver>>>;
+pub(crate) type ReturnSlot = Arc<Mutex<Option<Receiver>>>;
 
 /// What a value handed over while it was encoded.
 #[derive(Default)]
 pub(crate) struct Outgoing {
-    channels: Vec<OsIpcChannel>,
+    channels: Vec<Channel>,
     shared_memory: Vec<OsIpcSharedMemory>,
     /// The receivers among `channels` (by index), each with the slot its end waits on.
     returns: Vec<(usize, ReturnSlot)>,
@@ -43,12 +44,12 @@ pub(crate) struct Outgoing {
 impl Outgoing {
     /// The channel ends and regions to send; give the ends back with [`give_back`](Self::give_back)
     /// if the send fails, or [`commit`](Self::commit) once it succeeded.
-    pub fn take_for_send(&mut self) -> (Vec<OsIpcChannel>, Vec<OsIpcSharedMemory>) {
+    pub fn take_for_send(&mut self) -> (Vec<Channel>, Vec<OsIpcSharedMemory>) {
         (mem::take(&mut self.channels), mem::take(&mut self.shared_memory))
     }
 
     /// The channel ends a failed send gave back, in the order they were taken.
-    pub fn give_back(&mut self, channels: Vec<OsIpcChannel>) {
+    pub fn give_back(&mut self, channels: Vec<Channel>) {
         self.channels = channels;
     }
 
@@ -66,9 +67,9 @@ impl Drop for Outgoing {
         if self.returns.is_empty() {
             return;
         }
-        let mut channels: Vec<Option<OsIpcChannel>> = mem::take(&mut self.channels).into_iter().map(Some).collect();
+        let mut channels: Vec<Option<Channel>> = mem::take(&mut self.channels).into_iter().map(Some).collect();
         for (index, slot) in self.returns.drain(..) {
-            if let Some(OsIpcChannel::Receiver(receiver)) = channels.get_mut(index).and_then(Option::take) {
+            if let Some(Channel::Receiver(receiver)) = channels.get_mut(index).and_then(Option::take) {
                 *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(receiver);
             }
         }
@@ -78,7 +79,7 @@ impl Drop for Outgoing {
 /// What a received message carried, waiting to be claimed by index.
 #[derive(Default)]
 struct Incoming {
-    channels: Vec<Option<OsOpaqueIpcChannel>>,
+    channels: Vec<Option<Opaque>>,
     shared_memory: Vec<Option<OsIpcSharedMemory>>,
 }
 
@@ -143,15 +144,54 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,
     writer: PayloadWriter,
 ) -> Result<(PayloadWriter, Outgoing), SerDeError> {
+    encode_into(value, Output(writer))
+}
+
+/// postcard's output for a message to a local channel: a vector.
+struct VecOutput(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecOutput {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
+/// Encodes `value` at the end of `buffer` (a message for a local channel) and returns the
+/// bytes with the handles found inside the value.
+pub(crate) fn encode_to_vec<T: Serialize + ?Sized>(
+    value: &T,
+    buffer: Vec<u8>,
+) -> Result<(Vec<u8>, Outgoing), SerDeError> {
+    encode_into(value, VecOutput(buffer))
+}
+
+fn encode_into<T: Serialize + ?Sized, F: postcard::ser_flavors::Flavor>(
+    value: &T,
+    output: F,
+) -> Result<(F::Output, Outgoing), SerDeError> {
     let scope = Scope::enter(&OUTGOING, Outgoing::default());
-    let writer = crate::codec::encoder::to_flavor(value, Output(writer))?;
-    Ok((writer, scope.finish().unwrap_or_default()))
+    let output = crate::codec::encoder::to_flavor(value, output)?;
+    Ok((output, scope.finish().unwrap_or_default()))
 }
 
 /// Decodes a `T` from `bytes`, letting it claim the given handles.
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
-    channels: Vec<OsOpaqueIpcChannel>,
+    channels: Vec<Opaque>,
     shared_memory: Vec<OsIpcSharedMemory>,
     max_nesting: usize,
 ) -> Result<T, SerDeError> {
@@ -165,21 +205,21 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
 }
 
 /// Adds a sender to the message being encoded and returns its index.
-pub(crate) fn push_sender(sender: OsIpcSender) -> Result<u32, &'static str> {
-    push_channel(OsIpcChannel::Sender(sender), None)
+pub(crate) fn push_sender(sender: Sender) -> Result<u32, &'static str> {
+    push_channel(Channel::Sender(sender), None)
 }
 
 /// Moves a receiver into the message being encoded and returns its index, or gives the
 /// receiver back with the error. `slot` is where it returns if the message is not sent.
-pub(crate) fn push_receiver(receiver: OsIpcReceiver, slot: ReturnSlot) -> Result<u32, &'static str> {
-    push_channel(OsIpcChannel::Receiver(receiver), Some(slot))
+pub(crate) fn push_receiver(receiver: Receiver, slot: ReturnSlot) -> Result<u32, &'static str> {
+    push_channel(Channel::Receiver(receiver), Some(slot))
 }
 
-fn push_channel(channel: OsIpcChannel, slot: Option<ReturnSlot>) -> Result<u32, &'static str> {
+fn push_channel(channel: Channel, slot: Option<ReturnSlot>) -> Result<u32, &'static str> {
     OUTGOING.with(|cell| {
         let mut table = cell.borrow_mut();
         let Some(table) = table.as_mut() else {
-            if let (Some(slot), OsIpcChannel::Receiver(receiver)) = (slot, channel) {
+            if let (Some(slot), Channel::Receiver(receiver)) = (slot, channel) {
                 *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(receiver);
             }
             return Err("channels can only be serialized inside a crossproc message");
@@ -204,7 +244,7 @@ pub(crate) fn push_shared_memory(region: OsIpcSharedMemory) -> Result<u32, &'sta
 }
 
 /// Claims the channel end at `index` of the message being decoded.
-pub(crate) fn take_channel(index: u32) -> Result<OsOpaqueIpcChannel, &'static str> {
+pub(crate) fn take_channel(index: u32) -> Result<Opaque, &'static str> {
     INCOMING.with(|cell| {
         let mut table = cell.borrow_mut();
         let table = table.as_mut().ok_or("channels can only be deserialized from a crossproc message")?;

@@ -6,9 +6,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
+use crate::chan::{self, Message};
 use crate::error::{IpcError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::sys::ReceiveLimits;
-use crate::sys::{self, OsIpcMessage, Wait};
+use crate::sys::Wait;
 
 /// Creates a byte channel: the sending end and the receiving end.
 ///
@@ -18,8 +19,11 @@ use crate::sys::{self, OsIpcMessage, Wait};
 /// assert_eq!(rx.recv().unwrap(), b"raw bytes");
 /// ```
 pub fn bytes_channel() -> Result<(IpcBytesSender, IpcBytesReceiver), io::Error> {
-    let (sender, receiver) = sys::channel()?;
-    Ok((IpcBytesSender { end: SenderEnd(sender) }, IpcBytesReceiver { end: ReceiverEnd::new(receiver) }))
+    Ok(bytes_ends(chan::channel()))
+}
+
+fn bytes_ends((sender, receiver): (chan::Sender, chan::Receiver)) -> (IpcBytesSender, IpcBytesReceiver) {
+    (IpcBytesSender { end: SenderEnd(sender) }, IpcBytesReceiver { end: ReceiverEnd::new(receiver) })
 }
 
 /// Creates a byte channel that is an OS channel from the start; see [`os_channel`](super::os_channel).
@@ -30,7 +34,7 @@ pub fn bytes_channel() -> Result<(IpcBytesSender, IpcBytesReceiver), io::Error> 
 /// assert_eq!(rx.recv().unwrap(), b"raw");
 /// ```
 pub fn os_bytes_channel() -> Result<(IpcBytesSender, IpcBytesReceiver), io::Error> {
-    bytes_channel()
+    Ok(bytes_ends(chan::os_channel()?))
 }
 
 /// The sending end of a byte channel; serializable, so it can travel inside a message.
@@ -154,6 +158,6 @@ impl IpcBytesReceiver {
 }
 
 /// The bytes of a message; descriptors a peer attached to a byte message are closed.
-fn into_bytes(message: OsIpcMessage) -> Vec<u8> {
+fn into_bytes(message: Message) -> Vec<u8> {
     message.data
 }

@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::chan::{Message, Receiver, Sender};
 use crate::codec::handles::{self, ReturnSlot};
 use crate::error::{IpcError, TryRecvError};
 use crate::ipc::ReceiveLimits;
-use crate::sys::{OsIpcMessage, OsIpcReceiver, OsIpcSender, RecvError, Wait};
+use crate::sys::{RecvError, Wait};
 
 /// The sending end shared by typed, bytes and opaque senders.
 #[derive(Clone, Debug)]
-pub(crate) struct SenderEnd(pub OsIpcSender);
+pub(crate) struct SenderEnd(pub Sender);
 
 impl Serialize for SenderEnd {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -38,20 +39,20 @@ impl<'de> Deserialize<'de> for SenderEnd {
 /// The receiving end shared by typed, bytes and opaque receivers. Empty once it has been
 /// moved into a message that was sent.
 pub(crate) struct ReceiverEnd {
-    receiver: RefCell<Option<OsIpcReceiver>>,
+    receiver: RefCell<Option<Receiver>>,
     /// Set while the receiver is inside a message being sent: if that send fails, the receiver
     /// comes back through this slot (see `handles`), and is taken back on the next use.
     sent: RefCell<Option<ReturnSlot>>,
 }
 
 impl ReceiverEnd {
-    pub fn new(receiver: OsIpcReceiver) -> Self {
+    pub fn new(receiver: Receiver) -> Self {
         ReceiverEnd { receiver: RefCell::new(Some(receiver)), sent: RefCell::new(None) }
     }
 
     /// The receiver, taken back from a message whose send failed; `None` once it was moved into
     /// a message that was sent.
-    fn receiver(&self) -> std::cell::RefMut<'_, Option<OsIpcReceiver>> {
+    fn receiver(&self) -> std::cell::RefMut<'_, Option<Receiver>> {
         let mut sent = self.sent.borrow_mut();
         if let Some(slot) = sent.as_ref() {
             let returned = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
@@ -66,12 +67,12 @@ impl ReceiverEnd {
     }
 
     /// Receives one raw message, waiting as `mode` allows.
-    pub fn recv(&self, mode: Wait) -> Result<OsIpcMessage, RecvError> {
+    pub fn recv(&self, mode: Wait) -> Result<Message, RecvError> {
         self.recv_into(mode, &mut Vec::new())
     }
 
     /// Receives one raw message whose data may reuse `buffer`'s allocation.
-    pub fn recv_into(&self, mode: Wait, buffer: &mut Vec<u8>) -> Result<OsIpcMessage, RecvError> {
+    pub fn recv_into(&self, mode: Wait, buffer: &mut Vec<u8>) -> Result<Message, RecvError> {
         match self.receiver().as_ref() {
             Some(receiver) => receiver.recv_into(mode, buffer),
             None => Err(RecvError::Io(moved_error())),
@@ -87,7 +88,7 @@ impl ReceiverEnd {
 
     /// The receive limits in force.
     pub fn limits(&self) -> ReceiveLimits {
-        self.receiver().as_ref().map_or(ReceiveLimits::DEFAULT, OsIpcReceiver::limits)
+        self.receiver().as_ref().map_or(ReceiveLimits::DEFAULT, Receiver::limits)
     }
 
     /// Moves the receiver out into a new end, leaving this one empty (as if it had been sent).
@@ -100,9 +101,15 @@ impl ReceiverEnd {
         self.receiver().is_none()
     }
 
-    /// The OS receiver, unless it was moved into a message.
-    pub fn into_inner(self) -> io::Result<OsIpcReceiver> {
+    /// The receiver, unless it was moved into a message.
+    pub fn into_inner(self) -> io::Result<Receiver> {
         self.receiver().take().ok_or_else(moved_error)
+    }
+
+    /// The OS receiver this end is, or becomes by leaving the process (for an
+    /// `IpcReceiverSet`, a tokio receiver or a spawned child).
+    pub fn into_os(self) -> io::Result<crate::sys::OsIpcReceiver> {
+        self.into_inner()?.into_os()
     }
 }
 

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::endpoint::{ReceiverEnd, SenderEnd};
 use super::typed::{IpcReceiver, IpcSender};
+use crate::chan::{Message, Opaque};
 use crate::codec::handles;
 use crate::error::SerDeError;
-use crate::sys::{OsIpcMessage, OsIpcSharedMemory, OsOpaqueIpcChannel};
+use crate::sys::OsIpcSharedMemory;
 
 /// A received message that is not decoded yet: its bytes and the channels and shared memory it
 /// carries. [`IpcReceiverSet::select`](super::IpcReceiverSet::select) and the router hand these
@@ -23,7 +24,7 @@ use crate::sys::{OsIpcMessage, OsIpcSharedMemory, OsOpaqueIpcChannel};
 /// ```
 pub struct IpcMessage {
     data: Vec<u8>,
-    channels: Vec<OsOpaqueIpcChannel>,
+    channels: Vec<Opaque>,
     shared_memory: Vec<OsIpcSharedMemory>,
     max_nesting: usize,
 }
@@ -31,7 +32,7 @@ pub struct IpcMessage {
 impl IpcMessage {
     /// A message made of encoded bytes only (no channels, no shared memory).
     pub fn from_data(data: Vec<u8>) -> Self {
-        IpcMessage::from(OsIpcMessage::from_data(data))
+        IpcMessage::from(Message::from_data(data))
     }
 
     /// Decodes the message as a `T`, handing it the channels and shared memory it carries.
@@ -44,14 +45,20 @@ impl IpcMessage {
     }
 }
 
-impl From<OsIpcMessage> for IpcMessage {
-    fn from(message: OsIpcMessage) -> Self {
+impl From<Message> for IpcMessage {
+    fn from(message: Message) -> Self {
         IpcMessage {
             data: message.data,
             channels: message.channels,
             shared_memory: message.shared_memory,
             max_nesting: message.max_nesting,
         }
+    }
+}
+
+impl From<crate::sys::OsIpcMessage> for IpcMessage {
+    fn from(message: crate::sys::OsIpcMessage) -> Self {
+        IpcMessage::from(Message::from(message))
     }
 }
 

@@ -67,7 +67,8 @@ impl IpcReceiverSet {
 
     /// Moves an untyped receiver into the set and returns the id its events will carry.
     pub fn add_opaque(&mut self, receiver: OpaqueIpcReceiver) -> Result<u64, io::Error> {
-        self.os.add(receiver.end.into_inner()?)
+        // A local receiver leaves for the set (docs/local.md, "Waiting").
+        self.os.add(receiver.end.into_os()?)
     }
 
     /// Moves a server into the set: each new client is reported as a message on the returned id,

@@ -153,7 +153,8 @@ where
     fn start(listener: OsListener, name: String, policy: AccessPolicy) -> io::Result<IpcServer<T>> {
         let admit: Admit = Box::new(move |peer| policy.allows(peer).then(|| announcement(peer)));
         let (receiver, guard) = sys::serve(listener, admit)?;
-        let incoming = IpcReceiver { end: ReceiverEnd::new(receiver), phantom: PhantomData };
+        let incoming =
+            IpcReceiver { end: ReceiverEnd::new(crate::chan::Receiver::Os(Box::new(receiver))), phantom: PhantomData };
         Ok(IpcServer { incoming, guard, name, limits: Cell::new(ReceiveLimits::DEFAULT) })
     }
 

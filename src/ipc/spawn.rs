@@ -7,7 +7,8 @@ use std::process::{Child, Command};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{ReceiverEnd, SenderEnd};
-use super::typed::{channel, IpcReceiver, IpcSender};
+use super::typed::{os_channel, IpcReceiver, IpcSender};
+use crate::chan::{Receiver, Sender};
 use crate::sys::{self, OsIpcChannel};
 
 /// Starts a [`Command`] with a connected channel, passed as an inherited descriptor: no
@@ -47,8 +48,8 @@ impl IpcCommandExt for Command {
     where
         T: for<'de> Deserialize<'de> + Serialize,
     {
-        let (sender, receiver) = channel::<T>()?;
-        let child_end = OsIpcChannel::Receiver(receiver.end.into_inner()?);
+        let (sender, receiver) = os_channel::<T>()?;
+        let child_end = OsIpcChannel::Receiver(receiver.end.into_os()?);
         Ok((sys::spawn_with_inherited(self, child_end)?, sender))
     }
 
@@ -56,8 +57,8 @@ impl IpcCommandExt for Command {
     where
         T: for<'de> Deserialize<'de> + Serialize,
     {
-        let (sender, receiver) = channel::<T>()?;
-        let child_end = OsIpcChannel::Sender(sender.end.0);
+        let (sender, receiver) = os_channel::<T>()?;
+        let child_end = OsIpcChannel::Sender(sender.end.0.leave()?);
         Ok((sys::spawn_with_inherited(self, child_end)?, receiver))
     }
 }
@@ -75,7 +76,7 @@ where
     T: for<'de> Deserialize<'de> + Serialize,
 {
     let end = sys::take_inherited()?;
-    Ok(IpcReceiver { end: ReceiverEnd::new(end.into_receiver()?), phantom: PhantomData })
+    Ok(IpcReceiver { end: ReceiverEnd::new(Receiver::Os(Box::new(end.into_receiver()?))), phantom: PhantomData })
 }
 
 /// In a child started with [`IpcCommandExt::spawn_with_receiver`]: the sending end its parent
@@ -90,5 +91,5 @@ where
     T: for<'de> Deserialize<'de> + Serialize,
 {
     let end = sys::take_inherited()?;
-    Ok(IpcSender { end: SenderEnd(end.into_sender()?), phantom: PhantomData })
+    Ok(IpcSender { end: SenderEnd(Sender::Os(end.into_sender()?)), phantom: PhantomData })
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::endpoint::{ipc_error, send_error, try_recv_error, ReceiverEnd, SenderEnd};
 use super::message::{OpaqueIpcReceiver, OpaqueIpcSender};
+use crate::chan;
 use crate::codec::handles;
 use crate::error::{IpcError, SendTimeoutError, SerDeError, TryRecvError, TrySendError};
 use crate::sys::ReceiveLimits;
@@ -29,11 +30,14 @@ pub fn channel<T>() -> Result<(IpcSender<T>, IpcReceiver<T>), io::Error>
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    let (sender, receiver) = sys::channel()?;
-    Ok((
+    Ok(typed_ends(chan::channel()))
+}
+
+fn typed_ends<T>((sender, receiver): (chan::Sender, chan::Receiver)) -> (IpcSender<T>, IpcReceiver<T>) {
+    (
         IpcSender { end: SenderEnd(sender), phantom: PhantomData },
         IpcReceiver { end: ReceiverEnd::new(receiver), phantom: PhantomData },
-    ))
+    )
 }
 
 /// Creates a channel for values of type `T` that is an OS channel from the start (a socket pair
@@ -52,7 +56,7 @@ pub fn os_channel<T>() -> Result<(IpcSender<T>, IpcReceiver<T>), io::Error>
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    channel()
+    Ok(typed_ends(chan::os_channel()?))
 }
 
 /// The sending end of a typed channel. Clone it for more producers, in this process or any other.
@@ -95,6 +99,14 @@ thread_local! {
 
 /// Encoding buffers larger than this are not kept for reuse.
 const KEPT_BUFFER_CAPACITY: usize = 1 << 20;
+
+/// Keeps an encoding buffer for this thread's next send, emptied, unless it grew too large.
+fn keep_send_buffer(mut buffer: Vec<u8>) {
+    if buffer.capacity() <= KEPT_BUFFER_CAPACITY {
+        buffer.clear();
+        SEND_BUFFER.with(|cell| cell.set(buffer));
+    }
+}
 /// Receive buffers larger than this are not kept for reuse.
 const KEPT_RECV_CAPACITY: usize = 64 << 10;
 
@@ -115,7 +127,7 @@ where
     /// client.join().unwrap();
     /// ```
     pub fn connect(name: String) -> Result<IpcSender<T>, io::Error> {
-        Ok(IpcSender { end: SenderEnd(OsIpcSender::connect(&name)?), phantom: PhantomData })
+        Ok(IpcSender { end: SenderEnd(chan::Sender::Os(OsIpcSender::connect(&name)?)), phantom: PhantomData })
     }
 
     /// Sends a value. Channels and shared memory inside it travel along.
@@ -167,16 +179,27 @@ where
     /// Sends a value by reference, waiting as `wait` allows (every send above, and the async
     /// sender's non-blocking attempts, which retry with the same value).
     pub(crate) fn send_with(&self, data: &T, wait: Wait) -> Result<(), IpcError> {
-        let writer = self.end.0.payload_writer(SEND_BUFFER.with(Cell::take));
         // Should anything below fail, dropping `handles` gives every receiver inside `data` back.
-        let (writer, mut handles) = handles::encode(data, writer)?;
-        let encoded = writer.finish()?;
-        let (channels, shared_memory) = handles.take_for_send();
-        let result = self.end.0.send_encoded(&encoded, channels, shared_memory, wait);
-        let buffer = encoded.into_buffer();
-        if buffer.capacity() <= KEPT_BUFFER_CAPACITY {
-            SEND_BUFFER.with(|cell| cell.set(buffer));
-        }
+        let (result, mut handles) = match self.end.0.os() {
+            Some(os) => {
+                let writer = os.payload_writer(SEND_BUFFER.with(Cell::take));
+                let (writer, mut handles) = handles::encode(data, writer)?;
+                let encoded = writer.finish()?;
+                let (channels, shared_memory) = handles.take_for_send();
+                let result = chan::send_os_encoded(os, &encoded, channels, shared_memory, wait);
+                keep_send_buffer(encoded.into_buffer());
+                (result, handles)
+            }
+            None => {
+                // A local channel queues the bytes themselves: encode in the kept buffer, and
+                // queue a copy of just the right size.
+                let (buffer, mut handles) = handles::encode_to_vec(data, SEND_BUFFER.with(Cell::take))?;
+                let (channels, shared_memory) = handles.take_for_send();
+                let result = self.end.0.send_owned(buffer.as_slice().to_vec(), channels, shared_memory, wait);
+                keep_send_buffer(buffer);
+                (result, handles)
+            }
+        };
         match result {
             Ok(()) => {
                 handles.commit();

@@ -124,6 +124,16 @@ pub(crate) use backend::{
 #[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]
 mod heap_writer;
 
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+pub(crate) use backend::fork_generation;
+
+/// Which fork generation this process is (it changes in a child made by `fork`); without a
+/// Linux backend there is no fork to tell.
+#[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]
+pub(crate) fn fork_generation() -> u64 {
+    0
+}
+
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use backend::register;
 #[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]

@@ -98,7 +98,7 @@ where
 {
     /// Registers `receiver` with the current runtime's reactor.
     pub fn new(receiver: IpcReceiver<T>) -> io::Result<Self> {
-        Ok(AsyncIpcReceiver { core: Core::new(receiver.end.into_inner()?)?, phantom: PhantomData })
+        Ok(AsyncIpcReceiver { core: Core::new(receiver.end.into_os()?)?, phantom: PhantomData })
     }
 
     /// Waits for the next value; [`IpcError::Disconnected`] when every sender is gone.
@@ -142,7 +142,7 @@ pub struct AsyncIpcBytesReceiver {
 impl AsyncIpcBytesReceiver {
     /// Registers `receiver` with the current runtime's reactor.
     pub fn new(receiver: IpcBytesReceiver) -> io::Result<Self> {
-        Ok(AsyncIpcBytesReceiver { core: Core::new(receiver.end.into_inner()?)? })
+        Ok(AsyncIpcBytesReceiver { core: Core::new(receiver.end.into_os()?)? })
     }
 
     /// Waits for the next message; [`IpcError::Disconnected`] when every sender is gone.
@@ -203,7 +203,7 @@ pub struct AsyncOpaqueIpcReceiver {
 impl AsyncOpaqueIpcReceiver {
     /// Registers `receiver` with the current runtime's reactor.
     pub fn new(receiver: OpaqueIpcReceiver) -> io::Result<Self> {
-        Ok(AsyncOpaqueIpcReceiver { core: Core::new(receiver.end.into_inner()?)? })
+        Ok(AsyncOpaqueIpcReceiver { core: Core::new(receiver.end.into_os()?)? })
     }
 
     /// Waits for the next message; [`IpcError::Disconnected`] when every sender is gone.

@@ -43,7 +43,7 @@ where
 {
     /// Registers `sender` with the current runtime's reactor.
     pub fn new(sender: IpcSender<T>) -> io::Result<Self> {
-        let readiness = Readiness::new(&sender.end.0, Interest::WRITABLE)?;
+        let readiness = Readiness::new(&sender.end.0.leave()?, Interest::WRITABLE)?;
         Ok(AsyncIpcSender { sender, readiness })
     }
 
@@ -91,7 +91,7 @@ pub struct AsyncIpcBytesSender {
 impl AsyncIpcBytesSender {
     /// Registers `sender` with the current runtime's reactor.
     pub fn new(sender: IpcBytesSender) -> io::Result<Self> {
-        let readiness = Readiness::new(&sender.end.0, Interest::WRITABLE)?;
+        let readiness = Readiness::new(&sender.end.0.leave()?, Interest::WRITABLE)?;
         Ok(AsyncIpcBytesSender { sender, readiness })
     }
 

@@ -65,6 +65,12 @@ mod spawn;
 mod sys;
 
 pub(crate) use frame::INLINE_MAX;
+
+/// Which fork generation this process is: a value recorded before a `fork` differs from the
+/// one read in the child after it (one memory load; see [`fork`]).
+pub(crate) fn fork_generation() -> u64 {
+    fork::generation()
+}
 pub(crate) use memfd::{Encoded, OsIpcSharedMemory, PayloadWriter};
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register;

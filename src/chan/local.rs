@@ -1,0 +1,464 @@
+//! A local channel: a queue in this process's heap, no descriptor and no system call, until one
+//! of its ends leaves the process (docs/local.md).
+//!
+//! Both ends hold an `Arc` of the channel's [`Core`]. While the channel is local the core holds
+//! the queue, accounted like the socket it stands for (a message costs its bytes plus a packet's
+//! overhead, a large payload a fixed share), so `try_send` reports `Full` at about the point a
+//! socket would. When an end leaves, the core becomes [`State::Os`]: it holds the OS channel's
+//! ends until the local ends take them, and the messages queued before the change (the
+//! backlog), which come out before anything sent on the OS channel.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use super::{Channel, Failure, Message, Opaque};
+use crate::sys::{self, LimitsCell, OsIpcReceiver, OsIpcSender, OsIpcSharedMemory, ReceiveLimits, RecvError, Wait};
+
+/// Linux's default socket buffer, which a local channel's budget stands for.
+const DEFAULT_CAPACITY: usize = 212_992;
+/// What Linux charges per queued packet, roughly.
+const PACKET_OVERHEAD: usize = 768;
+/// What a payload too large for a packet costs (Linux moves it in a memfd, which claims about
+/// this much of the socket buffer): a few fit in the default budget, as on Linux.
+const LARGE_PAYLOAD_COST: usize = 64 * 1024;
+
+/// A message in a local queue: its bytes and its ends as in-process objects.
+pub(crate) struct LocalMessage {
+    pub data: Vec<u8>,
+    pub channels: Vec<Channel>,
+    pub shared_memory: Vec<OsIpcSharedMemory>,
+    /// What the message took from its channel's budget.
+    cost: usize,
+}
+
+impl LocalMessage {
+    pub(super) fn queued(data: Vec<u8>, channels: Vec<Channel>, shared_memory: Vec<OsIpcSharedMemory>) -> Self {
+        let cost = PACKET_OVERHEAD + if data.len() > sys::INLINE_MAX { LARGE_PAYLOAD_COST } else { data.len() };
+        LocalMessage { data, channels, shared_memory, cost }
+    }
+}
+
+/// What a channel is now.
+pub(super) enum State {
+    /// Its queue is in this process.
+    Local { messages: VecDeque<LocalMessage>, used: usize, capacity: usize },
+    /// An end left: the channel is an OS channel.
+    Os {
+        /// The OS sender the local sending ends send through; dropped with the last of them.
+        sender: Option<OsIpcSender>,
+        /// The OS receiver, until the local receiving end takes it (or leaves with it).
+        receiver: Option<OsIpcReceiver>,
+        /// Messages queued while the channel was local, not yet received or moved.
+        backlog: VecDeque<LocalMessage>,
+        /// Whether a thread is moving the backlog into the OS channel (the receiver left): local
+        /// sends join the backlog meanwhile, so they stay behind it.
+        pumping: bool,
+    },
+}
+
+/// What both ends of a channel share.
+pub(crate) struct Core {
+    shared: Mutex<Shared>,
+    /// A message was queued, the last sender went, or the channel became an OS channel.
+    readable: Condvar,
+    /// Budget was freed, the receiver went, or the channel became an OS channel.
+    writable: Condvar,
+    /// The fork generation the channel was made in (see [`Core::check_process`]).
+    generation: u64,
+}
+
+pub(super) struct Shared {
+    /// Local sending ends alive (each clone counts; so does one inside a queued message).
+    pub senders: usize,
+    /// Whether the local receiving end is alive (not dropped, not left).
+    pub receiver: bool,
+    pub state: State,
+}
+
+impl Shared {
+    /// The OS sender of a converted channel, once nothing needs it: no local sending end is
+    /// left and no backlog waits to be sent (the receiver may still leave with it). Dropped by
+    /// the caller outside the lock, it lets the OS receiver see the hang-up.
+    pub fn release_unused_sender(&mut self) -> Option<OsIpcSender> {
+        match &mut self.state {
+            State::Os { sender, backlog, pumping: false, .. } if self.senders == 0 && backlog.is_empty() => {
+                sender.take()
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Core {
+    /// A new local channel with one sender and its receiver.
+    pub fn new() -> Arc<Core> {
+        Arc::new(Core {
+            shared: Mutex::new(Shared {
+                senders: 1,
+                receiver: true,
+                state: State::Local { messages: VecDeque::new(), used: 0, capacity: DEFAULT_CAPACITY },
+            }),
+            readable: Condvar::new(),
+            writable: Condvar::new(),
+            generation: sys::fork_generation(),
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether this is the process that made the channel. A child made by `fork` does not share
+    /// its parent's copy of a local queue, so using one there would split the channel in two
+    /// copies that do not hear each other: such a use fails loudly instead (docs/local.md).
+    pub fn in_its_process(&self) -> bool {
+        self.generation == sys::fork_generation()
+    }
+
+    fn check_process(&self) -> io::Result<()> {
+        if self.in_its_process() {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this channel was made before fork and never left its process, so the child has only a \
+             copy of it: make it with ipc::os_channel() to use it on both sides of a fork",
+        ))
+    }
+
+    /// Wakes every waiter: the channel changed in a way both ends must look at.
+    pub(super) fn wake_all(&self) {
+        self.readable.notify_all();
+        self.writable.notify_all();
+    }
+
+    fn wait<'a>(condvar: &Condvar, guard: MutexGuard<'a, Shared>, deadline: Option<Instant>) -> MutexGuard<'a, Shared> {
+        match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                condvar.wait_timeout(guard, left).unwrap_or_else(|poisoned| poisoned.into_inner()).0
+            }
+            None => condvar.wait(guard).unwrap_or_else(|poisoned| poisoned.into_inner()),
+        }
+    }
+}
+
+/// When a wait that started now must give up, if it may wait at all (`Err` for `NonBlocking`).
+fn deadline(wait: Wait) -> Result<Option<Instant>, ()> {
+    match wait {
+        Wait::Blocking => Ok(None),
+        Wait::NonBlocking => Err(()),
+        // A timeout too far away to represent waits as long as a blocking wait.
+        Wait::Timeout(timeout) => Ok(Instant::now().checked_add(timeout)),
+    }
+}
+
+fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|deadline| Instant::now() >= deadline)
+}
+
+/// A local sending end.
+pub(crate) struct LocalSender {
+    core: Arc<Core>,
+    /// This end's copy of the OS sender, once the channel became an OS channel.
+    os: OnceLock<OsIpcSender>,
+}
+
+impl LocalSender {
+    /// The sending end of a new channel whose first sender this is.
+    pub fn first(core: Arc<Core>) -> LocalSender {
+        LocalSender { core, os: OnceLock::new() }
+    }
+
+    /// This end's OS sender, if the channel became an OS channel (taken on first use).
+    pub fn os(&self) -> Option<&OsIpcSender> {
+        if let Some(os) = self.os.get() {
+            return Some(os);
+        }
+        if !self.core.in_its_process() {
+            return None;
+        }
+        let shared = self.core.lock();
+        match &shared.state {
+            State::Os { sender: Some(sender), pumping: false, .. } => {
+                let sender = sender.clone();
+                drop(shared);
+                Some(self.os.get_or_init(|| sender))
+            }
+            _ => None,
+        }
+    }
+
+    /// Queues one message, waiting for budget as `wait` allows; once the channel is an OS
+    /// channel, sends it there (its ends leave the process with it).
+    pub fn send(
+        &self,
+        data: Vec<u8>,
+        channels: Vec<Channel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> Result<(), Failure> {
+        if let Err(error) = self.core.check_process() {
+            return Err(Failure { error, channels });
+        }
+        let message = LocalMessage::queued(data, channels, shared_memory);
+        let deadline = deadline(wait);
+        let mut shared = self.core.lock();
+        loop {
+            let receiver = shared.receiver;
+            match &mut shared.state {
+                State::Os { pumping: true, backlog, .. } => {
+                    backlog.push_back(message);
+                    return Ok(());
+                }
+                State::Os { .. } => {
+                    drop(shared);
+                    let os = self.os().expect("an OS channel that is not pumping has its sender").clone();
+                    return super::send_os(&os, &message.data, message.channels, message.shared_memory, wait);
+                }
+                State::Local { .. } if !receiver => {
+                    return Err(Failure { error: io::ErrorKind::BrokenPipe.into(), channels: message.channels });
+                }
+                State::Local { messages, used, capacity } => {
+                    if *used == 0 || *used + message.cost <= *capacity {
+                        *used += message.cost;
+                        messages.push_back(message);
+                        drop(shared);
+                        self.core.readable.notify_one();
+                        return Ok(());
+                    }
+                    let full = match deadline {
+                        Err(()) => Some(io::Error::from(io::ErrorKind::WouldBlock)),
+                        Ok(deadline) if expired(deadline) => {
+                            Some(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"))
+                        }
+                        Ok(_) => None,
+                    };
+                    if let Some(error) = full {
+                        return Err(Failure { error, channels: message.channels });
+                    }
+                    shared = Core::wait(&self.core.writable, shared, deadline.ok().flatten());
+                }
+            }
+        }
+    }
+
+    /// The OS sender this end becomes when it leaves the process (the channel becomes an OS
+    /// channel first, if it is not one yet).
+    pub fn leave(&self) -> io::Result<OsIpcSender> {
+        self.core.check_process()?;
+        super::leave::convert(&self.core)?;
+        let shared = self.core.lock();
+        match &shared.state {
+            State::Os { sender: Some(sender), .. } => Ok(sender.clone()),
+            _ => Err(io::Error::other("a converted channel lost its sender")),
+        }
+    }
+
+    /// Sets the budget (or the OS channel's buffer).
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        if let Some(os) = self.os() {
+            return os.set_buffer_size(bytes);
+        }
+        self.core.check_process()?;
+        let mut shared = self.core.lock();
+        match &mut shared.state {
+            State::Local { capacity, .. } => {
+                // As Linux does with `SO_SNDBUF`: the size asked for, doubled for bookkeeping.
+                *capacity = bytes.saturating_mul(2).max(4096);
+                drop(shared);
+                self.core.writable.notify_all();
+                Ok(())
+            }
+            State::Os { sender: Some(sender), .. } => sender.set_buffer_size(bytes),
+            State::Os { sender: None, .. } => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// The budget (or the OS channel's buffer), in bytes.
+    pub fn buffer_size(&self) -> io::Result<usize> {
+        if let Some(os) = self.os() {
+            return os.buffer_size();
+        }
+        self.core.check_process()?;
+        let shared = self.core.lock();
+        match &shared.state {
+            State::Local { capacity, .. } => Ok(*capacity),
+            State::Os { sender: Some(sender), .. } => sender.buffer_size(),
+            State::Os { sender: None, .. } => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+}
+
+impl Clone for LocalSender {
+    fn clone(&self) -> Self {
+        if self.core.in_its_process() {
+            self.core.lock().senders += 1;
+        }
+        LocalSender { core: self.core.clone(), os: self.os.clone() }
+    }
+}
+
+impl Drop for LocalSender {
+    fn drop(&mut self) {
+        if !self.core.in_its_process() {
+            return; // a fork child's copy: its lock may have been held at the fork
+        }
+        let mut shared = self.core.lock();
+        shared.senders -= 1;
+        if shared.senders > 0 {
+            return;
+        }
+        let last = shared.release_unused_sender();
+        drop(shared);
+        drop(last);
+        self.core.readable.notify_all();
+    }
+}
+
+impl std::fmt::Debug for LocalSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.os.get() {
+            Some(os) => write!(f, "{os:?}"),
+            None => write!(f, "LocalSender({:p})", Arc::as_ptr(&self.core)),
+        }
+    }
+}
+
+/// A local receiving end.
+pub(crate) struct LocalReceiver {
+    core: Arc<Core>,
+    /// The OS receiver, once the channel became an OS channel and its backlog was read (boxed:
+    /// a local end stays small).
+    os: OnceLock<Box<OsIpcReceiver>>,
+    limits: LimitsCell,
+}
+
+impl LocalReceiver {
+    pub fn new(core: Arc<Core>) -> LocalReceiver {
+        LocalReceiver { core, os: OnceLock::new(), limits: LimitsCell::new(ReceiveLimits::DEFAULT) }
+    }
+
+    /// Receives one message, waiting as `wait` allows.
+    pub fn recv_into(&self, wait: Wait, buffer: &mut Vec<u8>) -> Result<Message, RecvError> {
+        if let Some(os) = self.os.get() {
+            return os.recv_into(wait, buffer).map(Message::from);
+        }
+        self.core.check_process()?;
+        let deadline = deadline(wait);
+        let mut shared = self.core.lock();
+        loop {
+            let senders = shared.senders;
+            match &mut shared.state {
+                State::Local { messages, used, .. } => {
+                    if let Some(message) = messages.pop_front() {
+                        *used -= message.cost;
+                        drop(shared);
+                        self.core.writable.notify_all();
+                        return self.open(message);
+                    }
+                    if senders == 0 {
+                        return Err(RecvError::Disconnected);
+                    }
+                    match deadline {
+                        Err(()) => return Err(RecvError::Empty),
+                        Ok(deadline) if expired(deadline) => return Err(RecvError::Empty),
+                        Ok(deadline) => shared = Core::wait(&self.core.readable, shared, deadline),
+                    }
+                }
+                State::Os { backlog, receiver, .. } => {
+                    if let Some(message) = backlog.pop_front() {
+                        let unused = shared.release_unused_sender();
+                        drop(shared);
+                        drop(unused);
+                        return self.open(message);
+                    }
+                    let receiver =
+                        receiver.take().ok_or_else(|| io::Error::other("a converted channel lost its receiver"))?;
+                    receiver.set_limits(self.limits.get());
+                    drop(shared);
+                    let os = self.os.get_or_init(|| Box::new(receiver));
+                    return os.recv_into(wait, buffer).map(Message::from);
+                }
+            }
+        }
+    }
+
+    /// A queued message as a received one, checked against this end's limits as a message from
+    /// another process would be.
+    fn open(&self, message: LocalMessage) -> Result<Message, RecvError> {
+        let handles = message.channels.len() + message.shared_memory.len();
+        if let Err(exceeded) = self.limits.check(message.data.len() as u64, handles) {
+            return Err(RecvError::Io(exceeded.into_io()));
+        }
+        Ok(Message {
+            data: message.data,
+            channels: message.channels.into_iter().map(Opaque::Local).collect(),
+            shared_memory: message.shared_memory,
+            max_nesting: self.limits.max_nesting(),
+        })
+    }
+
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        self.limits.set(limits);
+        if let Some(os) = self.os.get() {
+            os.set_limits(limits);
+        }
+    }
+
+    pub fn limits(&self) -> ReceiveLimits {
+        self.limits.get()
+    }
+
+    /// The OS receiver this end becomes when it leaves the process: the channel becomes an OS
+    /// channel (if it is not one yet), and its backlog goes ahead into the OS channel.
+    pub fn leave(&mut self) -> io::Result<OsIpcReceiver> {
+        let limits = self.limits.get();
+        if let Some(os) = self.os.take() {
+            self.core.lock().receiver = false;
+            return Ok(*os);
+        }
+        self.core.check_process()?;
+        super::leave::convert(&self.core)?;
+        let receiver = super::leave::take_receiver(&self.core)?;
+        receiver.set_limits(limits);
+        Ok(receiver)
+    }
+}
+
+impl Drop for LocalReceiver {
+    fn drop(&mut self) {
+        if !self.core.in_its_process() || self.os.get().is_some() {
+            return;
+        }
+        let mut shared = self.core.lock();
+        if !shared.receiver {
+            return; // it left
+        }
+        shared.receiver = false;
+        // What it never read goes with it (outside the lock: the ends inside may be channels
+        // whose drop locks their own core).
+        let (unread, receiver) = match &mut shared.state {
+            State::Local { messages, used, .. } => {
+                *used = 0;
+                (std::mem::take(messages), None)
+            }
+            State::Os { backlog, receiver, .. } => (std::mem::take(backlog), receiver.take()),
+        };
+        drop(shared);
+        self.core.writable.notify_all();
+        drop(unread);
+        drop(receiver);
+    }
+}
+
+impl std::fmt::Debug for LocalReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.os.get() {
+            Some(os) => write!(f, "{os:?}"),
+            None => write!(f, "LocalReceiver({:p})", Arc::as_ptr(&self.core)),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Channel ends as the public types hold them: local until they leave the process, then the
+//! OS backend's ends (docs/local.md).
+//!
+//! This layer sits between `ipc/` and `sys/` and speaks the same vocabulary as `sys` does
+//! (`Sender`, `Receiver`, `Channel`, `Opaque`, `Message`), so the layers above change types,
+//! not logic:
+//!
+//! - [`local`]: a local channel (a queue in this process, no descriptor), its two ends.
+//! - [`leave`]: what happens when an end leaves: the channel becomes an OS channel and its
+//!   backlog follows the receiver.
+//!
+//! An end *leaves* when it goes into a message for an OS channel ([`send_os`] converts it on
+//! the way), when a receiver joins an [`IpcReceiverSet`](crate::ipc::IpcReceiverSet) or a tokio
+//! type, or when it is handed to a spawned child.
+
+mod leave;
+mod local;
+
+use std::io;
+
+use crate::sys::{
+    self, OsIpcChannel, OsIpcMessage, OsIpcReceiver, OsIpcSender, OsIpcSharedMemory, OsOpaqueIpcChannel, ReceiveLimits,
+    RecvError, Wait,
+};
+use local::{Core, LocalMessage, LocalReceiver, LocalSender};
+
+/// A new local channel.
+pub(crate) fn channel() -> (Sender, Receiver) {
+    let core = Core::new();
+    (Sender::Local(LocalSender::first(core.clone())), Receiver::Local(LocalReceiver::new(core)))
+}
+
+/// A new OS channel.
+pub(crate) fn os_channel() -> io::Result<(Sender, Receiver)> {
+    let (sender, receiver) = sys::channel()?;
+    Ok((Sender::Os(sender), Receiver::Os(Box::new(receiver))))
+}
+
+/// A send that failed, with the channel ends it was given, in order (an end that left on the
+/// way comes back as the OS end it became).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub error: io::Error,
+    pub channels: Vec<Channel>,
+}
+
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Self {
+        Failure { error, channels: Vec::new() }
+    }
+}
+
+impl From<Failure> for io::Error {
+    fn from(failure: Failure) -> Self {
+        failure.error
+    }
+}
+
+impl From<sys::SendFailure> for Failure {
+    fn from(failure: sys::SendFailure) -> Self {
+        Failure { error: failure.error, channels: failure.channels.into_iter().map(Channel::from).collect() }
+    }
+}
+
+/// A sending end.
+#[derive(Clone, Debug)]
+pub(crate) enum Sender {
+    Os(OsIpcSender),
+    Local(LocalSender),
+}
+
+impl Sender {
+    /// The OS sender to send through, if this end is (or became) an OS end.
+    pub fn os(&self) -> Option<&OsIpcSender> {
+        match self {
+            Sender::Os(os) => Some(os),
+            Sender::Local(local) => local.os(),
+        }
+    }
+
+    /// Sends one message, waiting for room as `wait` allows.
+    pub fn send(
+        &self,
+        data: &[u8],
+        channels: Vec<Channel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> Result<(), Failure> {
+        match (self, self.os()) {
+            (_, Some(os)) => send_os(os, data, channels, shared_memory, wait),
+            (Sender::Local(local), None) => local.send(data.to_vec(), channels, shared_memory, wait),
+            (Sender::Os(_), None) => unreachable!("an OS sender is its own route"),
+        }
+    }
+
+    /// Like [`send`](Self::send), taking the bytes (a local channel queues them as they are).
+    pub fn send_owned(
+        &self,
+        data: Vec<u8>,
+        channels: Vec<Channel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> Result<(), Failure> {
+        match (self, self.os()) {
+            (_, Some(os)) => send_os(os, &data, channels, shared_memory, wait),
+            (Sender::Local(local), None) => local.send(data, channels, shared_memory, wait),
+            (Sender::Os(_), None) => unreachable!("an OS sender is its own route"),
+        }
+    }
+
+    /// The OS sender this end is, or becomes by leaving the process.
+    pub fn leave(&self) -> io::Result<OsIpcSender> {
+        match self {
+            Sender::Os(os) => Ok(os.clone()),
+            Sender::Local(local) => local.leave(),
+        }
+    }
+
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        match self {
+            Sender::Os(os) => os.set_buffer_size(bytes),
+            Sender::Local(local) => local.set_buffer_size(bytes),
+        }
+    }
+
+    pub fn buffer_size(&self) -> io::Result<usize> {
+        match self {
+            Sender::Os(os) => os.buffer_size(),
+            Sender::Local(local) => local.buffer_size(),
+        }
+    }
+}
+
+/// Sends through an OS sender; the local ends among `channels` leave the process first.
+pub(crate) fn send_os(
+    os: &OsIpcSender,
+    data: &[u8],
+    channels: Vec<Channel>,
+    shared_memory: Vec<OsIpcSharedMemory>,
+    wait: Wait,
+) -> Result<(), Failure> {
+    let channels = leave::all(channels)?;
+    Ok(os.send(data, channels, shared_memory, wait)?)
+}
+
+/// Sends what an OS sender's payload writer encoded; the local ends among `channels` leave
+/// the process first.
+pub(crate) fn send_os_encoded(
+    os: &OsIpcSender,
+    encoded: &sys::Encoded,
+    channels: Vec<Channel>,
+    shared_memory: Vec<OsIpcSharedMemory>,
+    wait: Wait,
+) -> Result<(), Failure> {
+    let channels = leave::all(channels)?;
+    Ok(os.send_encoded(encoded, channels, shared_memory, wait)?)
+}
+
+/// A receiving end.
+#[derive(Debug)]
+pub(crate) enum Receiver {
+    /// Boxed, so that the public receiver types stay small.
+    Os(Box<OsIpcReceiver>),
+    Local(LocalReceiver),
+}
+
+impl Receiver {
+    /// Receives one message whose data may reuse `buffer`'s allocation.
+    pub fn recv_into(&self, wait: Wait, buffer: &mut Vec<u8>) -> Result<Message, RecvError> {
+        match self {
+            Receiver::Os(os) => os.recv_into(wait, buffer).map(Message::from),
+            Receiver::Local(local) => local.recv_into(wait, buffer),
+        }
+    }
+
+    pub fn set_limits(&self, limits: ReceiveLimits) {
+        match self {
+            Receiver::Os(os) => os.set_limits(limits),
+            Receiver::Local(local) => local.set_limits(limits),
+        }
+    }
+
+    pub fn limits(&self) -> ReceiveLimits {
+        match self {
+            Receiver::Os(os) => os.limits(),
+            Receiver::Local(local) => local.limits(),
+        }
+    }
+
+    /// The OS receiver this end is, or becomes by leaving the process; on failure the end
+    /// comes back unchanged.
+    pub fn leave(self) -> Result<OsIpcReceiver, Box<(io::Error, Receiver)>> {
+        match self {
+            Receiver::Os(os) => Ok(*os),
+            Receiver::Local(mut local) => match local.leave() {
+                Ok(os) => Ok(os),
+                Err(error) => Err(Box::new((error, Receiver::Local(local)))),
+            },
+        }
+    }
+
+    /// [`leave`](Self::leave), for callers that drop the end on failure.
+    pub fn into_os(self) -> io::Result<OsIpcReceiver> {
+        self.leave().map_err(|failure| failure.0)
+    }
+}
+
+/// A channel end in an outgoing message.
+#[derive(Debug)]
+pub(crate) enum Channel {
+    Sender(Sender),
+    Receiver(Receiver),
+}
+
+impl From<OsIpcChannel> for Channel {
+    fn from(channel: OsIpcChannel) -> Self {
+        match channel {
+            OsIpcChannel::Sender(sender) => Channel::Sender(Sender::Os(sender)),
+            OsIpcChannel::Receiver(receiver) => Channel::Receiver(Receiver::Os(Box::new(receiver))),
+        }
+    }
+}
+
+/// A channel end in a received message, not yet known to be a sender or a receiver.
+#[derive(Debug)]
+pub(crate) enum Opaque {
+    Os(OsOpaqueIpcChannel),
+    /// An end that came through a local channel: the end itself.
+    Local(Channel),
+}
+
+impl Opaque {
+    /// This end as a sender; a receiver used as a sender is a sender whose receiver is gone.
+    pub fn into_sender(self) -> io::Result<Sender> {
+        match self {
+            Opaque::Os(os) => Ok(Sender::Os(os.into_sender()?)),
+            Opaque::Local(Channel::Sender(sender)) => Ok(sender),
+            Opaque::Local(Channel::Receiver(_)) => Ok(channel().0),
+        }
+    }
+
+    /// This end as a receiver; a sender used as a receiver is a receiver whose senders are gone.
+    pub fn into_receiver(self) -> io::Result<Receiver> {
+        match self {
+            Opaque::Os(os) => Ok(Receiver::Os(Box::new(os.into_receiver()?))),
+            Opaque::Local(Channel::Receiver(receiver)) => Ok(receiver),
+            Opaque::Local(Channel::Sender(_)) => Ok(channel().1),
+        }
+    }
+}
+
+/// A received message.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub data: Vec<u8>,
+    pub channels: Vec<Opaque>,
+    pub shared_memory: Vec<OsIpcSharedMemory>,
+    /// How deeply the decoded value may nest (the receiver's limit).
+    pub max_nesting: usize,
+}
+
+impl Message {
+    /// A message with bytes only, under the default limits.
+    pub fn from_data(data: Vec<u8>) -> Self {
+        Message::from(OsIpcMessage::from_data(data))
+    }
+}
+
+impl From<OsIpcMessage> for Message {
+    fn from(message: OsIpcMessage) -> Self {
+        Message {
+            data: message.data,
+            channels: message.channels.into_iter().map(Opaque::Os).collect(),
+            shared_memory: message.shared_memory,
+            max_nesting: message.max_nesting,
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalMessage({} bytes, {} channels)", self.data.len(), self.channels.len())
+    }
+}

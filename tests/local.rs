@@ -1,0 +1,189 @@
+//! Local channels (docs/local.md): no descriptor while both ends stay in the process, and every
+//! promise kept when an end leaves — to a real child process, through an OS channel.
+
+mod util;
+
+use std::time::Duration;
+
+use crossproc::ipc::{self, inherited_receiver, IpcCommandExt, IpcReceiver, IpcSender};
+use crossproc::{IpcError, TryRecvError, TrySendError};
+use util::{assert_child_succeeds, child_command, child_role, with_watchdog};
+
+const ENTRY: &str = "child_entry";
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    match role.as_str() {
+        // Sends 3 through the sender it is given.
+        "send_three" => {
+            let from_parent = inherited_receiver::<IpcSender<u32>>().unwrap();
+            from_parent.recv().unwrap().send(3).unwrap();
+        }
+        // Reads the receiver it is given to its end and reports what it read.
+        "read_to_the_end" => {
+            let from_parent = inherited_receiver::<(IpcReceiver<u32>, IpcSender<Vec<u32>>)>().unwrap();
+            let (receiver, report) = from_parent.recv().unwrap();
+            let mut got = Vec::new();
+            loop {
+                match receiver.recv() {
+                    Ok(value) => got.push(value),
+                    Err(IpcError::Disconnected) => break,
+                    Err(error) => panic!("{error}"),
+                }
+            }
+            report.send(got).unwrap();
+        }
+        #[cfg(target_os = "linux")]
+        "many_under_a_low_limit" => many_under_a_low_limit(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn local_channels_and_the_ends_they_carry_hold_no_descriptor() {
+    let before = util::open_fds();
+    let mut kept = Vec::new();
+    for i in 0..2_000u32 {
+        let (tx, rx) = ipc::channel::<(u32, IpcSender<u32>)>().unwrap();
+        let (inner_tx, inner_rx) = ipc::channel::<u32>().unwrap();
+        tx.send((i, inner_tx)).unwrap();
+        let (value, inner_tx) = rx.recv().unwrap();
+        inner_tx.send(value).unwrap();
+        assert_eq!(inner_rx.recv().unwrap(), i);
+        kept.push((tx, rx, inner_tx, inner_rx));
+    }
+    assert_eq!(util::open_fds(), before, "2,000 local channels and the senders they carried hold no descriptor");
+}
+
+/// 100,000 live local channels that each carried a message, under a descriptor limit of 1,024.
+#[cfg(target_os = "linux")]
+fn many_under_a_low_limit() {
+    let limit = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+    // SAFETY: lowers this process's own limit; no memory is involved.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    let channels: Vec<_> = (0..100_000u32)
+        .map(|i| {
+            let (tx, rx) = ipc::channel::<u32>().unwrap();
+            tx.send(i).unwrap();
+            (tx, rx)
+        })
+        .collect();
+    for (i, (_, rx)) in channels.iter().enumerate().step_by(997) {
+        assert_eq!(rx.recv().unwrap(), i as u32);
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_hundred_thousand_local_channels_live_under_a_limit_of_1024_descriptors() {
+    util::child_in_role_succeeds(ENTRY, "many_under_a_low_limit");
+}
+
+/// A local channel is not shared with a child made by `fork`: its use there fails loudly, and
+/// the parent's channel goes on untouched.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_local_channel_used_in_a_forked_child_fails_loudly() {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    tx.send(1).unwrap();
+    let pid = util::fork::fork_child(|| {
+        let sent = tx.send(2);
+        let Err(IpcError::Io(error)) = sent else { panic!("a send in the child must fail, got {sent:?}") };
+        assert_eq!(error.kind(), std::io::ErrorKind::Unsupported);
+        assert!(error.to_string().contains("os_channel"), "the error names the way out: {error}");
+        let received = rx.try_recv();
+        assert!(matches!(received, Err(TryRecvError::IpcError(IpcError::Io(_)))), "got {received:?}");
+    });
+    util::fork::assert_exits_successfully(pid);
+    tx.send(3).unwrap();
+    assert_eq!(rx.recv().unwrap(), 1);
+    assert_eq!(rx.recv().unwrap(), 3, "nothing the child tried arrived");
+}
+
+/// A sender that leaves for a child: what was queued while the channel was local comes first,
+/// then what the child sent, then `Disconnected` once every sender, local and remote, is gone.
+#[test]
+fn a_sender_that_leaves_comes_after_what_was_queued() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        let (child, to_child) = child_command(ENTRY, "send_three").spawn_with_channel::<IpcSender<u32>>().unwrap();
+        to_child.send(tx.clone()).unwrap();
+        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(rx.recv().unwrap(), 2);
+        assert_eq!(rx.recv().unwrap(), 3);
+        tx.send(4).unwrap();
+        assert_eq!(rx.recv().unwrap(), 4, "a local sender goes on on the OS channel");
+        assert_child_succeeds(child);
+        drop(tx);
+        assert!(matches!(rx.recv(), Err(IpcError::Disconnected)));
+    });
+}
+
+/// A receiver that leaves with a backlog larger than a socket takes before it is read: every
+/// message reaches the child in order, also those sent while the backlog was on its way.
+#[test]
+fn a_receiver_that_leaves_takes_a_long_backlog_along_in_order() {
+    with_watchdog(Duration::from_secs(120), || {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        tx.set_buffer_size(4 << 20).unwrap();
+        // 5,000 small messages: far more than a fresh socket takes, well inside the budget.
+        for i in 0..5_000 {
+            tx.send(i).unwrap();
+        }
+        let (report_tx, report_rx) = ipc::channel::<Vec<u32>>().unwrap();
+        let (child, to_child) = child_command(ENTRY, "read_to_the_end")
+            .spawn_with_channel::<(IpcReceiver<u32>, IpcSender<Vec<u32>>)>()
+            .unwrap();
+        to_child.send((rx, report_tx)).unwrap();
+        for i in 5_000..5_100 {
+            tx.send(i).unwrap();
+        }
+        drop(tx);
+        let got = report_rx.recv().unwrap();
+        assert_eq!(got, (0..5_100).collect::<Vec<_>>());
+        assert_child_succeeds(child);
+    });
+}
+
+/// A receive that waits on a local channel goes on when a sender leaves, and gets what the
+/// child sends through it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_waiting_receive_goes_on_when_its_channel_leaves() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let waiting = std::thread::spawn(move || {
+            tid_tx.send(util::thread_id()).unwrap();
+            rx.recv()
+        });
+        util::wait_until_asleep(tid_rx.recv().unwrap(), "the local receive");
+        let (child, to_child) = child_command(ENTRY, "send_three").spawn_with_channel::<IpcSender<u32>>().unwrap();
+        to_child.send(tx).unwrap();
+        assert_eq!(waiting.join().unwrap().unwrap(), 3);
+        assert_child_succeeds(child);
+    });
+}
+
+/// A receiver queued in its own channel: nobody can read it any more, and no kernel collects the
+/// cycle as it would an OS channel's. Its sender is told by the budget, not by `Disconnected`:
+/// sends succeed until the queue is full, then `try_send` reports `Full` (docs/local.md, "Cycles").
+#[test]
+fn a_receiver_queued_in_its_own_channel_fills_it_up() {
+    let (tx, rx) = ipc::channel::<Option<ipc::OpaqueIpcReceiver>>().unwrap();
+    tx.send(Some(rx.to_opaque())).unwrap();
+    let mut sent = 0;
+    loop {
+        match tx.try_send(None) {
+            Ok(()) => sent += 1,
+            Err(TrySendError::Full(_)) => break,
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(sent < 1_000_000, "the queue of a cycle is bounded");
+    }
+    assert!(sent > 0);
+}
