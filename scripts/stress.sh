@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 LOOPS=${2:-3}
-SUITES=(last_messages conformance channel ring ring_fork ring_fork_review compat cross_process fork select)
+SUITES=(last_messages conformance conformance_os local channel ring ring_fork ring_fork_review compat cross_process fork select)
 FEATURES="async tokio"
 
 args=()

@@ -102,7 +102,7 @@ fn drain(receiver: &IpcReceiver<(u32, u32)>) -> (std::collections::BTreeMap<u32,
 /// end lost all three.
 #[test]
 fn messages_queued_when_the_senders_hang_up_are_all_received() {
-    let (tx, rx) = ipc::channel::<(u32, Option<IpcSharedMemory>)>().unwrap();
+    let (tx, rx) = ipc::os_channel::<(u32, Option<IpcSharedMemory>)>().unwrap();
     for index in 0..RING_AFTER {
         tx.send((index, None)).unwrap();
         assert_eq!(rx.recv().unwrap().0, index);
@@ -132,7 +132,7 @@ fn a_receiver_woken_after_the_hang_up_takes_the_last_messages_first() {
     use std::io::BufRead;
     with_watchdog(Duration::from_secs(60), || {
         for rings in [false, true] {
-            let (tx, rx) = ipc::channel::<u32>().unwrap();
+            let (tx, rx) = ipc::os_channel::<u32>().unwrap();
             let (mut child, to_child) = util::child_command(ENTRY, "receive_while_stopped")
                 .stdout(std::process::Stdio::piped())
                 .spawn_with_channel::<(IpcReceiver<u32>, bool)>()
@@ -162,7 +162,7 @@ fn a_receiver_woken_after_the_hang_up_takes_the_last_messages_first() {
 /// The same with a `try_recv` loop (the non-blocking path peeks at the socket first).
 #[test]
 fn try_recv_takes_messages_queued_when_the_senders_hang_up() {
-    let (tx, rx) = ipc::channel::<(u32, Option<IpcSharedMemory>)>().unwrap();
+    let (tx, rx) = ipc::os_channel::<(u32, Option<IpcSharedMemory>)>().unwrap();
     for index in 0..RING_AFTER {
         tx.send((index, None)).unwrap();
         assert_eq!(rx.recv().unwrap().0, index);
@@ -182,11 +182,13 @@ fn try_recv_takes_messages_queued_when_the_senders_hang_up() {
 
 /// Eight threads each send 2,000 messages through clones of one sender and drop their clone;
 /// the receiver reads until `Disconnected` and must have every message, in each thread's order.
+/// Rounds alternate between a local channel and an OS channel.
 #[test]
 fn every_message_from_eight_threads_arrives_before_disconnected() {
     with_watchdog(Duration::from_secs(120), || {
-        for round in 0..5 {
-            let (tx, rx) = ipc::channel::<(u32, u32)>().unwrap();
+        for round in 0..6 {
+            let make = if round % 2 == 0 { ipc::channel::<(u32, u32)> } else { ipc::os_channel::<(u32, u32)> };
+            let (tx, rx) = make().unwrap();
             let senders: Vec<_> = (0..8)
                 .map(|thread| {
                     let tx = tx.clone();

@@ -75,6 +75,10 @@ pub(super) struct Shared {
     /// Whether the local receiving end is alive (not dropped, not left).
     pub receiver: bool,
     pub state: State,
+    /// Threads asleep on `readable` and on `writable`: a send or a receive wakes only when
+    /// someone waits (a condition variable's wake is a system call even when nobody does).
+    readers_waiting: usize,
+    writers_waiting: usize,
 }
 
 impl Shared {
@@ -99,6 +103,8 @@ impl Core {
                 senders: 1,
                 receiver: true,
                 state: State::Local { messages: VecDeque::new(), used: 0, capacity: DEFAULT_CAPACITY },
+                readers_waiting: 0,
+                writers_waiting: 0,
             }),
             readable: Condvar::new(),
             writable: Condvar::new(),
@@ -132,6 +138,30 @@ impl Core {
     pub(super) fn wake_all(&self) {
         self.readable.notify_all();
         self.writable.notify_all();
+    }
+
+    /// Sleeps until a message, a hang-up or the change to an OS channel (or `deadline`).
+    fn wait_readable<'a>(
+        &self,
+        mut guard: MutexGuard<'a, Shared>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Shared> {
+        guard.readers_waiting += 1;
+        let mut guard = Self::wait(&self.readable, guard, deadline);
+        guard.readers_waiting -= 1;
+        guard
+    }
+
+    /// Sleeps until budget is freed, the receiver goes, or the change to an OS channel.
+    fn wait_writable<'a>(
+        &self,
+        mut guard: MutexGuard<'a, Shared>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Shared> {
+        guard.writers_waiting += 1;
+        let mut guard = Self::wait(&self.writable, guard, deadline);
+        guard.writers_waiting -= 1;
+        guard
     }
 
     fn wait<'a>(condvar: &Condvar, guard: MutexGuard<'a, Shared>, deadline: Option<Instant>) -> MutexGuard<'a, Shared> {
@@ -225,8 +255,11 @@ impl LocalSender {
                     if *used == 0 || *used + message.cost <= *capacity {
                         *used += message.cost;
                         messages.push_back(message);
+                        let wake = shared.readers_waiting > 0;
                         drop(shared);
-                        self.core.readable.notify_one();
+                        if wake {
+                            self.core.readable.notify_one();
+                        }
                         return Ok(());
                     }
                     let full = match deadline {
@@ -239,7 +272,7 @@ impl LocalSender {
                     if let Some(error) = full {
                         return Err(Failure { error, channels: message.channels });
                     }
-                    shared = Core::wait(&self.core.writable, shared, deadline.ok().flatten());
+                    shared = self.core.wait_writable(shared, deadline.ok().flatten());
                 }
             }
         }
@@ -355,8 +388,11 @@ impl LocalReceiver {
                 State::Local { messages, used, .. } => {
                     if let Some(message) = messages.pop_front() {
                         *used -= message.cost;
+                        let wake = shared.writers_waiting > 0;
                         drop(shared);
-                        self.core.writable.notify_all();
+                        if wake {
+                            self.core.writable.notify_all();
+                        }
                         return self.open(message);
                     }
                     if senders == 0 {
@@ -365,7 +401,7 @@ impl LocalReceiver {
                     match deadline {
                         Err(()) => return Err(RecvError::Empty),
                         Ok(deadline) if expired(deadline) => return Err(RecvError::Empty),
-                        Ok(deadline) => shared = Core::wait(&self.core.readable, shared, deadline),
+                        Ok(deadline) => shared = self.core.wait_readable(shared, deadline),
                     }
                 }
                 State::Os { backlog, receiver, .. } => {
