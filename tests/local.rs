@@ -187,3 +187,31 @@ fn a_receiver_queued_in_its_own_channel_fills_it_up() {
     }
     assert!(sent > 0);
 }
+
+/// A receiver whose channel had a sender leave while messages were queued here reads those
+/// messages here first: they cannot go ahead of what the sender sent on the OS channel since, so
+/// sending the receiver away before fails with an error that says so, and hands it back whole.
+#[test]
+fn a_receiver_cannot_leave_before_it_read_what_was_queued_when_a_sender_left() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        tx.send(1).unwrap();
+        let (child, to_child) = child_command(ENTRY, "send_three").spawn_with_channel::<IpcSender<u32>>().unwrap();
+        to_child.send(tx.clone()).unwrap();
+        let (carrier_tx, carrier_rx) = ipc::os_channel::<IpcReceiver<u32>>().unwrap();
+        let rx = match carrier_tx.try_send(rx) {
+            Err(TrySendError::Failed(rx, IpcError::Io(error))) => {
+                assert!(error.to_string().contains("receive them here"), "{error}");
+                rx
+            }
+            other => panic!("the receiver left with its backlog behind: {:?}", other.map(|_| ())),
+        };
+        assert_eq!(rx.recv().unwrap(), 1, "the receiver came back whole");
+        assert_eq!(rx.recv().unwrap(), 3);
+        carrier_tx.send(rx).unwrap();
+        let rx = carrier_rx.recv().unwrap();
+        tx.send(4).unwrap();
+        assert_eq!(rx.recv().unwrap(), 4, "once read, it leaves");
+        assert_child_succeeds(child);
+    });
+}

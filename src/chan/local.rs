@@ -10,10 +10,12 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use super::{Channel, Failure, Message, Opaque};
+use crate::sys::spin::RecentWait;
 use crate::sys::{self, LimitsCell, OsIpcReceiver, OsIpcSender, OsIpcSharedMemory, ReceiveLimits, RecvError, Wait};
 
 /// Linux's default socket buffer, which a local channel's budget stands for.
@@ -67,6 +69,9 @@ pub(crate) struct Core {
     writable: Condvar,
     /// The fork generation the channel was made in (see [`Core::check_process`]).
     generation: u64,
+    /// Counts what a receiver waits for (a message queued, the last sender gone, the change to
+    /// an OS channel), so that a polling receiver sees it without the lock.
+    events: AtomicU64,
 }
 
 pub(super) struct Shared {
@@ -109,6 +114,7 @@ impl Core {
             readable: Condvar::new(),
             writable: Condvar::new(),
             generation: sys::fork_generation(),
+            events: AtomicU64::new(0),
         })
     }
 
@@ -136,8 +142,23 @@ impl Core {
 
     /// Wakes every waiter: the channel changed in a way both ends must look at.
     pub(super) fn wake_all(&self) {
+        self.events.fetch_add(1, Ordering::Release);
         self.readable.notify_all();
         self.writable.notify_all();
+    }
+
+    /// Polls for up to `window` for an event after `seen`, without the lock; whether one came.
+    fn poll_events(&self, seen: u64, window: std::time::Duration) -> bool {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while self.events.load(Ordering::Acquire) == seen {
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 && start.elapsed() >= window {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        true
     }
 
     /// Sleeps until a message, a hang-up or the change to an OS channel (or `deadline`).
@@ -255,6 +276,7 @@ impl LocalSender {
                     if *used == 0 || *used + message.cost <= *capacity {
                         *used += message.cost;
                         messages.push_back(message);
+                        self.core.events.fetch_add(1, Ordering::Release);
                         let wake = shared.readers_waiting > 0;
                         drop(shared);
                         if wake {
@@ -282,7 +304,7 @@ impl LocalSender {
     /// channel first, if it is not one yet).
     pub fn leave(&self) -> io::Result<OsIpcSender> {
         self.core.check_process()?;
-        super::leave::convert(&self.core)?;
+        super::leave::for_sender(&self.core)?;
         let shared = self.core.lock();
         match &shared.state {
             State::Os { sender: Some(sender), .. } => Ok(sender.clone()),
@@ -345,6 +367,7 @@ impl Drop for LocalSender {
             return;
         }
         let last = shared.release_unused_sender();
+        self.core.events.fetch_add(1, Ordering::Release);
         drop(shared);
         drop(last);
         self.core.readable.notify_all();
@@ -367,11 +390,19 @@ pub(crate) struct LocalReceiver {
     /// a local end stays small).
     os: OnceLock<Box<OsIpcReceiver>>,
     limits: LimitsCell,
+    /// How long the previous receive waited: a receive polls before it sleeps only while
+    /// messages come in quick succession (`ipc::set_receive_spin`).
+    recent: RecentWait,
 }
 
 impl LocalReceiver {
     pub fn new(core: Arc<Core>) -> LocalReceiver {
-        LocalReceiver { core, os: OnceLock::new(), limits: LimitsCell::new(ReceiveLimits::DEFAULT) }
+        LocalReceiver {
+            core,
+            os: OnceLock::new(),
+            limits: LimitsCell::new(ReceiveLimits::DEFAULT),
+            recent: RecentWait::default(),
+        }
     }
 
     /// Receives one message, waiting as `wait` allows.
@@ -380,7 +411,9 @@ impl LocalReceiver {
             return os.recv_into(wait, buffer).map(Message::from);
         }
         self.core.check_process()?;
+        let start = Instant::now();
         let deadline = deadline(wait);
+        let mut polled = false;
         let mut shared = self.core.lock();
         loop {
             let senders = shared.senders;
@@ -393,6 +426,7 @@ impl LocalReceiver {
                         if wake {
                             self.core.writable.notify_all();
                         }
+                        self.recent.record(start);
                         return self.open(message);
                     }
                     if senders == 0 {
@@ -401,7 +435,18 @@ impl LocalReceiver {
                     match deadline {
                         Err(()) => return Err(RecvError::Empty),
                         Ok(deadline) if expired(deadline) => return Err(RecvError::Empty),
-                        Ok(deadline) => shared = self.core.wait_readable(shared, deadline),
+                        Ok(deadline) => {
+                            let window = if polled { std::time::Duration::ZERO } else { self.recent.spin_window(wait) };
+                            polled = true;
+                            if window.is_zero() {
+                                shared = self.core.wait_readable(shared, deadline);
+                            } else {
+                                let seen = self.core.events.load(Ordering::Acquire);
+                                drop(shared);
+                                self.core.poll_events(seen, window);
+                                shared = self.core.lock();
+                            }
+                        }
                     }
                 }
                 State::Os { backlog, receiver, .. } => {
@@ -457,8 +502,7 @@ impl LocalReceiver {
             return Ok(*os);
         }
         self.core.check_process()?;
-        super::leave::convert(&self.core)?;
-        let receiver = super::leave::take_receiver(&self.core)?;
+        let receiver = super::leave::for_receiver(&self.core)?;
         receiver.set_limits(limits);
         Ok(receiver)
     }
