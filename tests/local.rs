@@ -1,6 +1,9 @@
 //! Local channels (docs/local.md): no descriptor while both ends stay in the process, and every
 //! promise kept when an end leaves — to a real child process, through an OS channel.
 
+// In-process mode has no other process for an end to leave to.
+#![cfg_attr(feature = "force-inprocess", allow(unused_imports))]
+
 mod util;
 
 use std::time::Duration;
@@ -83,7 +86,7 @@ fn a_hundred_thousand_local_channels_live_under_a_limit_of_1024_descriptors() {
 
 /// A local channel is not shared with a child made by `fork`: its use there fails loudly, and
 /// the parent's channel goes on untouched.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 #[test]
 fn a_local_channel_used_in_a_forked_child_fails_loudly() {
     let (tx, rx) = ipc::channel::<u32>().unwrap();
@@ -104,6 +107,7 @@ fn a_local_channel_used_in_a_forked_child_fails_loudly() {
 
 /// A sender that leaves for a child: what was queued while the channel was local comes first,
 /// then what the child sent, then `Disconnected` once every sender, local and remote, is gone.
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 #[test]
 fn a_sender_that_leaves_comes_after_what_was_queued() {
     with_watchdog(Duration::from_secs(60), || {
@@ -125,6 +129,7 @@ fn a_sender_that_leaves_comes_after_what_was_queued() {
 
 /// A receiver that leaves with a backlog larger than a socket takes before it is read: every
 /// message reaches the child in order, also those sent while the backlog was on its way.
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 #[test]
 fn a_receiver_that_leaves_takes_a_long_backlog_along_in_order() {
     with_watchdog(Duration::from_secs(120), || {
@@ -151,7 +156,7 @@ fn a_receiver_that_leaves_takes_a_long_backlog_along_in_order() {
 
 /// A receive that waits on a local channel goes on when a sender leaves, and gets what the
 /// child sends through it.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 #[test]
 fn a_waiting_receive_goes_on_when_its_channel_leaves() {
     with_watchdog(Duration::from_secs(60), || {
@@ -191,6 +196,7 @@ fn a_receiver_queued_in_its_own_channel_fills_it_up() {
 /// A receiver whose channel had a sender leave while messages were queued here reads those
 /// messages here first: they cannot go ahead of what the sender sent on the OS channel since, so
 /// sending the receiver away before fails with an error that says so, and hands it back whole.
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
 #[test]
 fn a_receiver_cannot_leave_before_it_read_what_was_queued_when_a_sender_left() {
     with_watchdog(Duration::from_secs(60), || {

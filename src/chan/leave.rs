@@ -50,6 +50,7 @@ pub(super) fn for_sender(core: &Arc<Core>) -> io::Result<()> {
         return Ok(());
     }
     convert_locked(&mut shared, false)?;
+    core.mark_left();
     drop(shared);
     core.wake_all();
     Ok(())
@@ -78,6 +79,7 @@ pub(super) fn for_receiver(core: &Arc<Core>) -> io::Result<OsIpcReceiver> {
         return Ok(taken);
     }
     let receiver = convert_locked(&mut shared, true)?.expect("the leaving receiver's end");
+    core.mark_left();
     let os = os_sender(&shared);
     drop(shared);
     core.wake_all();

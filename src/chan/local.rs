@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -72,6 +72,9 @@ pub(crate) struct Core {
     /// Counts what a receiver waits for (a message queued, the last sender gone, the change to
     /// an OS channel), so that a polling receiver sees it without the lock.
     events: AtomicU64,
+    /// Whether the channel became an OS channel (set once, under the lock): a send on a local
+    /// channel looks here instead of taking the lock to find out.
+    left: AtomicBool,
 }
 
 pub(super) struct Shared {
@@ -115,6 +118,7 @@ impl Core {
             writable: Condvar::new(),
             generation: sys::fork_generation(),
             events: AtomicU64::new(0),
+            left: AtomicBool::new(false),
         })
     }
 
@@ -138,6 +142,11 @@ impl Core {
             "this channel was made before fork and never left its process, so the child has only a \
              copy of it: make it with ipc::os_channel() to use it on both sides of a fork",
         ))
+    }
+
+    /// Notes that the channel became an OS channel (under the lock, as the state changed).
+    pub(super) fn mark_left(&self) {
+        self.left.store(true, Ordering::Release);
     }
 
     /// Wakes every waiter: the channel changed in a way both ends must look at.
@@ -228,7 +237,7 @@ impl LocalSender {
         if let Some(os) = self.os.get() {
             return Some(os);
         }
-        if !self.core.in_its_process() {
+        if !self.core.left.load(Ordering::Acquire) || !self.core.in_its_process() {
             return None;
         }
         let shared = self.core.lock();
@@ -411,7 +420,7 @@ impl LocalReceiver {
             return os.recv_into(wait, buffer).map(Message::from);
         }
         self.core.check_process()?;
-        let start = Instant::now();
+        let mut start = None;
         let deadline = deadline(wait);
         let mut polled = false;
         let mut shared = self.core.lock();
@@ -426,7 +435,10 @@ impl LocalReceiver {
                         if wake {
                             self.core.writable.notify_all();
                         }
-                        self.recent.record(start);
+                        match start {
+                            Some(start) => self.recent.record(start),
+                            None => self.recent.record_none(),
+                        }
                         return self.open(message);
                     }
                     if senders == 0 {
@@ -436,6 +448,7 @@ impl LocalReceiver {
                         Err(()) => return Err(RecvError::Empty),
                         Ok(deadline) if expired(deadline) => return Err(RecvError::Empty),
                         Ok(deadline) => {
+                            start.get_or_insert_with(Instant::now);
                             let window = if polled { std::time::Duration::ZERO } else { self.recent.spin_window(wait) };
                             polled = true;
                             if window.is_zero() {

@@ -86,10 +86,12 @@ impl Sender {
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
     ) -> Result<(), Failure> {
-        match (self, self.os()) {
-            (_, Some(os)) => send_os(os, data, channels, shared_memory, wait),
-            (Sender::Local(local), None) => local.send(data.to_vec(), channels, shared_memory, wait),
-            (Sender::Os(_), None) => unreachable!("an OS sender is its own route"),
+        match self {
+            Sender::Os(os) => send_os(os, data, channels, shared_memory, wait),
+            Sender::Local(local) => match local.os() {
+                Some(os) => send_os(os, data, channels, shared_memory, wait),
+                None => local.send(data.to_vec(), channels, shared_memory, wait),
+            },
         }
     }
 
@@ -101,10 +103,10 @@ impl Sender {
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
     ) -> Result<(), Failure> {
-        match (self, self.os()) {
-            (_, Some(os)) => send_os(os, &data, channels, shared_memory, wait),
-            (Sender::Local(local), None) => local.send(data, channels, shared_memory, wait),
-            (Sender::Os(_), None) => unreachable!("an OS sender is its own route"),
+        match self {
+            Sender::Os(os) => send_os(os, &data, channels, shared_memory, wait),
+            // A local end whose channel left sends on the OS channel from inside `send`.
+            Sender::Local(local) => local.send(data, channels, shared_memory, wait),
         }
     }
 
