@@ -25,11 +25,11 @@ use crate::sys::{self, OsIpcChannel, OsIpcReceiver, OsIpcSender, Wait};
 /// running if there is one; the OS receiver is kept for the local receiver, or returned when
 /// `receiver_leaves`.
 fn convert_locked(shared: &mut Shared, receiver_leaves: bool) -> io::Result<Option<OsIpcReceiver>> {
-    let State::Local { messages, capacity, .. } = &mut shared.state else { unreachable!("callers check") };
+    let State::Local(queue) = &mut shared.state else { unreachable!("callers check") };
     let (sender, receiver) = sys::channel()?;
     // The OS channel gets the room the local one had (as far as the system allows).
-    let _ = sender.set_buffer_size(*capacity / 2);
-    let backlog = std::mem::take(messages);
+    let _ = sender.set_buffer_size(queue.capacity / 2);
+    let backlog = queue.take();
     let pumping = receiver_leaves && !backlog.is_empty();
     let (kept, left) = match (receiver_leaves, shared.receiver) {
         (true, _) => (None, Some(receiver)),
@@ -90,11 +90,8 @@ pub(super) fn for_receiver(core: &Arc<Core>) -> io::Result<OsIpcReceiver> {
                 .name("crossproc-backlog".into())
                 .spawn(move || {
                     pump(&core, &os, Wait::Blocking);
-                    stop_pumping(&core);
                 })
                 .map_err(|error| io::Error::new(error.kind(), format!("cannot start the backlog's thread: {error}")))?;
-        } else {
-            stop_pumping(core);
         }
     } else {
         let unused = core.lock().release_unused_sender();
@@ -111,16 +108,15 @@ fn os_sender(shared: &Shared) -> Option<OsIpcSender> {
     }
 }
 
-/// Ends a pump: local sends go to the OS channel again, and whoever waits looks again.
-fn stop_pumping(core: &Core) {
-    let mut shared = core.lock();
-    if let State::Os { pumping, .. } = &mut shared.state {
-        *pumping = false;
-    }
-    let unused = shared.release_unused_sender();
-    drop(shared);
-    drop(unused);
-    core.wake_all();
+thread_local! {
+    /// Whether this thread is sending a backlog ([`pump`]).
+    static IN_PUMP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is sending a backlog: the ends inside it leave without the check of
+/// [`LocalSender::leave`](super::local::LocalSender::leave) (they were sent before it).
+pub(super) fn in_pump() -> bool {
+    IN_PUMP.with(std::cell::Cell::get)
 }
 
 #[derive(PartialEq)]
@@ -129,14 +125,28 @@ enum Pumped {
     Blocked,
 }
 
-/// Sends the backlog into `os`, oldest first, until it is empty or, under `Wait::NonBlocking`,
-/// the socket is full (the message that did not fit goes back to the front).
+/// Sends the backlog into `os`, oldest first, until it is empty (then, in the same step, local
+/// sends go to the OS channel again) or, under `Wait::NonBlocking`, the socket is full (the
+/// message that did not fit goes back to the front, and the pump goes on running).
 fn pump(core: &Core, os: &OsIpcSender, wait: Wait) -> Pumped {
     loop {
-        let Some(message) = take_front(core) else { return Pumped::Done };
+        let mut shared = core.lock();
+        let State::Os { backlog, pumping, .. } = &mut shared.state else { unreachable!("it left") };
+        let Some(message) = backlog.pop() else {
+            *pumping = false;
+            let unused = shared.release_unused_sender();
+            drop(shared);
+            drop(unused);
+            core.wake_all();
+            return Pumped::Done;
+        };
+        core.budget_freed(shared);
         let LocalMessage { data, channels, shared_memory, .. } = message;
         let kept_regions = shared_memory.clone();
-        match super::send_os(os, &data, channels, shared_memory, wait) {
+        let outer = IN_PUMP.with(|flag| flag.replace(true));
+        let sent = super::send_os(os, &data, channels, shared_memory, wait);
+        IN_PUMP.with(|flag| flag.set(outer));
+        match sent {
             Ok(()) => {}
             Err(Failure { error, channels }) if error.kind() == io::ErrorKind::WouldBlock => {
                 let message = LocalMessage::queued(data, channels, kept_regions);
@@ -146,47 +156,58 @@ fn pump(core: &Core, os: &OsIpcSender, wait: Wait) -> Pumped {
                 return Pumped::Blocked;
             }
             // The OS refused a message on a channel made a moment ago (out of memory, or a
-            // receiver already gone): it is lost, as it would be had it been sent there.
+            // receiver already gone), or an end inside it could not leave: it is lost, as a
+            // message the OS refuses after it was sent would be.
             Err(_) => {}
         }
     }
 }
 
-fn take_front(core: &Core) -> Option<LocalMessage> {
-    match &mut core.lock().state {
-        State::Os { backlog, .. } => backlog.pop_front(),
-        State::Local { .. } => None,
-    }
-}
-
 /// The ends of an outgoing message for an OS channel, each as the OS end it is or becomes; on a
 /// failure every end comes back (those that left as the OS ends they became).
+///
+/// Receivers leave first: a receiver whose sender travels beside it then takes its backlog
+/// along (had the sender left first, the backlog would have had to be read here).
 pub(super) fn all(channels: Vec<Channel>) -> Result<Vec<OsIpcChannel>, Failure> {
-    let mut out = Vec::with_capacity(channels.len());
-    let mut channels = channels.into_iter();
-    while let Some(channel) = channels.next() {
-        let left = match channel {
-            Channel::Sender(sender) => match sender.leave() {
-                Ok(os) => Ok(OsIpcChannel::Sender(os)),
-                Err(error) => Err((error, Channel::Sender(sender))),
-            },
-            Channel::Receiver(receiver) => match receiver.leave() {
-                Ok(os) => Ok(OsIpcChannel::Receiver(os)),
-                Err(failure) => {
-                    let (error, receiver) = *failure;
-                    Err((error, Channel::Receiver(receiver)))
-                }
-            },
-        };
-        match left {
-            Ok(os) => out.push(os),
-            Err((error, channel)) => {
-                let mut back: Vec<Channel> = out.into_iter().map(Channel::from).collect();
-                back.push(channel);
-                back.extend(channels);
-                return Err(Failure { error, channels: back });
+    let mut slots: Vec<Option<Channel>> = channels.into_iter().map(Some).collect();
+    let mut left: Vec<Option<OsIpcChannel>> = slots.iter().map(|_| None).collect();
+    let mut failure = None;
+    for (slot, out) in slots.iter_mut().zip(left.iter_mut()) {
+        if !matches!(slot, Some(Channel::Receiver(_))) {
+            continue;
+        }
+        let Some(Channel::Receiver(receiver)) = slot.take() else { unreachable!("matched") };
+        match receiver.leave() {
+            Ok(os) => *out = Some(OsIpcChannel::Receiver(os)),
+            Err(boxed) => {
+                let (error, receiver) = *boxed;
+                *slot = Some(Channel::Receiver(receiver));
+                failure = Some(error);
+                break;
             }
         }
     }
-    Ok(out)
+    for (slot, out) in slots.iter_mut().zip(left.iter_mut()) {
+        if failure.is_some() {
+            break;
+        }
+        let Some(Channel::Sender(sender)) = slot.as_ref() else { continue };
+        match sender.leave() {
+            Ok(os) => {
+                *slot = None;
+                *out = Some(OsIpcChannel::Sender(os));
+            }
+            Err(error) => failure = Some(error),
+        }
+    }
+    let zipped = slots.into_iter().zip(left);
+    match failure {
+        None => Ok(zipped.map(|(_, out)| out.expect("every end left")).collect()),
+        Some(error) => Err(Failure {
+            error,
+            channels: zipped
+                .map(|(slot, out)| slot.unwrap_or_else(|| Channel::from(out.expect("an end left"))))
+                .collect(),
+        }),
+    }
 }

@@ -2,17 +2,18 @@
 //! of its ends leaves the process (docs/local.md).
 //!
 //! Both ends hold an `Arc` of the channel's [`Core`]. While the channel is local the core holds
-//! the queue, accounted like the socket it stands for (a message costs its bytes plus a packet's
-//! overhead, a large payload a fixed share), so `try_send` reports `Full` at about the point a
-//! socket would. When an end leaves, the core becomes [`State::Os`]: it holds the OS channel's
-//! ends until the local ends take them, and the messages queued before the change (the
-//! backlog), which come out before anything sent on the OS channel.
+//! the [`Queue`], accounted like the socket it stands for (a message costs its bytes plus a
+//! packet's overhead, a large payload a fixed share), so `try_send` reports `Full` at about the
+//! point a socket would. When an end leaves, the core becomes [`State::Os`]: it holds the OS
+//! channel's ends until the local ends take them, and the messages queued before the change
+//! (the backlog), which come out before anything sent on the OS channel.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
 
 use super::{Channel, Failure, Message, Opaque};
 use crate::sys::spin::RecentWait;
@@ -31,7 +32,7 @@ pub(crate) struct LocalMessage {
     pub data: Vec<u8>,
     pub channels: Vec<Channel>,
     pub shared_memory: Vec<OsIpcSharedMemory>,
-    /// What the message took from its channel's budget.
+    /// What the message takes from its channel's budget.
     cost: usize,
 }
 
@@ -42,10 +43,60 @@ impl LocalMessage {
     }
 }
 
+/// Messages in this process, with the budget they take.
+pub(super) struct Queue {
+    messages: VecDeque<LocalMessage>,
+    used: usize,
+    pub capacity: usize,
+}
+
+impl Queue {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether `cost` fits: it always does in an empty queue, as a message fits an empty socket.
+    fn fits(&self, cost: usize) -> bool {
+        self.used == 0 || self.used + cost <= self.capacity
+    }
+
+    fn push(&mut self, message: LocalMessage) {
+        self.used += message.cost;
+        self.messages.push_back(message);
+    }
+
+    /// Puts back at the front a message taken by [`pop`](Self::pop).
+    pub fn push_front(&mut self, message: LocalMessage) {
+        self.used += message.cost;
+        self.messages.push_front(message);
+    }
+
+    pub fn pop(&mut self) -> Option<LocalMessage> {
+        let message = self.messages.pop_front()?;
+        self.used -= message.cost;
+        Some(message)
+    }
+
+    /// Everything queued, taken out (the budget is free again).
+    fn take_all(&mut self) -> VecDeque<LocalMessage> {
+        self.used = 0;
+        std::mem::take(&mut self.messages)
+    }
+
+    /// The queue as it is, moved out, with an empty one of the same capacity left behind.
+    pub fn take(&mut self) -> Queue {
+        std::mem::replace(self, Queue { messages: VecDeque::new(), used: 0, capacity: self.capacity })
+    }
+}
+
 /// What a channel is now.
 pub(super) enum State {
     /// Its queue is in this process.
-    Local { messages: VecDeque<LocalMessage>, used: usize, capacity: usize },
+    Local(Queue),
     /// An end left: the channel is an OS channel.
     Os {
         /// The OS sender the local sending ends send through; dropped with the last of them.
@@ -53,9 +104,9 @@ pub(super) enum State {
         /// The OS receiver, until the local receiving end takes it (or leaves with it).
         receiver: Option<OsIpcReceiver>,
         /// Messages queued while the channel was local, not yet received or moved.
-        backlog: VecDeque<LocalMessage>,
-        /// Whether a thread is moving the backlog into the OS channel (the receiver left): local
-        /// sends join the backlog meanwhile, so they stay behind it.
+        backlog: Queue,
+        /// Whether the backlog is being moved into the OS channel (the receiver left): local
+        /// sends join the backlog meanwhile, under its budget, so they stay behind it.
         pumping: bool,
     },
 }
@@ -110,7 +161,7 @@ impl Core {
             shared: Mutex::new(Shared {
                 senders: 1,
                 receiver: true,
-                state: State::Local { messages: VecDeque::new(), used: 0, capacity: DEFAULT_CAPACITY },
+                state: State::Local(Queue { messages: VecDeque::new(), used: 0, capacity: DEFAULT_CAPACITY }),
                 readers_waiting: 0,
                 writers_waiting: 0,
             }),
@@ -126,6 +177,19 @@ impl Core {
         self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The lock in a child made by `fork`, unless another thread of the parent held it at the
+    /// fork (that thread is not in the child to let go).
+    fn lock_in_child(&self) -> io::Result<MutexGuard<'_, Shared>> {
+        for _ in 0..1_000 {
+            match self.shared.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(poisoned)) => return Ok(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        Err(io::Error::other("this channel was in use by another thread when the process forked"))
+    }
+
     /// Whether this is the process that made the channel. A child made by `fork` does not share
     /// its parent's copy of a local queue, so using one there would split the channel in two
     /// copies that do not hear each other: such a use fails loudly instead (docs/local.md).
@@ -139,8 +203,8 @@ impl Core {
         }
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "this channel was made before fork and never left its process, so the child has only a \
-             copy of it: make it with ipc::os_channel() to use it on both sides of a fork",
+            "this channel was made before fork and had not left its process, so the child has only a \
+             copy of its queue: make it with ipc::os_channel() to use it on both sides of a fork",
         ))
     }
 
@@ -156,18 +220,26 @@ impl Core {
         self.writable.notify_all();
     }
 
-    /// Polls for up to `window` for an event after `seen`, without the lock; whether one came.
-    fn poll_events(&self, seen: u64, window: std::time::Duration) -> bool {
+    /// Wakes the senders that wait for budget, if any (the lock is released first).
+    pub(super) fn budget_freed(&self, shared: MutexGuard<'_, Shared>) {
+        let wake = shared.writers_waiting > 0;
+        drop(shared);
+        if wake {
+            self.writable.notify_all();
+        }
+    }
+
+    /// Polls for up to `window` for an event after `seen`, without the lock.
+    fn poll_events(&self, seen: u64, window: Duration) {
         let start = Instant::now();
         let mut spins = 0u32;
         while self.events.load(Ordering::Acquire) == seen {
             spins = spins.wrapping_add(1);
             if spins % 64 == 0 && start.elapsed() >= window {
-                return false;
+                return;
             }
             std::hint::spin_loop();
         }
-        true
     }
 
     /// Sleeps until a message, a hang-up or the change to an OS channel (or `deadline`).
@@ -215,6 +287,15 @@ fn deadline(wait: Wait) -> Result<Option<Instant>, ()> {
     }
 }
 
+/// What is left of a wait with this deadline, for the OS channel a local one became.
+fn remaining(deadline: Result<Option<Instant>, ()>) -> Wait {
+    match deadline {
+        Err(()) => Wait::NonBlocking,
+        Ok(None) => Wait::Blocking,
+        Ok(Some(deadline)) => Wait::Timeout(deadline.saturating_duration_since(Instant::now())),
+    }
+}
+
 fn expired(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|deadline| Instant::now() >= deadline)
 }
@@ -232,15 +313,16 @@ impl LocalSender {
         LocalSender { core, os: OnceLock::new() }
     }
 
-    /// This end's OS sender, if the channel became an OS channel (taken on first use).
+    /// This end's OS sender, if the channel became an OS channel and sends go there (taken on
+    /// first use). In a child made by `fork` too: an OS channel works on both sides of a fork.
     pub fn os(&self) -> Option<&OsIpcSender> {
         if let Some(os) = self.os.get() {
             return Some(os);
         }
-        if !self.core.left.load(Ordering::Acquire) || !self.core.in_its_process() {
+        if !self.core.left.load(Ordering::Acquire) {
             return None;
         }
-        let shared = self.core.lock();
+        let shared = if self.core.in_its_process() { self.core.lock() } else { self.core.lock_in_child().ok()? };
         match &shared.state {
             State::Os { sender: Some(sender), pumping: false, .. } => {
                 let sender = sender.clone();
@@ -260,6 +342,9 @@ impl LocalSender {
         shared_memory: Vec<OsIpcSharedMemory>,
         wait: Wait,
     ) -> Result<(), Failure> {
+        if let Some(os) = self.os() {
+            return super::send_os(os, &data, channels, shared_memory, wait);
+        }
         if let Err(error) = self.core.check_process() {
             return Err(Failure { error, channels });
         }
@@ -268,54 +353,63 @@ impl LocalSender {
         let mut shared = self.core.lock();
         loop {
             let receiver = shared.receiver;
-            match &mut shared.state {
-                State::Os { pumping: true, backlog, .. } => {
-                    backlog.push_back(message);
-                    return Ok(());
-                }
-                State::Os { .. } => {
+            let queue = match &mut shared.state {
+                State::Os { pumping: false, .. } => {
                     drop(shared);
-                    let os = self.os().expect("an OS channel that is not pumping has its sender").clone();
-                    return super::send_os(&os, &message.data, message.channels, message.shared_memory, wait);
+                    let os = self.os().expect("an OS channel that is not pumping has its sender");
+                    return super::send_os(os, &message.data, message.channels, message.shared_memory, wait);
                 }
-                State::Local { .. } if !receiver => {
+                State::Os { backlog, .. } => backlog,
+                State::Local(_) if !receiver => {
                     return Err(Failure { error: io::ErrorKind::BrokenPipe.into(), channels: message.channels });
                 }
-                State::Local { messages, used, capacity } => {
-                    if *used == 0 || *used + message.cost <= *capacity {
-                        *used += message.cost;
-                        messages.push_back(message);
-                        self.core.events.fetch_add(1, Ordering::Release);
-                        let wake = shared.readers_waiting > 0;
-                        drop(shared);
-                        if wake {
-                            self.core.readable.notify_one();
-                        }
-                        return Ok(());
-                    }
-                    let full = match deadline {
-                        Err(()) => Some(io::Error::from(io::ErrorKind::WouldBlock)),
-                        Ok(deadline) if expired(deadline) => {
-                            Some(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"))
-                        }
-                        Ok(_) => None,
-                    };
-                    if let Some(error) = full {
-                        return Err(Failure { error, channels: message.channels });
-                    }
-                    shared = self.core.wait_writable(shared, deadline.ok().flatten());
+                State::Local(queue) => queue,
+            };
+            if queue.fits(message.cost) {
+                queue.push(message);
+                self.core.events.fetch_add(1, Ordering::Release);
+                let wake = shared.readers_waiting > 0;
+                drop(shared);
+                if wake {
+                    self.core.readable.notify_one();
                 }
+                return Ok(());
             }
+            let full = match deadline {
+                Err(()) => Some(io::Error::from(io::ErrorKind::WouldBlock)),
+                Ok(deadline) if expired(deadline) => {
+                    Some(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"))
+                }
+                Ok(_) => None,
+            };
+            if let Some(error) = full {
+                return Err(Failure { error, channels: message.channels });
+            }
+            shared = self.core.wait_writable(shared, deadline.ok().flatten());
         }
     }
 
     /// The OS sender this end becomes when it leaves the process (the channel becomes an OS
     /// channel first, if it is not one yet).
+    ///
+    /// While the receiver's backlog is still being sent to it (it was larger than a socket
+    /// takes), a sender that left could overtake it, and waiting for it could wait for ever (the
+    /// receiver may be read only by the thread that waits): that fails with an error instead,
+    /// for the caller to try again once the receiver has read its backlog. Inside the backlog
+    /// itself the end leaves at once (`leave::pump`).
     pub fn leave(&self) -> io::Result<OsIpcSender> {
+        if let Some(os) = self.os() {
+            return Ok(os.clone());
+        }
         self.core.check_process()?;
         super::leave::for_sender(&self.core)?;
         let shared = self.core.lock();
         match &shared.state {
+            State::Os { pumping: true, backlog, .. } if !super::leave::in_pump() => Err(io::Error::other(format!(
+                "this channel's receiver left with {} messages still on their way to it: its sender can leave \
+                 the process once the receiver has read them",
+                backlog.len()
+            ))),
             State::Os { sender: Some(sender), .. } => Ok(sender.clone()),
             _ => Err(io::Error::other("a converted channel lost its sender")),
         }
@@ -329,15 +423,14 @@ impl LocalSender {
         self.core.check_process()?;
         let mut shared = self.core.lock();
         match &mut shared.state {
-            State::Local { capacity, .. } => {
+            State::Local(queue) | State::Os { backlog: queue, sender: None, .. } => {
                 // As Linux does with `SO_SNDBUF`: the size asked for, doubled for bookkeeping.
-                *capacity = bytes.saturating_mul(2).max(4096);
+                queue.capacity = bytes.saturating_mul(2).max(4096);
                 drop(shared);
                 self.core.writable.notify_all();
                 Ok(())
             }
             State::Os { sender: Some(sender), .. } => sender.set_buffer_size(bytes),
-            State::Os { sender: None, .. } => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
 
@@ -349,9 +442,8 @@ impl LocalSender {
         self.core.check_process()?;
         let shared = self.core.lock();
         match &shared.state {
-            State::Local { capacity, .. } => Ok(*capacity),
+            State::Local(queue) | State::Os { backlog: queue, sender: None, .. } => Ok(queue.capacity),
             State::Os { sender: Some(sender), .. } => sender.buffer_size(),
-            State::Os { sender: None, .. } => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
 }
@@ -419,7 +511,9 @@ impl LocalReceiver {
         if let Some(os) = self.os.get() {
             return os.recv_into(wait, buffer).map(Message::from);
         }
-        self.core.check_process()?;
+        if !self.core.in_its_process() {
+            return self.recv_in_child(wait, buffer);
+        }
         let mut start = None;
         let deadline = deadline(wait);
         let mut polled = false;
@@ -427,14 +521,9 @@ impl LocalReceiver {
         loop {
             let senders = shared.senders;
             match &mut shared.state {
-                State::Local { messages, used, .. } => {
-                    if let Some(message) = messages.pop_front() {
-                        *used -= message.cost;
-                        let wake = shared.writers_waiting > 0;
-                        drop(shared);
-                        if wake {
-                            self.core.writable.notify_all();
-                        }
+                State::Local(queue) => {
+                    if let Some(message) = queue.pop() {
+                        self.core.budget_freed(shared);
                         match start {
                             Some(start) => self.recent.record(start),
                             None => self.recent.record_none(),
@@ -449,7 +538,7 @@ impl LocalReceiver {
                         Ok(deadline) if expired(deadline) => return Err(RecvError::Empty),
                         Ok(deadline) => {
                             start.get_or_insert_with(Instant::now);
-                            let window = if polled { std::time::Duration::ZERO } else { self.recent.spin_window(wait) };
+                            let window = if polled { Duration::ZERO } else { self.recent.spin_window(wait) };
                             polled = true;
                             if window.is_zero() {
                                 shared = self.core.wait_readable(shared, deadline);
@@ -463,7 +552,7 @@ impl LocalReceiver {
                     }
                 }
                 State::Os { backlog, receiver, .. } => {
-                    if let Some(message) = backlog.pop_front() {
+                    if let Some(message) = backlog.pop() {
                         let unused = shared.release_unused_sender();
                         drop(shared);
                         drop(unused);
@@ -474,10 +563,27 @@ impl LocalReceiver {
                     receiver.set_limits(self.limits.get());
                     drop(shared);
                     let os = self.os.get_or_init(|| Box::new(receiver));
-                    return os.recv_into(wait, buffer).map(Message::from);
+                    return os.recv_into(remaining(deadline), buffer).map(Message::from);
                 }
             }
         }
+    }
+
+    /// A receive in a child made by `fork`: only an OS channel with nothing left in its backlog
+    /// is shared with the parent (as a receiver copied by fork is); anything else fails loudly.
+    fn recv_in_child(&self, wait: Wait, buffer: &mut Vec<u8>) -> Result<Message, RecvError> {
+        if !self.core.left.load(Ordering::Acquire) {
+            return Err(RecvError::Io(self.core.check_process().expect_err("a child")));
+        }
+        let mut shared = self.core.lock_in_child()?;
+        let State::Os { backlog, receiver, .. } = &mut shared.state else { unreachable!("it left") };
+        if !backlog.is_empty() {
+            return Err(RecvError::Io(self.core.check_process().expect_err("a child")));
+        }
+        let receiver = receiver.take().ok_or_else(|| io::Error::other("a converted channel lost its receiver"))?;
+        drop(shared);
+        receiver.set_limits(self.limits.get());
+        self.os.get_or_init(|| Box::new(receiver)).recv_into(wait, buffer).map(Message::from)
     }
 
     /// A queued message as a received one, checked against this end's limits as a message from
@@ -485,6 +591,7 @@ impl LocalReceiver {
     fn open(&self, message: LocalMessage) -> Result<Message, RecvError> {
         let handles = message.channels.len() + message.shared_memory.len();
         if let Err(exceeded) = self.limits.check(message.data.len() as u64, handles) {
+            drop_iteratively(vec![message]);
             return Err(RecvError::Io(exceeded.into_io()));
         }
         Ok(Message {
@@ -506,12 +613,32 @@ impl LocalReceiver {
         self.limits.get()
     }
 
+    /// The OS receiver for this end, which stays in this process, with the backlog it has not
+    /// read yet if that cannot go ahead of the OS channel (a sender left before it was read).
+    pub fn stay_as_os(&mut self) -> io::Result<(OsIpcReceiver, Vec<Message>)> {
+        if self.os.get().is_none() && self.core.in_its_process() {
+            let mut shared = self.core.lock();
+            if let State::Os { backlog, receiver: Some(_), .. } = &mut shared.state {
+                let unread = backlog.take_all();
+                drop(shared);
+                let mut messages = Vec::new();
+                for message in unread {
+                    messages.extend(self.open(message).ok());
+                }
+                return Ok((self.leave()?, messages));
+            }
+        }
+        Ok((self.leave()?, Vec::new()))
+    }
+
     /// The OS receiver this end becomes when it leaves the process: the channel becomes an OS
     /// channel (if it is not one yet), and its backlog goes ahead into the OS channel.
     pub fn leave(&mut self) -> io::Result<OsIpcReceiver> {
         let limits = self.limits.get();
         if let Some(os) = self.os.take() {
-            self.core.lock().receiver = false;
+            if self.core.in_its_process() {
+                self.core.lock().receiver = false;
+            }
             return Ok(*os);
         }
         self.core.check_process()?;
@@ -531,20 +658,59 @@ impl Drop for LocalReceiver {
             return; // it left
         }
         shared.receiver = false;
-        // What it never read goes with it (outside the lock: the ends inside may be channels
-        // whose drop locks their own core).
         let (unread, receiver) = match &mut shared.state {
-            State::Local { messages, used, .. } => {
-                *used = 0;
-                (std::mem::take(messages), None)
-            }
-            State::Os { backlog, receiver, .. } => (std::mem::take(backlog), receiver.take()),
+            State::Local(queue) => (queue.take_all(), None),
+            State::Os { backlog, receiver, .. } => (backlog.take_all(), receiver.take()),
         };
         drop(shared);
         self.core.writable.notify_all();
-        drop(unread);
         drop(receiver);
+        // What it never read goes with it, outside the lock (the ends inside may be channels
+        // whose drop locks their own core).
+        drop_iteratively(unread);
     }
+}
+
+thread_local! {
+    /// Messages left to drop by a [`drop_iteratively`] further up this thread's stack.
+    static TO_DROP: RefCell<Option<Vec<LocalMessage>>> = const { RefCell::new(None) };
+}
+
+/// Drops messages whose ends may hold more queues of messages (a receiver queued in a channel
+/// whose receiver is queued in another, …) one after the other instead of nested, so that a long
+/// chain cannot overflow the stack.
+fn drop_iteratively(messages: impl IntoIterator<Item = LocalMessage>) {
+    let mut messages = Some(messages);
+    let outermost = TO_DROP.try_with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match slot.as_mut() {
+            Some(pending) => {
+                pending.extend(messages.take().into_iter().flatten());
+                false
+            }
+            None => {
+                *slot = Some(Vec::new());
+                true
+            }
+        }
+    });
+    // Without the table (this thread is ending), they are dropped as they come.
+    let Some(messages) = messages else { return };
+    if outermost != Ok(true) {
+        drop(messages.into_iter().collect::<Vec<_>>());
+        return;
+    }
+    for message in messages {
+        drop(message);
+        loop {
+            let next = TO_DROP.try_with(|cell| cell.borrow_mut().as_mut().and_then(Vec::pop)).ok().flatten();
+            match next {
+                Some(message) => drop(message),
+                None => break,
+            }
+        }
+    }
+    let _ = TO_DROP.try_with(|cell| cell.borrow_mut().take());
 }
 
 impl std::fmt::Debug for LocalReceiver {

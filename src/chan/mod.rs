@@ -201,6 +201,16 @@ impl Receiver {
         }
     }
 
+    /// The OS receiver for a receiver that stays in this process (for a select set): like
+    /// [`leave`](Self::leave), but a backlog that cannot go ahead of the OS channel (a sender
+    /// left before it was read) comes out as messages, to be read first.
+    pub fn into_os_with_backlog(self) -> io::Result<(OsIpcReceiver, Vec<Message>)> {
+        match self {
+            Receiver::Os(os) => Ok((*os, Vec::new())),
+            Receiver::Local(mut local) => local.stay_as_os(),
+        }
+    }
+
     /// [`leave`](Self::leave), for callers that drop the end on failure.
     pub fn into_os(self) -> io::Result<OsIpcReceiver> {
         self.leave().map_err(|failure| failure.0)

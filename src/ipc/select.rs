@@ -44,12 +44,15 @@ pub struct IpcReceiverSet {
     pub(crate) os: OsIpcReceiverSet,
     /// Servers added with `add_server`, kept running while their id is in the set.
     servers: HashMap<u64, OsServerGuard>,
+    /// Messages a member brought along that its OS channel does not hold (a local channel's
+    /// backlog from before a sender left): reported before anything of that member.
+    pending: Vec<IpcSelectionResult>,
 }
 
 impl IpcReceiverSet {
     /// An empty set.
     pub fn new() -> Result<IpcReceiverSet, io::Error> {
-        Ok(IpcReceiverSet { os: OsIpcReceiverSet::new()?, servers: HashMap::new() })
+        Ok(IpcReceiverSet { os: OsIpcReceiverSet::new()?, servers: HashMap::new(), pending: Vec::new() })
     }
 
     /// Sets the receive limits of every receiver in the set, and of every one added later.
@@ -67,8 +70,13 @@ impl IpcReceiverSet {
 
     /// Moves an untyped receiver into the set and returns the id its events will carry.
     pub fn add_opaque(&mut self, receiver: OpaqueIpcReceiver) -> Result<u64, io::Error> {
-        // A local receiver leaves for the set (docs/local.md, "Waiting").
-        self.os.add(receiver.end.into_os()?)
+        // A local receiver becomes an OS one for the set (docs/local.md, "Waiting").
+        let (receiver, backlog) = receiver.end.into_inner()?.into_os_with_backlog()?;
+        let id = self.os.add(receiver)?;
+        self.pending.extend(
+            backlog.into_iter().map(|message| IpcSelectionResult::MessageReceived(id, IpcMessage::from(message))),
+        );
+        Ok(id)
     }
 
     /// Moves a server into the set: each new client is reported as a message on the returned id,
@@ -111,7 +119,8 @@ impl IpcReceiverSet {
     /// ```
     pub fn select(&mut self) -> Result<Vec<IpcSelectionResult>, io::Error> {
         self.check_not_empty()?;
-        let results = self.os.select(Wait::Blocking)?;
+        let wait = if self.pending.is_empty() { Wait::Blocking } else { Wait::NonBlocking };
+        let results = self.os.select(wait)?;
         Ok(self.report(results))
     }
 
@@ -142,8 +151,9 @@ impl IpcReceiverSet {
             }
             return Err(TrySelectError::Empty);
         }
+        let mode = if self.pending.is_empty() { mode } else { Wait::NonBlocking };
         let results = self.os.select(mode)?;
-        if results.is_empty() {
+        if results.is_empty() && self.pending.is_empty() {
             return Err(TrySelectError::Empty);
         }
         Ok(self.report(results))
@@ -155,7 +165,9 @@ impl IpcReceiverSet {
                 self.servers.remove(id);
             }
         }
-        results.into_iter().map(IpcSelectionResult::from).collect()
+        let mut reported = std::mem::take(&mut self.pending);
+        reported.extend(results.into_iter().map(IpcSelectionResult::from));
+        reported
     }
 
     /// A blocking select of an empty set would wait forever: that is an `InvalidInput` error.
@@ -170,6 +182,8 @@ impl IpcReceiverSet {
     pub(crate) fn remove(&mut self, id: u64) {
         self.os.remove(id);
         self.servers.remove(&id);
+        self.pending
+            .retain(|result| !matches!(result, IpcSelectionResult::MessageReceived(member, _) if *member == id));
     }
 }
 
