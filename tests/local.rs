@@ -1,8 +1,8 @@
 //! Local channels (docs/local.md): no descriptor while both ends stay in the process, and every
 //! promise kept when an end leaves — to a real child process, through an OS channel.
 
-// In-process mode has no other process for an end to leave to.
-#![cfg_attr(feature = "force-inprocess", allow(unused_imports))]
+// In-process mode has no other process for an end to leave to, and some tests are Linux's.
+#![cfg_attr(any(feature = "force-inprocess", not(target_os = "linux")), allow(unused_imports))]
 
 mod util;
 
@@ -39,6 +39,7 @@ fn child_entry() {
         }
         #[cfg(target_os = "linux")]
         "many_under_a_low_limit" => many_under_a_low_limit(),
+        "drop_a_long_chain" => drop_a_long_chain(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -220,4 +221,117 @@ fn a_receiver_cannot_leave_before_it_read_what_was_queued_when_a_sender_left() {
         assert_eq!(rx.recv().unwrap(), 4, "once read, it leaves");
         assert_child_succeeds(child);
     });
+}
+
+/// Moves `rx` through an OS channel and back: it leaves (its channel becomes an OS channel) and
+/// stays in this process.
+fn through_an_os_channel<T: serde::Serialize + for<'de> serde::Deserialize<'de>>(end: T) -> Result<T, IpcError> {
+    let (carrier_tx, carrier_rx) = ipc::os_channel::<T>().unwrap();
+    carrier_tx.send(end)?;
+    carrier_rx.recv()
+}
+
+/// A message of about 1 KB that says which it is.
+fn numbered(index: u32) -> Vec<u8> {
+    let mut message = vec![0u8; 1000];
+    message[..4].copy_from_slice(&index.to_le_bytes());
+    message
+}
+
+fn number(message: &[u8]) -> u32 {
+    u32::from_le_bytes(message[..4].try_into().unwrap())
+}
+
+/// A receiver that left with a backlog larger than its socket takes: while the rest is on its
+/// way, local sends join it under the channel's budget (`try_send` reports `Full`), a sender of
+/// the channel cannot leave (an error that says why), and the receiver gets everything in order.
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
+#[test]
+fn a_backlog_on_its_way_keeps_its_budget_and_its_order() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+        tx.set_buffer_size(8 << 20).unwrap();
+        let mut sent = 0;
+        while sent < 8_000 {
+            tx.send(numbered(sent)).unwrap();
+            sent += 1;
+        }
+        let rx = through_an_os_channel(rx).unwrap();
+        // Nobody reads yet, so the backlog's rest waits in this process, under the budget.
+        loop {
+            match tx.try_send(numbered(sent)) {
+                Ok(()) => sent += 1,
+                Err(TrySendError::Full(_)) => break,
+                Err(other) => panic!("{other:?}"),
+            }
+            assert!(sent < 40_000, "sends into a backlog on its way are bounded by the budget");
+        }
+        match through_an_os_channel(tx.clone()) {
+            Err(IpcError::Io(error)) => assert!(error.to_string().contains("on their way"), "{error}"),
+            other => panic!("a sender left ahead of its receiver's backlog: {:?}", other.map(|_| ())),
+        }
+        for index in 0..sent {
+            assert_eq!(number(&rx.recv().unwrap()), index);
+        }
+        let remote = through_an_os_channel(tx.clone()).expect("the backlog was read: the sender leaves");
+        remote.send(numbered(sent)).unwrap();
+        assert_eq!(number(&rx.recv().unwrap()), sent);
+    });
+}
+
+/// A channel that became an OS channel before a fork works on both sides of it.
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[test]
+fn a_channel_that_left_before_a_fork_works_in_the_child() {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let remote = through_an_os_channel(tx.clone()).unwrap();
+    let pid = util::fork::fork_child(|| {
+        tx.send(7).unwrap();
+        drop(remote);
+    });
+    util::fork::assert_exits_successfully(pid);
+    assert_eq!(rx.recv().unwrap(), 7);
+}
+
+/// A set takes a receiver whose backlog predates a sender that left (it could not leave the
+/// process): what was queued comes first, then what the sender sent since.
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
+#[test]
+fn a_set_reports_what_was_queued_before_a_sender_left_first() {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    tx.send(1).unwrap();
+    let remote = through_an_os_channel(tx.clone()).unwrap();
+    remote.send(2).unwrap();
+    let mut set = ipc::IpcReceiverSet::new().unwrap();
+    let id = set.add(rx).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        for event in set.select().unwrap() {
+            let (member, message) = event.unwrap();
+            assert_eq!(member, id);
+            got.push(message.to::<u32>().unwrap());
+        }
+    }
+    assert_eq!(got, [1, 2]);
+}
+
+/// 200,000 receivers, each queued in the previous one's channel, then the first dropped.
+fn drop_a_long_chain() {
+    let (first_tx, first_rx) = ipc::channel::<Option<ipc::OpaqueIpcReceiver>>().unwrap();
+    let mut senders = Vec::new();
+    let mut previous = first_tx;
+    for _ in 0..200_000 {
+        let (tx, rx) = ipc::channel::<Option<ipc::OpaqueIpcReceiver>>().unwrap();
+        previous.send(Some(rx.to_opaque())).unwrap();
+        senders.push(std::mem::replace(&mut previous, tx));
+    }
+    drop(senders);
+    drop(first_rx);
+}
+
+/// Dropping a long chain of queued receivers does not overflow the stack (each drop would
+/// otherwise nest in the one before).
+#[test]
+fn a_long_chain_of_queued_receivers_drops_without_overflowing_the_stack() {
+    util::child_in_role_succeeds(ENTRY, "drop_a_long_chain");
 }
