@@ -2,7 +2,7 @@
 //! promise kept when an end leaves — to a real child process, through an OS channel.
 
 // In-process mode has no other process for an end to leave to, and some tests are Linux's.
-#![cfg_attr(any(feature = "force-inprocess", not(target_os = "linux")), allow(unused_imports))]
+#![cfg_attr(any(feature = "force-inprocess", not(target_os = "linux")), allow(unused_imports, dead_code))]
 
 mod util;
 
