@@ -17,7 +17,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::local::{Core, LocalMessage, Shared, State};
+use super::local::{Core, LocalMessage, Shared, State, DEFAULT_CAPACITY};
 use super::{Channel, Failure};
 use crate::sys::{self, OsIpcChannel, OsIpcReceiver, OsIpcSender, Wait};
 
@@ -27,8 +27,11 @@ use crate::sys::{self, OsIpcChannel, OsIpcReceiver, OsIpcSender, Wait};
 fn convert_locked(shared: &mut Shared, receiver_leaves: bool) -> io::Result<Option<OsIpcReceiver>> {
     let State::Local(queue) = &mut shared.state else { unreachable!("callers check") };
     let (sender, receiver) = sys::channel()?;
-    // The OS channel gets the room the local one had (as far as the system allows).
-    let _ = sender.set_buffer_size(queue.capacity / 2);
+    // The OS channel gets the room the local one had (as far as the system allows); the
+    // default is the socket's own, and costs no system call.
+    if queue.capacity != DEFAULT_CAPACITY {
+        let _ = sender.set_buffer_size(queue.capacity / 2);
+    }
     let backlog = queue.take();
     let pumping = receiver_leaves && !backlog.is_empty();
     let (kept, left) = match (receiver_leaves, shared.receiver) {

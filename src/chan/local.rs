@@ -20,7 +20,7 @@ use crate::sys::spin::RecentWait;
 use crate::sys::{self, LimitsCell, OsIpcReceiver, OsIpcSender, OsIpcSharedMemory, ReceiveLimits, RecvError, Wait};
 
 /// Linux's default socket buffer, which a local channel's budget stands for.
-const DEFAULT_CAPACITY: usize = 212_992;
+pub(super) const DEFAULT_CAPACITY: usize = 212_992;
 /// What Linux charges per queued packet, roughly.
 const PACKET_OVERHEAD: usize = 768;
 /// What a payload too large for a packet costs (Linux moves it in a memfd, which claims about
