@@ -54,8 +54,7 @@ pub(super) fn for_sender(core: &Arc<Core>) -> io::Result<()> {
     }
     convert_locked(&mut shared, false)?;
     core.mark_left();
-    drop(shared);
-    core.wake_all();
+    core.wake_all(shared);
     Ok(())
 }
 
@@ -84,8 +83,7 @@ pub(super) fn for_receiver(core: &Arc<Core>) -> io::Result<OsIpcReceiver> {
     let receiver = convert_locked(&mut shared, true)?.expect("the leaving receiver's end");
     core.mark_left();
     let os = os_sender(&shared);
-    drop(shared);
-    core.wake_all();
+    core.wake_all(shared);
     if let Some(os) = os {
         if pump(core, &os, Wait::NonBlocking) == Pumped::Blocked {
             let core = core.clone();
@@ -138,9 +136,8 @@ fn pump(core: &Core, os: &OsIpcSender, wait: Wait) -> Pumped {
         let Some(message) = backlog.pop() else {
             *pumping = false;
             let unused = shared.release_unused_sender();
-            drop(shared);
+            core.wake_all(shared);
             drop(unused);
-            core.wake_all();
             return Pumped::Done;
         };
         core.budget_freed(shared);

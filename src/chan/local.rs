@@ -213,11 +213,18 @@ impl Core {
         self.left.store(true, Ordering::Release);
     }
 
-    /// Wakes every waiter: the channel changed in a way both ends must look at.
-    pub(super) fn wake_all(&self) {
+    /// Wakes every waiter, releasing the lock first: the channel changed in a way both ends
+    /// must look at. A polling receiver sees the event; nobody asleep costs no system call.
+    pub(super) fn wake_all(&self, shared: MutexGuard<'_, Shared>) {
         self.events.fetch_add(1, Ordering::Release);
-        self.readable.notify_all();
-        self.writable.notify_all();
+        let (readers, writers) = (shared.readers_waiting > 0, shared.writers_waiting > 0);
+        drop(shared);
+        if readers {
+            self.readable.notify_all();
+        }
+        if writers {
+            self.writable.notify_all();
+        }
     }
 
     /// Wakes the senders that wait for budget, if any (the lock is released first).
@@ -468,10 +475,8 @@ impl Drop for LocalSender {
             return;
         }
         let last = shared.release_unused_sender();
-        self.core.events.fetch_add(1, Ordering::Release);
-        drop(shared);
+        self.core.wake_all(shared);
         drop(last);
-        self.core.readable.notify_all();
     }
 }
 
@@ -662,8 +667,7 @@ impl Drop for LocalReceiver {
             State::Local(queue) => (queue.take_all(), None),
             State::Os { backlog, receiver, .. } => (backlog.take_all(), receiver.take()),
         };
-        drop(shared);
-        self.core.writable.notify_all();
+        self.core.wake_all(shared);
         drop(receiver);
         // What it never read goes with it, outside the lock (the ends inside may be channels
         // whose drop locks their own core).
