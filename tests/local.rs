@@ -337,3 +337,28 @@ fn drop_a_long_chain() {
 fn a_long_chain_of_queued_receivers_drops_without_overflowing_the_stack() {
     util::child_in_role_succeeds(ENTRY, "drop_a_long_chain");
 }
+
+/// A receiver whose queue holds a message that carries such a receiver (one that must read its
+/// backlog here first) cannot leave either: sent on, that message could only be dropped. The
+/// send fails with an error that says so, and everything stays receivable here.
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
+#[test]
+fn a_receiver_whose_queue_carries_a_receiver_that_cannot_leave_stays() {
+    let (tx_b, rx_b) = ipc::channel::<u32>().unwrap();
+    tx_b.send(1).unwrap();
+    let remote_b = through_an_os_channel(tx_b.clone()).unwrap();
+    let (tx_a, rx_a) = ipc::channel::<IpcReceiver<u32>>().unwrap();
+    tx_a.send(rx_b).unwrap();
+    let (carrier_tx, _carrier_rx) = ipc::os_channel::<IpcReceiver<IpcReceiver<u32>>>().unwrap();
+    let rx_a = match carrier_tx.try_send(rx_a) {
+        Err(TrySendError::Failed(rx_a, IpcError::Io(error))) => {
+            assert!(error.to_string().contains("receive that message here first"), "{error}");
+            rx_a
+        }
+        other => panic!("the receiver left: {:?}", other.map(|_| ())),
+    };
+    let rx_b = rx_a.recv().unwrap();
+    remote_b.send(2).unwrap();
+    assert_eq!(rx_b.recv().unwrap(), 1);
+    assert_eq!(rx_b.recv().unwrap(), 2);
+}

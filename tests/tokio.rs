@@ -359,3 +359,20 @@ async fn concurrent_receives_on_one_async_receiver_are_all_woken() {
         once.await.unwrap();
     }
 }
+
+/// A local receiver given to tokio becomes an OS one; what it had queued from before a sender of
+/// its channel left the process comes first, then what that sender sent since.
+#[tokio::test(flavor = "current_thread")]
+async fn a_local_receiver_brings_what_was_queued_before_a_sender_left() {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    tx.send(1).unwrap();
+    let (carrier_tx, carrier_rx) = ipc::os_channel::<IpcSender<u32>>().unwrap();
+    carrier_tx.send(tx.clone()).unwrap();
+    let remote = carrier_rx.recv().unwrap();
+    remote.send(2).unwrap();
+    let rx = AsyncIpcReceiver::new(rx).unwrap();
+    assert_eq!(rx.recv().await.unwrap(), 1);
+    assert_eq!(rx.recv().await.unwrap(), 2);
+    drop((tx, remote));
+    assert!(matches!(rx.recv().await, Err(IpcError::Disconnected)));
+}

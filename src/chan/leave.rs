@@ -80,6 +80,14 @@ pub(super) fn for_receiver(core: &Arc<Core>) -> io::Result<OsIpcReceiver> {
         drop(unused);
         return Ok(taken);
     }
+    if let State::Local(queue) = &shared.state {
+        if queue.carries_a_stuck_receiver() {
+            return Err(io::Error::other(
+                "a message queued for this receiver carries a receiver that cannot leave the process yet \
+                 (it has messages from before a sender of its channel left): receive that message here first",
+            ));
+        }
+    }
     let receiver = convert_locked(&mut shared, true)?.expect("the leaving receiver's end");
     core.mark_left();
     let os = os_sender(&shared);

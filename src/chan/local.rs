@@ -87,6 +87,18 @@ impl Queue {
         std::mem::take(&mut self.messages)
     }
 
+    /// Whether a message here carries a receiver that could not leave with it (one whose own
+    /// backlog predates a sender's leave, see `leave::for_receiver`): sent on, that message
+    /// could only be dropped. One level deep, and a channel whose lock is busy counts as fine.
+    pub fn carries_a_stuck_receiver(&self) -> bool {
+        self.messages.iter().flat_map(|message| &message.channels).any(|channel| match channel {
+            Channel::Receiver(super::Receiver::Local(receiver)) => receiver.core.shared.try_lock().is_ok_and(
+                |shared| matches!(&shared.state, State::Os { backlog, receiver: Some(_), .. } if !backlog.is_empty()),
+            ),
+            _ => false,
+        })
+    }
+
     /// The queue as it is, moved out, with an empty one of the same capacity left behind.
     pub fn take(&mut self) -> Queue {
         std::mem::replace(self, Queue { messages: VecDeque::new(), used: 0, capacity: self.capacity })

@@ -11,13 +11,17 @@ use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
 
 use super::readiness::Readiness;
+use crate::chan::Message;
 use crate::error::IpcError;
-use crate::ipc::{IpcBytesReceiver, IpcMessage, IpcReceiver, OpaqueIpcReceiver};
-use crate::sys::{OsIpcMessage, OsIpcReceiver, RecvError, Wait};
+use crate::ipc::{IpcBytesReceiver, IpcMessage, IpcReceiver, OpaqueIpcReceiver, ReceiverEnd};
+use crate::sys::{OsIpcReceiver, RecvError, Wait};
 
 /// A platform receiver and its readiness; `None` from a receive means every sender is gone.
 struct Core {
     receiver: OsIpcReceiver,
+    /// What a local receiver had queued that its OS channel does not hold (its backlog from
+    /// before a sender left): received first.
+    pending: std::sync::Mutex<std::collections::VecDeque<Message>>,
     readiness: Readiness,
     /// One receive at a time (the receivers are `Sync`): a receive that returns leaves the
     /// channel's ring awake, so senders stop sending the packets whose readiness would wake
@@ -29,10 +33,10 @@ struct Core {
 /// Turns a receive result into the `io::Result<Option<_>>` the readiness loop expects; the
 /// message's data may reuse `buffer`'s allocation. `WouldBlock` only once the receiver has
 /// announced that it is going to sleep (see the module's "What this module builds on").
-fn attempt(receiver: &OsIpcReceiver, buffer: &mut Vec<u8>) -> io::Result<Result<Option<OsIpcMessage>, IpcError>> {
+fn attempt(receiver: &OsIpcReceiver, buffer: &mut Vec<u8>) -> io::Result<Result<Option<Message>, IpcError>> {
     loop {
         return match receiver.recv_into(Wait::NonBlocking, buffer) {
-            Ok(message) => Ok(Ok(Some(message))),
+            Ok(message) => Ok(Ok(Some(Message::from(message)))),
             Err(RecvError::Empty) if receiver.prepare_to_sleep() => Err(io::ErrorKind::WouldBlock.into()),
             Err(RecvError::Empty) => continue,
             Err(RecvError::Disconnected) => Ok(Ok(None)),
@@ -42,21 +46,34 @@ fn attempt(receiver: &OsIpcReceiver, buffer: &mut Vec<u8>) -> io::Result<Result<
 }
 
 impl Core {
-    fn new(receiver: OsIpcReceiver) -> io::Result<Core> {
+    /// The receiver on the reactor: a local one becomes an OS one (docs/local.md, "Waiting").
+    fn new(end: ReceiverEnd) -> io::Result<Core> {
+        let (receiver, backlog) = end.into_inner()?.into_os_with_backlog()?;
         let readiness = Readiness::new(&receiver, Interest::READABLE)?;
-        Ok(Core { receiver, readiness, turn: tokio::sync::Mutex::new(()) })
+        let pending = std::sync::Mutex::new(backlog.into());
+        Ok(Core { receiver, pending, readiness, turn: tokio::sync::Mutex::new(()) })
     }
 
-    async fn recv(&self) -> Result<Option<OsIpcMessage>, IpcError> {
+    fn take_pending(&self) -> Option<Message> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop_front()
+    }
+
+    async fn recv(&self) -> Result<Option<Message>, IpcError> {
         self.recv_into(&mut Vec::new()).await
     }
 
-    async fn recv_into(&self, buffer: &mut Vec<u8>) -> Result<Option<OsIpcMessage>, IpcError> {
+    async fn recv_into(&self, buffer: &mut Vec<u8>) -> Result<Option<Message>, IpcError> {
         let _turn = self.turn.lock().await;
+        if let Some(message) = self.take_pending() {
+            return Ok(Some(message));
+        }
         self.readiness.readable(|| attempt(&self.receiver, buffer)).await?
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<OsIpcMessage>, IpcError>> {
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Message>, IpcError>> {
+        if let Some(message) = self.take_pending() {
+            return Poll::Ready(Ok(Some(message)));
+        }
         match self.readiness.poll_readable(cx, || attempt(&self.receiver, &mut Vec::new())) {
             Poll::Ready(Ok(result)) => Poll::Ready(result),
             Poll::Ready(Err(error)) => Poll::Ready(Err(IpcError::Io(error))),
@@ -65,11 +82,11 @@ impl Core {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de> + Serialize>(message: OsIpcMessage) -> Result<T, IpcError> {
+fn decode<T: for<'de> Deserialize<'de> + Serialize>(message: Message) -> Result<T, IpcError> {
     Ok(IpcMessage::from(message).to()?)
 }
 
-fn bytes(message: OsIpcMessage) -> Vec<u8> {
+fn bytes(message: Message) -> Vec<u8> {
     message.data
 }
 
@@ -98,7 +115,7 @@ where
 {
     /// Registers `receiver` with the current runtime's reactor.
     pub fn new(receiver: IpcReceiver<T>) -> io::Result<Self> {
-        Ok(AsyncIpcReceiver { core: Core::new(receiver.end.into_os()?)?, phantom: PhantomData })
+        Ok(AsyncIpcReceiver { core: Core::new(receiver.end)?, phantom: PhantomData })
     }
 
     /// Waits for the next value; [`IpcError::Disconnected`] when every sender is gone.
@@ -142,7 +159,7 @@ pub struct AsyncIpcBytesReceiver {
 impl AsyncIpcBytesReceiver {
     /// Registers `receiver` with the current runtime's reactor.
     pub fn new(receiver: IpcBytesReceiver) -> io::Result<Self> {
-        Ok(AsyncIpcBytesReceiver { core: Core::new(receiver.end.into_os()?)? })
+        Ok(AsyncIpcBytesReceiver { core: Core::new(receiver.end)? })
     }
 
     /// Waits for the next message; [`IpcError::Disconnected`] when every sender is gone.
@@ -203,7 +220,7 @@ pub struct AsyncOpaqueIpcReceiver {
 impl AsyncOpaqueIpcReceiver {
     /// Registers `receiver` with the current runtime's reactor.
     pub fn new(receiver: OpaqueIpcReceiver) -> io::Result<Self> {
-        Ok(AsyncOpaqueIpcReceiver { core: Core::new(receiver.end.into_os()?)? })
+        Ok(AsyncOpaqueIpcReceiver { core: Core::new(receiver.end)? })
     }
 
     /// Waits for the next message; [`IpcError::Disconnected`] when every sender is gone.
