@@ -115,12 +115,43 @@ impl<T: 'static> Drop for Scope<T> {
     }
 }
 
-/// postcard's output: the platform's payload writer. (postcard's own `to_extend` goes through
-/// `Extend` one byte at a time, which cost 37 % of a 64 KiB round trip.)
-struct Output(PayloadWriter);
+/// Where postcard writes a message: the platform's payload writer (a message for an OS channel)
+/// or a vector (a message for a local channel).
+trait Sink {
+    fn push(&mut self, byte: u8);
+    fn extend(&mut self, bytes: &[u8]);
+}
 
-impl postcard::ser_flavors::Flavor for Output {
-    type Output = PayloadWriter;
+impl Sink for PayloadWriter {
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        PayloadWriter::push(self, byte);
+    }
+
+    #[inline]
+    fn extend(&mut self, bytes: &[u8]) {
+        PayloadWriter::extend(self, bytes);
+    }
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte);
+    }
+
+    #[inline]
+    fn extend(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// postcard's output. (postcard's own `to_extend` goes through `Extend` one byte at a time,
+/// which cost 37 % of a 64 KiB round trip.)
+struct Output<W>(W);
+
+impl<W: Sink> postcard::ser_flavors::Flavor for Output<W> {
+    type Output = W;
 
     #[inline]
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
@@ -134,7 +165,7 @@ impl postcard::ser_flavors::Flavor for Output {
         Ok(())
     }
 
-    fn finalize(self) -> postcard::Result<PayloadWriter> {
+    fn finalize(self) -> postcard::Result<W> {
         Ok(self.0)
     }
 }
@@ -147,36 +178,13 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     encode_into(value, Output(writer))
 }
 
-/// postcard's output for a message to a local channel: a vector.
-struct VecOutput(Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for VecOutput {
-    type Output = Vec<u8>;
-
-    #[inline]
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.push(byte);
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
-    }
-}
-
 /// Encodes `value` at the end of `buffer` (a message for a local channel) and returns the
 /// bytes with the handles found inside the value.
 pub(crate) fn encode_to_vec<T: Serialize + ?Sized>(
     value: &T,
     buffer: Vec<u8>,
 ) -> Result<(Vec<u8>, Outgoing), SerDeError> {
-    encode_into(value, VecOutput(buffer))
+    encode_into(value, Output(buffer))
 }
 
 fn encode_into<T: Serialize + ?Sized, F: postcard::ser_flavors::Flavor>(
