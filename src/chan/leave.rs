@@ -17,7 +17,8 @@
 use std::io;
 use std::sync::Arc;
 
-use super::local::{Core, LocalMessage, Shared, State, DEFAULT_CAPACITY};
+use super::local::{Core, Shared, State};
+use super::queue::{LocalMessage, DEFAULT_CAPACITY};
 use super::{Channel, Failure};
 use crate::sys::{self, OsIpcChannel, OsIpcReceiver, OsIpcSender, Wait};
 

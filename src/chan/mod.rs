@@ -5,7 +5,9 @@
 //! (`Sender`, `Receiver`, `Channel`, `Opaque`, `Message`), so the layers above change types,
 //! not logic:
 //!
-//! - [`local`]: a local channel (a queue in this process, no descriptor), its two ends.
+//! - [`local`]: a local channel's shared core (a queue in this process, no descriptor, or the
+//!   OS channel it became); [`queue`]: its messages and budget; [`sender`] and [`receiver`]:
+//!   its two ends.
 //! - [`leave`]: what happens when an end leaves: the channel becomes an OS channel and its
 //!   backlog follows the receiver.
 //!
@@ -15,6 +17,9 @@
 
 mod leave;
 mod local;
+mod queue;
+mod receiver;
+mod sender;
 
 use std::io;
 
@@ -22,7 +27,10 @@ use crate::sys::{
     self, OsIpcChannel, OsIpcMessage, OsIpcReceiver, OsIpcSender, OsIpcSharedMemory, OsOpaqueIpcChannel, ReceiveLimits,
     RecvError, Wait,
 };
-use local::{Core, LocalMessage, LocalReceiver, LocalSender};
+use local::Core;
+use queue::LocalMessage;
+use receiver::LocalReceiver;
+use sender::LocalSender;
 
 /// A new local channel.
 pub(crate) fn channel() -> (Sender, Receiver) {

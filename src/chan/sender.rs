@@ -1,0 +1,192 @@
+//! The sending end of a local channel.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use super::local::{deadline, expired, Core, State};
+use super::queue::LocalMessage;
+use super::{Channel, Failure};
+use crate::sys::{OsIpcSender, OsIpcSharedMemory, Wait};
+
+/// A local sending end.
+pub(crate) struct LocalSender {
+    core: Arc<Core>,
+    /// This end's copy of the OS sender, once the channel became an OS channel.
+    os: OnceLock<OsIpcSender>,
+}
+
+impl LocalSender {
+    /// The sending end of a new channel whose first sender this is.
+    pub fn first(core: Arc<Core>) -> LocalSender {
+        LocalSender { core, os: OnceLock::new() }
+    }
+
+    /// This end's OS sender, if the channel became an OS channel and sends go there (taken on
+    /// first use). In a child made by `fork` too: an OS channel works on both sides of a fork.
+    pub fn os(&self) -> Option<&OsIpcSender> {
+        if let Some(os) = self.os.get() {
+            return Some(os);
+        }
+        if !self.core.left.load(Ordering::Acquire) {
+            return None;
+        }
+        let shared = if self.core.in_its_process() { self.core.lock() } else { self.core.lock_in_child().ok()? };
+        match &shared.state {
+            State::Os { sender: Some(sender), pumping: false, .. } => {
+                let sender = sender.clone();
+                drop(shared);
+                Some(self.os.get_or_init(|| sender))
+            }
+            _ => None,
+        }
+    }
+
+    /// Queues one message, waiting for budget as `wait` allows; once the channel is an OS
+    /// channel, sends it there (its ends leave the process with it).
+    pub fn send(
+        &self,
+        data: Vec<u8>,
+        channels: Vec<Channel>,
+        shared_memory: Vec<OsIpcSharedMemory>,
+        wait: Wait,
+    ) -> Result<(), Failure> {
+        if let Some(os) = self.os() {
+            return super::send_os(os, &data, channels, shared_memory, wait);
+        }
+        if let Err(error) = self.core.check_process() {
+            return Err(Failure { error, channels });
+        }
+        let message = LocalMessage::queued(data, channels, shared_memory);
+        let deadline = deadline(wait);
+        let mut shared = self.core.lock();
+        loop {
+            let receiver = shared.receiver;
+            let queue = match &mut shared.state {
+                State::Os { pumping: false, .. } => {
+                    drop(shared);
+                    let os = self.os().expect("an OS channel that is not pumping has its sender");
+                    return super::send_os(os, &message.data, message.channels, message.shared_memory, wait);
+                }
+                State::Os { backlog, .. } => backlog,
+                State::Local(_) if !receiver => {
+                    return Err(Failure { error: io::ErrorKind::BrokenPipe.into(), channels: message.channels });
+                }
+                State::Local(queue) => queue,
+            };
+            if queue.fits(&message) {
+                queue.push(message);
+                self.core.events.fetch_add(1, Ordering::Release);
+                let wake = shared.readers_waiting > 0;
+                drop(shared);
+                if wake {
+                    self.core.readable.notify_one();
+                }
+                return Ok(());
+            }
+            let full = match deadline {
+                Err(()) => Some(io::Error::from(io::ErrorKind::WouldBlock)),
+                Ok(deadline) if expired(deadline) => {
+                    Some(io::Error::new(io::ErrorKind::TimedOut, "the channel stayed full"))
+                }
+                Ok(_) => None,
+            };
+            if let Some(error) = full {
+                return Err(Failure { error, channels: message.channels });
+            }
+            shared = self.core.wait_writable(shared, deadline.ok().flatten());
+        }
+    }
+
+    /// The OS sender this end becomes when it leaves the process (the channel becomes an OS
+    /// channel first, if it is not one yet).
+    ///
+    /// While the receiver's backlog is still being sent to it (it was larger than a socket
+    /// takes), a sender that left could overtake it, and waiting for it could wait for ever (the
+    /// receiver may be read only by the thread that waits): that fails with an error instead,
+    /// for the caller to try again once the receiver has read its backlog. Inside the backlog
+    /// itself the end leaves at once (`leave::pump`).
+    pub fn leave(&self) -> io::Result<OsIpcSender> {
+        if let Some(os) = self.os() {
+            return Ok(os.clone());
+        }
+        self.core.check_process()?;
+        super::leave::for_sender(&self.core)?;
+        let shared = self.core.lock();
+        match &shared.state {
+            State::Os { pumping: true, backlog, .. } if !super::leave::in_pump() => Err(io::Error::other(format!(
+                "this channel's receiver left with {} messages still on their way to it: its sender can leave \
+                 the process once the receiver has read them",
+                backlog.len()
+            ))),
+            State::Os { sender: Some(sender), .. } => Ok(sender.clone()),
+            _ => Err(io::Error::other("a converted channel lost its sender")),
+        }
+    }
+
+    /// Sets the budget (or the OS channel's buffer).
+    pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        if let Some(os) = self.os() {
+            return os.set_buffer_size(bytes);
+        }
+        self.core.check_process()?;
+        let mut shared = self.core.lock();
+        match &mut shared.state {
+            State::Local(queue) | State::Os { backlog: queue, sender: None, .. } => {
+                // As Linux does with `SO_SNDBUF`: the size asked for, doubled for bookkeeping.
+                queue.capacity = bytes.saturating_mul(2).max(4096);
+                drop(shared);
+                self.core.writable.notify_all();
+                Ok(())
+            }
+            State::Os { sender: Some(sender), .. } => sender.set_buffer_size(bytes),
+        }
+    }
+
+    /// The budget (or the OS channel's buffer), in bytes.
+    pub fn buffer_size(&self) -> io::Result<usize> {
+        if let Some(os) = self.os() {
+            return os.buffer_size();
+        }
+        self.core.check_process()?;
+        let shared = self.core.lock();
+        match &shared.state {
+            State::Local(queue) | State::Os { backlog: queue, sender: None, .. } => Ok(queue.capacity),
+            State::Os { sender: Some(sender), .. } => sender.buffer_size(),
+        }
+    }
+}
+
+impl Clone for LocalSender {
+    fn clone(&self) -> Self {
+        if self.core.in_its_process() {
+            self.core.lock().senders += 1;
+        }
+        LocalSender { core: self.core.clone(), os: self.os.clone() }
+    }
+}
+
+impl Drop for LocalSender {
+    fn drop(&mut self) {
+        if !self.core.in_its_process() {
+            return; // a fork child's copy: its lock may have been held at the fork
+        }
+        let mut shared = self.core.lock();
+        shared.senders -= 1;
+        if shared.senders > 0 {
+            return;
+        }
+        let last = shared.release_unused_sender();
+        self.core.wake_all(shared);
+        drop(last);
+    }
+}
+
+impl std::fmt::Debug for LocalSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.os.get() {
+            Some(os) => write!(f, "{os:?}"),
+            None => write!(f, "LocalSender({:p})", Arc::as_ptr(&self.core)),
+        }
+    }
+}
