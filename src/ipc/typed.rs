@@ -19,7 +19,12 @@ use crate::sys::{self, OsIpcSender, Wait};
 /// Creates a channel for values of type `T`: the sending end and the receiving end.
 ///
 /// Either end may move to another process inside a message (or through an
-/// [`IpcOneShotServer`](super::IpcOneShotServer)) and keeps working there.
+/// [`IpcOneShotServer`](super::IpcOneShotServer)) and keeps working there. Until one does, the
+/// channel is *local*: a queue in this process, with no descriptor and no system call; it
+/// becomes an OS channel (a socket pair on Linux, a pipe on Windows) when an end leaves the
+/// process, joins an [`IpcReceiverSet`](super::IpcReceiverSet) or a tokio type, with every
+/// message kept in order (docs/local.md). A local channel made before `fork` cannot be used in
+/// the child (an error says so): use [`os_channel`] for that.
 ///
 /// ```
 /// let (tx, rx) = crossproc::ipc::channel::<String>().unwrap();
@@ -44,8 +49,8 @@ fn typed_ends<T>((sender, receiver): (chan::Sender, chan::Receiver)) -> (IpcSend
 /// on Linux, a pipe on Windows), with everything an OS channel has: for a sandbox that forbids
 /// making sockets once it is engaged, and for tests and benchmarks of the OS backends.
 ///
-/// Today [`channel`] makes the same kind of channel; once channels are local until an end leaves
-/// the process (docs/local.md), this stays the way to get an OS channel at once.
+/// [`channel`] makes a local channel instead, which becomes an OS channel only when an end
+/// leaves the process (docs/local.md).
 ///
 /// ```
 /// let (tx, rx) = crossproc::ipc::os_channel::<u32>().unwrap();
@@ -62,7 +67,8 @@ where
 /// The sending end of a typed channel. Clone it for more producers, in this process or any other.
 ///
 /// # When `send` blocks
-/// A message waits in the channel's kernel buffer until the receiver takes it. `send` blocks
+/// A message waits in the channel's kernel buffer until the receiver takes it (a local channel
+/// keeps a budget of the same size, counted the same way). `send` blocks
 /// while that buffer has no room for the message (the receiver is not keeping up), and returns as
 /// soon as it has; it never waits for the receiver to *process* the message. On Linux the buffer
 /// holds about 208 KiB by default (each small message costs about 1 KiB of it, so a few hundred
