@@ -9,7 +9,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::queue::Queue;
@@ -102,14 +102,8 @@ impl Core {
     /// The lock in a child made by `fork`, unless another thread of the parent held it at the
     /// fork (that thread is not in the child to let go).
     pub(super) fn lock_in_child(&self) -> io::Result<MutexGuard<'_, Shared>> {
-        for _ in 0..1_000 {
-            match self.shared.try_lock() {
-                Ok(guard) => return Ok(guard),
-                Err(TryLockError::Poisoned(poisoned)) => return Ok(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-            }
-        }
-        Err(io::Error::other("this channel was in use by another thread when the process forked"))
+        sys::lock_unless_orphaned(&self.shared, 1_000)
+            .ok_or_else(|| io::Error::other("this channel was in use by another thread when the process forked"))
     }
 
     /// Whether this is the process that made the channel. A child made by `fork` does not share

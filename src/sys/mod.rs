@@ -76,6 +76,7 @@
 //!   kqueue for readiness either way. Estimate: 1,500–2,500 lines and a macOS CI runner.
 
 use std::io;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
@@ -296,6 +297,21 @@ impl AcceptorFailure {
     pub fn take(&self) -> Option<io::Error> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
+}
+
+/// `mutex`, after at most `tries` tries (yielding between them), or `None` if it stays locked,
+/// which for a lock held only for a few steps means this is a child forked while another thread
+/// held it (that thread is not in the child to let go): the caller goes on without it rather
+/// than wait for ever. A poisoned lock is taken as it is.
+pub(crate) fn lock_unless_orphaned<T>(mutex: &Mutex<T>, tries: usize) -> Option<MutexGuard<'_, T>> {
+    for _ in 0..tries {
+        match mutex.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    None
 }
 
 /// How long a send or receive may wait.

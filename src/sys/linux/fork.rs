@@ -5,7 +5,7 @@
 //! belongs to its parent (`getpid` would cost a system call per message).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::OnceLock;
 
 use rustix::mm::{madvise, mmap_anonymous, Advice, MapFlags, ProtFlags};
 
@@ -54,17 +54,4 @@ fn page() -> Option<&'static AtomicUsize> {
     Some(unsafe { &*(address as *const AtomicUsize) })
 }
 
-/// `mutex`, after at most `tries` tries (yielding between them), or `None` if it stays locked,
-/// which for a lock held only for a few steps means this is a child forked while another thread
-/// held it (that thread is not in the child to let go): the caller goes on without it rather
-/// than wait for ever. A poisoned lock is taken as it is.
-pub(super) fn lock_unless_orphaned<T>(mutex: &Mutex<T>, tries: usize) -> Option<MutexGuard<'_, T>> {
-    for _ in 0..tries {
-        match mutex.try_lock() {
-            Ok(guard) => return Some(guard),
-            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-        }
-    }
-    None
-}
+pub(super) use crate::sys::lock_unless_orphaned;
