@@ -96,6 +96,8 @@ impl Sender {
     ) -> Result<(), Failure> {
         match self {
             Sender::Os(os) => send_os(os, data, channels, shared_memory, wait),
+            // `LocalSender::send` looks for the OS sender too; looking first here spares the
+            // copy of the bytes that only a local queue needs.
             Sender::Local(local) => match local.os() {
                 Some(os) => send_os(os, data, channels, shared_memory, wait),
                 None => local.send(data.to_vec(), channels, shared_memory, wait),
