@@ -85,6 +85,9 @@ fn child_entry() {
     if role == "budget" {
         return rings_after_the_budget_child();
     }
+    if role == "descriptors" {
+        return the_ring_costs_one_descriptor_child();
+    }
     assert_eq!(role, "worker");
     let (tx, rx) = ipc::os_channel::<Setup>().unwrap();
     IpcSender::<IpcSender<Setup>>::connect(server_name()).unwrap().send(tx).unwrap();
@@ -549,17 +552,40 @@ fn a_sender_blocked_on_a_full_ring_sleeps_until_the_receiver_takes() {
 /// A channel that carried one message is its socket pair alone: one descriptor in each
 /// process. One that carried traffic costs its sending process still one (the socket) and its
 /// receiving process two (the socket and the ring's control memfd).
+///
+/// It runs in a fresh process: a ring takes a unit of the process's budget of queued control
+/// memfds (`inflight.rs`), and units that the other tests of this file left watched come back
+/// only at a later look, so in a shared process some of the 100 channels could stay on the
+/// socket, which is correct but not what is counted here.
 #[test]
 fn the_ring_costs_one_descriptor_in_the_receiving_process_only() {
-    let _serial = serial();
+    if child_role().is_some() {
+        return;
+    }
+    util::child_in_role_succeeds(ENTRY, "descriptors");
+}
+
+fn the_ring_costs_one_descriptor_child() {
     const CHANNELS: usize = 100;
     with_watchdog(Duration::from_secs(60), || {
+        let round = |senders: Vec<IpcSender<u8>>, n: usize| {
+            let (child, setup) = worker();
+            let (report_tx, report_rx) = ipc::os_channel().unwrap();
+            setup.send(Setup::SendOnEach(senders, n, report_tx)).unwrap();
+            (child, report_rx)
+        };
+        // What a process keeps once is not counted: a first worker with no channels (the
+        // first server's state) and a first ring (the pidfd a ring's owner keeps).
+        let (child, report_rx) = round(Vec::new(), 0);
+        report_rx.recv().unwrap();
+        assert_child_succeeds(child);
+        let (tx, rx) = ipc::os_channel::<u8>().unwrap();
+        give_a_ring(&tx, &rx, || 1);
+        drop((tx, rx));
         let before = util::open_fds();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..CHANNELS).map(|_| ipc::os_channel::<u8>().unwrap()).unzip();
         for (n, descriptors_each) in [(1, 1), (WARM_UP, 2)] {
-            let (child, setup) = worker();
-            let (report_tx, report_rx) = ipc::os_channel().unwrap();
-            setup.send(Setup::SendOnEach(senders.clone(), n, report_tx)).unwrap();
+            let (child, report_rx) = round(senders.clone(), n);
             for receiver in &receivers {
                 for _ in 0..n {
                     assert_eq!(receiver.recv().unwrap(), 1);
@@ -567,7 +593,7 @@ fn the_ring_costs_one_descriptor_in_the_receiving_process_only() {
             }
             let (child_before, child_after) = report_rx.recv().unwrap();
             assert_eq!(child_after, child_before, "sending (through the ring or not) keeps no descriptor");
-            drop((report_rx, setup));
+            drop(report_rx);
             assert_child_succeeds(child);
             // The channels' senders, and each receiver's.
             let held = util::open_fds() - before;
