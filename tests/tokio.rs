@@ -29,6 +29,14 @@ fn child_entry() {
                 tx.send(i).unwrap();
             }
         }
+        "send_1_to_5_on_the_sender_received" => {
+            let senders = ipc::inherited_receiver::<IpcSender<u32>>().unwrap();
+            let tx = senders.recv().unwrap();
+            for i in 1..=5 {
+                tx.send(i).unwrap();
+            }
+        }
+        "local_async_receiver" => local_async_receiver_child(),
         "client" => {
             let tx = IpcSender::<u32>::connect(server_name()).unwrap();
             tx.send(std::process::id()).unwrap();
@@ -199,7 +207,8 @@ async fn bytes_and_opaque_receivers() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn async_recv_into_reuses_the_buffer_and_a_cancelled_one_leaves_it_alone() {
-    let (tx, rx) = ipc::bytes_channel().unwrap();
+    // An OS channel: a local one hands over the message's own vector instead.
+    let (tx, rx) = ipc::os_bytes_channel().unwrap();
     let rx = AsyncIpcBytesReceiver::new(rx).unwrap();
     let mut buffer = Vec::with_capacity(2 << 20);
     buffer.extend_from_slice(b"kept");
@@ -360,8 +369,63 @@ async fn concurrent_receives_on_one_async_receiver_are_all_woken() {
     }
 }
 
-/// A local receiver given to tokio becomes an OS one; what it had queued from before a sender of
-/// its channel left the process comes first, then what that sender sent since.
+/// A local receiver given to tokio stays local: no descriptor, and a receive that waits is woken
+/// by its sender (another thread here) calling the task's waker, also for the hang-up. In a
+/// child process of its own, so that no other test's descriptors are counted.
+#[test]
+fn a_local_async_receiver_holds_no_descriptor_and_its_sender_wakes_it() {
+    if child_role().is_some() {
+        return;
+    }
+    util::child_in_role_succeeds(ENTRY, "local_async_receiver");
+}
+
+fn local_async_receiver_child() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let before = util::open_fds();
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let rx = runtime.block_on(async { AsyncIpcReceiver::new(rx) }).unwrap();
+    assert_eq!(util::open_fds(), before, "a local channel on tokio holds no descriptor");
+    runtime.block_on(async {
+        let mut first = Box::pin(rx.recv());
+        assert!(futures::poll!(&mut first).is_pending(), "nothing was sent yet");
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let sender = std::thread::spawn(move || {
+            tx.send(7).unwrap();
+            go_rx.recv().unwrap();
+            drop(tx);
+        });
+        assert_eq!(first.await.unwrap(), 7);
+        let mut hang_up = Box::pin(rx.recv());
+        assert!(futures::poll!(&mut hang_up).is_pending(), "the sender lives");
+        go_tx.send(()).unwrap();
+        assert!(matches!(hang_up.await, Err(IpcError::Disconnected)));
+        sender.join().unwrap();
+    });
+    assert_eq!(util::open_fds(), before, "nor did it make one on the way");
+}
+
+/// A receive waiting on a local channel whose sender then leaves for a child process is woken by
+/// the leave and goes on on the OS channel: it gets what the child sends.
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiting_local_async_receive_follows_its_sender_to_a_child() {
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let rx = AsyncIpcReceiver::new(rx).unwrap();
+    let mut first = Box::pin(rx.recv());
+    assert!(futures::poll!(&mut first).is_pending(), "nothing was sent yet");
+    let (mut child, senders) =
+        child_command(ENTRY, "send_1_to_5_on_the_sender_received").spawn_with_channel::<IpcSender<u32>>().unwrap();
+    senders.send(tx).unwrap();
+    assert_eq!(first.await.unwrap(), 1);
+    for expected in 2..=5 {
+        assert_eq!(rx.recv().await.unwrap(), expected);
+    }
+    assert!(matches!(rx.recv().await, Err(IpcError::Disconnected)));
+    assert!(child.wait().unwrap().success());
+}
+
+/// What a local receiver given to tokio had queued from before a sender of its channel left the
+/// process comes first, then what that sender sent since.
 #[tokio::test(flavor = "current_thread")]
 async fn a_local_receiver_brings_what_was_queued_before_a_sender_left() {
     let (tx, rx) = ipc::channel::<u32>().unwrap();

@@ -10,6 +10,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use super::queue::Queue;
@@ -60,6 +61,9 @@ pub(super) struct Shared {
     /// someone waits (a condition variable's wake is a system call even when nobody does).
     pub(super) readers_waiting: usize,
     pub(super) writers_waiting: usize,
+    /// The task an async receive of the receiving end waits in (tokio): woken, as a sleeping
+    /// thread is, by what a receiver waits for. No descriptor: the sender calls the waker.
+    pub(super) reader_waker: Option<Waker>,
 }
 
 impl Shared {
@@ -86,6 +90,7 @@ impl Core {
                 state: State::Local(Queue::new()),
                 readers_waiting: 0,
                 writers_waiting: 0,
+                reader_waker: None,
             }),
             readable: Condvar::new(),
             writable: Condvar::new(),
@@ -131,15 +136,34 @@ impl Core {
 
     /// Wakes every waiter, releasing the lock first: the channel changed in a way both ends
     /// must look at. A polling receiver sees the event; nobody asleep costs no system call.
-    pub(super) fn wake_all(&self, shared: MutexGuard<'_, Shared>) {
+    pub(super) fn wake_all(&self, mut shared: MutexGuard<'_, Shared>) {
         self.events.fetch_add(1, Ordering::Release);
         let (readers, writers) = (shared.readers_waiting > 0, shared.writers_waiting > 0);
+        let task = shared.reader_waker.take();
         drop(shared);
         if readers {
             self.readable.notify_all();
         }
         if writers {
             self.writable.notify_all();
+        }
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+
+    /// Wakes the receiving end if it waits (a thread asleep, or a task), releasing the lock
+    /// first: a message was queued.
+    pub(super) fn message_queued(&self, mut shared: MutexGuard<'_, Shared>) {
+        self.events.fetch_add(1, Ordering::Release);
+        let thread = shared.readers_waiting > 0;
+        let task = shared.reader_waker.take();
+        drop(shared);
+        if thread {
+            self.readable.notify_one();
+        }
+        if let Some(task) = task {
+            task.wake();
         }
     }
 

@@ -12,8 +12,9 @@
 //!   backlog follows the receiver.
 //!
 //! An end *leaves* when it goes into a message for an OS channel ([`send_os`] converts it on
-//! the way), when a receiver joins an [`IpcReceiverSet`](crate::ipc::IpcReceiverSet) or a tokio
-//! type, or when it is handed to a spawned child.
+//! the way), when a receiver joins an [`IpcReceiverSet`](crate::ipc::IpcReceiverSet), when an
+//! async sender is made, or when it is handed to a spawned child (a tokio receiver keeps its
+//! channel local: [`Receiver::recv_or_register`]).
 
 mod leave;
 mod local;
@@ -182,6 +183,29 @@ impl Receiver {
         match self {
             Receiver::Os(os) => os.recv_into(wait, buffer).map(Message::from),
             Receiver::Local(local) => local.recv_into(wait, buffer),
+        }
+    }
+
+    /// Receives one message without waiting; while the channel is local, `Empty` means that
+    /// `waker` is called once there may be one. Once it is an OS channel ([`os_receiver`]),
+    /// `Empty` leaves the waiting to the caller, on that receiver's readiness.
+    ///
+    /// [`os_receiver`]: Self::os_receiver
+    #[cfg_attr(not(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess"))), allow(dead_code))]
+    pub fn recv_or_register(&self, waker: &std::task::Waker, buffer: &mut Vec<u8>) -> Result<Message, RecvError> {
+        match self {
+            Receiver::Os(os) => os.recv_into(Wait::NonBlocking, buffer).map(Message::from),
+            Receiver::Local(local) => local.recv_or_register(waker, buffer),
+        }
+    }
+
+    /// The OS receiver this end reads: from the start for an OS channel, else once its local
+    /// channel became one and the backlog was read.
+    #[cfg_attr(not(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess"))), allow(dead_code))]
+    pub fn os_receiver(&self) -> Option<&OsIpcReceiver> {
+        match self {
+            Receiver::Os(os) => Some(os),
+            Receiver::Local(local) => local.os_receiver(),
         }
     }
 

@@ -3,6 +3,7 @@
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use super::local::{deadline, expired, remaining, Core, State};
@@ -102,6 +103,30 @@ impl LocalReceiver {
                 }
             }
         }
+    }
+
+    /// Receives one message without waiting; when there is none yet, `waker` is called once
+    /// there may be (a message queued, the last sender gone, the channel became an OS channel).
+    /// Once the channel is an OS channel, `Empty` leaves the waiting to the caller, on the
+    /// readiness of [`os_receiver`](Self::os_receiver).
+    pub fn recv_or_register(&self, waker: &Waker, buffer: &mut Vec<u8>) -> Result<Message, RecvError> {
+        if self.os.get().is_none() && self.core.in_its_process() {
+            let mut shared = self.core.lock();
+            let senders = shared.senders;
+            if matches!(&shared.state, State::Local(queue) if queue.is_empty() && senders > 0) {
+                if !shared.reader_waker.as_ref().is_some_and(|known| known.will_wake(waker)) {
+                    shared.reader_waker = Some(waker.clone());
+                }
+                return Err(RecvError::Empty);
+            }
+        }
+        self.recv_into(Wait::NonBlocking, buffer)
+    }
+
+    /// The OS receiver this end reads, once its channel became an OS channel and its backlog
+    /// was read.
+    pub fn os_receiver(&self) -> Option<&OsIpcReceiver> {
+        self.os.get().map(|os| &**os)
     }
 
     /// A receive in a child made by `fork`: only an OS channel with nothing left in its backlog

@@ -76,12 +76,7 @@ impl LocalSender {
             };
             if queue.fits(&message) {
                 queue.push(message);
-                self.core.events.fetch_add(1, Ordering::Release);
-                let wake = shared.readers_waiting > 0;
-                drop(shared);
-                if wake {
-                    self.core.readable.notify_one();
-                }
+                self.core.message_queued(shared);
                 return Ok(());
             }
             let full = match deadline {

@@ -122,9 +122,10 @@ impl IpcBytesReceiver {
     /// Waits for the next message and puts it in `buffer`, in place of what `buffer` held,
     /// reusing `buffer`'s allocation. A loop that receives large messages into one vector this
     /// way skips the fresh memory a new vector costs each time (the kernel zeroes every new page
-    /// before the copy fills it). On Linux the allocation is reused whenever it is large enough
-    /// for the message (otherwise `buffer` gets a new one); elsewhere `buffer` gets the message's
-    /// own vector. On an error `buffer` may be left empty.
+    /// before the copy fills it). On Linux, once the channel is an OS channel, the allocation is
+    /// reused whenever it is large enough for the message (otherwise `buffer` gets a new one);
+    /// a local channel, and other platforms, give `buffer` the message's own vector (no copy).
+    /// On an error `buffer` may be left empty.
     ///
     /// ```
     /// let (tx, rx) = crossproc::ipc::bytes_channel().unwrap();

@@ -20,8 +20,10 @@
 //! Constructors register with the reactor of the current runtime, so call them inside one.
 //!
 //! # What this module builds on
-//! Nothing tokio-specific lives in [`ipc`](crate::ipc); this module uses three things of the OS
-//! layer (`src/sys/mod.rs`, "Async interface"):
+//! Nothing tokio-specific lives in [`ipc`](crate::ipc). A receiver of a local channel (one
+//! whose ends are all in this process, docs/local.md) needs no reactor: its senders call the
+//! waiting task's waker. For an OS channel this module uses three things of the OS layer
+//! (`src/sys/mod.rs`, "Async interface"):
 //! - **readiness**: `sys::register` puts a duplicate of an end's descriptor (`AsFd` of a
 //!   sender, a receiver or a receiver set) on the runtime's reactor;
 //! - **a non-blocking receive**: `OsIpcReceiver::recv_into(Wait::NonBlocking, …)` — `Empty`

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
@@ -11,18 +12,17 @@ use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
 
 use super::readiness::Readiness;
-use crate::chan::Message;
+use crate::chan::{Message, Receiver};
 use crate::error::IpcError;
 use crate::ipc::{IpcBytesReceiver, IpcMessage, IpcReceiver, OpaqueIpcReceiver, ReceiverEnd};
 use crate::sys::{OsIpcReceiver, RecvError, Wait};
 
-/// A platform receiver and its readiness; `None` from a receive means every sender is gone.
+/// A receiver and, once it reads an OS channel, that channel's readiness on the reactor. A
+/// local channel registers nothing: its senders call the waiting task's waker (docs/local.md,
+/// "Waiting"); if it becomes an OS channel, the receiver registers then.
 struct Core {
-    receiver: OsIpcReceiver,
-    /// What a local receiver had queued that its OS channel does not hold (its backlog from
-    /// before a sender left): received first.
-    pending: std::sync::Mutex<std::collections::VecDeque<Message>>,
-    readiness: Readiness,
+    receiver: Receiver,
+    readiness: OnceLock<Readiness>,
     /// One receive at a time (the receivers are `Sync`): a receive that returns leaves the
     /// channel's ring awake, so senders stop sending the packets whose readiness would wake
     /// another task asleep on it. The next receive waits its turn here instead, and announces
@@ -46,16 +46,21 @@ fn attempt(receiver: &OsIpcReceiver, buffer: &mut Vec<u8>) -> io::Result<Result<
 }
 
 impl Core {
-    /// The receiver on the reactor: a local one becomes an OS one (docs/local.md, "Waiting").
     fn new(end: ReceiverEnd) -> io::Result<Core> {
-        let (receiver, backlog) = end.into_inner()?.into_os_with_backlog()?;
-        let readiness = Readiness::new(&receiver, Interest::READABLE)?;
-        let pending = std::sync::Mutex::new(backlog.into());
-        Ok(Core { receiver, pending, readiness, turn: tokio::sync::Mutex::new(()) })
+        let core = Core { receiver: end.into_inner()?, readiness: OnceLock::new(), turn: tokio::sync::Mutex::new(()) };
+        // An OS channel is registered at once, so that a reactor that refuses it says so here.
+        core.os_readiness()?;
+        Ok(core)
     }
 
-    fn take_pending(&self) -> Option<Message> {
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop_front()
+    /// The OS receiver and its readiness, registered on first need; `None` while the channel
+    /// is local.
+    fn os_readiness(&self) -> io::Result<Option<(&OsIpcReceiver, &Readiness)>> {
+        let Some(os) = self.receiver.os_receiver() else { return Ok(None) };
+        if self.readiness.get().is_none() {
+            let _ = self.readiness.set(Readiness::new(os, Interest::READABLE)?);
+        }
+        Ok(self.readiness.get().map(|readiness| (os, readiness)))
     }
 
     async fn recv(&self) -> Result<Option<Message>, IpcError> {
@@ -64,20 +69,34 @@ impl Core {
 
     async fn recv_into(&self, buffer: &mut Vec<u8>) -> Result<Option<Message>, IpcError> {
         let _turn = self.turn.lock().await;
-        if let Some(message) = self.take_pending() {
-            return Ok(Some(message));
-        }
-        self.readiness.readable(|| attempt(&self.receiver, buffer)).await?
+        std::future::poll_fn(|cx| self.poll_recv_into(cx, buffer)).await
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Message>, IpcError>> {
-        if let Some(message) = self.take_pending() {
-            return Poll::Ready(Ok(Some(message)));
-        }
-        match self.readiness.poll_readable(cx, || attempt(&self.receiver, &mut Vec::new())) {
-            Poll::Ready(Ok(result)) => Poll::Ready(result),
-            Poll::Ready(Err(error)) => Poll::Ready(Err(IpcError::Io(error))),
-            Poll::Pending => Poll::Pending,
+        self.poll_recv_into(cx, &mut Vec::new())
+    }
+
+    fn poll_recv_into(&self, cx: &mut Context<'_>, buffer: &mut Vec<u8>) -> Poll<Result<Option<Message>, IpcError>> {
+        loop {
+            match self.os_readiness() {
+                Err(error) => return Poll::Ready(Err(IpcError::Io(error))),
+                Ok(Some((os, readiness))) => {
+                    return match readiness.poll_readable(cx, || attempt(os, buffer)) {
+                        Poll::Ready(Ok(result)) => Poll::Ready(result),
+                        Poll::Ready(Err(error)) => Poll::Ready(Err(IpcError::Io(error))),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+                Ok(None) => {}
+            }
+            return match self.receiver.recv_or_register(cx.waker(), buffer) {
+                Ok(message) => Poll::Ready(Ok(Some(message))),
+                Err(RecvError::Disconnected) => Poll::Ready(Ok(None)),
+                Err(RecvError::Io(error)) => Poll::Ready(Err(IpcError::Io(error))),
+                // It became an OS channel: wait on that channel's readiness.
+                Err(RecvError::Empty) if self.receiver.os_receiver().is_some() => continue,
+                Err(RecvError::Empty) => Poll::Pending,
+            };
         }
     }
 }
