@@ -135,6 +135,17 @@ async fn dropping_recv_futures_loses_nothing() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_async_send_waits_for_room_without_blocking_the_runtime() {
     let (tx, rx) = ipc::os_channel::<Vec<u8>>().unwrap();
+    async_send_waits_for_room(tx, rx).await;
+}
+
+/// The same on a local channel: the receiver's reads call the waiting task's waker.
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_send_on_a_local_channel_waits_for_room_without_blocking_the_runtime() {
+    let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+    async_send_waits_for_room(tx, rx).await;
+}
+
+async fn async_send_waits_for_room(tx: IpcSender<Vec<u8>>, rx: IpcReceiver<Vec<u8>>) {
     let mut queued = 0;
     while tx.try_send(vec![1; 512]).is_ok() {
         queued += 1;
@@ -369,9 +380,10 @@ async fn concurrent_receives_on_one_async_receiver_are_all_woken() {
     }
 }
 
-/// A local receiver given to tokio stays local: no descriptor, and a receive that waits is woken
-/// by its sender (another thread here) calling the task's waker, also for the hang-up. In a
-/// child process of its own, so that no other test's descriptors are counted.
+/// A local channel given to tokio stays local: no descriptor for its async receiver or sender,
+/// and a receive that waits is woken by its sender (another thread here) calling the task's
+/// waker, also for the hang-up. In a child process of its own, so that no other test's
+/// descriptors are counted.
 #[test]
 fn a_local_async_receiver_holds_no_descriptor_and_its_sender_wakes_it() {
     if child_role().is_some() {
@@ -385,7 +397,13 @@ fn local_async_receiver_child() {
     let before = util::open_fds();
     let (tx, rx) = ipc::channel::<u32>().unwrap();
     let rx = runtime.block_on(async { AsyncIpcReceiver::new(rx) }).unwrap();
+    let async_tx = runtime.block_on(async { AsyncIpcSender::new(tx.clone()) }).unwrap();
     assert_eq!(util::open_fds(), before, "a local channel on tokio holds no descriptor");
+    runtime.block_on(async {
+        async_tx.send(6).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), 6);
+    });
+    drop(async_tx);
     runtime.block_on(async {
         let mut first = Box::pin(rx.recv());
         assert!(futures::poll!(&mut first).is_pending(), "nothing was sent yet");

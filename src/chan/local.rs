@@ -64,6 +64,8 @@ pub(super) struct Shared {
     /// The task an async receive of the receiving end waits in (tokio): woken, as a sleeping
     /// thread is, by what a receiver waits for. No descriptor: the sender calls the waker.
     pub(super) reader_waker: Option<Waker>,
+    /// The tasks async sends wait in for budget (tokio), woken as `writable`'s threads are.
+    pub(super) writer_wakers: Vec<Waker>,
 }
 
 impl Shared {
@@ -91,6 +93,7 @@ impl Core {
                 readers_waiting: 0,
                 writers_waiting: 0,
                 reader_waker: None,
+                writer_wakers: Vec::new(),
             }),
             readable: Condvar::new(),
             writable: Condvar::new(),
@@ -139,7 +142,7 @@ impl Core {
     pub(super) fn wake_all(&self, mut shared: MutexGuard<'_, Shared>) {
         self.events.fetch_add(1, Ordering::Release);
         let (readers, writers) = (shared.readers_waiting > 0, shared.writers_waiting > 0);
-        let task = shared.reader_waker.take();
+        let tasks: Vec<Waker> = shared.reader_waker.take().into_iter().chain(shared.writer_wakers.drain(..)).collect();
         drop(shared);
         if readers {
             self.readable.notify_all();
@@ -147,9 +150,7 @@ impl Core {
         if writers {
             self.writable.notify_all();
         }
-        if let Some(task) = task {
-            task.wake();
-        }
+        tasks.into_iter().for_each(Waker::wake);
     }
 
     /// Wakes the receiving end if it waits (a thread asleep, or a task), releasing the lock
@@ -168,12 +169,14 @@ impl Core {
     }
 
     /// Wakes the senders that wait for budget, if any (the lock is released first).
-    pub(super) fn budget_freed(&self, shared: MutexGuard<'_, Shared>) {
+    pub(super) fn budget_freed(&self, mut shared: MutexGuard<'_, Shared>) {
         let wake = shared.writers_waiting > 0;
+        let tasks = std::mem::take(&mut shared.writer_wakers);
         drop(shared);
         if wake {
             self.writable.notify_all();
         }
+        tasks.into_iter().for_each(Waker::wake);
     }
 
     /// Polls for up to `window` for an event after `seen`, without the lock.

@@ -12,9 +12,9 @@
 //!   backlog follows the receiver.
 //!
 //! An end *leaves* when it goes into a message for an OS channel ([`send_os`] converts it on
-//! the way), when a receiver joins an [`IpcReceiverSet`](crate::ipc::IpcReceiverSet), when an
-//! async sender is made, or when it is handed to a spawned child (a tokio receiver keeps its
-//! channel local: [`Receiver::recv_or_register`]).
+//! the way), when a receiver joins an [`IpcReceiverSet`](crate::ipc::IpcReceiverSet), or when
+//! it is handed to a spawned child (the tokio types keep a channel local:
+//! [`Receiver::recv_or_register`], [`Sender::register_writable`]).
 
 mod leave;
 mod local;
@@ -118,6 +118,16 @@ impl Sender {
             Sender::Os(os) => send_os(os, &data, channels, shared_memory, wait),
             // A local end whose channel left sends on the OS channel from inside `send`.
             Sender::Local(local) => local.send(data, channels, shared_memory, wait),
+        }
+    }
+
+    /// Has `waker` called once a local channel may have room again; `false` for an OS channel,
+    /// whose readiness the caller waits on instead.
+    #[cfg_attr(not(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess"))), allow(dead_code))]
+    pub fn register_writable(&self, waker: &std::task::Waker) -> bool {
+        match self {
+            Sender::Os(_) => false,
+            Sender::Local(local) => local.register_writable(waker),
         }
     }
 

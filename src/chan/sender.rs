@@ -3,6 +3,7 @@
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::task::Waker;
 
 use super::local::{deadline, expired, Core, State};
 use super::queue::LocalMessage;
@@ -93,6 +94,23 @@ impl LocalSender {
         }
     }
 
+    /// Has `waker` called once budget may have been freed (or the receiver went, or the
+    /// channel became an OS channel); `false` when the channel is an OS channel already, whose
+    /// readiness the caller waits on instead.
+    pub fn register_writable(&self, waker: &Waker) -> bool {
+        if self.os().is_some() || !self.core.in_its_process() {
+            return false;
+        }
+        let mut shared = self.core.lock();
+        if matches!(shared.state, State::Os { pumping: false, .. }) {
+            return false;
+        }
+        if !shared.writer_wakers.iter().any(|known| known.will_wake(waker)) {
+            shared.writer_wakers.push(waker.clone());
+        }
+        true
+    }
+
     /// The OS sender this end becomes when it leaves the process (the channel becomes an OS
     /// channel first, if it is not one yet).
     ///
@@ -130,8 +148,7 @@ impl LocalSender {
             State::Local(queue) | State::Os { backlog: queue, sender: None, .. } => {
                 // As Linux does with `SO_SNDBUF`: the size asked for, doubled for bookkeeping.
                 queue.capacity = bytes.saturating_mul(2).max(4096);
-                drop(shared);
-                self.core.writable.notify_all();
+                self.core.budget_freed(shared);
                 Ok(())
             }
             State::Os { sender: Some(sender), .. } => sender.set_buffer_size(bytes),

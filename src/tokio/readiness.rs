@@ -54,16 +54,23 @@ impl Readiness {
         }
     }
 
-    /// Runs `attempt` whenever the descriptor is writable, until it returns something other
-    /// than `WouldBlock`.
-    pub async fn writable<R>(&self, mut attempt: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+    /// Runs `attempt` at once and then whenever the descriptor is writable, until it returns
+    /// something other than `WouldBlock`, as a poll function.
+    pub fn poll_writable<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut() -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
         loop {
             match attempt() {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                result => return result,
+                result => return Poll::Ready(result),
             }
-            let mut guard = self.0.writable().await?;
-            guard.clear_ready();
+            match self.0.poll_write_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

@@ -2,11 +2,14 @@
 
 use std::fmt;
 use std::io;
+use std::sync::OnceLock;
+use std::task::Poll;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::Interest;
 
 use super::readiness::Readiness;
+use crate::chan::Sender;
 use crate::error::{IpcError, TrySendError};
 use crate::ipc::{IpcBytesSender, IpcSender};
 use crate::sys::Wait;
@@ -18,6 +21,57 @@ fn attempt<V>(result: Result<(), TrySendError<V>>) -> io::Result<Result<(), IpcE
         Err(TrySendError::Full(_)) => Err(io::ErrorKind::WouldBlock.into()),
         Err(TrySendError::Disconnected(_)) => Ok(Err(IpcError::Disconnected)),
         Err(TrySendError::Failed(_, error)) => Ok(Err(error)),
+    }
+}
+
+/// Where an async send waits for room: a local channel's budget (its receiver calls the task's
+/// waker when it frees some, no descriptor), or an OS channel's readiness on the reactor,
+/// registered when the channel first is one.
+struct Room {
+    readiness: OnceLock<Readiness>,
+}
+
+impl Room {
+    fn new(end: &Sender) -> io::Result<Room> {
+        let room = Room { readiness: OnceLock::new() };
+        // An OS channel is registered at once, so that a reactor that refuses it says so here.
+        room.os_readiness(end)?;
+        Ok(room)
+    }
+
+    fn os_readiness(&self, end: &Sender) -> io::Result<Option<&Readiness>> {
+        let Some(os) = end.os() else { return Ok(None) };
+        if self.readiness.get().is_none() {
+            let _ = self.readiness.set(Readiness::new(os, Interest::WRITABLE)?);
+        }
+        Ok(self.readiness.get())
+    }
+
+    /// Sends with `try_send` until it finds room, waiting between tries.
+    async fn send(
+        &self,
+        end: &Sender,
+        mut try_send: impl FnMut() -> io::Result<Result<(), IpcError>>,
+    ) -> Result<(), IpcError> {
+        std::future::poll_fn(|cx| loop {
+            if let Some(readiness) = self.os_readiness(end)? {
+                return readiness.poll_writable(cx, &mut try_send).map(|result| result?);
+            }
+            match try_send() {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result?),
+            }
+            // Full: wait for the receiver to free budget. A try after registering catches budget
+            // freed in between; once registered, any later freeing wakes this task.
+            if !end.register_writable(cx.waker()) {
+                continue; // it became an OS channel
+            }
+            match try_send() {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                result => return Poll::Ready(result?),
+            }
+        })
+        .await
     }
 }
 
@@ -34,17 +88,16 @@ fn attempt<V>(result: Result<(), TrySendError<V>>) -> io::Result<Result<(), IpcE
 /// ```
 pub struct AsyncIpcSender<T> {
     sender: IpcSender<T>,
-    readiness: Readiness,
+    room: Room,
 }
 
 impl<T> AsyncIpcSender<T>
 where
     T: for<'de> Deserialize<'de> + Serialize,
 {
-    /// Registers `sender` with the current runtime's reactor.
+    /// Registers `sender` with the current runtime's reactor (a local channel needs none).
     pub fn new(sender: IpcSender<T>) -> io::Result<Self> {
-        let readiness = Readiness::new(&sender.end.0.leave()?, Interest::WRITABLE)?;
-        Ok(AsyncIpcSender { sender, readiness })
+        Ok(AsyncIpcSender { room: Room::new(&sender.end.0)?, sender })
     }
 
     /// Sends `value`, awaiting room in the channel's buffer. Cancellation safe: a dropped
@@ -52,7 +105,7 @@ where
     pub async fn send(&self, value: T) -> Result<(), IpcError> {
         let try_send =
             || self.sender.send_with(&value, Wait::NonBlocking).map_err(|error| TrySendError::from_send((), error));
-        self.readiness.writable(|| attempt(try_send())).await?
+        self.room.send(&self.sender.end.0, || attempt(try_send())).await
     }
 
     /// Another sender of the same channel, registered with the current runtime (not `Clone`,
@@ -85,19 +138,18 @@ impl<T> fmt::Debug for AsyncIpcSender<T> {
 /// ```
 pub struct AsyncIpcBytesSender {
     sender: IpcBytesSender,
-    readiness: Readiness,
+    room: Room,
 }
 
 impl AsyncIpcBytesSender {
-    /// Registers `sender` with the current runtime's reactor.
+    /// Registers `sender` with the current runtime's reactor (a local channel needs none).
     pub fn new(sender: IpcBytesSender) -> io::Result<Self> {
-        let readiness = Readiness::new(&sender.end.0.leave()?, Interest::WRITABLE)?;
-        Ok(AsyncIpcBytesSender { sender, readiness })
+        Ok(AsyncIpcBytesSender { room: Room::new(&sender.end.0)?, sender })
     }
 
     /// Sends `data`, awaiting room in the channel's buffer. Cancellation safe.
     pub async fn send(&self, data: &[u8]) -> Result<(), IpcError> {
-        self.readiness.writable(|| attempt(self.sender.try_send(data))).await?
+        self.room.send(&self.sender.end.0, || attempt(self.sender.try_send(data))).await
     }
 }
 
