@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,7 @@ impl OsIpcSender {
             looked: AtomicU64::new(0),
             retired_in: AtomicU64::new(u64::MAX),
             held: AtomicBool::new(held),
+            sending: AtomicUsize::new(0),
         };
         OsIpcSender { fd: Arc::new(fd), pool: Arc::default(), ring: Arc::new(ring) }
     }
@@ -231,6 +232,9 @@ impl OsIpcSender {
             Wait::Timeout(timeout) => Instant::now().checked_add(timeout),
             _ => None,
         };
+        // Counted before the state's lock is first taken (in `route`), so that `exit`, which
+        // looks at the count under that lock, sees every send that got a ticket.
+        let _sending = Sending::start(&self.ring.sending);
         // Whether the send may poll a full ring for room (see `RING_ROOM_SPIN`).
         let patient = match wait {
             Wait::Blocking => true,
@@ -499,6 +503,25 @@ pub(super) struct SenderRing {
     retired_in: AtomicU64,
     /// Whether [`SENDERS`] names the sender (it was received, or has been sent in a message).
     held: AtomicBool,
+    /// Sends of this process inside [`OsIpcSender::send_message`]: one may hold a ticket whose
+    /// marker is not published yet, outside the state's lock, so `exit` keeps the slot then.
+    sending: AtomicUsize,
+}
+
+/// Counts a send in [`SenderRing::sending`] while it lives.
+struct Sending<'a>(&'a AtomicUsize);
+
+impl<'a> Sending<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Sending(count)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What [`SENDERS`] keeps of a sender: every part weakly, so that the last copy's drop closes
@@ -709,13 +732,15 @@ impl SenderRing {
     }
 
     /// Gives this process's slot back, unless a thread is inside a send (while the process
-    /// exits: see `at_exit.rs`). A send after it looks for the ring again, as a new sender does.
+    /// exits: see `at_exit.rs`): one that holds the state's lock, or one between its ticket and
+    /// its marker, which holds no lock (review 3, F1). A send after it looks for the ring again,
+    /// as a new sender does.
     pub(super) fn give_back_slot(&self) {
         if self.born.load(Ordering::Acquire) != fork::generation() {
             return;
         }
         if let Ok(mut state) = self.state.try_lock() {
-            if matches!(*state, RingState::Writing(_)) {
+            if matches!(*state, RingState::Writing(_)) && self.sending.load(Ordering::SeqCst) == 0 {
                 // The writer's drop lets the slot go.
                 *state = RingState::Unaware;
             }
