@@ -9,9 +9,12 @@
 //! holds one descriptor in reserve (an empty memfd), opened with its first sender, and a look
 //! that finds no room closes it, looks again in the room it made, and takes it back after.
 //!
-//! Another thread of this process that opens a descriptor at that very moment can take the room
-//! first: the look then fails as it would have, and the reserve is lost until the next look at
-//! the limit takes the room back (each look tries).
+//! Where the reserve could not be opened (the process was at its limit when a sender was made,
+//! or another thread took the room a look had freed), each later sender made, and each look,
+//! opens it again (review 3, F2: before, it was opened once per process, and a process whose
+//! first sender came at the limit never had one). Another thread of this process that opens a
+//! descriptor at the very moment a look freed the reserve can still take that room first: the
+//! look then fails as it would have without a reserve.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,19 +24,20 @@ use rustix::fs::{memfd_create, MemfdFlags};
 
 use super::fork;
 
-/// The descriptor in reserve (`None` until the first sender, or while another took its room).
+/// The descriptor in reserve (`None` until the first sender, or while it could not be opened).
 static RESERVE: Mutex<Option<OwnedFd>> = Mutex::new(None);
-/// Whether [`keep`] made the reserve already (it is made once, then only taken back).
-static KEPT: AtomicBool = AtomicBool::new(false);
+/// Whether [`RESERVE`] holds the descriptor (so that a sender made needs no lock to know).
+static PRESENT: AtomicBool = AtomicBool::new(false);
 
-/// Opens the reserve, once per process (a sender calls this when it is made).
+/// Opens the reserve if this process has none (a sender calls this when it is made).
 pub(super) fn keep() {
-    if KEPT.load(Ordering::Relaxed) || KEPT.swap(true, Ordering::AcqRel) {
+    if PRESENT.load(Ordering::Acquire) {
         return;
     }
     if let Some(mut reserve) = fork::lock_unless_orphaned(&RESERVE, 10_000) {
         if reserve.is_none() {
             *reserve = open();
+            PRESENT.store(reserve.is_some(), Ordering::Release);
         }
     }
 }
@@ -47,6 +51,7 @@ pub(super) fn with_one_free<R>(look: impl FnOnce() -> R) -> Option<R> {
     drop(freed);
     let result = made_room.then(look);
     *reserve = open();
+    PRESENT.store(reserve.is_some(), Ordering::Release);
     result
 }
 

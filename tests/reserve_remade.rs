@@ -1,0 +1,95 @@
+//! The descriptor kept in reserve for the look after a plain send (`src/sys/linux/reserve.rs`,
+//! review 3, finding F2). It was made once per process, when the first sender was made: if
+//! there was no room then, or if the reserve was lost later (another thread took its room
+//! during a look), nothing made it again while the process had room, since `with_one_free`
+//! re-opened it only after a look that found *no room*, where the re-open failed as well. A
+//! later plain send at the limit then looked without room, published no place holder, and a
+//! message sent after it through the ring (by another process it told) overtook it. Now each
+//! sender made, and each look, opens it again where it is missing.
+
+#![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+
+mod util;
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use crossproc::ipc::{self, inherited_receiver, IpcCommandExt, IpcSender};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use serde::{Deserialize, Serialize};
+use util::{child_command, child_role, with_watchdog};
+
+const ENTRY: &str = "child_entry";
+
+#[derive(Serialize, Deserialize)]
+enum Message {
+    Sender(IpcSender<u32>),
+    Done,
+}
+
+/// Fills the table under a limit of 256; returns the descriptors that fill it.
+fn fill(held: &mut Vec<OwnedFd>) {
+    let current = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: current.maximum }).unwrap();
+    let template = std::fs::File::open("/proc/self/stat").unwrap();
+    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&template, 0) {
+        held.push(fd);
+    }
+    drop(template);
+    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&held[0], 0) {
+        held.push(fd);
+    }
+}
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    assert_eq!(role, "reserve");
+    let messages = inherited_receiver::<Message>().unwrap();
+    let mut held = Vec::new();
+    fill(&mut held);
+    // Exactly one descriptor free when this process's first sender arrives: it takes it, and
+    // the reserve cannot be opened.
+    held.pop();
+    let Ok(Message::Sender(tell_parent)) = messages.recv() else { panic!("not the parent's sender") };
+    // Room again (3 free), then the second sender (2 free): nothing makes the reserve now.
+    held.truncate(held.len() - 3);
+    let Ok(Message::Sender(on_the_ring)) = messages.recv() else { panic!("not the ring's sender") };
+    // The process is back at its limit (an application opened two files, say).
+    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&held[0], 0) {
+        held.push(fd);
+    }
+    // A plain packet (this sender knows of no ring), then the look, which has no room.
+    on_the_ring.send(1).unwrap();
+    tell_parent.send(0).unwrap();
+    assert!(matches!(messages.recv(), Ok(Message::Done)));
+    drop(held);
+}
+
+/// The child sends 1 on a channel whose ring is awake, then tells the parent, which sends 2
+/// through the ring: 1 must come first.
+#[test]
+fn a_send_at_the_limit_keeps_its_place_when_the_first_sender_came_at_the_limit() {
+    if child_role().is_some() {
+        return;
+    }
+    with_watchdog(Duration::from_secs(60), move || {
+        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
+        for n in 0..40 {
+            tx.send(n).unwrap();
+            assert_eq!(rx.recv().unwrap(), n);
+        }
+        let (mut child, messages) = child_command(ENTRY, "reserve").spawn_with_channel::<Message>().unwrap();
+        let (told, tell) = ipc::os_channel::<u32>().unwrap();
+        messages.send(Message::Sender(told)).unwrap();
+        messages.send(Message::Sender(tx.clone())).unwrap();
+        assert_eq!(tell.recv().unwrap(), 0, "the child sent its message");
+        tx.send(2).unwrap();
+        let first = rx.recv().unwrap();
+        let second = rx.recv().unwrap();
+        messages.send(Message::Done).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the child failed: {status}");
+        assert_eq!((first, second), (1, 2), "the parent's later ring message overtook the child's packet");
+    });
+}
