@@ -322,3 +322,33 @@ fn a_writer_kept_full_by_a_peer_knows_it_is_stalled() {
     assert_eq!(next(&reader), Front::Empty, "the receiver has taken everything");
     assert!(honest.stalled(), "the writer does not see that a peer keeps it full");
 }
+
+/// The same peer, which also keeps the chain from ever being empty (it publishes in a slot of
+/// its own, and the receiver reads those): more entries published than the ring holds, while
+/// the honest writer's oldest entry stayed "written", tell the honest writer that a peer wrote
+/// it back (review 3, F7: before, its blocking send waited for room for ever).
+#[test]
+fn a_writer_kept_full_by_a_peer_that_keeps_the_chain_busy_knows_it_is_stalled() {
+    let (mut honest, reader) = ring();
+    let mut peer = RingWriter::claim(reader.control().clone(), 0).unwrap();
+    assert_eq!(honest.send(b"first"), Outcome::Sent);
+    assert_eq!(next(&reader), Front::Data(b"first".to_vec()));
+    reader.control().field(0, 0, Field::State).store(super::control::WRITTEN, Ordering::Relaxed);
+    while honest.send(&[1; 100]) == Outcome::Sent {
+        while let Front::Data(_) = next(&reader) {}
+    }
+    while let Some(ticket) = honest.ticket() {
+        honest.mark(ticket);
+        while let Front::Marker(_) = next(&reader) {
+            reader.pass().unwrap();
+        }
+    }
+    // The peer's message waits in the chain whenever the honest writer looks.
+    assert_eq!(peer.send(b"busy"), Outcome::Sent);
+    assert!(!honest.stalled(), "a tail found stuck for the first time is not proof yet");
+    for _ in 0..=super::writer::STALL_PUBLISHES {
+        assert_eq!(next(&reader), Front::Data(b"busy".to_vec()));
+        assert_eq!(peer.send(b"busy"), Outcome::Sent);
+    }
+    assert!(honest.stalled(), "the writer does not see that a peer keeps it full");
+}

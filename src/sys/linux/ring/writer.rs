@@ -12,6 +12,10 @@ use super::{RING_BYTES, RING_MESSAGE_MAX, SLOTS};
 const MARKER_RESERVE: usize = 4 * 1024;
 /// Bytes of a marker entry (which always fits before the ring's end: entries are aligned to it).
 const MARKER_SIZE: usize = ALIGN;
+/// More entries than the ring holds at once (every slot full of the smallest entries): published
+/// while a writer's oldest entry stayed unconsumed, they prove that a peer wrote it back (see
+/// [`RingWriter::stalled`]).
+pub(super) const STALL_PUBLISHES: u64 = (SLOTS * RING_BYTES / ALIGN) as u64;
 /// Compare-and-swap attempts before a sender gives up on a word that never settles (a peer
 /// writing it without end).
 const MAX_ATTEMPTS: usize = 1 << 16;
@@ -40,6 +44,9 @@ pub(in super::super) struct RingWriter {
     promised: usize,
     /// The fork generation that claimed the slot; a forked child must not release it.
     born: u64,
+    /// The tail this writer found stuck (not consumed, no room left), and the word's publish
+    /// count then (see [`stalled`](Self::stalled)).
+    stuck_since: Option<(u64, u64)>,
 }
 
 impl RingWriter {
@@ -71,7 +78,8 @@ impl RingWriter {
             } else {
                 (0, 0)
             };
-            let mut writer = RingWriter { control: control.clone(), slot, token, head, tail, promised: 0, born };
+            let mut writer =
+                RingWriter { control: control.clone(), slot, token, head, tail, promised: 0, born, stuck_since: None };
             if writer.advance_tail() && writer.tail == writer.head {
                 // Free: from now on the counters are this writer's, rebased.
                 control.slot_word(slot, 1).store(writer.head, Ordering::Release);
@@ -249,21 +257,43 @@ impl RingWriter {
         true
     }
 
-    /// Whether this writer's slot stays full for no reason the receiver knows of: the entry at
-    /// its tail is not consumed although the receiver holds nothing (it took every published
-    /// entry and delivered it). A co-sender that rewrites an entry's state after the receiver
-    /// consumed it does that, and would keep this writer "full" for ever. (The receiver, between
-    /// taking a chain and setting its cursor, looks the same for a moment: the caller retires
-    /// the ring then, which costs speed, never order.)
+    /// Whether this writer's slot stays full for no reason the receiver knows of. A co-sender
+    /// that rewrites an entry's state after the receiver consumed it would keep this writer
+    /// "full" for ever; two signs tell it:
+    ///
+    /// - the entry at the tail is not consumed although the receiver holds nothing (it took
+    ///   every published entry and delivered it);
+    /// - since this writer found its tail stuck, more entries were published than the whole
+    ///   ring holds at once ([`STALL_PUBLISHES`]): some of them must have been consumed, and
+    ///   the receiver consumes in publish order, so the older entry at the tail was consumed
+    ///   too, and someone wrote it back (review 3, F7: a co-sender that also keeps the chain
+    ///   from ever being empty hid the first sign).
+    ///
+    /// (The receiver, between taking a chain and setting its cursor, looks like the first for a
+    /// moment, and a peer can advance the count at will: the caller retires the ring then,
+    /// which costs speed, never order.)
     pub fn stalled(&mut self) -> bool {
         self.reclaim();
         if self.has_marker_room() {
+            self.stuck_since = None;
             return false;
         }
         let offset = (self.tail % RING_BYTES as u64) as usize;
         let state = self.control.field(self.slot, offset, Field::State).load(Ordering::Acquire);
         let word = Word(self.control.word().load(Ordering::Acquire));
-        state == WRITTEN && word.head() == 0 && self.control.cursor().load(Ordering::Acquire) == 0
+        if state != WRITTEN {
+            return false;
+        }
+        if word.head() == 0 && self.control.cursor().load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        match self.stuck_since {
+            Some((tail, count)) if tail == self.tail => word.count().wrapping_sub(count) > STALL_PUBLISHES,
+            _ => {
+                self.stuck_since = Some((self.tail, word.count()));
+                false
+            }
+        }
     }
 }
 
