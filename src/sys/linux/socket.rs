@@ -163,11 +163,17 @@ impl Packet {
     /// was refused with.
     pub fn accepted_with_side(self) -> io::Result<(usize, Vec<OwnedFd>, Option<Vec<OwnedFd>>)> {
         match self.refused {
+            // This process's own limits, not the peer's doing: said without blaming the peer.
+            Some(reason) if reason.starts_with(LOST) => Err(io::Error::new(io::ErrorKind::InvalidData, reason)),
             Some(reason) => Err(invalid_data(reason)),
             None => Ok((self.len, self.fds, self.side)),
         }
     }
 }
+
+/// How a refusal that is this process's doing (its descriptor table, another process reading
+/// the same receiver) begins; other refusals are the peer's (a malformed message).
+const LOST: &str = "a message was lost";
 
 /// Receives one packet into `buffer`; `None` at end-of-file. Descriptors of a refused packet
 /// are closed before this returns.
@@ -330,6 +336,13 @@ fn recv_one(
         }
         if read.refused.is_some() && peeked.refused.is_none() && same {
             return Ok(Some(Packet { refused: None, ..peeked }));
+        }
+        if read.refused.is_some() && !same {
+            // The copies of the packet peeked at took the room this one needed (review 3, F3).
+            let reason = "a message was lost: another process receiving on this channel (a copy of this \
+                          receiver made by fork) took the message this receive had looked at, and the \
+                          next one's descriptors found no room (out of descriptors)";
+            return Ok(Some(Packet { refused: Some(reason), ..read }));
         }
         Ok(Some(read))
     })
