@@ -37,7 +37,7 @@ fn convert_locked(shared: &mut Shared, receiver_leaves: bool) -> io::Result<Opti
     let pumping = receiver_leaves && !backlog.is_empty();
     let (kept, left) = match (receiver_leaves, shared.receiver) {
         (true, _) => (None, Some(receiver)),
-        (false, true) => (Some(receiver), None),
+        (false, true) => (Some(Box::new(receiver)), None),
         (false, false) => (None, None),
     };
     if receiver_leaves {
@@ -79,7 +79,7 @@ pub(super) fn for_receiver(core: &Arc<Core>) -> io::Result<OsIpcReceiver> {
         let unused = shared.release_unused_sender();
         drop(shared);
         drop(unused);
-        return Ok(taken);
+        return Ok(*taken);
     }
     if let State::Local(queue) = &shared.state {
         if queue.carries_a_stuck_receiver() {

@@ -25,7 +25,7 @@ pub(super) enum State {
         /// The OS sender the local sending ends send through; dropped with the last of them.
         sender: Option<OsIpcSender>,
         /// The OS receiver, until the local receiving end takes it (or leaves with it).
-        receiver: Option<OsIpcReceiver>,
+        receiver: Option<Box<OsIpcReceiver>>,
         /// Messages queued while the channel was local, not yet received or moved.
         backlog: Queue,
         /// Whether the backlog is being moved into the OS channel (the receiver left): local

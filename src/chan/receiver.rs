@@ -98,7 +98,7 @@ impl LocalReceiver {
                         receiver.take().ok_or_else(|| io::Error::other("a converted channel lost its receiver"))?;
                     receiver.set_limits(self.limits.get());
                     drop(shared);
-                    let os = self.os.get_or_init(|| Box::new(receiver));
+                    let os = self.os.get_or_init(|| receiver);
                     return os.recv_into(remaining(deadline), buffer).map(Message::from);
                 }
             }
@@ -143,7 +143,7 @@ impl LocalReceiver {
         let receiver = receiver.take().ok_or_else(|| io::Error::other("a converted channel lost its receiver"))?;
         drop(shared);
         receiver.set_limits(self.limits.get());
-        self.os.get_or_init(|| Box::new(receiver)).recv_into(wait, buffer).map(Message::from)
+        self.os.get_or_init(|| receiver).recv_into(wait, buffer).map(Message::from)
     }
 
     /// A queued message as a received one, checked against this end's limits as a message from

@@ -135,6 +135,10 @@ static QUEUED: Budget = Budget::new();
 pub(super) struct QueuedUnit {
     /// The fork generation that took it; a forked child's copy gives nothing back.
     born: u64,
+    /// The sending socket's inode and the network namespace it was found in, asked when the
+    /// copy was queued ([`QueuedUnit::queued_on`]), so that a receiver dropped at the
+    /// descriptor limit (no room for a netlink socket then) can still have its unit watched.
+    peer: Option<(u32, u64)>,
 }
 
 /// A unit whose copy may still be queued on a sending socket, given back once the kernel no
@@ -167,7 +171,18 @@ impl QueuedUnit {
     pub fn take() -> Option<QueuedUnit> {
         let budget = queued_budget();
         let taken = QUEUED.take(budget) || (reclaim(false) > 0 && QUEUED.take(budget));
-        taken.then(|| QueuedUnit { born: fork::generation() })
+        taken.then(|| QueuedUnit { born: fork::generation(), peer: None })
+    }
+
+    /// Notes which sending socket the copy was queued on (`socket` is the receiving end): one
+    /// netlink query per ring made. Where it cannot be asked, the drop asks instead.
+    pub fn queued_on(mut self, socket: BorrowedFd<'_>) -> QueuedUnit {
+        if let (Some(namespace), Ok(Some(peer))) =
+            (network_namespace(), SockDiag::open().and_then(|diag| diag.peer_of(socket)))
+        {
+            self.peer = Some((peer, namespace));
+        }
+        self
     }
 
     /// The receiver that held the unit is dropped; `socket` is its receiving end (still open),
@@ -177,6 +192,14 @@ impl QueuedUnit {
     pub fn settle_at_drop(self, socket: BorrowedFd<'_>) {
         if self.born != fork::generation() || matches!(outstanding_bytes(socket), Ok(0)) {
             return; // dropped: given back if this generation took it
+        }
+        if let Some((peer, namespace)) = self.peer {
+            // Known since the copy was queued: no query now (which a process at its descriptor
+            // limit could not make: review 3, F4).
+            return match watched() {
+                Some(mut watched) => watched.push(Watched { peer, namespace, unit: self }),
+                None => std::mem::forget(self),
+            };
         }
         let Some(namespace) = network_namespace() else { return std::mem::forget(self) };
         match SockDiag::open().and_then(|diag| diag.peer_of(socket)) {

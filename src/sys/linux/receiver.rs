@@ -185,7 +185,7 @@ impl OsIpcReceiver {
         match send_packet(self.fd.as_fd(), &packet, &[ring.fd().as_fd()], SendFlags::DONTWAIT) {
             Ok(()) => {
                 ring.announced(queued_bytes(self.fd.as_fd()));
-                let _ = self.queued.set(unit);
+                let _ = self.queued.set(unit.queued_on(self.fd.as_fd()));
             }
             // No sender will find it: retired, the channel goes on over its socket (and the
             // unit, with nothing queued, goes back).
