@@ -10,8 +10,8 @@
 //! that finds no room closes it, looks again in the room it made, and takes it back after.
 //!
 //! Where the reserve could not be opened (the process was at its limit when a sender was made,
-//! or another thread took the room a look had freed), each later sender made, and each look,
-//! opens it again (review 3, F2: before, it was opened once per process, and a process whose
+//! or another thread took the room a look had freed), each later sender made, and each look
+//! for a ring (with room or without), opens it again (review 3, F2: before, it was opened once per process, and a process whose
 //! first sender came at the limit never had one). Another thread of this process that opens a
 //! descriptor at the very moment a look freed the reserve can still take that room first: the
 //! look then fails as it would have without a reserve.

@@ -800,6 +800,9 @@ fn coarse_now() -> u64 {
 /// socket, and maps it: `Unaware` when there is none yet, `Absent` when it is broken or when the
 /// receiver left word that the channel never gets one.
 fn find_ring(socket: BorrowedFd<'_>) -> io::Result<RingState> {
+    // A look with room remakes a reserve that is missing (an atomic load when it is there), so
+    // that the next look at the limit has it (review 4).
+    reserve::keep();
     match find_ring_once(socket) {
         // No room for the copy of the control memfd: the look takes the room of the
         // descriptor this process keeps in reserve for it.
