@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::control::CONSUMED;
 use super::control::{Control, Field, Word, ALIGN, ASLEEP, CLOSED, DATA, ENTRY_HEADER, MARKER, PADDING, WRITTEN};
@@ -16,6 +17,9 @@ const MARKER_SIZE: usize = ALIGN;
 /// while a writer's oldest entry stayed unconsumed, they prove that a peer wrote it back (see
 /// [`RingWriter::stalled`]).
 pub(super) const STALL_PUBLISHES: u64 = (SLOTS * RING_BYTES / ALIGN) as u64;
+/// How long a writer's oldest entry may stay unconsumed, with no room left, before the writer
+/// takes the channel to its socket (see [`RingWriter::stalled`]).
+const STALL_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 /// Compare-and-swap attempts before a sender gives up on a word that never settles (a peer
 /// writing it without end).
 const MAX_ATTEMPTS: usize = 1 << 16;
@@ -44,9 +48,9 @@ pub(in super::super) struct RingWriter {
     promised: usize,
     /// The fork generation that claimed the slot; a forked child must not release it.
     born: u64,
-    /// The tail this writer found stuck (not consumed, no room left), and the word's publish
-    /// count then (see [`stalled`](Self::stalled)).
-    stuck_since: Option<(u64, u64)>,
+    /// The tail this writer found stuck (not consumed, no room left), the word's publish
+    /// count then, and when (see [`stalled`](Self::stalled)).
+    stuck_since: Option<(u64, u64, Instant)>,
 }
 
 impl RingWriter {
@@ -267,7 +271,11 @@ impl RingWriter {
     ///   ring holds at once ([`STALL_PUBLISHES`]): some of them must have been consumed, and
     ///   the receiver consumes in publish order, so the older entry at the tail was consumed
     ///   too, and someone wrote it back (review 3, F7: a co-sender that also keeps the chain
-    ///   from ever being empty hid the first sign).
+    ///   from ever being empty hid the first sign);
+    /// - the tail has been stuck for [`STALL_TIME`]: the count is a peer's word too, and one
+    ///   that keeps it still hides the second sign (review 4). An honest receiver that reads
+    ///   nothing for that long while this writer waits only moves the channel to its socket,
+    ///   where backpressure goes on.
     ///
     /// (The receiver, between taking a chain and setting its cursor, looks like the first for a
     /// moment, and a peer can advance the count at will: the caller retires the ring then,
@@ -288,9 +296,11 @@ impl RingWriter {
             return true;
         }
         match self.stuck_since {
-            Some((tail, count)) if tail == self.tail => word.count().wrapping_sub(count) > STALL_PUBLISHES,
+            Some((tail, count, since)) if tail == self.tail => {
+                word.count().wrapping_sub(count) > STALL_PUBLISHES || since.elapsed() >= STALL_TIME
+            }
             _ => {
-                self.stuck_since = Some((self.tail, word.count()));
+                self.stuck_since = Some((self.tail, word.count(), Instant::now()));
                 false
             }
         }
