@@ -302,11 +302,18 @@ fn a_writer_kept_full_by_a_peer_knows_it_is_stalled() {
     while next(&reader) != Front::Empty {
         let _ = reader.pass();
     }
-    // The hostile peer's one store, at the oldest entry (consumed, at the writer's tail).
     let (mut honest, reader) = {
         drop((honest, reader));
         ring()
     };
+    fill_behind_a_written_back_tail(&mut honest, &reader);
+    assert_eq!(next(&reader), Front::Empty, "the receiver has taken everything");
+    assert!(honest.stalled(), "the writer does not see that a peer keeps it full");
+}
+
+/// A hostile peer's one store, at `honest`'s oldest entry once the receiver consumed it ("written"
+/// again), then `honest` filled up with messages and markers the receiver all takes.
+fn fill_behind_a_written_back_tail(honest: &mut RingWriter, reader: &RingReader) {
     assert_eq!(honest.send(b"first"), Outcome::Sent);
     assert_eq!(next(&reader), Front::Data(b"first".to_vec()));
     reader.control().field(0, 0, Field::State).store(super::control::WRITTEN, Ordering::Relaxed);
@@ -319,8 +326,6 @@ fn a_writer_kept_full_by_a_peer_knows_it_is_stalled() {
             reader.pass().unwrap();
         }
     }
-    assert_eq!(next(&reader), Front::Empty, "the receiver has taken everything");
-    assert!(honest.stalled(), "the writer does not see that a peer keeps it full");
 }
 
 /// The same peer, which also keeps the chain from ever being empty (it publishes in a slot of
@@ -331,18 +336,7 @@ fn a_writer_kept_full_by_a_peer_knows_it_is_stalled() {
 fn a_writer_kept_full_by_a_peer_that_keeps_the_chain_busy_knows_it_is_stalled() {
     let (mut honest, reader) = ring();
     let mut peer = RingWriter::claim(reader.control().clone(), 0).unwrap();
-    assert_eq!(honest.send(b"first"), Outcome::Sent);
-    assert_eq!(next(&reader), Front::Data(b"first".to_vec()));
-    reader.control().field(0, 0, Field::State).store(super::control::WRITTEN, Ordering::Relaxed);
-    while honest.send(&[1; 100]) == Outcome::Sent {
-        while let Front::Data(_) = next(&reader) {}
-    }
-    while let Some(ticket) = honest.ticket() {
-        honest.mark(ticket);
-        while let Front::Marker(_) = next(&reader) {
-            reader.pass().unwrap();
-        }
-    }
+    fill_behind_a_written_back_tail(&mut honest, &reader);
     // The peer's message waits in the chain whenever the honest writer looks.
     assert_eq!(peer.send(b"busy"), Outcome::Sent);
     assert!(!honest.stalled(), "a tail found stuck for the first time is not proof yet");
