@@ -315,14 +315,14 @@ fn a_writer_kept_full_by_a_peer_knows_it_is_stalled() {
 /// again), then `honest` filled up with messages and markers the receiver all takes.
 fn fill_behind_a_written_back_tail(honest: &mut RingWriter, reader: &RingReader) {
     assert_eq!(honest.send(b"first"), Outcome::Sent);
-    assert_eq!(next(&reader), Front::Data(b"first".to_vec()));
+    assert_eq!(next(reader), Front::Data(b"first".to_vec()));
     reader.control().field(0, 0, Field::State).store(super::control::WRITTEN, Ordering::Relaxed);
     while honest.send(&[1; 100]) == Outcome::Sent {
-        while let Front::Data(_) = next(&reader) {}
+        while let Front::Data(_) = next(reader) {}
     }
     while let Some(ticket) = honest.ticket() {
         honest.mark(ticket);
-        while let Front::Marker(_) = next(&reader) {
+        while let Front::Marker(_) = next(reader) {
             reader.pass().unwrap();
         }
     }
