@@ -5,6 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
@@ -19,6 +20,15 @@ pub(crate) struct Readiness(AsyncFd<OwnedFd>);
 impl Readiness {
     pub fn new(fd: impl AsFd, interest: Interest) -> io::Result<Self> {
         Ok(Readiness(sys::register(fd.as_fd().try_clone_to_owned()?, interest)?))
+    }
+
+    /// The readiness in `cell`, registered for `fd` on first need: an async end of a local
+    /// channel registers only once its channel is an OS channel (docs/local.md).
+    pub fn in_cell(cell: &OnceLock<Readiness>, fd: impl AsFd, interest: Interest) -> io::Result<&Readiness> {
+        if cell.get().is_none() {
+            let _ = cell.set(Readiness::new(fd, interest)?);
+        }
+        Ok(cell.get().expect("set just now, or by a concurrent caller"))
     }
 
     /// Runs `attempt` at once and then whenever the descriptor is readable, until it returns

@@ -57,10 +57,7 @@ impl Core {
     /// is local.
     fn os_readiness(&self) -> io::Result<Option<(&OsIpcReceiver, &Readiness)>> {
         let Some(os) = self.receiver.os_receiver() else { return Ok(None) };
-        if self.readiness.get().is_none() {
-            let _ = self.readiness.set(Readiness::new(os, Interest::READABLE)?);
-        }
-        Ok(self.readiness.get().map(|readiness| (os, readiness)))
+        Ok(Some((os, Readiness::in_cell(&self.readiness, os, Interest::READABLE)?)))
     }
 
     async fn recv(&self) -> Result<Option<Message>, IpcError> {

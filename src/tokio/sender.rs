@@ -41,10 +41,7 @@ impl Room {
 
     fn os_readiness(&self, end: &Sender) -> io::Result<Option<&Readiness>> {
         let Some(os) = end.os() else { return Ok(None) };
-        if self.readiness.get().is_none() {
-            let _ = self.readiness.set(Readiness::new(os, Interest::WRITABLE)?);
-        }
-        Ok(self.readiness.get())
+        Readiness::in_cell(&self.readiness, os, Interest::WRITABLE).map(Some)
     }
 
     /// Sends with `try_send` until it finds room, waiting between tries.
