@@ -23,6 +23,11 @@
 //!   lock can never take it: there, ends arrive as new values, each with its descriptor, as
 //!   before the table.
 //!
+//! - **Keyed when needed.** A value this process sends away is recorded without its key (a
+//!   `getsockopt` for a sender) and keyed only when an end next arrives here: a process that
+//!   sends a new reply sender with every request, and is never sent one, never pays for the
+//!   identity of the senders it sends.
+//!
 //! What it costs: the identity (one `getsockopt` for a socket; the `fstat` a region's seal
 //! check makes anyway), one uncontended lock and a lookup in an ordered map per received end.
 
@@ -52,21 +57,29 @@ pub(super) struct Held<K, T: Shared> {
     /// The fork generation that last took the lock (see [`entries`](Self::entries)).
     born: AtomicU64,
     entries: Mutex<Entries<K, T::Weak>>,
+    /// The key of a value recorded without one (see [`hold`](Self::hold)).
+    key_of: fn(&T) -> Option<K>,
 }
 
-/// The table's map, and the size at which it is pruned next.
+/// The table's map, the values recorded without a key yet, and the sizes at which each is
+/// pruned next.
 struct Entries<K, W> {
     map: BTreeMap<K, W>,
     prune_at: usize,
+    unkeyed: Vec<W>,
+    unkeyed_prune_at: usize,
 }
 
 /// The smallest size at which a table is pruned.
 const PRUNE_FROM: usize = 64;
 
 impl<K: Ord + Copy, T: Shared> Held<K, T> {
-    /// An empty table.
-    pub const fn new() -> Self {
-        Held { born: AtomicU64::new(0), entries: Mutex::new(Entries { map: BTreeMap::new(), prune_at: PRUNE_FROM }) }
+    /// An empty table; `key_of` finds the key of a value recorded without one (`None`: it has
+    /// none, and is forgotten).
+    pub const fn new(key_of: fn(&T) -> Option<K>) -> Self {
+        let entries =
+            Entries { map: BTreeMap::new(), prune_at: PRUNE_FROM, unkeyed: Vec::new(), unkeyed_prune_at: PRUNE_FROM };
+        Held { born: AtomicU64::new(0), entries: Mutex::new(entries), key_of }
     }
 
     /// The value this process holds for the object `key`, or, when it holds none, the one
@@ -74,7 +87,18 @@ impl<K: Ord + Copy, T: Shared> Held<K, T> {
     /// held, `make` is not called (dropping it closes what it captured: the received
     /// descriptor).
     pub fn adopt<E>(&self, key: K, make: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        // Values keyed here are dropped after the lock is let go: dropping the last copy of
+        // one runs its `Drop`.
+        let mut keyed = Vec::new();
         let Some(mut entries) = self.entries() else { return make() };
+        let unkeyed = std::mem::take(&mut entries.unkeyed);
+        entries.unkeyed_prune_at = PRUNE_FROM;
+        keyed.extend(unkeyed.iter().filter_map(T::upgrade).filter_map(|value| Some(((self.key_of)(&value)?, value))));
+        for (key, value) in &keyed {
+            if entries.map.get(key).is_none_or(|held| T::is_gone(held)) {
+                entries.insert::<T>(*key, value.downgrade());
+            }
+        }
         if let Some(held) = entries.map.get(&key).and_then(T::upgrade) {
             return Ok(held);
         }
@@ -83,20 +107,23 @@ impl<K: Ord + Copy, T: Shared> Held<K, T> {
         Ok(made)
     }
 
-    /// Records `value` as what this process holds for the object `key`, unless a live value is
-    /// recorded for it already.
-    pub fn hold(&self, key: K, value: &T) {
+    /// Records `value` as what this process holds for its object, unless a live value is
+    /// recorded for that already. Its key is found only when an object next arrives (by
+    /// [`adopt`](Self::adopt)), if the value is alive then.
+    pub fn hold(&self, value: &T) {
         let Some(mut entries) = self.entries() else { return };
-        if entries.map.get(&key).is_some_and(|weak| !T::is_gone(weak)) {
-            return;
+        let entries = &mut *entries;
+        if entries.unkeyed.len() >= entries.unkeyed_prune_at {
+            entries.unkeyed.retain(|weak| !T::is_gone(weak));
+            entries.unkeyed_prune_at = (entries.unkeyed.len() * 2).max(PRUNE_FROM);
         }
-        entries.insert::<T>(key, value.downgrade());
+        entries.unkeyed.push(value.downgrade());
     }
 
-    /// The number of entries, dead ones included (for tests).
+    /// The number of entries, dead ones and those without a key yet included (for tests).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.entries().map_or(0, |entries| entries.map.len())
+        self.entries().map_or(0, |entries| entries.map.len() + entries.unkeyed.len())
     }
 
     /// The entries; `None` in a child forked while another thread held them, which no thread
@@ -161,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_held_value_is_shared_and_a_dropped_one_is_made_anew() {
-        let table = Held::<u64, Value>::new();
+        let table = Held::<u64, Value>::new(|_| None);
         let first = table.adopt(1, || Ok::<_, ()>(Value(Arc::new(10)))).unwrap();
         let again = table.adopt(1, || Err(())).unwrap();
         assert!(Arc::ptr_eq(&first.0, &again.0));
@@ -174,20 +201,36 @@ mod tests {
 
     #[test]
     fn hold_keeps_a_live_entry() {
-        let table = Held::<u64, Value>::new();
-        let first = Value(Arc::new(1));
-        table.hold(7, &first);
-        table.hold(7, &Value(Arc::new(2)));
-        assert_eq!(*table.adopt(7, || Err(())).unwrap().0, 1);
+        // A value's key is its tens.
+        let table = Held::<u64, Value>::new(|value| Some(u64::from(*value.0) / 10));
+        let first = Value(Arc::new(70));
+        table.hold(&first);
+        table.hold(&Value(Arc::new(71)));
+        assert_eq!(*table.adopt(7, || Err(())).unwrap().0, 70);
+        table.hold(&Value(Arc::new(72)));
+        assert_eq!(*table.adopt(7, || Err(())).unwrap().0, 70, "a later value replaced a live one");
         drop(first);
-        let second = Value(Arc::new(3));
-        table.hold(7, &second);
-        assert_eq!(*table.adopt(7, || Err(())).unwrap().0, 3);
+        let second = Value(Arc::new(73));
+        table.hold(&second);
+        assert_eq!(*table.adopt(7, || Err(())).unwrap().0, 73);
+    }
+
+    #[test]
+    fn values_held_and_dropped_before_any_arrival_are_pruned() {
+        let table = Held::<u64, Value>::new(|value| Some(u64::from(*value.0)));
+        let kept = Value(Arc::new(5));
+        table.hold(&kept);
+        for number in 10..10_000 {
+            table.hold(&Value(Arc::new(number)));
+        }
+        assert!(table.len() <= 2 * PRUNE_FROM, "{} entries for 1 live value", table.len());
+        assert!(Arc::ptr_eq(&table.adopt(5, || Err(())).unwrap().0, &kept.0));
+        assert_eq!(table.len(), 1, "the dropped values were keyed");
     }
 
     #[test]
     fn dead_entries_are_pruned() {
-        let table = Held::<u64, Value>::new();
+        let table = Held::<u64, Value>::new(|_| None);
         let kept: Vec<Value> =
             (0..10).map(|key| table.adopt(key, || Ok::<_, ()>(Value(Arc::new(0)))).unwrap()).collect();
         for key in 10..10_000 {
@@ -292,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_failed_make_records_nothing() {
-        let table = Held::<u64, Value>::new();
+        let table = Held::<u64, Value>::new(|_| None);
         assert!(table.adopt(1, || Err(())).is_err());
         assert_eq!(table.len(), 0);
     }

@@ -253,7 +253,7 @@ pub(crate) struct OsIpcSharedMemory {
 /// The regions this process holds, by the device and inode of their memfd: a region received
 /// again is a clone of the one held. The inode is the file itself, so a region found here
 /// carries the seals the received descriptor was just checked for.
-static REGIONS: Held<(u64, u64), OsIpcSharedMemory> = Held::new();
+static REGIONS: Held<(u64, u64), OsIpcSharedMemory> = Held::new(|_| None);
 
 impl Shared for OsIpcSharedMemory {
     type Weak = Weak<Region>;

@@ -42,7 +42,7 @@ pub(crate) struct OsIpcSender {
 
 /// The senders this process holds, by socket cookie: a sender received again is a clone of the
 /// one held.
-static SENDERS: Held<u64, OsIpcSender> = Held::new();
+static SENDERS: Held<u64, OsIpcSender> = Held::new(|sender| socket_cookie(&*sender.fd).ok());
 
 impl OsIpcSender {
     /// A sender on `fd` (its first send looks for the channel's ring), not in [`SENDERS`] yet:
@@ -78,13 +78,11 @@ impl OsIpcSender {
     }
 
     /// Puts this sender in [`SENDERS`] (once for all its clones), before it leaves in a
-    /// message or for a spawned child, so that a copy sent back to this process shares it.
+    /// message or for a spawned child, so that a copy sent back to this process shares it. Its
+    /// cookie is asked for only once some sender arrives here.
     pub(super) fn hold(&self) {
-        if self.ring.held.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        if let Ok(cookie) = socket_cookie(&*self.fd) {
-            SENDERS.hold(cookie, self);
+        if !self.ring.held.swap(true, Ordering::Relaxed) {
+            SENDERS.hold(self);
         }
     }
 
