@@ -7,9 +7,10 @@
 //! until the local ends take them, and the messages queued before the change (the backlog),
 //! which come out before anything sent on the OS channel.
 
+use crate::sys::ForkLock;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ pub(super) enum State {
 
 /// What both ends of a channel share.
 pub(crate) struct Core {
-    pub(super) shared: Mutex<Shared>,
+    pub(super) shared: ForkLock<Shared>,
     /// A message was queued, the last sender went, or the channel became an OS channel.
     pub(super) readable: Condvar,
     /// Budget was freed, the receiver went, or the channel became an OS channel.
@@ -86,7 +87,7 @@ impl Core {
     /// A new local channel with one sender and its receiver.
     pub fn new() -> Arc<Core> {
         Arc::new(Core {
-            shared: Mutex::new(Shared {
+            shared: ForkLock::new(Shared {
                 senders: 1,
                 receiver: true,
                 state: State::Local(Queue::new()),
@@ -104,13 +105,14 @@ impl Core {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.lock_here()
     }
 
     /// The lock in a child made by `fork`, unless another thread of the parent held it at the
     /// fork (that thread is not in the child to let go).
     pub(super) fn lock_in_child(&self) -> io::Result<MutexGuard<'_, Shared>> {
-        sys::lock_unless_orphaned(&self.shared, 1_000)
+        self.shared
+            .lock()
             .ok_or_else(|| io::Error::other("this channel was in use by another thread when the process forked"))
     }
 

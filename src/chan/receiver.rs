@@ -37,7 +37,7 @@ impl LocalReceiver {
     /// Whether this end could not leave now because of a backlog that predates a sender's leave
     /// (see `leave::for_receiver`); a channel whose lock is busy counts as fine.
     pub fn must_read_its_backlog_here(&self) -> bool {
-        self.core.shared.try_lock().is_ok_and(
+        self.core.shared.try_lock().is_some_and(
             |shared| matches!(&shared.state, State::Os { backlog, receiver: Some(_), .. } if !backlog.is_empty()),
         )
     }

@@ -76,7 +76,6 @@
 //!   kqueue for readiness either way. Estimate: 1,500–2,500 lines and a macOS CI runner.
 
 use std::io;
-use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
@@ -126,7 +125,7 @@ pub(crate) use backend::{
 mod heap_writer;
 
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
-pub(crate) use backend::fork_generation;
+pub(crate) use backend::{fork_detectable, fork_generation};
 
 /// Which fork generation this process is (it changes in a child made by `fork`); without a
 /// Linux backend there is no fork to tell.
@@ -135,12 +134,21 @@ pub(crate) fn fork_generation() -> u64 {
     0
 }
 
+/// Whether [`fork_generation`] tells a child made by `fork` from its parent: without a Linux
+/// backend, only where there is no `fork` at all.
+#[cfg(any(not(target_os = "linux"), feature = "force-inprocess"))]
+pub(crate) fn fork_detectable() -> bool {
+    !cfg!(unix)
+}
+
 #[cfg(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use backend::register;
 #[cfg(all(feature = "fuzzing", target_os = "linux", not(feature = "force-inprocess")))]
 pub(crate) use backend::{decode_packet, race_arbitrary_writes, read_arbitrary_ring};
 
 pub(crate) mod credentials;
+pub(crate) mod fork_lock;
+pub(crate) use fork_lock::ForkLock;
 pub(crate) mod limits;
 pub(crate) mod ring_switch;
 pub(crate) mod spin;
@@ -297,21 +305,6 @@ impl AcceptorFailure {
     pub fn take(&self) -> Option<io::Error> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
-}
-
-/// `mutex`, after at most `tries` tries (yielding between them), or `None` if it stays locked,
-/// which for a lock held only for a few steps means this is a child forked while another thread
-/// held it (that thread is not in the child to let go): the caller goes on without it rather
-/// than wait for ever. A poisoned lock is taken as it is.
-pub(crate) fn lock_unless_orphaned<T>(mutex: &Mutex<T>, tries: usize) -> Option<MutexGuard<'_, T>> {
-    for _ in 0..tries {
-        match mutex.try_lock() {
-            Ok(guard) => return Some(guard),
-            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => std::thread::yield_now(),
-        }
-    }
-    None
 }
 
 /// How long a send or receive may wait.

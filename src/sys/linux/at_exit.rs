@@ -9,17 +9,17 @@
 //! moment (one inside a send keeps its slot). A process killed, or ended with `_exit`, still
 //! keeps its slots.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
-use super::fork;
 use super::sender::SenderRing;
+use crate::sys::ForkLock;
 
 /// The senders of this process that took a ring slot (some long dropped: pruned as it grows).
-static TAKEN: Mutex<Vec<Weak<SenderRing>>> = Mutex::new(Vec::new());
+static TAKEN: ForkLock<Vec<Weak<SenderRing>>> = ForkLock::new(Vec::new());
 
 /// Notes that `ring` took a slot, so that `exit` gives it back.
 pub(super) fn note(ring: &Arc<SenderRing>) {
-    let Some(mut taken) = fork::lock_unless_orphaned(&TAKEN, 10_000) else { return };
+    let Some(mut taken) = TAKEN.lock() else { return };
     // Pruned whenever the list doubled: amortised constant work per note.
     if taken.len() >= 64 && taken.len().is_power_of_two() {
         taken.retain(|ring| ring.strong_count() > 0);
@@ -29,8 +29,9 @@ pub(super) fn note(ring: &Arc<SenderRing>) {
 
 /// Gives back the slots of the senders still alive (run by `exit`).
 extern "C" fn give_back_at_exit() {
-    // A lock another thread holds for good (a fork child's inherited one) is passed by.
-    let Ok(taken) = TAKEN.try_lock() else { return };
+    // A lock another thread holds for good (a fork child's inherited one) is passed by; one
+    // held for a moment by a thread of this process is waited for (review 5, R5-5).
+    let Some(taken) = TAKEN.lock() else { return };
     for ring in taken.iter().filter_map(Weak::upgrade) {
         ring.give_back_slot();
     }
@@ -38,7 +39,8 @@ extern "C" fn give_back_at_exit() {
 
 // `exit` runs the functions in `.fini_array` (after `atexit`'s), never `_exit` or a signal.
 // SAFETY: the entry is a plain `extern "C" fn()` that takes no arguments, as the array holds;
-// it runs once, while the process exits, and only try-locks what it touches.
+// it runs once, while the process exits, and waits for no lock another thread could hold for
+// long (the list's holders only add to it; a sender's state is only tried).
 #[used]
 #[link_section = ".fini_array"]
 static GIVE_BACK_AT_EXIT: extern "C" fn() = give_back_at_exit;

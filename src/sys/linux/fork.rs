@@ -54,4 +54,81 @@ fn page() -> Option<&'static AtomicUsize> {
     Some(unsafe { &*(address as *const AtomicUsize) })
 }
 
-pub(super) use crate::sys::lock_unless_orphaned;
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    use std::sync::atomic::Ordering;
+
+    use crate::sys::fork_lock::ForkLock;
+
+    /// A holder that keeps the lock far longer than the old bound of tries lasted (10,000
+    /// yields: 10–20 ms here) is waited for, not taken for orphaned.
+    #[test]
+    fn a_long_holder_of_this_process_is_waited_for() {
+        let lock = Arc::new(ForkLock::new(0u32));
+        let held = Arc::new(Barrier::new(2));
+        let released = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let (lock, held, released) = (lock.clone(), held.clone(), released.clone());
+            std::thread::spawn(move || {
+                let mut guard = lock.lock().unwrap();
+                held.wait();
+                std::thread::sleep(Duration::from_millis(300));
+                *guard = 1;
+                released.store(true, Ordering::SeqCst);
+            })
+        };
+        held.wait();
+        let guard = lock.lock().expect("a lock held by a thread of this process was given up on");
+        assert!(released.load(Ordering::SeqCst));
+        assert_eq!(*guard, 1);
+        drop(guard);
+        holder.join().unwrap();
+    }
+
+    /// A child forked while another thread held the lock neither waits for ever nor takes it
+    /// for free: `None`. A lock free at the fork is the child's to take.
+    #[test]
+    fn a_child_forked_while_another_thread_held_it_is_told_so() {
+        let held = Arc::new(ForkLock::new(()));
+        let free = ForkLock::new(());
+        // The parent's generation is recorded before the fork, as any use of the crate does.
+        drop(held.lock());
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let held = held.clone();
+            std::thread::spawn(move || {
+                let _guard = held.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            })
+        };
+        locked_rx.recv().unwrap();
+        // SAFETY: the child only takes locks, and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = match (held.lock().is_none(), free.lock().is_some()) {
+                (true, true) => 0,
+                (false, _) => 1,
+                (_, false) => 2,
+            };
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork failed");
+        let status = super::super::receiver::takeover_review::wait_child(pid, Duration::from_secs(20));
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let status = status.expect("the child waited for a lock held at the fork");
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "1: the child took a lock held at the fork; 2: a free lock was refused"
+        );
+    }
+}

@@ -56,10 +56,11 @@
 //! soft limit divided by 8, between [`POOLED_FLOOR`] and [`POOLED_CAP`]. A memfd past it is
 //! closed after its one message, as one past the byte budget is.
 
+use crate::sys::ForkLock;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{MutexGuard, OnceLock};
 
 use rustix::process::{getrlimit, Resource};
 
@@ -153,11 +154,12 @@ struct Watched {
 }
 
 /// The watched units. Held only to add or take entries, never across a query.
-static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
+static WATCHED: ForkLock<Vec<Watched>> = ForkLock::new(Vec::new());
 
-/// The watch list, held only for a few steps (see [`fork::lock_unless_orphaned`]).
+/// The watch list, held only for a few steps (`None` in a child forked while another thread
+/// held it: see [`ForkLock`]).
 fn watched() -> Option<MutexGuard<'static, Vec<Watched>>> {
-    fork::lock_unless_orphaned(&WATCHED, 1_000)
+    WATCHED.lock()
 }
 
 /// The inode of this thread's network namespace (`None` where `/proc` cannot tell).

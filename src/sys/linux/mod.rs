@@ -71,6 +71,11 @@ pub(crate) use frame::INLINE_MAX;
 pub(crate) fn fork_generation() -> u64 {
     fork::generation()
 }
+
+/// Whether [`fork_generation`] tells a forked child from its parent (see [`fork`]).
+pub(crate) fn fork_detectable() -> bool {
+    fork::detectable()
+}
 pub(crate) use memfd::{Encoded, OsIpcSharedMemory, PayloadWriter};
 #[cfg(feature = "tokio")]
 pub(crate) use reactor::register;

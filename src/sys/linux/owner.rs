@@ -16,9 +16,9 @@
 //! 5.3, or a seccomp filter that refuses `pidfd_open`), the owner's death goes unnoticed and a
 //! copy takes over only a ring its owner let go.
 
+use crate::sys::ForkLock;
 use std::hash::{BuildHasher, Hasher};
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags};
@@ -35,7 +35,7 @@ pub(super) const MOVING: u64 = u64::MAX;
 
 /// This process's owner tokens and pidfds, one per fork generation of its ancestry that owned a
 /// ring (a forked child inherits its parent's list, and the descriptors in it).
-static OWNERS: Mutex<Vec<Owner>> = Mutex::new(Vec::new());
+static OWNERS: ForkLock<Vec<Owner>> = ForkLock::new(Vec::new());
 
 struct Owner {
     generation: u64,
@@ -50,7 +50,7 @@ pub(super) fn token() -> u64 {
     let generation = fork::generation();
     // A child forked while another thread held the list cannot take it: its rings get a token
     // no list names, so they are taken over only once let go (see the module's docs).
-    let Some(mut owners) = fork::lock_unless_orphaned(&OWNERS, 10_000) else { return draw(generation) };
+    let Some(mut owners) = OWNERS.lock() else { return draw(generation) };
     if let Some(owner) = owners.iter().find(|owner| owner.generation == generation) {
         return owner.token;
     }
@@ -67,7 +67,7 @@ pub(super) fn gone(generation: u64, seen: u64) -> Option<u64> {
     if seen == LET_GO {
         return Some(seen);
     }
-    let owners = fork::lock_unless_orphaned(&OWNERS, 10_000)?;
+    let owners = OWNERS.lock()?;
     let owner = owners.iter().find(|owner| owner.generation == generation && owner.token == seen)?;
     let process = owner.process.as_ref()?;
     // A pidfd is readable once its process has exited.

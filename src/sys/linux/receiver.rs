@@ -9,12 +9,13 @@
 //! overtaken); else it polls the ring for a while, then announces that it sleeps (`ASLEEP`) and
 //! waits on the socket, whose next packet wakes it.
 
+use crate::sys::ForkLock;
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustix::net::{recv, RecvFlags, SendFlags};
@@ -46,12 +47,12 @@ pub(crate) struct OsIpcReceiver {
     /// socket alone and never makes a ring.
     born: u64,
     /// Serialises this process's threads around the ring's receiving side.
-    ring_lock: Mutex<()>,
+    ring_lock: ForkLock<()>,
     /// Serialises this process's reads of the socket: a packet is peeked at, then taken (see
     /// `socket.rs`, `recv_one`), and no other thread here may take it in between.
     /// It guards the side-socket descriptors of a message kept queued at the descriptor limit
     /// (see `side.rs`).
-    socket_lock: Mutex<SideStash>,
+    socket_lock: ForkLock<SideStash>,
     /// Reads of the socket so far (see `read_ticketed`), counted under `socket_lock`.
     socket_reads: AtomicU64,
     limits: LimitsCell,
@@ -112,8 +113,8 @@ impl OsIpcReceiver {
             socket_messages: AtomicU32::new(0),
             ringless: AtomicBool::new(false),
             born: fork::generation(),
-            ring_lock: Mutex::new(()),
-            socket_lock: Mutex::new(SideStash::default()),
+            ring_lock: ForkLock::new(()),
+            socket_lock: ForkLock::new(SideStash::default()),
             socket_reads: AtomicU64::new(0),
             limits: LimitsCell::new(ReceiveLimits::DEFAULT),
             recent_wait: RecentWait::default(),
@@ -501,14 +502,13 @@ impl OsIpcReceiver {
     }
 
     /// One of this receiver's locks. In a copy made by `fork` (which may take the ring over),
-    /// a lock that another thread of the parent held at the fork is never let go: after a few
-    /// tries the copy goes on without it (`None`) rather than wait for ever; only its own
-    /// threads could contend for it there.
-    fn lock<'a, T>(&self, lock: &'a Mutex<T>) -> Option<MutexGuard<'a, T>> {
+    /// a lock that another thread of the parent held at the fork is never let go: the copy
+    /// goes on without it (`None`) rather than wait for ever (see [`ForkLock`]).
+    fn lock<'a, T>(&self, lock: &'a ForkLock<T>) -> Option<MutexGuard<'a, T>> {
         if self.born == fork::generation() {
-            return Some(lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+            return Some(lock.lock_here());
         }
-        fork::lock_unless_orphaned(lock, 10_000)
+        lock.lock()
     }
 
     /// Waits on the socket alone (a channel without a ring), polling it first.

@@ -18,14 +18,13 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use rustix::fs::{memfd_create, MemfdFlags};
 
-use super::fork;
+use crate::sys::ForkLock;
 
 /// The descriptor in reserve (`None` until the first sender, or while it could not be opened).
-static RESERVE: Mutex<Option<OwnedFd>> = Mutex::new(None);
+static RESERVE: ForkLock<Option<OwnedFd>> = ForkLock::new(None);
 /// Whether [`RESERVE`] holds the descriptor (so that a sender made needs no lock to know).
 static PRESENT: AtomicBool = AtomicBool::new(false);
 
@@ -34,7 +33,7 @@ pub(super) fn keep() {
     if PRESENT.load(Ordering::Acquire) {
         return;
     }
-    if let Some(mut reserve) = fork::lock_unless_orphaned(&RESERVE, 10_000) {
+    if let Some(mut reserve) = RESERVE.lock() {
         if reserve.is_none() {
             *reserve = open();
             PRESENT.store(reserve.is_some(), Ordering::Release);
@@ -45,7 +44,7 @@ pub(super) fn keep() {
 /// Runs `look` with one more descriptor free than this process has: the reserve's, which is
 /// taken back after (`None`, and `look` not run, when there is no reserve to free).
 pub(super) fn with_one_free<R>(look: impl FnOnce() -> R) -> Option<R> {
-    let mut reserve = fork::lock_unless_orphaned(&RESERVE, 10_000)?;
+    let mut reserve = RESERVE.lock()?;
     let freed = reserve.take();
     let made_room = freed.is_some();
     drop(freed);

@@ -11,11 +11,12 @@
 //! channel's ring ([`super::ring`]); the ends themselves are in [`super::sender`] and
 //! [`super::receiver`].
 
+use crate::sys::ForkLock;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use rustix::cmsg_space;
@@ -26,7 +27,6 @@ use rustix::net::{
     RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
-use super::fork;
 use super::frame::{
     FrameHeader, HANDLES_ON_SIDE_SOCKET, HEADER_LEN, MAX_FDS_PER_PACKET, MAX_FDS_RECEIVED, PAYLOAD_IN_POOLED_MEMFD,
     PLACE_HOLDER,
@@ -392,13 +392,13 @@ fn first_look(socket: BorrowedFd<'_>) -> FirstLook {
 
 /// Held by a receive while it peeks at and reads a packet with descriptors (see
 /// [`recv_one`]): a few system calls, never a wait.
-static DESCRIPTOR_INTAKE: Mutex<()> = Mutex::new(());
+static DESCRIPTOR_INTAKE: ForkLock<()> = ForkLock::new(());
 
 /// A turn at [`DESCRIPTOR_INTAKE`]. The turn only makes the room a peek finds exact: a
 /// receive goes on without it (`None`) rather than wait for ever in a child forked while
-/// another thread held it (see [`fork::lock_unless_orphaned`]).
+/// another thread held it (see [`ForkLock`]).
 fn descriptor_intake() -> Option<MutexGuard<'static, ()>> {
-    fork::lock_unless_orphaned(&DESCRIPTOR_INTAKE, 10_000)
+    DESCRIPTOR_INTAKE.lock()
 }
 
 /// Bytes [`recv_one`] peeks at first.
