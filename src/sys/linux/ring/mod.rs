@@ -81,6 +81,11 @@ pub(super) const RING_BYTES: usize = 32 * 1024;
 pub(crate) const RING_MESSAGE_MAX: usize = 8 * 1024;
 /// Messages a receiver takes from its socket before it gives the channel a ring.
 pub(crate) const RING_AFTER: u32 = 16;
+/// Compare-and-swap attempts on the word before a sender or the receiver gives up on a word
+/// that never settles (a peer writing it without end). More than honest senders can make fail:
+/// each failure is another publish, and the slots hold fewer entries than this while the
+/// receiver takes none.
+const MAX_ATTEMPTS: usize = 1 << 16;
 
 /// Runs the ring reader over arbitrary contents, as a hostile peer could leave them (the fuzz
 /// target's entry): the first 16 bytes are the word and the cursor, the rest the start of slot

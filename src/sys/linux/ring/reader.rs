@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex};
 use super::super::owner;
 use super::super::sys::invalid_data;
 use super::control::{Control, Field, Word, ASLEEP, CONSUMED, DATA, ENTRY_HEADER, MARKER, WRITTEN};
-use super::{RING_BYTES, RING_MESSAGE_MAX, SLOTS};
+use super::{MAX_ATTEMPTS, RING_BYTES, RING_MESSAGE_MAX, SLOTS};
 
 /// The most entries one chain can hold: every slot full of the smallest entries.
 const MAX_CHAIN: usize = SLOTS * RING_BYTES / ENTRY_HEADER;
+/// Chains one look at the front takes at most (see `front_unchecked`).
+const MAX_TAKES: usize = 4;
 
 /// What comes next from the ring.
 #[derive(Debug, PartialEq, Eq)]
@@ -280,7 +282,9 @@ impl RingReader {
     }
 
     fn front_unchecked(&self, reuse: &mut Vec<u8>) -> io::Result<Front> {
-        loop {
+        // A chain taken sets the cursor, so the second round finds it, unless a peer cleared it
+        // meanwhile (and may keep doing so while it publishes).
+        for _ in 0..MAX_TAKES {
             let cursor = self.control.cursor().load(Ordering::Acquire);
             if cursor == 0 {
                 if !self.take()? {
@@ -312,6 +316,7 @@ impl RingReader {
                 _ => return Err(invalid_data("ring entry of unknown kind")),
             }
         }
+        Err(invalid_data("ring cursor cleared under the receiver"))
     }
 
     /// Passes the marker in front (its packet was delivered).
@@ -336,6 +341,7 @@ impl RingReader {
         self.control.wake_waiting_writers();
         let word = self.control.word();
         let mut current = Word(word.load(Ordering::Acquire));
+        let mut attempts = 0;
         loop {
             if current.head() == 0 {
                 return Ok(false);
@@ -344,6 +350,11 @@ impl RingReader {
             match word.compare_exchange_weak(current.0, emptied.0, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(actual) => current = Word(actual),
+            }
+            attempts += 1;
+            if attempts == MAX_ATTEMPTS {
+                // Review 5, R5-3: a peer that writes the word without end kept this loop going.
+                return Err(invalid_data("ring word never settles"));
             }
         }
         // Walk from the newest, checking each entry's publish count, and point each at the one
@@ -384,7 +395,7 @@ impl RingReader {
         self.control.wake_waiting_writers();
         let word = self.control.word();
         let mut current = Word(word.load(Ordering::Acquire));
-        loop {
+        for _ in 0..MAX_ATTEMPTS {
             if current.head() != 0 {
                 return false;
             }
@@ -397,6 +408,13 @@ impl RingReader {
                 Err(actual) => current = Word(actual),
             }
         }
+        // A word that never settles (a peer writing it without end: only publishes change it
+        // honestly, and they end this loop): the ring is retired, and the receiver sleeps on
+        // its socket, where everything goes from now on.
+        self.broken.store(true, Ordering::Relaxed);
+        self.control.cursor().store(0, Ordering::Release);
+        self.control.close();
+        true
     }
 
     /// Announces that the receiver is awake: senders may use the ring again (once it is

@@ -306,21 +306,34 @@ fn a_writer_kept_full_by_a_peer_knows_it_is_stalled() {
         drop((honest, reader));
         ring()
     };
-    fill_behind_a_written_back_tail(&mut honest, &reader);
+    fill_behind_a_written_back_tail(&mut honest, &reader, super::control::WRITTEN);
     assert_eq!(next(&reader), Front::Empty, "the receiver has taken everything");
     assert!(honest.stalled(), "the writer does not see that a peer keeps it full");
 }
 
-/// A hostile peer's one store, at `honest`'s oldest entry once the receiver consumed it ("written"
-/// again), then `honest` filled up with messages and markers the receiver all takes.
-fn fill_behind_a_written_back_tail(honest: &mut RingWriter, reader: &RingReader) {
+/// The same with the consumed entry set to a state no writer leaves (0): the writer sees a
+/// broken slot. (Review 5, R5-1: its tail stopped there and `stalled` looked at no sign, so a
+/// blocking send waited for ever while the receiver held nothing.)
+#[test]
+fn a_writer_whose_consumed_entry_a_peer_set_to_junk_knows_it_is_stalled() {
+    let (mut honest, reader) = ring();
+    fill_behind_a_written_back_tail(&mut honest, &reader, 0);
+    assert!(honest.stalled(), "the writer does not see that a peer broke its slot");
+    assert!(reader.control().is_closed(), "the ring of a broken slot is not retired");
+}
+
+/// A hostile peer's one store, at `honest`'s oldest entry once the receiver consumed it (set to
+/// `state`), then `honest` filled up with messages and markers the receiver all takes.
+fn fill_behind_a_written_back_tail(honest: &mut RingWriter, reader: &RingReader, state: u32) {
     assert_eq!(honest.send(b"first"), Outcome::Sent);
     assert_eq!(next(reader), Front::Data(b"first".to_vec()));
-    reader.control().field(0, 0, Field::State).store(super::control::WRITTEN, Ordering::Relaxed);
+    reader.control().field(0, 0, Field::State).store(state, Ordering::Relaxed);
     while honest.send(&[1; 100]) == Outcome::Sent {
         while let Front::Data(_) = next(reader) {}
     }
-    while let Some(ticket) = honest.ticket() {
+    // Until the writer is full (or sees a broken slot and retires the ring).
+    while !reader.control().is_closed() {
+        let Some(ticket) = honest.ticket() else { break };
         honest.mark(ticket);
         while let Front::Marker(_) = next(reader) {
             reader.pass().unwrap();
@@ -336,7 +349,7 @@ fn fill_behind_a_written_back_tail(honest: &mut RingWriter, reader: &RingReader)
 fn a_writer_kept_full_by_a_peer_that_keeps_the_chain_busy_knows_it_is_stalled() {
     let (mut honest, reader) = ring();
     let mut peer = RingWriter::claim(reader.control().clone(), 0).unwrap();
-    fill_behind_a_written_back_tail(&mut honest, &reader);
+    fill_behind_a_written_back_tail(&mut honest, &reader, super::control::WRITTEN);
     // The peer's message waits in the chain whenever the honest writer looks.
     assert_eq!(peer.send(b"busy"), Outcome::Sent);
     assert!(!honest.stalled(), "a tail found stuck for the first time is not proof yet");
@@ -345,4 +358,76 @@ fn a_writer_kept_full_by_a_peer_that_keeps_the_chain_busy_knows_it_is_stalled() 
         assert_eq!(peer.send(b"busy"), Outcome::Sent);
     }
     assert!(honest.stalled(), "the writer does not see that a peer keeps it full");
+}
+
+/// A peer that writes every consumed entry of the honest writer back, keeps the chain busy,
+/// and lets the oldest go now and then (so that no one tail entry stays stuck) keeps the writer
+/// full: the writer sees it once it has had no room for `STALL_TIME` (review 5, R5-2: before,
+/// the timer started over whenever the tail moved, so such a peer held the writer to about a
+/// message a second for ever). A writer whose receiver really takes its entries starts over.
+#[test]
+fn a_writer_kept_full_by_a_peer_that_lets_an_entry_go_now_and_then_knows_it_is_stalled() {
+    let (mut honest, reader) = ring();
+    let mut peer = RingWriter::claim(reader.control().clone(), 0).unwrap();
+    let state = |offset: usize| reader.control().field(0, offset, Field::State);
+    // Each entry the receiver consumes, the peer writes back.
+    let mut written_back = Vec::new();
+    loop {
+        let offset = written_back.len() * super::writer::entry_size(100);
+        if honest.send(&[1; 100]) != Outcome::Sent {
+            break;
+        }
+        assert_eq!(next(&reader), Front::Data(vec![1; 100]));
+        state(offset).store(super::control::WRITTEN, Ordering::Relaxed);
+        written_back.push(offset);
+    }
+    let use_marker_room = |honest: &mut RingWriter| {
+        while let Some(ticket) = honest.ticket() {
+            honest.mark(ticket);
+            while let Front::Marker(_) = next(&reader) {
+                reader.pass().unwrap();
+            }
+        }
+    };
+    use_marker_room(&mut honest);
+    assert_eq!(peer.send(b"busy"), Outcome::Sent);
+    assert!(!honest.stalled(), "a writer found full for the first time is not proof yet");
+    // The peer lets the oldest entry go, and the writer uses the room at once.
+    state(written_back[0]).store(super::control::CONSUMED, Ordering::Relaxed);
+    use_marker_room(&mut honest);
+    // The peer keeps the chain busy whenever the writer looks.
+    if !reader.has_work() {
+        assert_eq!(peer.send(b"busy"), Outcome::Sent);
+    }
+    assert!(!honest.stalled(), "no sign yet: the writer has been full for a moment only");
+    honest.pretend_full_for(super::writer::STALL_TIME);
+    state(written_back[1]).store(super::control::CONSUMED, Ordering::Relaxed);
+    use_marker_room(&mut honest);
+    if !reader.has_work() {
+        assert_eq!(peer.send(b"busy"), Outcome::Sent);
+    }
+    assert!(honest.stalled(), "a peer that lets one entry go now and then holds the writer for ever");
+
+    // Honest: a writer kept full by a slow receiver, which then takes everything, starts over.
+    let (mut honest, reader) = {
+        drop((honest, peer, reader));
+        ring()
+    };
+    let fill = |honest: &mut RingWriter| {
+        while honest.send(&[1; 100]) == Outcome::Sent {}
+        let mut promised = 0;
+        while honest.ticket().is_some() {
+            promised += 1;
+        }
+        promised
+    };
+    let promised = fill(&mut honest);
+    assert!(!honest.stalled(), "full with entries the receiver has yet to read");
+    honest.pretend_full_for(super::writer::STALL_TIME);
+    while let Front::Data(_) = next(&reader) {}
+    for _ in 0..promised {
+        honest.cancel();
+    }
+    fill(&mut honest);
+    assert!(!honest.stalled(), "a writer whose receiver took its entries still counts an old wait");
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::control::CONSUMED;
 use super::control::{Control, Field, Word, ALIGN, ASLEEP, CLOSED, DATA, ENTRY_HEADER, MARKER, PADDING, WRITTEN};
-use super::{RING_BYTES, RING_MESSAGE_MAX, SLOTS};
+use super::{MAX_ATTEMPTS, RING_BYTES, RING_MESSAGE_MAX, SLOTS};
 
 /// Ring bytes kept free for markers: data entries stop short of them, so that messages the
 /// socket carries (whose markers must follow them) still go while the ring is full of data.
@@ -19,10 +19,7 @@ const MARKER_SIZE: usize = ALIGN;
 pub(super) const STALL_PUBLISHES: u64 = (SLOTS * RING_BYTES / ALIGN) as u64;
 /// How long a writer's oldest entry may stay unconsumed, with no room left, before the writer
 /// takes the channel to its socket (see [`RingWriter::stalled`]).
-const STALL_TIME: std::time::Duration = std::time::Duration::from_secs(1);
-/// Compare-and-swap attempts before a sender gives up on a word that never settles (a peer
-/// writing it without end).
-const MAX_ATTEMPTS: usize = 1 << 16;
+pub(super) const STALL_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What became of a message offered to the ring.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,9 +45,11 @@ pub(in super::super) struct RingWriter {
     promised: usize,
     /// The fork generation that claimed the slot; a forked child must not release it.
     born: u64,
-    /// The tail this writer found stuck (not consumed, no room left), the word's publish
-    /// count then, and when (see [`stalled`](Self::stalled)).
-    stuck_since: Option<(u64, u64, Instant)>,
+    /// The tail this writer found stuck (not consumed, no room left) and the word's publish
+    /// count then (see [`stalled`](Self::stalled)).
+    stuck_tail: Option<(u64, u64)>,
+    /// Since when this writer has had no room, its slot more than half full all along.
+    full_since: Option<Instant>,
 }
 
 impl RingWriter {
@@ -82,8 +81,17 @@ impl RingWriter {
             } else {
                 (0, 0)
             };
-            let mut writer =
-                RingWriter { control: control.clone(), slot, token, head, tail, promised: 0, born, stuck_since: None };
+            let mut writer = RingWriter {
+                control: control.clone(),
+                slot,
+                token,
+                head,
+                tail,
+                promised: 0,
+                born,
+                stuck_tail: None,
+                full_since: None,
+            };
             if writer.advance_tail() && writer.tail == writer.head {
                 // Free: from now on the counters are this writer's, rebased.
                 control.slot_word(slot, 1).store(writer.head, Ordering::Release);
@@ -239,16 +247,24 @@ impl RingWriter {
             return;
         }
         self.control.slot_word(self.slot, 2).store(self.tail, Ordering::Release);
+        if (self.head - self.tail) as usize <= RING_BYTES / 2 {
+            self.full_since = None;
+        }
     }
 
     /// Moves this writer's own tail past entries the receiver consumed (and padding), writing
-    /// nothing shared; `false` when the slot's entries make no sense (a peer broke them).
+    /// nothing shared; `false` when the slot's entries make no sense (a peer broke them: every
+    /// entry between the tail and the head was published, so it is written, consumed or
+    /// padding).
     fn advance_tail(&mut self) -> bool {
         while self.tail < self.head {
             let offset = (self.tail % RING_BYTES as u64) as usize;
-            let state = self.control.field(self.slot, offset, Field::State).load(Ordering::Acquire);
-            if state != CONSUMED && state != PADDING {
-                break;
+            match self.control.field(self.slot, offset, Field::State).load(Ordering::Acquire) {
+                CONSUMED | PADDING => {}
+                WRITTEN => break,
+                // Review 5, R5-1: a peer that set consumed entries to anything else kept this
+                // writer "full" with none of `stalled`'s signs showing.
+                _ => return false,
             }
             // The length is read back from shared memory: a peer may have changed it.
             let len = self.control.field(self.slot, offset, Field::Len).load(Ordering::Relaxed) as usize;
@@ -263,8 +279,10 @@ impl RingWriter {
 
     /// Whether this writer's slot stays full for no reason the receiver knows of. A co-sender
     /// that rewrites an entry's state after the receiver consumed it would keep this writer
-    /// "full" for ever; two signs tell it:
+    /// "full" for ever; these signs tell it:
     ///
+    /// - the slot is broken (an entry in it is in no state an honest writer leaves: the ring
+    ///   was retired as the writer reclaimed);
     /// - the entry at the tail is not consumed although the receiver holds nothing (it took
     ///   every published entry and delivered it);
     /// - since this writer found its tail stuck, more entries were published than the whole
@@ -272,38 +290,43 @@ impl RingWriter {
     ///   the receiver consumes in publish order, so the older entry at the tail was consumed
     ///   too, and someone wrote it back (review 3, F7: a co-sender that also keeps the chain
     ///   from ever being empty hid the first sign);
-    /// - the tail has been stuck for [`STALL_TIME`]: the count is a peer's word too, and one
-    ///   that keeps it still hides the second sign (review 4). An honest receiver that reads
-    ///   nothing for that long while this writer waits only moves the channel to its socket,
-    ///   where backpressure goes on.
+    /// - the writer has had no room for [`STALL_TIME`], its slot more than half full all along:
+    ///   the count is a peer's word too, and one that keeps it still hides the third sign
+    ///   (review 4); timing how long the slot stays full, not how long one tail entry stays,
+    ///   keeps a peer that lets one entry go now and then from holding the writer to a message
+    ///   a second (review 5, R5-2). An honest receiver that reads that slowly while this writer
+    ///   waits only moves the channel to its socket, where backpressure goes on.
     ///
-    /// (The receiver, between taking a chain and setting its cursor, looks like the first for a
-    /// moment, and a peer can advance the count at will: the caller retires the ring then,
+    /// (The receiver, between taking a chain and setting its cursor, looks like the second for
+    /// a moment, and a peer can advance the count at will: the caller retires the ring then,
     /// which costs speed, never order.)
     pub fn stalled(&mut self) -> bool {
         self.reclaim();
+        if self.control.is_closed() {
+            return true;
+        }
         if self.has_marker_room() {
-            self.stuck_since = None;
             return false;
         }
-        let offset = (self.tail % RING_BYTES as u64) as usize;
-        let state = self.control.field(self.slot, offset, Field::State).load(Ordering::Acquire);
         let word = Word(self.control.word().load(Ordering::Acquire));
-        if state != WRITTEN {
-            return false;
-        }
         if word.head() == 0 && self.control.cursor().load(Ordering::Acquire) == 0 {
             return true;
         }
-        match self.stuck_since {
-            Some((tail, count, since)) if tail == self.tail => {
-                word.count().wrapping_sub(count) > STALL_PUBLISHES || since.elapsed() >= STALL_TIME
-            }
+        let full_since = *self.full_since.get_or_insert_with(Instant::now);
+        let published_past_tail = match self.stuck_tail {
+            Some((tail, count)) if tail == self.tail => word.count().wrapping_sub(count) > STALL_PUBLISHES,
             _ => {
-                self.stuck_since = Some((self.tail, word.count(), Instant::now()));
+                self.stuck_tail = Some((self.tail, word.count()));
                 false
             }
-        }
+        };
+        published_past_tail || full_since.elapsed() >= STALL_TIME
+    }
+
+    /// Makes this writer's slot look full since `ago` (for tests of [`stalled`](Self::stalled)).
+    #[cfg(test)]
+    pub fn pretend_full_for(&mut self, ago: std::time::Duration) {
+        self.full_since = Instant::now().checked_sub(ago);
     }
 }
 
