@@ -233,6 +233,20 @@ impl Receiver {
         }
     }
 
+    /// Whether this is a local channel's end (one that became an OS channel included).
+    pub fn is_local(&self) -> bool {
+        matches!(self, Receiver::Local(_))
+    }
+
+    /// An error if this end may not be used in this process (a local channel made before the
+    /// `fork` that made this process: docs/local.md, "fork").
+    pub fn check_process(&self) -> io::Result<()> {
+        match self {
+            Receiver::Os(_) => Ok(()),
+            Receiver::Local(local) => local.check_process(),
+        }
+    }
+
     /// The OS receiver this end is, or becomes by leaving the process; on failure the end
     /// comes back unchanged.
     pub fn leave(self) -> Result<OsIpcReceiver, Box<(io::Error, Receiver)>> {

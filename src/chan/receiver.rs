@@ -123,6 +123,15 @@ impl LocalReceiver {
         self.recv_into(Wait::NonBlocking, buffer)
     }
 
+    /// An error if this end may not be used in this process (see `Core::check_process`): a
+    /// channel that left before the fork is shared as an OS channel is.
+    pub fn check_process(&self) -> io::Result<()> {
+        if self.os.get().is_some() || self.core.left.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.core.check_process()
+    }
+
     /// The OS receiver this end reads, once its channel became an OS channel and its backlog
     /// was read.
     pub fn os_receiver(&self) -> Option<&OsIpcReceiver> {

@@ -19,6 +19,7 @@
 //! message (a field, a `Vec`, an `Option`, at any depth) and the other side gets a working one.
 
 mod bytes;
+mod doorbell;
 mod endpoint;
 mod message;
 mod one_shot;

@@ -2,16 +2,19 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::time::Duration;
+use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::doorbell::Doorbell;
 use super::message::{IpcMessage, OpaqueIpcReceiver};
 use super::server::IpcServer;
 use super::typed::IpcReceiver;
+use crate::chan::{Message, Receiver};
 use crate::error::TrySelectError;
 use crate::sys::ReceiveLimits;
-use crate::sys::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
+use crate::sys::{drain_with, Drained, OsIpcReceiver, OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
 
 /// A set of receivers waited on together: receivers move into the set, and each
 /// [`select`](IpcReceiverSet::select) reports what arrived on any of them. Waiting costs the
@@ -42,22 +45,57 @@ use crate::sys::{OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
 /// ```
 pub struct IpcReceiverSet {
     pub(crate) os: OsIpcReceiverSet,
+    /// The members, by the id their events carry.
+    members: HashMap<u64, Member>,
+    /// The ids of the members in the OS set, by their id there.
+    os_ids: HashMap<u64, u64>,
+    /// What local members' senders ring (made when the first local member joins).
+    doorbell: Option<Doorbell>,
+    next_id: u64,
+    limits: Option<ReceiveLimits>,
     /// Servers added with `add_server`, kept running while their id is in the set.
     servers: HashMap<u64, OsServerGuard>,
     /// Messages a member brought along that its OS channel does not hold (a local channel's
     /// backlog from before a sender left): reported before anything of that member.
     pending: Vec<IpcSelectionResult>,
+    /// A member's receive failed with its message still queued (out of descriptors): the
+    /// error a select returns if it has nothing else to report.
+    stuck: Option<io::Error>,
+}
+
+/// A member of a set.
+enum Member {
+    /// Waits in the OS set, under this id there.
+    Os(u64),
+    /// A local channel's receiver, waited on through the doorbell (its waker rings it).
+    Local(Receiver, Waker),
 }
 
 impl IpcReceiverSet {
     /// An empty set.
     pub fn new() -> Result<IpcReceiverSet, io::Error> {
-        Ok(IpcReceiverSet { os: OsIpcReceiverSet::new()?, servers: HashMap::new(), pending: Vec::new() })
+        Ok(IpcReceiverSet {
+            os: OsIpcReceiverSet::new()?,
+            members: HashMap::new(),
+            os_ids: HashMap::new(),
+            doorbell: None,
+            next_id: 0,
+            limits: None,
+            servers: HashMap::new(),
+            pending: Vec::new(),
+            stuck: None,
+        })
     }
 
     /// Sets the receive limits of every receiver in the set, and of every one added later.
     pub fn set_limits(&mut self, limits: ReceiveLimits) {
+        self.limits = Some(limits);
         self.os.set_limits(limits);
+        for member in self.members.values() {
+            if let Member::Local(receiver, _) = member {
+                receiver.set_limits(limits);
+            }
+        }
     }
 
     /// Moves a typed receiver into the set and returns the id its events will carry.
@@ -68,15 +106,41 @@ impl IpcReceiverSet {
         self.add_opaque(receiver.to_opaque())
     }
 
-    /// Moves an untyped receiver into the set and returns the id its events will carry.
+    /// Moves an untyped receiver into the set and returns the id its events will carry. A local
+    /// channel's receiver stays local: the set waits on it with no descriptor of its own
+    /// (docs/local.md, "Waiting").
     pub fn add_opaque(&mut self, receiver: OpaqueIpcReceiver) -> Result<u64, io::Error> {
-        // A local receiver becomes an OS one for the set (docs/local.md, "Waiting").
-        let (receiver, backlog) = receiver.end.into_inner()?.into_os_with_backlog()?;
-        let id = self.os.add(receiver)?;
+        let receiver = receiver.end.into_inner()?;
+        let id = self.next_id;
+        if receiver.is_local() {
+            receiver.check_process()?;
+            if self.doorbell.is_none() {
+                self.doorbell = Some(Doorbell::new(&mut self.os)?);
+            }
+            let doorbell = self.doorbell.as_ref().expect("made above");
+            if let Some(limits) = self.limits {
+                receiver.set_limits(limits);
+            }
+            // Looked at by the next select, which registers the waker if nothing is queued.
+            doorbell.note(id);
+            self.members.insert(id, Member::Local(receiver, doorbell.waker(id)));
+        } else {
+            let (receiver, backlog) = receiver.into_os_with_backlog()?;
+            self.add_os(id, receiver, backlog)?;
+        }
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    /// Puts `receiver` in the OS set as member `id`, with the backlog to report first.
+    fn add_os(&mut self, id: u64, receiver: OsIpcReceiver, backlog: Vec<Message>) -> io::Result<()> {
+        let os_id = self.os.add(receiver)?;
+        self.members.insert(id, Member::Os(os_id));
+        self.os_ids.insert(os_id, id);
         self.pending.extend(
             backlog.into_iter().map(|message| IpcSelectionResult::MessageReceived(id, IpcMessage::from(message))),
         );
-        Ok(id)
+        Ok(())
     }
 
     /// Moves a server into the set: each new client is reported as a message on the returned id,
@@ -119,9 +183,11 @@ impl IpcReceiverSet {
     /// ```
     pub fn select(&mut self) -> Result<Vec<IpcSelectionResult>, io::Error> {
         self.check_not_empty()?;
-        let wait = if self.pending.is_empty() { Wait::Blocking } else { Wait::NonBlocking };
-        let results = self.os.select(wait)?;
-        Ok(self.report(results))
+        match self.select_with(Wait::Blocking) {
+            Ok(results) => Ok(results),
+            Err(TrySelectError::IoError(error)) => Err(error),
+            Err(TrySelectError::Empty) => unreachable!("a blocking select waits until something happened"),
+        }
     }
 
     /// Reports what is ready now, without waiting; [`TrySelectError::Empty`] if nothing is.
@@ -143,7 +209,7 @@ impl IpcReceiverSet {
     }
 
     fn select_with(&mut self, mode: Wait) -> Result<Vec<IpcSelectionResult>, TrySelectError> {
-        if self.os.is_empty() {
+        if self.members.is_empty() {
             // Nothing can happen in an empty set: it waits out the time it was given, as a set
             // of silent members would.
             if let Wait::Timeout(duration) = mode {
@@ -151,28 +217,107 @@ impl IpcReceiverSet {
             }
             return Err(TrySelectError::Empty);
         }
-        let mode = if self.pending.is_empty() { mode } else { Wait::NonBlocking };
-        let results = self.os.select(mode)?;
-        if results.is_empty() && self.pending.is_empty() {
-            return Err(TrySelectError::Empty);
-        }
-        Ok(self.report(results))
-    }
-
-    fn report(&mut self, results: Vec<OsIpcSelectionResult>) -> Vec<IpcSelectionResult> {
-        for result in &results {
-            if let OsIpcSelectionResult::ChannelClosed(id) = result {
-                self.servers.remove(id);
+        let deadline = match mode {
+            Wait::Timeout(duration) => Instant::now().checked_add(duration),
+            _ => None,
+        };
+        // A non-blocking select looks at members rung during its OS pass once more.
+        let mut passes = 0;
+        loop {
+            passes += 1;
+            let mut results = std::mem::take(&mut self.pending);
+            self.drain_local(&mut results)?;
+            let wait = match mode {
+                _ if !results.is_empty() => Wait::NonBlocking,
+                Wait::Timeout(_) => match deadline {
+                    Some(deadline) => Wait::Timeout(deadline.saturating_duration_since(Instant::now())),
+                    None => Wait::Blocking,
+                },
+                mode => mode,
+            };
+            let reported = self.os.select(wait)?;
+            let rung = self.report_os(reported, &mut results);
+            if !results.is_empty() {
+                return Ok(results);
+            }
+            if let Some(error) = self.stuck.take() {
+                return Err(TrySelectError::IoError(error));
+            }
+            let time_left = deadline.is_none_or(|deadline| Instant::now() < deadline);
+            match mode {
+                Wait::Blocking => {}
+                Wait::NonBlocking if rung && passes == 1 => {}
+                Wait::Timeout(_) if time_left => {}
+                _ => return Err(TrySelectError::Empty),
             }
         }
-        let mut reported = std::mem::take(&mut self.pending);
-        reported.extend(results.into_iter().map(IpcSelectionResult::from));
-        reported
+    }
+
+    /// Takes what the local members rung since the last look have: up to 32 messages each (a
+    /// member left with more is looked at again next time), registering their wakers where
+    /// nothing is queued. A member whose channel became an OS channel (a sender left) and read
+    /// its backlog moves into the OS set.
+    fn drain_local(&mut self, results: &mut Vec<IpcSelectionResult>) -> io::Result<()> {
+        let Some(rung) = self.doorbell.as_ref().map(Doorbell::take_rung) else { return Ok(()) };
+        let note = |set: &Self, id| set.doorbell.as_ref().map(|doorbell| doorbell.note(id));
+        for id in rung {
+            let Some(Member::Local(receiver, waker)) = self.members.get(&id) else { continue };
+            let mut buffer = Vec::new();
+            let drained = drain_with(
+                || receiver.recv_or_register(waker, &mut buffer),
+                |message| results.push(IpcSelectionResult::MessageReceived(id, IpcMessage::from(message))),
+            );
+            match drained {
+                Drained::Closed => {
+                    results.push(IpcSelectionResult::ChannelClosed(id));
+                    self.forget(id);
+                }
+                Drained::More => {
+                    note(self, id);
+                }
+                Drained::Stuck(error) => {
+                    note(self, id);
+                    self.stuck = Some(error);
+                }
+                Drained::Empty if receiver.os_receiver().is_some() => {
+                    let Some(Member::Local(receiver, _)) = self.members.remove(&id) else { unreachable!() };
+                    let (receiver, backlog) = receiver.into_os_with_backlog()?;
+                    self.add_os(id, receiver, backlog)?;
+                }
+                Drained::Empty => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds what the OS set reported to `results`, under the members' ids; `true` when the
+    /// doorbell rang.
+    fn report_os(&mut self, reported: Vec<OsIpcSelectionResult>, results: &mut Vec<IpcSelectionResult>) -> bool {
+        let doorbell = self.doorbell.as_ref().map(|doorbell| doorbell.os_id);
+        let mut rung = false;
+        for result in reported {
+            match result {
+                OsIpcSelectionResult::MessageReceived(os_id, _) if Some(os_id) == doorbell => rung = true,
+                OsIpcSelectionResult::MessageReceived(os_id, message) => {
+                    if let Some(&id) = self.os_ids.get(&os_id) {
+                        results.push(IpcSelectionResult::MessageReceived(id, IpcMessage::from(message)));
+                    }
+                }
+                OsIpcSelectionResult::ChannelClosed(os_id) => {
+                    if let Some(id) = self.os_ids.remove(&os_id) {
+                        self.members.remove(&id);
+                        self.servers.remove(&id);
+                        results.push(IpcSelectionResult::ChannelClosed(id));
+                    }
+                }
+            }
+        }
+        rung
     }
 
     /// A blocking select of an empty set would wait forever: that is an `InvalidInput` error.
     pub(crate) fn check_not_empty(&self) -> io::Result<()> {
-        if self.os.is_empty() {
+        if self.members.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "select on an empty set would wait forever"));
         }
         Ok(())
@@ -180,10 +325,18 @@ impl IpcReceiverSet {
 
     /// Closes and forgets the receiver with this id (used by the router for one-shot routes).
     pub(crate) fn remove(&mut self, id: u64) {
-        self.os.remove(id);
-        self.servers.remove(&id);
+        self.forget(id);
         self.pending
             .retain(|result| !matches!(result, IpcSelectionResult::MessageReceived(member, _) if *member == id));
+    }
+
+    /// Drops member `id` (an OS member leaves the OS set) and its server.
+    fn forget(&mut self, id: u64) {
+        if let Some(Member::Os(os_id)) = self.members.remove(&id) {
+            self.os.remove(os_id);
+            self.os_ids.remove(&os_id);
+        }
+        self.servers.remove(&id);
     }
 }
 

@@ -414,19 +414,26 @@ pub(crate) enum Drained {
 /// other error is reported as `ChannelClosed`.
 pub(crate) fn drain_member(
     id: u64,
-    mut receive: impl FnMut() -> Result<OsIpcMessage, RecvError>,
+    receive: impl FnMut() -> Result<OsIpcMessage, RecvError>,
     results: &mut Vec<OsIpcSelectionResult>,
 ) -> Drained {
+    let drained = drain_with(receive, |message| results.push(OsIpcSelectionResult::MessageReceived(id, message)));
+    if matches!(drained, Drained::Closed) {
+        results.push(OsIpcSelectionResult::ChannelClosed(id));
+    }
+    drained
+}
+
+/// [`drain_member`] for any kind of message: `deliver` takes each one; the caller reports a
+/// `Closed` member.
+pub(crate) fn drain_with<M>(mut receive: impl FnMut() -> Result<M, RecvError>, mut deliver: impl FnMut(M)) -> Drained {
     for _ in 0..MESSAGES_PER_RECEIVER {
         match receive() {
-            Ok(message) => results.push(OsIpcSelectionResult::MessageReceived(id, message)),
+            Ok(message) => deliver(message),
             Err(RecvError::Empty) => return Drained::Empty,
             Err(RecvError::Io(error)) if error.kind() == io::ErrorKind::InvalidData => {}
             Err(RecvError::Io(error)) if OutOfDescriptors::is(&error) => return Drained::Stuck(error),
-            Err(RecvError::Io(_) | RecvError::Disconnected) => {
-                results.push(OsIpcSelectionResult::ChannelClosed(id));
-                return Drained::Closed;
-            }
+            Err(RecvError::Io(_) | RecvError::Disconnected) => return Drained::Closed,
         }
     }
     Drained::More

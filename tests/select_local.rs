@@ -1,0 +1,135 @@
+//! `IpcReceiverSet` with local members (issue 24; docs/local.md, "Waiting"): a local channel's
+//! receiver that joins a set stays local, holds no descriptor, and is served in the same
+//! `select` as the OS members, woken by its senders; when a sender leaves for another process,
+//! the member goes on in the set.
+
+// In-process mode has no other process for an end to leave to, and descriptor counts are Linux's.
+#![cfg_attr(any(feature = "force-inprocess", not(target_os = "linux")), allow(unused_imports, dead_code))]
+
+mod util;
+
+use std::time::Duration;
+
+use crossproc::ipc::{self, inherited_receiver, IpcCommandExt, IpcReceiverSet, IpcSelectionResult, IpcSender};
+use util::{assert_child_succeeds, child_command, child_role, with_watchdog};
+
+const ENTRY: &str = "child_entry";
+
+#[test]
+fn child_entry() {
+    let Some(role) = child_role() else { return };
+    match role.as_str() {
+        // Sends 3 and 4 through the sender it is given.
+        "send_three_and_four" => {
+            let from_parent = inherited_receiver::<IpcSender<u32>>().unwrap();
+            let sender = from_parent.recv().unwrap();
+            sender.send(3).unwrap();
+            sender.send(4).unwrap();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// The events `set` reports until `count` have come.
+fn collect(set: &mut IpcReceiverSet, count: usize) -> Vec<IpcSelectionResult> {
+    let mut results = Vec::new();
+    while results.len() < count {
+        results.extend(set.select().unwrap());
+    }
+    results
+}
+
+/// 200 local members cost the set its doorbell's two descriptors, whatever their number, and
+/// one `select` reports them beside an OS member.
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[test]
+fn local_members_hold_no_descriptor_and_are_served_beside_os_members() {
+    let mut set = IpcReceiverSet::new().unwrap();
+    let (os_tx, os_rx) = ipc::os_channel::<u32>().unwrap();
+    let os_id = set.add(os_rx).unwrap();
+    let before = util::open_fds();
+    let mut senders = Vec::new();
+    for _ in 0..200 {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        senders.push((set.add(rx).unwrap(), tx));
+    }
+    assert_eq!(util::open_fds(), before + 2, "200 local members hold descriptors beyond the set's doorbell");
+    for (id, tx) in senders.iter().step_by(10) {
+        tx.send(*id as u32).unwrap();
+    }
+    os_tx.send(u32::MAX).unwrap();
+    let mut seen: Vec<(u64, u32)> =
+        collect(&mut set, 21).into_iter().map(|event| event.unwrap()).map(|(id, m)| (id, m.to().unwrap())).collect();
+    seen.sort();
+    let mut expected: Vec<(u64, u32)> = senders.iter().step_by(10).map(|(id, _)| (*id, *id as u32)).collect();
+    expected.push((os_id, u32::MAX));
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(matches!(set.try_select(), Err(crossproc::TrySelectError::Empty)));
+    assert_eq!(util::open_fds(), before + 2);
+}
+
+/// A select asleep in the kernel is woken by a send on a local member, and by the last
+/// sender's drop.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sleeping_select_is_woken_by_a_local_send_and_a_hang_up() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let (_quiet_tx, quiet_rx) = ipc::os_channel::<u32>().unwrap();
+        let mut set = IpcReceiverSet::new().unwrap();
+        let id = set.add(rx).unwrap();
+        set.add(quiet_rx).unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let selecting = std::thread::spawn(move || {
+            tid_tx.send(util::thread_id()).unwrap();
+            first_tx.send(collect(&mut set, 1)).unwrap();
+            collect(&mut set, 1)
+        });
+        let tid = tid_rx.recv().unwrap();
+        util::wait_until_asleep(tid, "the select");
+        tx.send(7).unwrap();
+        let first = first_rx.recv().unwrap();
+        util::wait_until_asleep(tid, "the select, after the message");
+        drop(tx);
+        let second = selecting.join().unwrap();
+        let (got, message) = first.into_iter().next().unwrap().unwrap();
+        assert_eq!((got, message.to::<u32>().unwrap()), (id, 7));
+        assert!(matches!(second[..], [IpcSelectionResult::ChannelClosed(closed)] if closed == id));
+    });
+}
+
+/// A local member whose sender leaves for a child process: what was queued comes first, then
+/// what the child sends (the member has moved into the set's OS part), then the hang-up.
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
+#[test]
+fn a_local_member_goes_on_in_the_set_when_its_sender_leaves() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        let mut set = IpcReceiverSet::new().unwrap();
+        let id = set.add(rx).unwrap();
+        tx.send(1).unwrap();
+        let (child, to_child) =
+            child_command(ENTRY, "send_three_and_four").spawn_with_channel::<IpcSender<u32>>().unwrap();
+        to_child.send(tx).unwrap();
+        let mut got = Vec::new();
+        let mut closed = false;
+        while !closed {
+            for event in set.select().unwrap() {
+                match event {
+                    IpcSelectionResult::MessageReceived(member, message) => {
+                        assert_eq!(member, id);
+                        got.push(message.to::<u32>().unwrap());
+                    }
+                    IpcSelectionResult::ChannelClosed(member) => {
+                        assert_eq!(member, id);
+                        closed = true;
+                    }
+                }
+            }
+        }
+        assert_eq!(got, [1, 3, 4]);
+        assert_child_succeeds(child);
+    });
+}
