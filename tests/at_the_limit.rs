@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use crossproc::ipc::{self, inherited_receiver, IpcCommandExt, IpcError, IpcReceiverSet, IpcSelectionResult};
 use crossproc::ipc::{IpcSender, IpcSharedMemory, TryRecvError};
-use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use serde::{Deserialize, Serialize};
-use util::{child_command, child_role, with_watchdog};
+use util::{child_command, child_role, descriptors, with_watchdog};
 
 const ENTRY: &str = "child_entry";
 
@@ -54,15 +53,12 @@ fn fill_the_table(held: &mut Vec<OwnedFd>) {
     fill_the_table_under(held, 256);
 }
 
-/// Fills the descriptor table under a limit of `limit` with copies kept in `held`.
+/// Fills the descriptor table under a limit of `limit` with copies kept in `held`, leaving one
+/// slot free.
 fn fill_the_table_under(held: &mut Vec<OwnedFd>, limit: u64) {
-    let current = getrlimit(Resource::Nofile);
-    setrlimit(Resource::Nofile, Rlimit { current: Some(limit), maximum: current.maximum }).unwrap();
-    let template = std::fs::File::open("/proc/self/stat").unwrap();
-    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&template, 0) {
-        held.push(fd);
-    }
-    assert!(held.len() >= 16, "only {} descriptors free under a limit of 256", held.len());
+    descriptors::lower_the_limit(limit);
+    descriptors::fill_leaving_one(held);
+    assert!(held.len() >= 16, "only {} descriptors free under a limit of {limit}", held.len());
 }
 
 /// The error is this process's own shortage, said as such (not a peer's malformed message, not
@@ -210,12 +206,8 @@ fn wedge_child(messages: crossproc::ipc::IpcReceiver<Message>) {
     }
     assert!(matches!(messages.recv().unwrap(), Message::Small(2000)), "the message behind it");
     // Its descriptors were closed: the room is what it was.
-    let template = std::fs::File::open("/proc/self/stat").unwrap();
-    let mut probe = Vec::new();
-    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&template, 0) {
-        probe.push(fd);
-    }
-    assert!(probe.len() + 8 >= LEFT_FREE, "{} free after the refusal, {LEFT_FREE} before", probe.len());
+    let free = descriptors::free_slots() - 1;
+    assert!(free + 8 >= LEFT_FREE, "{free} free after the refusal, {LEFT_FREE} before");
     parent.send(2).unwrap();
 }
 
@@ -329,9 +321,7 @@ fn order_child(messages: crossproc::ipc::IpcReceiver<Message>) {
     let mut held = Vec::new();
     fill_the_table(&mut held);
     // The slot the filling's template left too: not one descriptor is free.
-    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&held[0], 0) {
-        held.push(fd);
-    }
+    descriptors::take_the_rest(&mut held);
     // A plain packet, then the look for the ring, which finds it only in the reserve's room.
     on_the_ring.send(1).unwrap();
     tell_parent.send(0).unwrap();

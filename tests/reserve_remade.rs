@@ -18,9 +18,8 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crossproc::ipc::{self, inherited_receiver, IpcCommandExt, IpcSender};
-use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use serde::{Deserialize, Serialize};
-use util::{child_command, child_role, with_watchdog};
+use util::{child_command, child_role, descriptors, with_watchdog};
 
 const ENTRY: &str = "child_entry";
 
@@ -32,21 +31,9 @@ enum Message {
 
 /// Fills the table under a limit of 256 with the descriptors kept in `held`.
 fn fill(held: &mut Vec<OwnedFd>) {
-    let current = getrlimit(Resource::Nofile);
-    setrlimit(Resource::Nofile, Rlimit { current: Some(256), maximum: current.maximum }).unwrap();
-    let template = std::fs::File::open("/proc/self/stat").unwrap();
-    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&template, 0) {
-        held.push(fd);
-    }
-    drop(template);
-    refill(held);
-}
-
-/// Takes every slot left free (copies of a held descriptor).
-fn refill(held: &mut Vec<OwnedFd>) {
-    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&held[0], 0) {
-        held.push(fd);
-    }
+    descriptors::lower_the_limit(256);
+    descriptors::fill_leaving_one(held);
+    descriptors::take_the_rest(held);
 }
 
 #[test]
@@ -69,7 +56,7 @@ fn child_entry() {
         "every_sender_at_the_limit" => {
             // The second sender arrives with one free too; then room for a while: a plain send
             // and its look (on the telling channel, which has no ring) remake it.
-            refill(&mut held);
+            descriptors::take_the_rest(&mut held);
             held.pop();
             let Ok(Message::Sender(on_the_ring)) = messages.recv() else { panic!("not the ring's sender") };
             held.truncate(held.len() - 8);
@@ -79,7 +66,7 @@ fn child_entry() {
         other => panic!("unknown child role {other}"),
     };
     // The process is back at its limit (an application opened files, say).
-    refill(&mut held);
+    descriptors::take_the_rest(&mut held);
     // A plain packet (this sender knows of no ring), then the look, which has no room.
     on_the_ring.send(1).unwrap();
     tell_parent.send(0).unwrap();

@@ -15,8 +15,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crossproc::ipc;
-use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-use util::{child_command, child_role, with_watchdog};
+use util::{child_command, child_role, descriptors, with_watchdog};
 
 const ENTRY: &str = "child_entry";
 
@@ -30,22 +29,15 @@ fn rings_held() -> usize {
 }
 
 fn fill(held: &mut Vec<OwnedFd>) {
-    let template = std::fs::File::open("/proc/self/stat").unwrap();
-    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&template, 0) {
-        held.push(fd);
-    }
-    drop(template);
-    while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&held[0], 0) {
-        held.push(fd);
-    }
+    descriptors::fill_leaving_one(held);
+    descriptors::take_the_rest(held);
 }
 
 #[test]
 fn child_entry() {
     let Some(role) = child_role() else { return };
     let at_the_limit = role == "at-limit";
-    let current = getrlimit(Resource::Nofile);
-    setrlimit(Resource::Nofile, Rlimit { current: Some(64), maximum: current.maximum }).unwrap();
+    descriptors::lower_the_limit(64);
     // Eight channels take the eight units; each receiver is dropped while its sender lives.
     let mut senders = Vec::new();
     for round in 0..8 {

@@ -5,6 +5,8 @@
 
 pub mod bytes;
 #[cfg(target_os = "linux")]
+pub mod descriptors;
+#[cfg(target_os = "linux")]
 pub mod fork;
 
 use std::process::{Child, Command, Stdio};
