@@ -45,11 +45,24 @@ pub(crate) struct Core {
     /// The fork generation the channel was made in (see [`Core::check_process`]).
     pub(super) generation: u64,
     /// Counts what a receiver waits for (a message queued, the last sender gone, the change to
-    /// an OS channel), so that a polling receiver sees it without the lock.
-    pub(super) events: AtomicU64,
+    /// an OS channel), so that a polling receiver sees it without the lock. On a cache line of
+    /// its own: the receiver's polling reads must not pull away the line the sender locks.
+    pub(super) events: OwnLine<AtomicU64>,
     /// Whether the channel became an OS channel (set once, under the lock): a send on a local
     /// channel looks here instead of taking the lock to find out.
     pub(super) left: AtomicBool,
+}
+
+/// A value on a cache line of its own (128 bytes: adjacent lines are fetched in pairs).
+#[repr(align(128))]
+pub(crate) struct OwnLine<T>(pub T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 pub(super) struct Shared {
@@ -99,7 +112,7 @@ impl Core {
             readable: Condvar::new(),
             writable: Condvar::new(),
             generation: sys::fork_generation(),
-            events: AtomicU64::new(0),
+            events: OwnLine(AtomicU64::new(0)),
             left: AtomicBool::new(false),
         })
     }

@@ -79,7 +79,11 @@ impl<T> ForkLock<T> {
     }
 
     fn taken<'a>(&self, guard: MutexGuard<'a, T>, generation: u64) -> MutexGuard<'a, T> {
-        self.holder.store(generation, Ordering::Release);
+        // Written only when it changes (once per fork generation): a store on every lock would
+        // be one more write to a line that other threads contend for.
+        if self.holder.load(Ordering::Relaxed) != generation {
+            self.holder.store(generation, Ordering::Release);
+        }
         guard
     }
 }
