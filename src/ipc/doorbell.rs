@@ -54,6 +54,19 @@ impl Doorbell {
         self.bell.rung.lock().unwrap_or_else(PoisonError::into_inner).push(id);
     }
 
+    /// Whether a member was rung (or noted) since the set last looked.
+    pub fn has_rung(&self) -> bool {
+        !self.bell.rung.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// Sends a byte on the doorbell if a member waits to be looked at: a select that stops
+    /// with members still rung (an async set then sleeps on the OS set) is woken at once.
+    pub fn ring_if_rung(&self) {
+        if self.has_rung() {
+            let _ = self.bell.sender.send(&[0], Vec::new(), Vec::new(), Wait::NonBlocking);
+        }
+    }
+
     /// The members rung since the last call.
     pub fn take_rung(&self) -> Vec<u64> {
         std::mem::take(&mut *self.bell.rung.lock().unwrap_or_else(PoisonError::into_inner))

@@ -63,6 +63,9 @@ pub struct IpcReceiverSet {
     stuck: Option<io::Error>,
 }
 
+/// Passes a non-blocking select makes over members rung meanwhile before it reports `Empty`.
+const MAX_NONBLOCKING_PASSES: usize = 4;
+
 /// A member of a set.
 enum Member {
     /// Waits in the OS set, under this id there.
@@ -221,22 +224,35 @@ impl IpcReceiverSet {
             Wait::Timeout(duration) => Instant::now().checked_add(duration),
             _ => None,
         };
-        // A non-blocking select looks at members rung during its OS pass once more.
+        // A non-blocking select looks again at members rung meanwhile, a few times.
         let mut passes = 0;
         loop {
             passes += 1;
             let mut results = std::mem::take(&mut self.pending);
-            self.drain_local(&mut results)?;
+            if let Err(error) = self.drain_local(&mut results) {
+                // What was taken is reported by the next select.
+                self.pending = results;
+                return Err(error.into());
+            }
+            // A member left rung (it had more, or every message it gave was dropped) is looked
+            // at again before any wait: no byte on the doorbell would wake one for it (review 6).
+            let rung = self.doorbell.as_ref().is_some_and(Doorbell::has_rung);
             let wait = match mode {
-                _ if !results.is_empty() => Wait::NonBlocking,
+                _ if !results.is_empty() || rung => Wait::NonBlocking,
                 Wait::Timeout(_) => match deadline {
                     Some(deadline) => Wait::Timeout(deadline.saturating_duration_since(Instant::now())),
                     None => Wait::Blocking,
                 },
                 mode => mode,
             };
-            let reported = self.os.select(wait)?;
-            let rung = self.report_os(reported, &mut results);
+            let reported = match self.os.select(wait) {
+                Ok(reported) => reported,
+                Err(error) => {
+                    self.pending = results;
+                    return Err(error.into());
+                }
+            };
+            let rang = self.report_os(reported, &mut results);
             if !results.is_empty() {
                 return Ok(results);
             }
@@ -244,11 +260,19 @@ impl IpcReceiverSet {
                 return Err(TrySelectError::IoError(error));
             }
             let time_left = deadline.is_none_or(|deadline| Instant::now() < deadline);
+            let rung = rang || self.doorbell.as_ref().is_some_and(Doorbell::has_rung);
             match mode {
                 Wait::Blocking => {}
-                Wait::NonBlocking if rung && passes == 1 => {}
+                Wait::NonBlocking if rung && passes < MAX_NONBLOCKING_PASSES => {}
                 Wait::Timeout(_) if time_left => {}
-                _ => return Err(TrySelectError::Empty),
+                _ => {
+                    // Members still rung get a doorbell byte, so that whoever waits on the OS
+                    // set next (an async set) is woken for them.
+                    if let Some(doorbell) = &self.doorbell {
+                        doorbell.ring_if_rung();
+                    }
+                    return Err(TrySelectError::Empty);
+                }
             }
         }
     }
