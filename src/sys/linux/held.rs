@@ -32,10 +32,9 @@
 //! check makes anyway), one uncontended lock and a lookup in an ordered map per received end.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::MutexGuard;
 
-use super::fork;
+use crate::sys::ForkLock;
 
 /// A value that is shared by cloning and can be held weakly: what a [`Held`] table names.
 pub(super) trait Shared: Clone {
@@ -54,9 +53,7 @@ pub(super) trait Shared: Clone {
 
 /// A process-wide weak table of the values that hold kernel objects, keyed by the object.
 pub(super) struct Held<K, T: Shared> {
-    /// The fork generation that last took the lock (see [`entries`](Self::entries)).
-    born: AtomicU64,
-    entries: Mutex<Entries<K, T::Weak>>,
+    entries: ForkLock<Entries<K, T::Weak>>,
     /// The key of a value recorded without one (see [`hold`](Self::hold)).
     key_of: fn(&T) -> Option<K>,
 }
@@ -79,7 +76,7 @@ impl<K: Ord + Copy, T: Shared> Held<K, T> {
     pub const fn new(key_of: fn(&T) -> Option<K>) -> Self {
         let entries =
             Entries { map: BTreeMap::new(), prune_at: PRUNE_FROM, unkeyed: Vec::new(), unkeyed_prune_at: PRUNE_FROM };
-        Held { born: AtomicU64::new(0), entries: Mutex::new(entries), key_of }
+        Held { entries: ForkLock::new(entries), key_of }
     }
 
     /// The value this process holds for the object `key`, or, when it holds none, the one
@@ -127,19 +124,9 @@ impl<K: Ord + Copy, T: Shared> Held<K, T> {
     }
 
     /// The entries; `None` in a child forked while another thread held them, which no thread
-    /// here can ever take.
+    /// here can ever take (see [`ForkLock`]).
     fn entries(&self) -> Option<MutexGuard<'_, Entries<K, T::Weak>>> {
-        let generation = fork::generation();
-        if self.born.load(Ordering::Acquire) == generation {
-            return Some(self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        }
-        let entries = match self.entries.try_lock() {
-            Ok(entries) => entries,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        self.born.store(generation, Ordering::Release);
-        Some(entries)
+        self.entries.lock()
     }
 }
 

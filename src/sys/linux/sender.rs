@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{Arc, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
@@ -28,7 +28,7 @@ use super::reserve;
 use super::ring::{Control, Outcome, RingWriter, RING_MESSAGE_MAX};
 use super::socket::{hung_up, recv_packet, send_on_side_socket, send_packet, Packet};
 use super::sys::{invalid_data, retry_on_intr, wait_readable, wait_writable, wire_count};
-use crate::sys::{OsIpcChannel, OsIpcSharedMemory, OutOfDescriptors, SendFailure, Wait};
+use crate::sys::{ForkLock, OsIpcChannel, OsIpcSharedMemory, OutOfDescriptors, SendFailure, Wait};
 
 /// The sending end of a channel; clones share one socket, one pool of payload memfds and one
 /// slot of the channel's ring. So does a copy of it that arrives in this process again (see
@@ -68,7 +68,7 @@ impl OsIpcSender {
         reserve::keep();
         let ring = SenderRing {
             born: AtomicU64::new(fork::generation()),
-            state: Mutex::new(RingState::Unaware),
+            state: ForkLock::new(RingState::Unaware),
             looked: AtomicU64::new(0),
             retired_in: AtomicU64::new(u64::MAX),
             held: AtomicBool::new(held),
@@ -493,7 +493,7 @@ fn wait_for_room_briefly(writer: &mut RingWriter, data: &[u8]) -> Outcome {
 pub(super) struct SenderRing {
     /// The fork generation `state` belongs to: a forked child starts over.
     born: AtomicU64,
-    state: Mutex<RingState>,
+    state: ForkLock<RingState>,
     /// When this process last looked whether the receiver hung up (coarse clock, nanoseconds).
     looked: AtomicU64,
     /// The fork generation that retired the ring without the state (see
@@ -737,7 +737,7 @@ impl SenderRing {
         if self.born.load(Ordering::Acquire) != fork::generation() {
             return;
         }
-        if let Ok(mut state) = self.state.try_lock() {
+        if let Some(mut state) = self.state.try_lock() {
             if matches!(*state, RingState::Writing(_)) && self.sending.load(Ordering::SeqCst) == 0 {
                 // The writer's drop lets the slot go.
                 *state = RingState::Unaware;
@@ -769,17 +769,10 @@ impl SenderRing {
     }
 
     /// The state, started over in a child made by `fork` (the parent's slot stays the
-    /// parent's); `None` in a child forked while another thread held it.
+    /// parent's); `None` in a child forked while another thread held it (see [`ForkLock`]).
     fn state(&self) -> Option<MutexGuard<'_, RingState>> {
         let generation = fork::generation();
-        if self.born.load(Ordering::Acquire) == generation {
-            return Some(self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        }
-        let mut state = match self.state.try_lock() {
-            Ok(state) => state,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
+        let mut state = self.state.lock()?;
         if self.born.load(Ordering::Acquire) != generation {
             *state = RingState::Unaware;
             self.born.store(generation, Ordering::Release);
