@@ -117,16 +117,17 @@ impl IpcReceiverSet {
         let id = self.next_id;
         if receiver.is_local() {
             receiver.check_process()?;
-            if self.doorbell.is_none() {
-                self.doorbell = Some(Doorbell::new(&mut self.os)?);
-            }
-            let doorbell = self.doorbell.as_ref().expect("made above");
+            let doorbell = match self.doorbell.take() {
+                Some(doorbell) => doorbell,
+                None => Doorbell::new(&mut self.os)?,
+            };
             if let Some(limits) = self.limits {
                 receiver.set_limits(limits);
             }
             // Looked at by the next select, which registers the waker if nothing is queued.
             doorbell.note(id);
             self.members.insert(id, Member::Local(receiver, doorbell.waker(id)));
+            self.doorbell = Some(doorbell);
         } else {
             let (receiver, backlog) = receiver.into_os_with_backlog()?;
             self.add_os(id, receiver, backlog)?;
@@ -304,9 +305,10 @@ impl IpcReceiverSet {
                     self.stuck = Some(error);
                 }
                 Drained::Empty if receiver.os_receiver().is_some() => {
-                    let Some(Member::Local(receiver, _)) = self.members.remove(&id) else { unreachable!() };
-                    let (receiver, backlog) = receiver.into_os_with_backlog()?;
-                    self.add_os(id, receiver, backlog)?;
+                    if let Some(Member::Local(receiver, _)) = self.members.remove(&id) {
+                        let (receiver, backlog) = receiver.into_os_with_backlog()?;
+                        self.add_os(id, receiver, backlog)?;
+                    }
                 }
                 Drained::Empty => {}
             }
