@@ -28,6 +28,8 @@ fn child_entry() {
         }
         #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
         "count_descriptors" => count_descriptors(),
+        #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+        "add_at_the_limit" => add_at_the_limit(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -41,7 +43,7 @@ fn collect(set: &mut IpcReceiverSet, count: usize) -> Vec<IpcSelectionResult> {
     results
 }
 
-/// 200 local members cost the set its doorbell's two descriptors, whatever their number, and
+/// 200 local members cost the set no descriptor (its doorbell's two are made with it), and
 /// one `select` reports them beside an OS member.
 /// (In a child of its own: the other tests of this file open descriptors meanwhile.)
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
@@ -52,8 +54,11 @@ fn local_members_hold_no_descriptor_and_are_served_beside_os_members() {
 
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 fn count_descriptors() {
-    let mut set = IpcReceiverSet::new().unwrap();
+    // (The channel first: the process's first sender opens the reserve, docs/ring.md.)
     let (os_tx, os_rx) = ipc::os_channel::<u32>().unwrap();
+    let before_the_set = util::open_fds();
+    let mut set = IpcReceiverSet::new().unwrap();
+    assert_eq!(util::open_fds(), before_the_set + 3, "a set is its epoll and its doorbell's socket pair");
     let os_id = set.add(os_rx).unwrap();
     let before = util::open_fds();
     let mut senders = Vec::new();
@@ -61,7 +66,7 @@ fn count_descriptors() {
         let (tx, rx) = ipc::channel::<u32>().unwrap();
         senders.push((set.add(rx).unwrap(), tx));
     }
-    assert_eq!(util::open_fds(), before + 2, "200 local members hold descriptors beyond the set's doorbell");
+    assert_eq!(util::open_fds(), before, "200 local members hold descriptors");
     for (id, tx) in senders.iter().step_by(10) {
         tx.send(*id as u32).unwrap();
     }
@@ -74,7 +79,66 @@ fn count_descriptors() {
     expected.sort();
     assert_eq!(seen, expected);
     assert!(matches!(set.try_select(), Err(crossproc::TrySelectError::Empty)));
-    assert_eq!(util::open_fds(), before + 2);
+    assert_eq!(util::open_fds(), before);
+}
+
+/// A local member added with the descriptor table full joins and is served (review 6, R6-4:
+/// the set made its doorbell when the first local member came, and at the limit that add
+/// failed and dropped the receiver, whose senders were then told it was gone).
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[test]
+fn a_local_member_added_with_the_descriptor_table_full_is_served() {
+    util::child_in_role_succeeds(ENTRY, "add_at_the_limit");
+}
+
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+fn add_at_the_limit() {
+    let mut set = IpcReceiverSet::new().unwrap();
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let mut held = Vec::new();
+    util::descriptors::lower_the_limit(256);
+    util::descriptors::fill_leaving_one(&mut held);
+    util::descriptors::take_the_rest(&mut held);
+    let id = set.add(rx).expect("a local member added at the limit");
+    tx.send(7).unwrap();
+    let (got, message) = set.select().unwrap().remove(0).unwrap();
+    assert_eq!((got, message.to::<u32>().unwrap()), (id, 7));
+    drop(tx);
+    assert!(matches!(set.select().unwrap()[..], [IpcSelectionResult::ChannelClosed(closed)] if closed == id));
+}
+
+/// A child made by `fork` that selects on its copy of a set holding local members of its
+/// parent is told `Unsupported`, as their receives are: its copies of their queues hear no
+/// sender of the parent (review 6, R6-5: it reported them closed, as if every sender had gone).
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[test]
+fn a_forked_copy_of_a_set_with_local_members_says_it_cannot_serve_them() {
+    let mut set = IpcReceiverSet::new().unwrap();
+    let (tx, rx) = ipc::channel::<u32>().unwrap();
+    let id = set.add(rx).unwrap();
+    // The child runs only the code below and leaves with `_exit`.
+    // SAFETY: fork has no preconditions; the child keeps to this thread's code.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match set.try_select() {
+            Err(crossproc::TrySelectError::IoError(error)) if error.kind() == std::io::ErrorKind::Unsupported => 0,
+            Err(crossproc::TrySelectError::IoError(_)) => 1,
+            Err(crossproc::TrySelectError::Empty) => 2,
+            Ok(_) => 3,
+        };
+        // SAFETY: ends the forked child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child status {status}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "1: another error, 2: Empty, 3: events (the local member closed)");
+    // The parent's set is untouched.
+    tx.send(5).unwrap();
+    let (got, message) = set.select().unwrap().remove(0).unwrap();
+    assert_eq!((got, message.to::<u32>().unwrap()), (id, 5));
 }
 
 /// A select asleep in the kernel is woken by a send on a local member, and by the last

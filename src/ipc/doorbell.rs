@@ -7,8 +7,8 @@
 //! the member as rung and, when it is the first since the set last looked, sends one byte on
 //! the doorbell: an OS channel of the set's own, whose receiver waits in the OS set beside the
 //! OS members. So one `select` serves local and OS members, with no helper thread, no timed
-//! polling, and two descriptors per set (the doorbell's socket pair, or pipe), made when the
-//! first local member joins.
+//! polling, and two descriptors per set (the doorbell's socket pair, or pipe), made with the
+//! set so that adding a member never needs one.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -13,8 +13,8 @@ use super::server::IpcServer;
 use super::typed::IpcReceiver;
 use crate::chan::{Message, Receiver};
 use crate::error::TrySelectError;
-use crate::sys::ReceiveLimits;
 use crate::sys::{drain_with, Drained, OsIpcReceiver, OsIpcReceiverSet, OsIpcSelectionResult, OsServerGuard, Wait};
+use crate::sys::{fork_generation, ReceiveLimits};
 
 /// A set of receivers waited on together: receivers move into the set, and each
 /// [`select`](IpcReceiverSet::select) reports what arrived on any of them. Waiting costs the
@@ -49,8 +49,11 @@ pub struct IpcReceiverSet {
     members: HashMap<u64, Member>,
     /// The ids of the members in the OS set, by their id there.
     os_ids: HashMap<u64, u64>,
-    /// What local members' senders ring (made when the first local member joins).
-    doorbell: Option<Doorbell>,
+    /// What local members' senders ring.
+    doorbell: Doorbell,
+    /// The fork generation in which every local member is known to be of this process (see
+    /// [`check_local_members`](Self::check_local_members)).
+    local_generation: u64,
     next_id: u64,
     limits: Option<ReceiveLimits>,
     /// Servers added with `add_server`, kept running while their id is in the set.
@@ -75,13 +78,18 @@ enum Member {
 }
 
 impl IpcReceiverSet {
-    /// An empty set.
+    /// An empty set. Its descriptors are made here (on Linux an epoll and the doorbell its
+    /// local members ring, docs/local.md "Waiting"), so that adding a member needs none: a
+    /// receiver is never lost to an add that finds the descriptor table full.
     pub fn new() -> Result<IpcReceiverSet, io::Error> {
+        let mut os = OsIpcReceiverSet::new()?;
+        let doorbell = Doorbell::new(&mut os)?;
         Ok(IpcReceiverSet {
-            os: OsIpcReceiverSet::new()?,
+            os,
             members: HashMap::new(),
             os_ids: HashMap::new(),
-            doorbell: None,
+            doorbell,
+            local_generation: fork_generation(),
             next_id: 0,
             limits: None,
             servers: HashMap::new(),
@@ -117,33 +125,35 @@ impl IpcReceiverSet {
         let id = self.next_id;
         if receiver.is_local() {
             receiver.check_process()?;
-            let doorbell = match self.doorbell.take() {
-                Some(doorbell) => doorbell,
-                None => Doorbell::new(&mut self.os)?,
-            };
             if let Some(limits) = self.limits {
                 receiver.set_limits(limits);
             }
             // Looked at by the next select, which registers the waker if nothing is queued.
-            doorbell.note(id);
-            self.members.insert(id, Member::Local(receiver, doorbell.waker(id)));
-            self.doorbell = Some(doorbell);
+            self.doorbell.note(id);
+            self.members.insert(id, Member::Local(receiver, self.doorbell.waker(id)));
         } else {
             let (receiver, backlog) = receiver.into_os_with_backlog()?;
-            self.add_os(id, receiver, backlog)?;
+            self.add_os(id, receiver, backlog).map_err(|(error, _)| error)?;
         }
         self.next_id += 1;
         Ok(id)
     }
 
-    /// Puts `receiver` in the OS set as member `id`, with the backlog to report first.
-    fn add_os(&mut self, id: u64, receiver: OsIpcReceiver, backlog: Vec<Message>) -> io::Result<()> {
-        let os_id = self.os.add(receiver)?;
+    /// Puts `receiver` in the OS set as member `id`, with the backlog to report first (handed
+    /// back with the error where the OS set cannot take it).
+    fn add_os(
+        &mut self,
+        id: u64,
+        receiver: OsIpcReceiver,
+        backlog: Vec<Message>,
+    ) -> Result<(), (io::Error, Vec<Message>)> {
+        let os_id = match self.os.add(receiver) {
+            Ok(os_id) => os_id,
+            Err(error) => return Err((error, backlog)),
+        };
         self.members.insert(id, Member::Os(os_id));
         self.os_ids.insert(os_id, id);
-        self.pending.extend(
-            backlog.into_iter().map(|message| IpcSelectionResult::MessageReceived(id, IpcMessage::from(message))),
-        );
+        self.pending.extend(backlog.into_iter().map(|message| received(id, message)));
         Ok(())
     }
 
@@ -221,6 +231,7 @@ impl IpcReceiverSet {
             }
             return Err(TrySelectError::Empty);
         }
+        self.check_local_members()?;
         let deadline = match mode {
             Wait::Timeout(duration) => Instant::now().checked_add(duration),
             _ => None,
@@ -230,14 +241,10 @@ impl IpcReceiverSet {
         loop {
             passes += 1;
             let mut results = std::mem::take(&mut self.pending);
-            if let Err(error) = self.drain_local(&mut results) {
-                // What was taken is reported by the next select.
-                self.pending = results;
-                return Err(error.into());
-            }
+            self.drain_local(&mut results);
             // A member left rung (it had more, or every message it gave was dropped) is looked
             // at again before any wait: no byte on the doorbell would wake one for it (review 6).
-            let rung = self.doorbell.as_ref().is_some_and(Doorbell::has_rung);
+            let rung = self.doorbell.has_rung();
             let wait = match mode {
                 _ if !results.is_empty() || rung => Wait::NonBlocking,
                 Wait::Timeout(_) => match deadline {
@@ -261,7 +268,7 @@ impl IpcReceiverSet {
                 return Err(TrySelectError::IoError(error));
             }
             let time_left = deadline.is_none_or(|deadline| Instant::now() < deadline);
-            let rung = rang || self.doorbell.as_ref().is_some_and(Doorbell::has_rung);
+            let rung = rang || self.doorbell.has_rung();
             match mode {
                 Wait::Blocking => {}
                 Wait::NonBlocking if rung && passes < MAX_NONBLOCKING_PASSES => {}
@@ -269,9 +276,7 @@ impl IpcReceiverSet {
                 _ => {
                     // Members still rung get a doorbell byte, so that whoever waits on the OS
                     // set next (an async set) is woken for them.
-                    if let Some(doorbell) = &self.doorbell {
-                        doorbell.ring_if_rung();
-                    }
+                    self.doorbell.ring_if_rung();
                     return Err(TrySelectError::Empty);
                 }
             }
@@ -282,51 +287,79 @@ impl IpcReceiverSet {
     /// member left with more is looked at again next time), registering their wakers where
     /// nothing is queued. A member whose channel became an OS channel (a sender left) and read
     /// its backlog moves into the OS set.
-    fn drain_local(&mut self, results: &mut Vec<IpcSelectionResult>) -> io::Result<()> {
-        let Some(rung) = self.doorbell.as_ref().map(Doorbell::take_rung) else { return Ok(()) };
-        let note = |set: &Self, id| set.doorbell.as_ref().map(|doorbell| doorbell.note(id));
-        for id in rung {
+    fn drain_local(&mut self, results: &mut Vec<IpcSelectionResult>) {
+        for id in self.doorbell.take_rung() {
             let Some(Member::Local(receiver, waker)) = self.members.get(&id) else { continue };
             let mut buffer = Vec::new();
             let drained = drain_with(
                 || receiver.recv_or_register(waker, &mut buffer),
-                |message| results.push(IpcSelectionResult::MessageReceived(id, IpcMessage::from(message))),
+                |message| results.push(received(id, message)),
             );
             match drained {
                 Drained::Closed => {
                     results.push(IpcSelectionResult::ChannelClosed(id));
                     self.forget(id);
                 }
-                Drained::More => {
-                    note(self, id);
-                }
+                Drained::More => self.doorbell.note(id),
                 Drained::Stuck(error) => {
-                    note(self, id);
+                    self.doorbell.note(id);
                     self.stuck = Some(error);
                 }
                 Drained::Empty if receiver.os_receiver().is_some() => {
                     if let Some(Member::Local(receiver, _)) = self.members.remove(&id) {
-                        let (receiver, backlog) = receiver.into_os_with_backlog()?;
-                        self.add_os(id, receiver, backlog)?;
+                        self.migrate(id, receiver, results);
                     }
                 }
                 Drained::Empty => {}
             }
         }
+    }
+
+    /// Moves member `id`, whose channel became an OS channel, into the OS set. Where the OS
+    /// set cannot take it (epoll refused to watch one more descriptor: `max_user_watches`), the
+    /// set cannot wait on it any more: what it brought is reported, then the member as closed
+    /// (its receiver is dropped, so its senders are told so too), not dropped unreported.
+    fn migrate(&mut self, id: u64, receiver: Receiver, results: &mut Vec<IpcSelectionResult>) {
+        let refused = match receiver.into_os_with_backlog() {
+            Ok((receiver, backlog)) => self.add_os(id, receiver, backlog).err(),
+            Err(error) => Some((error, Vec::new())),
+        };
+        if let Some((_, backlog)) = refused {
+            results.extend(backlog.into_iter().map(|message| received(id, message)));
+            results.push(IpcSelectionResult::ChannelClosed(id));
+            self.servers.remove(&id);
+        }
+    }
+
+    /// In a child made by `fork`, a set whose local members were made in its parent cannot
+    /// serve them: the child has copies of their queues that no sender of the parent reaches.
+    /// Its select fails as their receives do, `Unsupported` (docs/local.md), rather than report
+    /// them closed. One load when nothing forked.
+    fn check_local_members(&mut self) -> io::Result<()> {
+        let here = fork_generation();
+        if self.local_generation == here {
+            return Ok(());
+        }
+        for member in self.members.values() {
+            if let Member::Local(receiver, _) = member {
+                receiver.check_process()?;
+            }
+        }
+        self.local_generation = here;
         Ok(())
     }
 
     /// Adds what the OS set reported to `results`, under the members' ids; `true` when the
     /// doorbell rang.
     fn report_os(&mut self, reported: Vec<OsIpcSelectionResult>, results: &mut Vec<IpcSelectionResult>) -> bool {
-        let doorbell = self.doorbell.as_ref().map(|doorbell| doorbell.os_id);
+        let doorbell = self.doorbell.os_id;
         let mut rung = false;
         for result in reported {
             match result {
-                OsIpcSelectionResult::MessageReceived(os_id, _) if Some(os_id) == doorbell => rung = true,
+                OsIpcSelectionResult::MessageReceived(os_id, _) if os_id == doorbell => rung = true,
                 OsIpcSelectionResult::MessageReceived(os_id, message) => {
                     if let Some(&id) = self.os_ids.get(&os_id) {
-                        results.push(IpcSelectionResult::MessageReceived(id, IpcMessage::from(message)));
+                        results.push(received(id, message));
                     }
                 }
                 OsIpcSelectionResult::ChannelClosed(os_id) => {
@@ -364,6 +397,11 @@ impl IpcReceiverSet {
         }
         self.servers.remove(&id);
     }
+}
+
+/// The event of a message that member `id` received.
+fn received(id: u64, message: impl Into<IpcMessage>) -> IpcSelectionResult {
+    IpcSelectionResult::MessageReceived(id, message.into())
 }
 
 /// One event from [`IpcReceiverSet::select`].
