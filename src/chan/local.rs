@@ -78,8 +78,10 @@ pub(super) struct Shared {
     /// The task an async receive of the receiving end waits in (tokio): woken, as a sleeping
     /// thread is, by what a receiver waits for. No descriptor: the sender calls the waker.
     pub(super) reader_waker: Option<Waker>,
-    /// The tasks async sends wait in for budget (tokio), woken as `writable`'s threads are.
-    pub(super) writer_wakers: Vec<Waker>,
+    /// The tasks async sends wait in for budget (tokio), woken as `writable`'s threads are, by
+    /// the id of the send that registered each (a send that ends takes its own out, so that
+    /// cancelled sends do not pile up while the channel stays full).
+    pub(super) writer_wakers: Vec<(u64, Waker)>,
 }
 
 impl Shared {
@@ -157,7 +159,8 @@ impl Core {
     pub(super) fn wake_all(&self, mut shared: MutexGuard<'_, Shared>) {
         self.events.fetch_add(1, Ordering::Release);
         let (readers, writers) = (shared.readers_waiting > 0, shared.writers_waiting > 0);
-        let tasks: Vec<Waker> = shared.reader_waker.take().into_iter().chain(shared.writer_wakers.drain(..)).collect();
+        let mut tasks: Vec<Waker> = shared.writer_wakers.drain(..).map(|(_, waker)| waker).collect();
+        tasks.extend(shared.reader_waker.take());
         drop(shared);
         if readers {
             self.readable.notify_all();
@@ -191,7 +194,7 @@ impl Core {
         if wake {
             self.writable.notify_all();
         }
-        tasks.into_iter().for_each(Waker::wake);
+        tasks.into_iter().for_each(|(_, waker)| waker.wake());
     }
 
     /// Polls for up to `window` for an event after `seen`, without the lock.

@@ -124,10 +124,27 @@ impl Sender {
     /// Has `waker` called once a local channel may have room again; `false` for an OS channel,
     /// whose readiness the caller waits on instead.
     #[cfg_attr(not(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess"))), allow(dead_code))]
-    pub fn register_writable(&self, waker: &std::task::Waker) -> bool {
+    pub fn register_writable(&self, send: u64, waker: &std::task::Waker) -> bool {
         match self {
             Sender::Os(_) => false,
-            Sender::Local(local) => local.register_writable(waker),
+            Sender::Local(local) => local.register_writable(send, waker),
+        }
+    }
+
+    /// How many async sends' wakers wait for budget in a local channel (tests).
+    #[cfg(test)]
+    pub fn writer_wakers(&self) -> usize {
+        match self {
+            Sender::Os(_) => 0,
+            Sender::Local(local) => local.writer_wakers(),
+        }
+    }
+
+    /// Takes out what [`register_writable`](Self::register_writable) put in for `send`.
+    #[cfg_attr(not(all(feature = "tokio", target_os = "linux", not(feature = "force-inprocess"))), allow(dead_code))]
+    pub fn unregister_writable(&self, send: u64) {
+        if let Sender::Local(local) = self {
+            local.unregister_writable(send);
         }
     }
 

@@ -95,9 +95,10 @@ impl LocalSender {
     }
 
     /// Has `waker` called once budget may have been freed (or the receiver went, or the
-    /// channel became an OS channel); `false` when the channel is an OS channel already, whose
-    /// readiness the caller waits on instead.
-    pub fn register_writable(&self, waker: &Waker) -> bool {
+    /// channel became an OS channel), for the async send `send` (an id unique to it, so that
+    /// it can take its waker out again); `false` when the channel is an OS channel already,
+    /// whose readiness the caller waits on instead.
+    pub fn register_writable(&self, send: u64, waker: &Waker) -> bool {
         if self.os().is_some() || !self.core.in_its_process() {
             return false;
         }
@@ -105,10 +106,27 @@ impl LocalSender {
         if matches!(shared.state, State::Os { pumping: false, .. }) {
             return false;
         }
-        if !shared.writer_wakers.iter().any(|known| known.will_wake(waker)) {
-            shared.writer_wakers.push(waker.clone());
+        match shared.writer_wakers.iter_mut().find(|(id, _)| *id == send) {
+            Some((_, known)) if known.will_wake(waker) => {}
+            Some((_, known)) => known.clone_from(waker),
+            None => shared.writer_wakers.push((send, waker.clone())),
         }
         true
+    }
+
+    /// Takes out the waker the async send `send` registered, if it is still there (the send
+    /// ended, or was cancelled).
+    pub fn unregister_writable(&self, send: u64) {
+        if !self.core.in_its_process() {
+            return;
+        }
+        self.core.lock().writer_wakers.retain(|(id, _)| *id != send);
+    }
+
+    /// How many async sends' wakers wait for budget (tests).
+    #[cfg(test)]
+    pub fn writer_wakers(&self) -> usize {
+        self.core.lock().writer_wakers.len()
     }
 
     /// The OS sender this end becomes when it leaves the process (the channel becomes an OS

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::task::Poll;
 
@@ -50,6 +51,8 @@ impl Room {
         end: &Sender,
         mut try_send: impl FnMut() -> io::Result<Result<(), IpcError>>,
     ) -> Result<(), IpcError> {
+        let registration =
+            Registration { end, send: NEXT_SEND.fetch_add(1, Ordering::Relaxed), made: AtomicBool::new(false) };
         std::future::poll_fn(|cx| loop {
             if let Some(readiness) = self.os_readiness(end)? {
                 return readiness.poll_writable(cx, &mut try_send).map(|result| result?);
@@ -60,15 +63,36 @@ impl Room {
             }
             // Full: wait for the receiver to free budget. A try after registering catches budget
             // freed in between; once registered, any later freeing wakes this task.
-            if !end.register_writable(cx.waker()) {
+            if !end.register_writable(registration.send, cx.waker()) {
                 continue; // it became an OS channel
             }
+            registration.made.store(true, Ordering::Relaxed);
             match try_send() {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                 result => return Poll::Ready(result?),
             }
         })
         .await
+    }
+}
+
+/// Ids of async sends on local channels (see [`Registration`]).
+static NEXT_SEND: AtomicU64 = AtomicU64::new(0);
+
+/// An async send's waker in a full local channel: taken out when the send ends, or is dropped
+/// before it ends (cancelled), so that the wakers of sends that no longer wait do not pile up.
+struct Registration<'a> {
+    end: &'a Sender,
+    send: u64,
+    /// Whether the send registered its waker (most sends find room and never do).
+    made: AtomicBool,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if self.made.load(Ordering::Relaxed) {
+            self.end.unregister_writable(self.send);
+        }
     }
 }
 
@@ -153,5 +177,47 @@ impl AsyncIpcBytesSender {
 impl fmt::Debug for AsyncIpcBytesSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("AsyncIpcBytesSender").field(&self.sender).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    use super::AsyncIpcSender;
+    use crate::error::TrySendError;
+    use crate::ipc;
+
+    /// A waker of its own for each send, as each task has.
+    struct Task;
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    /// Sends into a full local channel that are dropped before they end (cancelled, as by a
+    /// `timeout` or a `select!`) take their wakers out: 100 of them left 100 behind, for as long
+    /// as the channel stayed full. A send still waiting keeps its own, and gets its room.
+    #[test]
+    fn cancelled_sends_into_a_full_local_channel_leave_no_waker_behind() {
+        let (tx, rx) = ipc::channel::<u32>().unwrap();
+        while !matches!(tx.try_send(0), Err(TrySendError::Full(_))) {}
+        let tx = AsyncIpcSender::new(tx).unwrap();
+        for _ in 0..100 {
+            let waker = Waker::from(Arc::new(Task));
+            let mut send = std::pin::pin!(tx.send(1));
+            assert!(send.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        }
+        assert_eq!(tx.sender.end.0.writer_wakers(), 0, "cancelled sends left their wakers");
+        let waker = Waker::from(Arc::new(Task));
+        let mut waiting = std::pin::pin!(tx.send(2));
+        assert!(waiting.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        assert_eq!(tx.sender.end.0.writer_wakers(), 1);
+        while rx.try_recv().is_ok() {}
+        assert!(waiting.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
+        assert_eq!(rx.try_recv().unwrap(), 2);
+        assert_eq!(tx.sender.end.0.writer_wakers(), 0);
     }
 }
