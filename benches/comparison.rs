@@ -234,6 +234,16 @@ fn select(c: &mut Criterion) {
                 with_crossproc::select_one(&mut set, &senders, round)
             })
         });
+        // The same over OS channels: `ipc::channel()` makes local channels, which a set serves
+        // through its doorbell; these are the receivers a set holds when they came from other
+        // processes.
+        let (mut set, senders) = os_receiver_set(size);
+        group.bench_function(BenchmarkId::new("crossproc-os", size), |b| {
+            b.iter(|| {
+                round += 1;
+                with_crossproc::select_one(&mut set, &senders, round)
+            })
+        });
         let (mut set, senders) = with_ipc_channel::receiver_set(size);
         group.bench_function(BenchmarkId::new("ipc-channel", size), |b| {
             b.iter(|| {
@@ -243,6 +253,19 @@ fn select(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// A set of `size` receivers of OS channels (crossproc's `os_channel`) and their senders.
+fn os_receiver_set(size: usize) -> (crossproc::ipc::IpcReceiverSet, Vec<crossproc::ipc::IpcSender<u8>>) {
+    let mut set = crossproc::ipc::IpcReceiverSet::new().unwrap();
+    let senders = (0..size)
+        .map(|_| {
+            let (tx, rx) = crossproc::ipc::os_channel::<u8>().unwrap();
+            set.add(rx).unwrap();
+            tx
+        })
+        .collect();
+    (set, senders)
 }
 
 /// Issue 24's rows: channels whose ends never leave this process, with crossbeam-channel
