@@ -132,7 +132,7 @@ impl Sender {
     }
 
     /// How many async sends' wakers wait for budget in a local channel (tests).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
     pub fn writer_wakers(&self) -> usize {
         match self {
             Sender::Os(_) => 0,

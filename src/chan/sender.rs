@@ -124,7 +124,7 @@ impl LocalSender {
     }
 
     /// How many async sends' wakers wait for budget (tests).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "tokio", target_os = "linux", not(feature = "force-inprocess")))]
     pub fn writer_wakers(&self) -> usize {
         self.core.lock().writer_wakers.len()
     }
