@@ -132,11 +132,7 @@ fn run(role: &'static str) {
         return;
     }
     with_watchdog(Duration::from_secs(120), move || {
-        let (tx, rx) = ipc::os_channel::<Msg>().unwrap();
-        for n in 0..40 {
-            tx.send(Msg::Warm(n)).unwrap();
-            assert_eq!(rx.recv().unwrap(), Msg::Warm(n));
-        }
+        let (tx, rx) = util::os_channel_with_awake_ring(Msg::Warm);
         let (mut child, to_child) = child_command(ENTRY, role).spawn_with_channel::<Setup>().unwrap();
         let (told, tell) = ipc::os_channel::<u32>().unwrap();
         to_child.send(Setup { tx: tx.clone(), told }).unwrap();

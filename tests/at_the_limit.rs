@@ -117,9 +117,10 @@ fn child_entry() {
     answer.send(7).unwrap();
     assert!(matches!(messages.recv().unwrap(), Message::Small(1000)));
 
-    // In a set, the same: an error for that member, not a closed channel.
-    fill_the_table(&mut held);
+    // In a set, the same: an error for that member, not a closed channel. (The set is made
+    // first: its own descriptors, an epoll and a doorbell, are made with it.)
     let mut set = IpcReceiverSet::new().unwrap();
+    fill_the_table(&mut held);
     let id = set.add(messages).unwrap();
     answer.send(8).unwrap(); // the parent now sends the second message with descriptors
     match set.select() {
@@ -341,12 +342,8 @@ fn a_send_at_the_limit_keeps_its_place_before_a_later_ring_message() {
         return;
     }
     with_watchdog(Duration::from_secs(60), move || {
-        let (tx, rx) = ipc::os_channel::<u32>().unwrap();
         // The channel gets its ring here, and it is awake: `tx` sends into it.
-        for n in 0..40 {
-            tx.send(n).unwrap();
-            assert_eq!(rx.recv().unwrap(), n);
-        }
+        let (tx, rx) = util::os_channel_with_awake_ring(|n| n);
         let (mut child, messages) = child_command(ENTRY, "order").spawn_with_channel::<Message>().unwrap();
         let (told, tell) = ipc::os_channel::<u32>().unwrap();
         let region = IpcSharedMemory::from_bytes(b"unused");

@@ -129,3 +129,19 @@ pub fn wait_for_line(child: &mut Child, marker: &str) {
     let said = std::io::BufRead::lines(stdout).map_while(Result::ok).any(|line| line == marker);
     assert!(said, "the child ended before it printed {marker:?}");
 }
+
+/// An OS channel whose ring is made and awake: `warm(n)` for n in 0..40 sent and read back, in
+/// order (a ring is made after a few messages, and the receiver that polls keeps it awake).
+pub fn os_channel_with_awake_ring<T>(
+    warm: impl Fn(u32) -> T,
+) -> (crossproc::ipc::IpcSender<T>, crossproc::ipc::IpcReceiver<T>)
+where
+    T: serde::Serialize + for<'de> serde::Deserialize<'de> + PartialEq + std::fmt::Debug,
+{
+    let (tx, rx) = crossproc::ipc::os_channel::<T>().unwrap();
+    for n in 0..40 {
+        tx.send(warm(n)).unwrap();
+        assert_eq!(rx.recv().unwrap(), warm(n));
+    }
+    (tx, rx)
+}
