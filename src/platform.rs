@@ -290,7 +290,7 @@ pub struct OsIpcReceiverSet(ipc::IpcReceiverSet);
 impl OsIpcReceiverSet {
     /// An empty set.
     pub fn new() -> Result<OsIpcReceiverSet, OsError> {
-        Ok(OsIpcReceiverSet(ipc::IpcReceiverSet::new()?))
+        Ok(OsIpcReceiverSet(ipc::IpcReceiverSet::for_os_receivers()?))
     }
 
     /// Moves a receiver into the set; returns the id its events carry.

@@ -30,6 +30,8 @@ fn child_entry() {
         "count_descriptors" => count_descriptors(),
         #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
         "add_at_the_limit" => add_at_the_limit(),
+        #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+        "platform_set" => platform_set(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -105,6 +107,32 @@ fn add_at_the_limit() {
     assert_eq!((got, message.to::<u32>().unwrap()), (id, 7));
     drop(tx);
     assert!(matches!(set.select().unwrap()[..], [IpcSelectionResult::ChannelClosed(closed)] if closed == id));
+}
+
+/// `platform::OsIpcReceiverSet` holds OS receivers alone (`platform::channel` makes OS
+/// channels), so it makes no doorbell: one descriptor, its epoll, as ipc-channel's, and it can
+/// be made with one slot free (review 7, R7-2).
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[test]
+fn a_platform_set_holds_one_descriptor() {
+    util::child_in_role_succeeds(ENTRY, "platform_set");
+}
+
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+fn platform_set() {
+    // (A sender first: the process's first sender opens the reserve, docs/ring.md.)
+    let (tx, rx) = crossproc::platform::channel().unwrap();
+    let before = util::open_fds();
+    let mut set = crossproc::platform::OsIpcReceiverSet::new().unwrap();
+    assert_eq!(util::open_fds(), before + 1, "a platform set is its epoll alone");
+    set.add(rx).unwrap();
+    tx.send(b"one", Vec::new(), Vec::new()).unwrap();
+    assert_eq!(set.select().unwrap().len(), 1);
+    drop(set);
+    let mut held = Vec::new();
+    util::descriptors::lower_the_limit(256);
+    util::descriptors::fill_leaving_one(&mut held);
+    crossproc::platform::OsIpcReceiverSet::new().expect("a platform set made with one slot free");
 }
 
 /// A child made by `fork` that selects on its copy of a set holding local members of its

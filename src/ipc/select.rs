@@ -49,8 +49,9 @@ pub struct IpcReceiverSet {
     members: HashMap<u64, Member>,
     /// The ids of the members in the OS set, by their id there.
     os_ids: HashMap<u64, u64>,
-    /// What local members' senders ring.
-    doorbell: Doorbell,
+    /// What local members' senders ring (made with the set, or for a set of OS receivers
+    /// alone when a local member first joins).
+    doorbell: Option<Doorbell>,
     /// The fork generation in which every local member is known to be of this process (see
     /// [`check_local_members`](Self::check_local_members)).
     local_generation: u64,
@@ -82,13 +83,20 @@ impl IpcReceiverSet {
     /// local members ring, docs/local.md "Waiting"), so that adding a member needs none: a
     /// receiver is never lost to an add that finds the descriptor table full.
     pub fn new() -> Result<IpcReceiverSet, io::Error> {
-        let mut os = OsIpcReceiverSet::new()?;
-        let doorbell = Doorbell::new(&mut os)?;
+        let mut set = IpcReceiverSet::for_os_receivers()?;
+        set.doorbell = Some(Doorbell::new(&mut set.os)?);
+        Ok(set)
+    }
+
+    /// An empty set for OS receivers alone (`platform::OsIpcReceiverSet`): no doorbell, so
+    /// one descriptor on Linux, as ipc-channel's. A local member that joins one all the same
+    /// makes the doorbell then.
+    pub(crate) fn for_os_receivers() -> Result<IpcReceiverSet, io::Error> {
         Ok(IpcReceiverSet {
-            os,
+            os: OsIpcReceiverSet::new()?,
             members: HashMap::new(),
             os_ids: HashMap::new(),
-            doorbell,
+            doorbell: None,
             local_generation: fork_generation(),
             next_id: 0,
             limits: None,
@@ -128,9 +136,13 @@ impl IpcReceiverSet {
             if let Some(limits) = self.limits {
                 receiver.set_limits(limits);
             }
+            let doorbell = match &mut self.doorbell {
+                Some(doorbell) => doorbell,
+                None => self.doorbell.insert(Doorbell::new(&mut self.os)?),
+            };
             // Looked at by the next select, which registers the waker if nothing is queued.
-            self.doorbell.note(id);
-            self.members.insert(id, Member::Local(receiver, self.doorbell.waker(id)));
+            doorbell.note(id);
+            self.members.insert(id, Member::Local(receiver, doorbell.waker(id)));
         } else {
             let (receiver, backlog) = receiver.into_os_with_backlog()?;
             self.add_os(id, receiver, backlog).map_err(|(error, _)| error)?;
@@ -244,7 +256,7 @@ impl IpcReceiverSet {
             self.drain_local(&mut results);
             // A member left rung (it had more, or every message it gave was dropped) is looked
             // at again before any wait: no byte on the doorbell would wake one for it (review 6).
-            let rung = self.doorbell.has_rung();
+            let rung = self.doorbell.as_ref().is_some_and(Doorbell::has_rung);
             let wait = match mode {
                 _ if !results.is_empty() || rung => Wait::NonBlocking,
                 Wait::Timeout(_) => match deadline {
@@ -268,7 +280,7 @@ impl IpcReceiverSet {
                 return Err(TrySelectError::IoError(error));
             }
             let time_left = deadline.is_none_or(|deadline| Instant::now() < deadline);
-            let rung = rang || self.doorbell.has_rung();
+            let rung = rang || self.doorbell.as_ref().is_some_and(Doorbell::has_rung);
             match mode {
                 Wait::Blocking => {}
                 Wait::NonBlocking if rung && passes < MAX_NONBLOCKING_PASSES => {}
@@ -276,7 +288,9 @@ impl IpcReceiverSet {
                 _ => {
                     // Members still rung get a doorbell byte, so that whoever waits on the OS
                     // set next (an async set) is woken for them.
-                    self.doorbell.ring_if_rung();
+                    if let Some(doorbell) = &self.doorbell {
+                        doorbell.ring_if_rung();
+                    }
                     return Err(TrySelectError::Empty);
                 }
             }
@@ -288,7 +302,9 @@ impl IpcReceiverSet {
     /// nothing is queued. A member whose channel became an OS channel (a sender left) and read
     /// its backlog moves into the OS set.
     fn drain_local(&mut self, results: &mut Vec<IpcSelectionResult>) {
-        for id in self.doorbell.take_rung() {
+        let Some(rung) = self.doorbell.as_ref().map(Doorbell::take_rung) else { return };
+        let note = |set: &Self, id| set.doorbell.as_ref().map(|doorbell| doorbell.note(id));
+        for id in rung {
             let Some(Member::Local(receiver, waker)) = self.members.get(&id) else { continue };
             let mut buffer = Vec::new();
             let drained = drain_with(
@@ -300,9 +316,11 @@ impl IpcReceiverSet {
                     results.push(IpcSelectionResult::ChannelClosed(id));
                     self.forget(id);
                 }
-                Drained::More => self.doorbell.note(id),
+                Drained::More => {
+                    note(self, id);
+                }
                 Drained::Stuck(error) => {
-                    self.doorbell.note(id);
+                    note(self, id);
                     self.stuck = Some(error);
                 }
                 Drained::Empty if receiver.os_receiver().is_some() => {
@@ -352,11 +370,11 @@ impl IpcReceiverSet {
     /// Adds what the OS set reported to `results`, under the members' ids; `true` when the
     /// doorbell rang.
     fn report_os(&mut self, reported: Vec<OsIpcSelectionResult>, results: &mut Vec<IpcSelectionResult>) -> bool {
-        let doorbell = self.doorbell.os_id;
+        let doorbell = self.doorbell.as_ref().map(|doorbell| doorbell.os_id);
         let mut rung = false;
         for result in reported {
             match result {
-                OsIpcSelectionResult::MessageReceived(os_id, _) if os_id == doorbell => rung = true,
+                OsIpcSelectionResult::MessageReceived(os_id, _) if Some(os_id) == doorbell => rung = true,
                 OsIpcSelectionResult::MessageReceived(os_id, message) => {
                     if let Some(&id) = self.os_ids.get(&os_id) {
                         results.push(received(id, message));

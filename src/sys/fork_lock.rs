@@ -21,7 +21,7 @@ use super::{fork_detectable, fork_generation};
 /// where forks cannot be told apart, is taken for orphaned. The same generation's holder may
 /// have taken the lock and not yet recorded its generation: a few instructions, so this bounds
 /// only a thread preempted in between, right after a fork.
-const ORPHAN_TRIES: usize = 10_000;
+pub(crate) const ORPHAN_TRIES: usize = 10_000;
 
 /// A mutex for short critical sections that never waits for ever in a child made by `fork`
 /// while another thread held it. A poisoned lock is taken as it is (the sections keep their

@@ -20,8 +20,9 @@
 //! generation), and a child made by `fork` while a thread of its parent had it lent takes it
 //! over, where a lock held at the fork would have left the child without a reserve for good
 //! (review 5, F8). A child forked in the few instructions between the lend's mark and the
-//! descriptor's close keeps one descriptor it does not know of (the word cannot tell it the
-//! number safely): a leak of one, never a close of another's descriptor.
+//! descriptor's close, or between a new reserve's open and its store, keeps one descriptor it
+//! does not know of (the word cannot tell it the number safely): a leak of one, never a close
+//! of another's descriptor.
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +45,7 @@ pub(super) fn keep() {
 
 /// Runs `look` with one more descriptor free than this process has: the reserve's, which is
 /// taken back after (`None`, and `look` not run, when there is no reserve to free, or when a
-/// process that cannot tell its forks apart finds it lent).
+/// process that cannot tell its forks apart finds it lent for 10,000 tries).
 pub(super) fn with_one_free<R>(look: impl FnOnce() -> R) -> Option<R> {
     let mut lent = Lent::take(true)?;
     let made_room = lent.free();
@@ -105,17 +106,20 @@ struct Lent {
 impl Lent {
     /// Lends the reserve (also when there is none: the lend is then the right to open one).
     /// A reserve lent by a thread of this process is waited for if `wait`; one lent at the fork
-    /// that made this process is taken over. Where forks cannot be told apart, a lent reserve
-    /// is never waited for (it may be a parent's, whose lend never ends here): `None`.
+    /// that made this process (by an earlier generation: generations grow from parent to child)
+    /// is taken over. Where forks cannot be told apart, a lent reserve is waited for a bounded
+    /// number of tries (it may be a parent's, whose lend never ends here), then `None`.
     fn take(wait: bool) -> Option<Lent> {
-        let generation = this_generation();
+        let mut tries = 0;
         loop {
+            let generation = this_generation();
             let word = RESERVE.load(Ordering::Acquire);
             let fd = match Word::decode(word) {
                 Word::None => None,
                 Word::Present(fd) => Some(fd),
-                Word::Lent { by, .. } if by == generation || !fork::detectable() => {
-                    if !wait || !fork::detectable() {
+                Word::Lent { by, .. } if by >= generation || !fork::detectable() => {
+                    tries += 1;
+                    if !wait || (!fork::detectable() && tries > crate::sys::fork_lock::ORPHAN_TRIES) {
                         return None;
                     }
                     // Another thread's look: a close, a peek and an open.
