@@ -10,6 +10,17 @@
 //! tree is flat so that decoding never recurses, whatever a hostile sender writes, and it is
 //! checked whole (every range later than its owner, every body claimed once, limits respected)
 //! before any handle value in it is adopted.
+//!
+//! A message larger than the pipe should hold (a receiver that moves with a large backlog
+//! inline) travels *indirect*: the pipe message is the prefix with [`INDIRECT`] for a header
+//! length, then a section's handle and length (u64 LE each), and the section holds the whole
+//! message as above. A blocking write of more than the pipe buffers waits for a reader, and the
+//! reader may be the sending thread itself, which then never reads (a receiver sent through a
+//! channel of its own process: it hung under Wine).
+//!
+//! ```text
+//! "CXW1" | 0xFFFF_FFFF | section handle (u64 LE) | section length (u64 LE)
+//! ```
 
 use std::io;
 
@@ -35,6 +46,38 @@ pub(super) fn version_mismatch(theirs: u8) -> io::Error {
 }
 
 const PREFIX: usize = 8;
+
+/// The header length that marks an indirect message.
+const INDIRECT: u32 = u32::MAX;
+
+/// Messages longer than this travel indirect (half the pipe's buffer: room for others).
+pub(super) const INDIRECT_ABOVE: usize = super::pipe::PIPE_BUFFER as usize / 2;
+
+/// The pipe message that names `section` as the one that holds the whole message.
+pub(super) fn encode_indirect(section: SectionWire) -> Vec<u8> {
+    let mut message = Vec::with_capacity(PREFIX + 16);
+    message.extend_from_slice(&MAGIC);
+    message.push(PROTOCOL_VERSION);
+    message.extend_from_slice(&INDIRECT.to_le_bytes());
+    message.extend_from_slice(&section.handle.to_le_bytes());
+    message.extend_from_slice(&section.len.to_le_bytes());
+    message
+}
+
+/// The section an indirect message names (`None` for a message that holds itself).
+pub(super) fn decode_indirect(message: &[u8]) -> io::Result<Option<SectionWire>> {
+    if message.len() < PREFIX || message[4..8] != INDIRECT.to_le_bytes() || message[..3] != MAGIC {
+        return Ok(None);
+    }
+    let field = |at: usize| message.get(at..at + 8).map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8")));
+    match (message.len() == PREFIX + 16, field(PREFIX), field(PREFIX + 8)) {
+        (true, Some(handle), Some(len)) => Ok(Some(SectionWire { handle, len })),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "malformed message: an indirect message of the wrong length",
+        )),
+    }
+}
 
 /// The decoded header of one pipe message.
 #[derive(Serialize, Deserialize, Debug, Default)]
@@ -188,6 +231,16 @@ mod tests {
         let (decoded, offset) = Header::decode(&message).unwrap();
         assert_eq!(decoded.target_pid, 7);
         assert_eq!(&message[offset..], b"tail");
+    }
+
+    #[test]
+    fn an_indirect_message_names_its_section_and_nothing_else() {
+        let section = SectionWire { handle: 0x44, len: 1 << 20 };
+        let message = encode_indirect(section);
+        let decoded = decode_indirect(&message).unwrap().expect("indirect");
+        assert_eq!((decoded.handle, decoded.len), (0x44, 1 << 20));
+        assert!(decode_indirect(&Header::default().encode(b"x").unwrap()).unwrap().is_none());
+        assert_eq!(decode_indirect(&message[..message.len() - 1]).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -177,8 +177,10 @@ impl OsIpcSender {
         // meanwhile, a message larger than its data because of a moving receiver's queue, a
         // broken pipe) loses those ends.
         let mut exporter = Exporter::new(peer);
-        let sent =
-            exporter.message(data, channels, shared_memory).and_then(|message| self.post(&message, wait, deadline));
+        let sent = exporter
+            .message(data, channels, shared_memory)
+            .and_then(|message| exporter.fit_the_pipe(message))
+            .and_then(|message| self.post(&message, wait, deadline));
         match sent {
             Ok(Some(())) => Ok(()),
             Ok(None) => {

@@ -16,7 +16,7 @@ use std::mem;
 use std::os::windows::io::OwnedHandle;
 use std::sync::Arc;
 
-use super::frame::{BodyWire, ChannelWire, EndWire, Header, PayloadWire, SectionWire};
+use super::frame::{self, BodyWire, ChannelWire, EndWire, Header, PayloadWire, SectionWire};
 use super::pipe::{ChannelState, OsIpcReceiver, OsIpcSender, OsOpaqueIpcChannel, Reader, INLINE_MAX, LOCK_RETRY};
 use super::section::{ChannelCell, OsIpcSharedMemory, View};
 use super::sys::{adopt, Peer, SharedLock};
@@ -85,6 +85,16 @@ impl<'a> Exporter<'a> {
         self.bodies[0] = Some(body);
         let bodies = mem::take(&mut self.bodies).into_iter().map(|body| body.expect("every body filled")).collect();
         Header { target_pid: self.peer.pid, bodies }.encode(trailing)
+    }
+
+    /// `message`, or the indirect message that names a section holding it when it is larger
+    /// than the pipe should hold (see [`frame`](super::frame)).
+    pub fn fit_the_pipe(&mut self, message: Vec<u8>) -> io::Result<Vec<u8>> {
+        if message.len() <= frame::INDIRECT_ABOVE {
+            return Ok(message);
+        }
+        let view = View::create(message.len(), |region| region.copy_from_slice(&message))?;
+        Ok(frame::encode_indirect(self.section(&view)?))
     }
 
     /// Closes in the peer every handle this exporter placed there (the message was not sent).
@@ -188,8 +198,28 @@ pub(super) fn detach(receiver: OsIpcReceiver, new_owner: u32) -> io::Result<Read
     Ok(reader)
 }
 
-/// Decodes a pipe message received by this process.
+/// Decodes a pipe message received by this process (the section's copy, for an indirect one).
 pub(super) fn import(message: &[u8], limits: &ReceiveLimits) -> io::Result<Parcel> {
+    let Some(section) = frame::decode_indirect(message)? else {
+        return import_direct(message, limits);
+    };
+    let refuse = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {what}"));
+    // Bounded before anything is mapped: the payloads, and room for the header over them.
+    if section.len > limits.max_message_bytes.saturating_add(1 << 20) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "a message longer than the receiver's limits"));
+    }
+    let len = section_len(section.len)?;
+    // Copied out at once: the sender keeps a writable handle to its section.
+    let mut inner = crate::sys::message_buffer(len)?;
+    inner.extend_from_slice(&View::open(adopt(section.handle)?, len)?);
+    if frame::decode_indirect(&inner)?.is_some() {
+        return Err(refuse("an indirect message inside another"));
+    }
+    import_direct(&inner, limits)
+}
+
+/// Decodes a pipe message that holds itself.
+fn import_direct(message: &[u8], limits: &ReceiveLimits) -> io::Result<Parcel> {
     let (header, offset) = Header::decode(message)?;
     let trailing = &message[offset..];
     let (handles, bytes) = header.totals(trailing.len());
