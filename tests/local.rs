@@ -268,14 +268,24 @@ fn a_backlog_on_its_way_keeps_its_budget_and_its_order() {
             }
             assert!(sent < 40_000, "sends into a backlog on its way are bounded by the budget");
         }
-        match through_an_os_channel(tx.clone()) {
-            Err(IpcError::Io(error)) => assert!(error.to_string().contains("on their way"), "{error}"),
+        let left_early = match through_an_os_channel(tx.clone()) {
+            Err(IpcError::Io(error)) => {
+                assert!(error.to_string().contains("on their way"), "{error}");
+                None
+            }
+            // On Windows a moving receiver takes along everything its pipe holds, and the pump
+            // may have written the whole backlog by then: nothing is left on its way, and a
+            // sender may leave (what it sends comes after the backlog all the same).
+            Ok(remote) if cfg!(windows) => Some(remote),
             other => panic!("a sender left ahead of its receiver's backlog: {:?}", other.map(|_| ())),
-        }
+        };
         for index in 0..sent {
             assert_eq!(number(&rx.recv().unwrap()), index);
         }
-        let remote = through_an_os_channel(tx.clone()).expect("the backlog was read: the sender leaves");
+        let remote = match left_early {
+            Some(remote) => remote,
+            None => through_an_os_channel(tx.clone()).expect("the backlog was read: the sender leaves"),
+        };
         remote.send(numbered(sent)).unwrap();
         assert_eq!(number(&rx.recv().unwrap()), sent);
     });
