@@ -200,6 +200,14 @@ def main():
         lines.append(f"| {title} | {' | '.join(cells)} | {r1} | {r2} | {target} |")
     lines += [
         "",
+        "Where the time goes: a local channel still encodes every message (an `IpcSender<T>` is `Send + Sync` for every `T`, so values cannot cross threads unencoded). "
+        "A profile of the 64 B stream (`perf`, 2026-12-07) shows three allocations a message against crossbeam-channel's one (the user's vector, the encoded copy that the "
+        "receiving thread frees, the decoded vector) and the queue's lock, whose cache line moves between the two threads twice a message; closing the gap needs a "
+        "lock-free queue and encoded buffers that go back to the sender. The reply-channel round was not profiled. These rows vary most from run to run "
+        "(docs/benchmarks/notes.md).",
+    ]
+    lines += [
+        "",
         "## Polling off: crossproc-sleeping (both processes) against ipc-channel and the sleeping floor",
         "",
         "| scenario | crossproc, polling off | ipc-channel | sleeping floor | / ipc-channel | / floor |",
