@@ -372,3 +372,30 @@ fn a_receiver_whose_queue_carries_a_receiver_that_cannot_leave_stays() {
     assert_eq!(rx_b.recv().unwrap(), 1);
     assert_eq!(rx_b.recv().unwrap(), 2);
 }
+
+/// The same two levels down: a receiver queued in a channel whose receiver is queued in the
+/// leaving one (review finding F2: the check looked one level deep, and the send dropped the
+/// innermost receiver with its messages).
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
+#[test]
+fn a_receiver_whose_queue_carries_one_that_cannot_leave_two_levels_down_stays() {
+    let (tx_c, rx_c) = ipc::channel::<u32>().unwrap();
+    tx_c.send(1).unwrap();
+    let remote_c = through_an_os_channel(tx_c.clone()).unwrap();
+    let (tx_b, rx_b) = ipc::channel::<IpcReceiver<u32>>().unwrap();
+    tx_b.send(rx_c).unwrap();
+    let (tx_a, rx_a) = ipc::channel::<IpcReceiver<IpcReceiver<u32>>>().unwrap();
+    tx_a.send(rx_b).unwrap();
+    let (carrier_tx, _carrier_rx) = ipc::os_channel::<IpcReceiver<IpcReceiver<IpcReceiver<u32>>>>().unwrap();
+    let rx_a = match carrier_tx.try_send(rx_a) {
+        Err(TrySendError::Failed(rx_a, IpcError::Io(error))) => {
+            assert!(error.to_string().contains("receive that message here first"), "{error}");
+            rx_a
+        }
+        other => panic!("the receiver left: {:?}", other.map(|_| ())),
+    };
+    let rx_c = rx_a.recv().unwrap().recv().unwrap();
+    remote_c.send(2).unwrap();
+    assert_eq!(rx_c.recv().unwrap(), 1);
+    assert_eq!(rx_c.recv().unwrap(), 2);
+}

@@ -39,6 +39,10 @@ pub(super) struct Queue {
     pub capacity: usize,
 }
 
+/// How many levels of queued receivers a leaving receiver's check looks through (a chain
+/// longer than this is not looked at past it; docs/local.md).
+const STUCK_DEPTH: usize = 64;
+
 impl Queue {
     /// An empty queue with the default budget (Linux's default socket buffer).
     pub fn new() -> Queue {
@@ -86,10 +90,18 @@ impl Queue {
     /// backlog predates a sender's leave, see `leave::for_receiver`): sent on, that message
     /// could only be dropped. One level deep, and a channel whose lock is busy counts as fine.
     pub fn carries_a_stuck_receiver(&self) -> bool {
-        self.messages.iter().flat_map(|message| &message.channels).any(|channel| match channel {
-            Channel::Receiver(super::Receiver::Local(receiver)) => receiver.must_read_its_backlog_here(),
-            _ => false,
-        })
+        self.carries_a_stuck_receiver_within(STUCK_DEPTH)
+    }
+
+    /// [`carries_a_stuck_receiver`](Self::carries_a_stuck_receiver), looking `depth` levels of
+    /// queued receivers deep (each level's lock is tried, and held while the next is looked
+    /// at, so a cycle ends at a lock this look holds).
+    pub fn carries_a_stuck_receiver_within(&self, depth: usize) -> bool {
+        depth > 0
+            && self.messages.iter().flat_map(|message| &message.channels).any(|channel| match channel {
+                Channel::Receiver(super::Receiver::Local(receiver)) => receiver.must_read_its_backlog_here(depth - 1),
+                _ => false,
+            })
     }
 
     /// The queue as it is, moved out, with an empty one of the same capacity left behind.

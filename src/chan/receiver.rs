@@ -35,11 +35,14 @@ impl LocalReceiver {
     }
 
     /// Whether this end could not leave now because of a backlog that predates a sender's leave
-    /// (see `leave::for_receiver`); a channel whose lock is busy counts as fine.
-    pub fn must_read_its_backlog_here(&self) -> bool {
-        self.core.shared.try_lock().is_some_and(
-            |shared| matches!(&shared.state, State::Os { backlog, receiver: Some(_), .. } if !backlog.is_empty()),
-        )
+    /// (see `leave::for_receiver`), or because its own queue carries such an end, `depth`
+    /// levels deep at most; a channel whose lock is busy counts as fine.
+    pub fn must_read_its_backlog_here(&self, depth: usize) -> bool {
+        self.core.shared.try_lock().is_some_and(|shared| match &shared.state {
+            State::Os { backlog, receiver: Some(_), .. } => !backlog.is_empty(),
+            State::Local(queue) => queue.carries_a_stuck_receiver_within(depth),
+            State::Os { .. } => false,
+        })
     }
 
     /// Receives one message, waiting as `wait` allows.
