@@ -5,9 +5,8 @@
 //! belongs to its parent (`getpid` would cost a system call per message).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
-use rustix::mm::{madvise, mmap_anonymous, Advice, MapFlags, ProtFlags};
+use rustix::mm::{madvise, mmap_anonymous, munmap, Advice, MapFlags, ProtFlags};
 
 /// The number of forks between this process and the one that first asked; 0 in that one.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -36,6 +35,9 @@ pub(super) fn generation() -> u64 {
         match page.load(Ordering::Acquire) {
             MARKED => return GENERATION.load(Ordering::Acquire),
             0 => {
+                // A signal handled on this thread while it counts would find the count under
+                // way and wait for itself (review 8, R8-1): none is handled until it is done.
+                let _blocked = SignalsBlocked::new();
                 if page.compare_exchange(0, COUNTING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                     let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
                     page.store(MARKED, Ordering::Release);
@@ -55,25 +57,79 @@ pub(super) fn detectable() -> bool {
     page().is_some()
 }
 
+/// The wipe-on-fork page's address; 0 until it is made, [`NO_PAGE`] where it cannot be.
+///
+/// Made without a lock: a child forked while another thread of its parent held a lock around
+/// the making (a `OnceLock`, before) waited for it for ever at its first use (review 8, R8-2:
+/// 7 children of 300 processes). Threads that race each make a page, and all but the first to
+/// publish unmap theirs; a child forked before the page was published makes its own.
+static PAGE: AtomicUsize = AtomicUsize::new(0);
+/// [`PAGE`] when no page can be had (a page address is never 1).
+const NO_PAGE: usize = 1;
+const PAGE_LEN: usize = 4096;
+
 /// The wipe-on-fork page's first word: [`MARKED`] in the process that made it, 0 in a forked
 /// child until [`generation`] counts the fork and marks it again.
 fn page() -> Option<&'static AtomicUsize> {
-    static PAGE: OnceLock<Option<usize>> = OnceLock::new();
-    let address = (*PAGE.get_or_init(|| {
-        const LEN: usize = 4096;
-        // A new private anonymous mapping, never unmapped: it touches no existing memory.
-        // SAFETY: a fresh mapping with no aliases.
-        let ptr = unsafe {
-            mmap_anonymous(std::ptr::null_mut(), LEN, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE).ok()?
+    let mut address = PAGE.load(Ordering::Acquire);
+    if address == 0 {
+        let made = make_page();
+        address = match PAGE.compare_exchange(0, made.unwrap_or(NO_PAGE), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => made.unwrap_or(NO_PAGE),
+            Err(published) => {
+                if let Some(made) = made {
+                    // SAFETY: this thread's own page, never published: nothing else knows it.
+                    let _ = unsafe { munmap(made as *mut std::ffi::c_void, PAGE_LEN) };
+                }
+                published
+            }
         };
-        // SAFETY: `ptr` is the whole mapping just made; advice does not change its contents.
-        unsafe { madvise(ptr, LEN, Advice::LinuxWipeOnFork).ok()? };
-        // SAFETY: the mapping is page-aligned, writable and lives for the rest of the process.
-        unsafe { (*ptr.cast::<AtomicUsize>()).store(MARKED, Ordering::Release) };
-        Some(ptr as usize)
-    }))?;
-    // SAFETY: the page lives forever and is only accessed through this atomic.
-    Some(unsafe { &*(address as *const AtomicUsize) })
+    }
+    // SAFETY: a published page lives for ever and is only accessed through this atomic.
+    (address != NO_PAGE).then(|| unsafe { &*(address as *const AtomicUsize) })
+}
+
+/// A new wipe-on-fork page, marked; `None` where the kernel refuses the advice (before 4.14, or
+/// a seccomp filter).
+fn make_page() -> Option<usize> {
+    // A new private anonymous mapping: it touches no existing memory.
+    // SAFETY: a fresh mapping with no aliases.
+    let ptr = unsafe {
+        mmap_anonymous(std::ptr::null_mut(), PAGE_LEN, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE).ok()?
+    };
+    // SAFETY: `ptr` is the whole mapping just made; advice does not change its contents.
+    if unsafe { madvise(ptr, PAGE_LEN, Advice::LinuxWipeOnFork) }.is_err() {
+        // SAFETY: the mapping just made, known to nobody else.
+        let _ = unsafe { munmap(ptr, PAGE_LEN) };
+        return None;
+    }
+    // SAFETY: the mapping is page-aligned, writable, and nobody else knows it yet.
+    unsafe { (*ptr.cast::<AtomicUsize>()).store(MARKED, Ordering::Release) };
+    Some(ptr as usize)
+}
+
+/// Every signal blocked on this thread while it lives (two system calls, once per child).
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        // SAFETY: both sets are plain values this function owns; `pthread_sigmask` changes only
+        // this thread's mask, which the drop restores.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut before: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before);
+            SignalsBlocked(before)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask `new` read from this same thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@
 //!
 //! A message larger than the pipe should hold (a receiver that moves with a large backlog
 //! inline) travels *indirect*: the pipe message is the prefix with [`INDIRECT`] for a header
-//! length, then a section's handle and length (u64 LE each), and the section holds the whole
-//! message as above. A blocking write of more than the pipe buffers waits for a reader, and the
+//! length, then the process the section's handle was placed in (u32 LE: checked before the
+//! handle is taken), the handle and the section's length (u64 LE each), and the section holds
+//! the whole message as above. A blocking write of more than the pipe buffers waits for a reader, and the
 //! reader may be the sending thread itself, which then never reads (a receiver sent through a
 //! channel of its own process: it hung under Wine).
 //!
 //! ```text
-//! "CXW1" | 0xFFFF_FFFF | section handle (u64 LE) | section length (u64 LE)
+//! "CXW1" | 0xFFFF_FFFF | target pid (u32 LE) | section handle (u64 LE) | section length (u64 LE)
 //! ```
 
 use std::io;
@@ -53,30 +54,38 @@ const INDIRECT: u32 = u32::MAX;
 /// Messages longer than this travel indirect (half the pipe's buffer: room for others).
 pub(super) const INDIRECT_ABOVE: usize = super::pipe::PIPE_BUFFER as usize / 2;
 
-/// The pipe message that names `section` as the one that holds the whole message.
-pub(super) fn encode_indirect(section: SectionWire) -> Vec<u8> {
-    let mut message = Vec::with_capacity(PREFIX + 16);
+/// The length of an indirect pipe message.
+const INDIRECT_LEN: usize = PREFIX + 4 + 16;
+
+/// The pipe message that names `section`, placed in process `target_pid`, as the one that
+/// holds the whole message.
+pub(super) fn encode_indirect(target_pid: u32, section: SectionWire) -> Vec<u8> {
+    let mut message = Vec::with_capacity(INDIRECT_LEN);
     message.extend_from_slice(&MAGIC);
     message.push(PROTOCOL_VERSION);
     message.extend_from_slice(&INDIRECT.to_le_bytes());
+    message.extend_from_slice(&target_pid.to_le_bytes());
     message.extend_from_slice(&section.handle.to_le_bytes());
     message.extend_from_slice(&section.len.to_le_bytes());
     message
 }
 
-/// The section an indirect message names (`None` for a message that holds itself).
-pub(super) fn decode_indirect(message: &[u8]) -> io::Result<Option<SectionWire>> {
-    if message.len() < PREFIX || message[4..8] != INDIRECT.to_le_bytes() || message[..3] != MAGIC {
+/// The target process and the section an indirect message names (`None` for a message that
+/// holds itself, or one of another version, which [`Header::decode`] refuses as such).
+pub(super) fn decode_indirect(message: &[u8]) -> io::Result<Option<(u32, SectionWire)>> {
+    if message.len() < PREFIX || message[..3] != MAGIC || message[3] != PROTOCOL_VERSION {
         return Ok(None);
     }
-    let field = |at: usize| message.get(at..at + 8).map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8")));
-    match (message.len() == PREFIX + 16, field(PREFIX), field(PREFIX + 8)) {
-        (true, Some(handle), Some(len)) => Ok(Some(SectionWire { handle, len })),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "malformed message: an indirect message of the wrong length",
-        )),
+    if message[4..8] != INDIRECT.to_le_bytes() {
+        return Ok(None);
     }
+    if message.len() != INDIRECT_LEN {
+        let what = "malformed message: an indirect message of the wrong length";
+        return Err(io::Error::new(io::ErrorKind::InvalidData, what));
+    }
+    let target_pid = u32::from_le_bytes(message[PREFIX..PREFIX + 4].try_into().expect("4 bytes"));
+    let field = |at: usize| u64::from_le_bytes(message[at..at + 8].try_into().expect("8 bytes"));
+    Ok(Some((target_pid, SectionWire { handle: field(PREFIX + 4), len: field(PREFIX + 12) })))
 }
 
 /// The decoded header of one pipe message.
@@ -236,9 +245,9 @@ mod tests {
     #[test]
     fn an_indirect_message_names_its_section_and_nothing_else() {
         let section = SectionWire { handle: 0x44, len: 1 << 20 };
-        let message = encode_indirect(section);
-        let decoded = decode_indirect(&message).unwrap().expect("indirect");
-        assert_eq!((decoded.handle, decoded.len), (0x44, 1 << 20));
+        let message = encode_indirect(9, section);
+        let (target_pid, decoded) = decode_indirect(&message).unwrap().expect("indirect");
+        assert_eq!((target_pid, decoded.handle, decoded.len), (9, 0x44, 1 << 20));
         assert!(decode_indirect(&Header::default().encode(b"x").unwrap()).unwrap().is_none());
         assert_eq!(decode_indirect(&message[..message.len() - 1]).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }

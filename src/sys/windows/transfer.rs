@@ -94,7 +94,7 @@ impl<'a> Exporter<'a> {
             return Ok(message);
         }
         let view = View::create(message.len(), |region| region.copy_from_slice(&message))?;
-        Ok(frame::encode_indirect(self.section(&view)?))
+        Ok(frame::encode_indirect(self.peer.pid, self.section(&view)?))
     }
 
     /// Closes in the peer every handle this exporter placed there (the message was not sent).
@@ -200,10 +200,15 @@ pub(super) fn detach(receiver: OsIpcReceiver, new_owner: u32) -> io::Result<Read
 
 /// Decodes a pipe message received by this process (the section's copy, for an indirect one).
 pub(super) fn import(message: &[u8], limits: &ReceiveLimits) -> io::Result<Parcel> {
-    let Some(section) = frame::decode_indirect(message)? else {
+    let Some((target_pid, section)) = frame::decode_indirect(message)? else {
         return import_direct(message, limits);
     };
     let refuse = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {what}"));
+    // Before the handle is taken: a value not placed here may be one of this process's own
+    // (review 8, R8-3: a forged indirect hello made a server close a handle of its own).
+    if target_pid != std::process::id() {
+        return Err(refuse("its handles were placed in another process"));
+    }
     // Bounded before anything is mapped: the payloads, and room for the header over them.
     if section.len > limits.max_message_bytes.saturating_add(1 << 20) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "a message longer than the receiver's limits"));
