@@ -1,12 +1,14 @@
-//! A child forked while another thread of its parent makes the wipe-on-fork page (the page that
-//! tells a forked child from its parent, `src/sys/linux/fork.rs`) does not hang.
+//! A child forked while another thread of its parent finds what the crate finds once (the
+//! wipe-on-fork page that tells a forked child from its parent, `src/sys/linux/fork.rs`; the
+//! CPU count behind the receive spin, `src/sys/found_once.rs`) does not hang.
 //!
-//! The page was made inside a `OnceLock`: a child forked by another thread meanwhile inherited
-//! it half made, with no thread left to finish, and its first use of the crate waited for ever
-//! (review 8, R8-2: 7 hung children from 300 processes). Each fresh process here (a child role)
-//! starts a thread whose `ipc::channel()` is the process's first use of the crate and forks
-//! from its main thread meanwhile; every forked child makes a channel and exits. A child still
-//! running after 10 s counts as hung (the deadline only turns a hang into a failure).
+//! Both were kept in a `OnceLock`: a child forked by another thread meanwhile inherited it half
+//! made, with no thread left to finish, and its first use of the crate waited for ever (review
+//! 8, R8-2: 7 hung children from 300 processes making a channel; review 9, R9-1: 5 of 200 asking
+//! `ipc::receive_spin()`). Each fresh process here (a child role) starts a thread whose first
+//! call is the process's first use of the crate and forks from its main thread meanwhile; every
+//! forked child makes the same call and exits. A child still running after 10 s counts as hung
+//! (the deadline only turns a hang into a failure).
 
 #![cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 
@@ -26,24 +28,26 @@ const HUNG: i32 = 3;
 
 #[test]
 fn child_entry() {
-    if child_role().as_deref() != Some("fresh") {
-        return;
-    }
+    let first_use: fn() = match child_role().as_deref() {
+        Some("channel") => || drop(ipc::channel::<u8>().unwrap()),
+        Some("receive_spin") => || drop(ipc::receive_spin()),
+        _ => return,
+    };
     let done = Arc::new(AtomicBool::new(false));
     let first = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let _ = ipc::channel::<u8>().unwrap();
+            first_use();
             done.store(true, Ordering::Release);
         })
     };
     let mut children = Vec::new();
     while !done.load(Ordering::Acquire) && children.len() < 64 {
-        // SAFETY: the child makes one channel and leaves with `_exit`.
+        // SAFETY: the child makes one call and leaves with `_exit`.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            let _ = ipc::channel::<u8>();
+            first_use();
             // SAFETY: ends the forked child at once.
             unsafe { libc::_exit(0) };
         }
@@ -71,18 +75,28 @@ fn child_entry() {
     std::process::exit(if hung { HUNG } else { 0 });
 }
 
-#[test]
-fn a_child_forked_while_its_parent_makes_the_fork_page_does_not_hang() {
+/// Runs [`PROCESSES`] fresh processes whose first use of the crate is `role`'s.
+fn no_forked_child_hangs(role: &str) {
     if child_role().is_some() {
         return;
     }
     let mut hung = 0;
     for _ in 0..PROCESSES {
-        match child_command(ENTRY, "fresh").status().unwrap().code() {
+        match child_command(ENTRY, role).status().unwrap().code() {
             Some(0) => {}
             Some(HUNG) => hung += 1,
             other => panic!("a fresh process ended with {other:?}"),
         }
     }
-    assert_eq!(hung, 0, "{hung} of {PROCESSES} fresh processes had a forked child that hung");
+    assert_eq!(hung, 0, "{hung} of {PROCESSES} fresh processes ({role}) had a forked child that hung");
+}
+
+#[test]
+fn a_child_forked_while_its_parent_makes_the_fork_page_does_not_hang() {
+    no_forked_child_hangs("channel");
+}
+
+#[test]
+fn a_child_forked_while_its_parent_counts_its_cpus_does_not_hang() {
+    no_forked_child_hangs("receive_spin");
 }

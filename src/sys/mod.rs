@@ -148,6 +148,7 @@ pub(crate) use backend::{decode_packet, race_arbitrary_writes, read_arbitrary_ri
 
 pub(crate) mod credentials;
 pub(crate) mod fork_lock;
+pub(crate) mod found_once;
 pub(crate) use fork_lock::ForkLock;
 pub(crate) mod limits;
 pub(crate) mod ring_switch;

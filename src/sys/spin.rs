@@ -1,9 +1,9 @@
 //! How long a waiting receive polls before it sleeps.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::sys::found_once::FoundOnce;
 use crate::sys::Wait;
 
 /// The polling window when nobody has set one, on a machine with more than one CPU.
@@ -62,15 +62,16 @@ pub fn receive_spin() -> Duration {
 /// How often [`cpu_to_spare`] looks at the machine again.
 const LOAD_SAMPLE: Duration = Duration::from_millis(1);
 
-/// The last looks at the machine: in the high 32 bits the millisecond (since [`epoch`]) of the
+/// The last looks at the machine: in the high 32 bits the millisecond ([`now_ms`]) of the
 /// latest, in the low 32 bits the runnable counts of the latest four, a byte each (the latest
 /// lowest). Zero: never looked.
 static LOOKS: AtomicU64 = AtomicU64::new(0);
 
-/// The instant [`LOOKS`]'s times count from.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// The wall clock's millisecond, in 32 bits: it only tells whether a millisecond passed since
+/// the last look (a clock that jumps costs one look more or fewer). No `Instant` epoch kept in
+/// a `OnceLock`: see [`FoundOnce`] for why none is on the first-use path.
+fn now_ms() -> u32 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u32)
 }
 
 /// Whether polling costs nobody anything: whether, in at least one of the latest four looks (a
@@ -85,7 +86,7 @@ fn epoch() -> Instant {
 /// cannot be read, a CPU counts as spare.
 fn cpu_to_spare() -> bool {
     // Milliseconds wrap after 49 days; only the difference to the last look matters.
-    let now = (epoch().elapsed().as_millis() as u32).max(1);
+    let now = now_ms().max(1);
     let looks = LOOKS.load(Ordering::Relaxed);
     let counts = if looks != 0 && now.wrapping_sub((looks >> 32) as u32) < LOAD_SAMPLE.as_millis() as u32 {
         looks as u32
@@ -110,8 +111,8 @@ fn cpu_to_spare() -> bool {
 /// How many CPUs this process may use, found once (`available_parallelism` reads the cgroup's
 /// quota files each time).
 fn usable_cpus() -> usize {
-    static CPUS: OnceLock<usize> = OnceLock::new();
-    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |count| count.get()))
+    static CPUS: FoundOnce = FoundOnce::new();
+    CPUS.get(|| std::thread::available_parallelism().map_or(1, |count| count.get()))
 }
 
 /// How many threads are runnable on the machine right now (the fourth field of
@@ -187,8 +188,8 @@ mod tests {
         // remembered were taken under the load.
         let mut spare = Vec::new();
         for _ in 0..5 {
-            let tick = epoch().elapsed().as_millis();
-            while epoch().elapsed().as_millis() == tick {
+            let tick = now_ms();
+            while now_ms() == tick {
                 std::hint::spin_loop();
             }
             spare.push(cpu_to_spare());

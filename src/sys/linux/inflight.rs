@@ -56,11 +56,12 @@
 //! soft limit divided by 8, between [`POOLED_FLOOR`] and [`POOLED_CAP`]. A memfd past it is
 //! closed after its one message, as one past the byte budget is.
 
+use crate::sys::found_once::FoundOnce;
 use crate::sys::ForkLock;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{MutexGuard, OnceLock};
+use std::sync::MutexGuard;
 
 use rustix::process::{getrlimit, Resource};
 
@@ -79,8 +80,8 @@ pub(super) const POOLED_CAP: usize = 1024;
 
 /// This process's soft `RLIMIT_NOFILE`, read once (a limit changed later is not seen).
 fn soft_limit() -> usize {
-    static LIMIT: OnceLock<usize> = OnceLock::new();
-    *LIMIT.get_or_init(|| {
+    static LIMIT: FoundOnce = FoundOnce::new();
+    LIMIT.get(|| {
         getrlimit(Resource::Nofile).current.map_or(usize::MAX, |limit| usize::try_from(limit).unwrap_or(usize::MAX))
     })
 }

@@ -8,9 +8,10 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::ptr::{self, NonNull};
-use std::sync::OnceLock;
 
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+
+use crate::sys::found_once::FoundOnce;
 
 /// A shared mapping of the start of a pooled memfd, unmapped when dropped: writable for the
 /// sender that leases the memfd, read-only for the receiver that copies a payload out.
@@ -106,6 +107,6 @@ pub(super) fn in_halves(len: usize, copy: impl Fn(std::ops::Range<usize>) + Sync
 
 /// Whether the machine has more than one CPU, so that a second copying thread can help.
 fn spare_core() -> bool {
-    static SPARE_CORE: OnceLock<bool> = OnceLock::new();
-    *SPARE_CORE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() > 1))
+    static SPARE_CORE: FoundOnce = FoundOnce::new();
+    SPARE_CORE.get(|| usize::from(std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() > 1))) == 1
 }
