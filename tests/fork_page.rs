@@ -30,7 +30,9 @@ const HUNG: i32 = 3;
 fn child_entry() {
     let first_use: fn() = match child_role().as_deref() {
         Some("channel") => || drop(ipc::channel::<u8>().unwrap()),
-        Some("receive_spin") => || drop(ipc::receive_spin()),
+        Some("receive_spin") => || {
+            let _ = ipc::receive_spin();
+        },
         _ => return,
     };
     let done = Arc::new(AtomicBool::new(false));
