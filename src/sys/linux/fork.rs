@@ -1,8 +1,9 @@
 //! Noticing that this process is a child made by `fork`, without a system call.
 //!
 //! A page of this process is marked `MADV_WIPEONFORK`: a forked child finds it zeroed. Reading
-//! it is one memory load, so a sender can check on every message whether the ring it writes in
-//! belongs to its parent (`getpid` would cost a system call per message).
+//! the generation costs three loads (the page's address, its word, the counter) and no system
+//! call, so a sender can check on every message whether the ring it writes in belongs to its
+//! parent (`getpid` would cost a system call per message).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
