@@ -40,6 +40,12 @@ fn child_entry() {
         #[cfg(target_os = "linux")]
         "many_under_a_low_limit" => many_under_a_low_limit(),
         "drop_a_long_chain" => drop_a_long_chain(),
+        // Sends back a receiver whose backlog its socket cannot take at once, then exits.
+        "backlog_then_return" => drop(send_a_long_backlog_back()),
+        "backlog_then_exit" => {
+            let _sender = send_a_long_backlog_back();
+            std::process::exit(0);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -289,6 +295,57 @@ fn a_backlog_on_its_way_keeps_its_budget_and_its_order() {
         remote.send(numbered(sent)).unwrap();
         assert_eq!(number(&rx.recv().unwrap()), sent);
     });
+}
+
+/// Messages of a local channel, in its backlog, when its receiver goes back to the parent.
+const BACKLOG: u32 = 8_000;
+
+/// Sends the parent a receiver with [`BACKLOG`] messages of 1 KB queued (more than its socket
+/// takes: the rest is sent by the backlog's thread), and gives back one of its senders.
+fn send_a_long_backlog_back() -> IpcSender<Vec<u8>> {
+    let back = inherited_receiver::<IpcSender<IpcReceiver<Vec<u8>>>>().unwrap().recv().unwrap();
+    let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+    tx.set_buffer_size(16 << 20).unwrap();
+    for index in 0..BACKLOG {
+        tx.send(numbered(index)).unwrap();
+    }
+    back.send(rx).unwrap();
+    tx
+}
+
+/// A process that sent a receiver away with a backlog its socket could not take at once, and
+/// then ends (returning from `main`, or `std::process::exit` with the sender still alive), waits
+/// for the backlog to be sent: the receiver gets all of it, then `Disconnected`. (Before, the
+/// exit ended the thread that sent it, and the receiver was told `Disconnected` after the
+/// messages the socket had taken: review 8.)
+/// (On Windows `std::process::exit` stops the threads at once: only the return is waited for.)
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
+#[test]
+fn a_process_that_exits_waits_for_the_backlog_of_a_receiver_it_sent_away() {
+    let roles: &[&'static str] =
+        if cfg!(windows) { &["backlog_then_return"] } else { &["backlog_then_return", "backlog_then_exit"] };
+    for &role in roles {
+        with_watchdog(Duration::from_secs(60), move || {
+            let (child, to_child) =
+                child_command(ENTRY, role).spawn_with_channel::<IpcSender<IpcReceiver<Vec<u8>>>>().unwrap();
+            let (back_tx, back_rx) = ipc::channel::<IpcReceiver<Vec<u8>>>().unwrap();
+            to_child.send(back_tx).unwrap();
+            let rx = back_rx.recv().unwrap();
+            let mut got = 0;
+            loop {
+                match rx.recv() {
+                    Ok(message) => {
+                        assert_eq!(number(&message), got, "{role}: out of order");
+                        got += 1;
+                    }
+                    Err(IpcError::Disconnected) => break,
+                    Err(error) => panic!("{role}: {error}"),
+                }
+            }
+            assert_eq!(got, BACKLOG, "{role}: the receiver was told Disconnected before the end of its backlog");
+            assert_child_succeeds(child);
+        });
+    }
 }
 
 /// A channel that became an OS channel before a fork works on both sides of it.

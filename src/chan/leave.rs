@@ -9,7 +9,7 @@
 //!   anything else is sent there (local sends join the backlog while the pump runs). What the
 //!   fresh socket takes at once is sent before the receiver goes; the rest by a thread that
 //!   lives until the backlog is empty (the socket cannot take more before the receiver reads it
-//!   in its new process).
+//!   in its new process), and that the process's `exit` waits for (`sys::finish_at_exit`).
 //! - The receiver leaves after a sender did, with the backlog not read yet: the backlog cannot
 //!   go ahead of what was sent on the OS channel since, so leaving fails with an error that
 //!   says so (the receiver comes back whole).
@@ -96,12 +96,14 @@ pub(super) fn for_receiver(core: &Arc<Core>) -> io::Result<OsIpcReceiver> {
     if let Some(os) = os {
         if pump(core, &os, Wait::NonBlocking) == Pumped::Blocked {
             let core = core.clone();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("crossproc-backlog".into())
                 .spawn(move || {
                     pump(&core, &os, Wait::Blocking);
                 })
                 .map_err(|error| io::Error::new(error.kind(), format!("cannot start the backlog's thread: {error}")))?;
+            // The process's exit waits for the backlog, as a blocked send would have.
+            sys::finish_at_exit::finish_before_exit(thread);
         }
     } else {
         let unused = core.lock().release_unused_sender();

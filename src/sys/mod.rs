@@ -147,6 +147,7 @@ pub(crate) use backend::register;
 pub(crate) use backend::{decode_packet, race_arbitrary_writes, read_arbitrary_ring};
 
 pub(crate) mod credentials;
+pub(crate) mod finish_at_exit;
 pub(crate) mod fork_lock;
 pub(crate) mod found_once;
 pub(crate) use fork_lock::ForkLock;

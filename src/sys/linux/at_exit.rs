@@ -1,4 +1,5 @@
-//! Ring slots given back when the process exits without dropping its senders (issue 22, item 11).
+//! Ring slots given back when the process exits without dropping its senders (issue 22, item 11),
+//! after the threads that `exit` waits for (`crate::sys::finish_at_exit`).
 //!
 //! A sending process holds a slot of each ring it writes in until its last sender of that
 //! channel is dropped. A process that ends with `exit` (`std::process::exit`, or returning from
@@ -27,8 +28,10 @@ pub(super) fn note(ring: &Arc<SenderRing>) {
     taken.push(Arc::downgrade(ring));
 }
 
-/// Gives back the slots of the senders still alive (run by `exit`).
+/// Waits for the threads that still send a backlog (`crate::sys::finish_at_exit`: they may
+/// send through rings), then gives back the slots of the senders still alive (run by `exit`).
 extern "C" fn give_back_at_exit() {
+    crate::sys::finish_at_exit::wait_for_unfinished();
     // A lock another thread holds for good (a fork child's inherited one) is passed by; one
     // held for a moment by a thread of this process is waited for (review 5, R5-5).
     let Some(taken) = TAKEN.lock() else { return };

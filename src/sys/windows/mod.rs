@@ -30,3 +30,4 @@ pub(crate) use section::OsIpcSharedMemory;
 pub(crate) use select::OsIpcReceiverSet;
 pub(crate) use server::{current_credentials, serve, OsListener, OsServerGuard};
 pub(crate) use spawn::{spawn_with_inherited, take_inherited};
+pub(crate) use sys::call_at_exit;

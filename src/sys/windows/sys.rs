@@ -20,6 +20,19 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 
 use crate::sys::Wait;
 
+extern "C" {
+    /// The C runtime's: runs `callback` when `main` returns, before `ExitProcess` stops the
+    /// process's other threads.
+    fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Runs `callback` when `main` returns, while the process's other threads still run.
+pub(crate) fn call_at_exit(callback: extern "C" fn()) {
+    // SAFETY: `atexit` only keeps the function pointer, a plain `extern "C" fn()` as it
+    // expects, and calls it once, while the process exits.
+    unsafe { atexit(callback) };
+}
+
 /// `Ok` when a call returned a true `BOOL`, else the thread's last error.
 pub(super) fn check(ok: BOOL) -> io::Result<()> {
     if ok == 0 {

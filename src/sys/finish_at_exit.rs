@@ -1,0 +1,67 @@
+//! Threads the process waits for when it exits: a local channel's backlog still on its way into
+//! the OS channel of a receiver that left the process (docs/local.md, "Leaving").
+//!
+//! The thread that sends such a backlog (`crossproc-backlog`) blocks while the receiver's
+//! socket or pipe is full, until the receiver reads in its new process. A process that exited
+//! meanwhile lost the rest of the backlog: the receiver was told `Disconnected` after the
+//! messages that fit (review 8, with an 8 MB backlog), where ipc-channel's sender would have
+//! blocked in its send until they were read. So `exit` waits for these threads first, as that
+//! send would have waited; each ends once its backlog is sent, or at once when the receiver is
+//! gone (its send fails).
+//!
+//! When the wait runs: on Linux in `exit` (returning from `main`, `std::process::exit`), from
+//! the backend's `.fini_array` function (`linux/at_exit.rs`), before ring slots are given back;
+//! on Windows when `main` returns (the C runtime's `atexit`; `std::process::exit` there calls
+//! `ExitProcess` at once, which stops the threads). A process killed, or ended by `_exit` or a
+//! panic that aborts, still loses what was left. A child made by `fork` has none of its
+//! parent's threads, so it never waits for them.
+
+use std::thread::JoinHandle;
+
+use super::{fork_generation, ForkLock};
+
+/// The threads to wait for, each with the fork generation of the process that started it.
+static UNFINISHED: ForkLock<Vec<(u64, JoinHandle<()>)>> = ForkLock::new(Vec::new());
+
+/// Makes `exit` wait for `thread` (see the module).
+pub(crate) fn finish_before_exit(thread: JoinHandle<()>) {
+    #[cfg(all(windows, not(feature = "force-inprocess")))]
+    {
+        static HOOKED: std::sync::Once = std::sync::Once::new();
+        HOOKED.call_once(|| super::backend::call_at_exit(wait_for_unfinished));
+    }
+    // A lock a parent's thread held at the fork: this child cannot keep the thread; it runs on,
+    // not waited for, as before (the child's exit then does not wait for it).
+    let Some(mut unfinished) = UNFINISHED.lock() else { return };
+    let generation = fork_generation();
+    let kept = std::mem::take(&mut *unfinished);
+    for (born, old) in kept {
+        if born != generation {
+            // A parent's thread, which this process does not have: its handle is never used.
+            std::mem::forget(old);
+        } else if !old.is_finished() {
+            unfinished.push((born, old));
+        }
+    }
+    unfinished.push((generation, thread));
+}
+
+/// Waits for every thread of this process noted by [`finish_before_exit`] (run by `exit`).
+pub(crate) extern "C" fn wait_for_unfinished() {
+    let generation = fork_generation();
+    let here = std::thread::current().id();
+    // Taken out, so that the lock is not held while the threads end (they take no part in it,
+    // but a thread that starts another pump would).
+    let unfinished = match UNFINISHED.lock() {
+        Some(mut unfinished) => std::mem::take(&mut *unfinished),
+        None => return,
+    };
+    for (born, thread) in unfinished {
+        if born != generation || thread.thread().id() == here {
+            std::mem::forget(thread);
+        } else {
+            // A thread that panicked has nothing left to wait for.
+            let _ = thread.join();
+        }
+    }
+}
