@@ -36,21 +36,27 @@ pub(super) enum State {
 }
 
 /// What both ends of a channel share.
+///
+/// In this order (`repr(C)`), so that what every send and receive reads but nothing writes
+/// (the generation, `left` once it is set) has a cache line of its own: beside the queue's
+/// fields, each receive's write would take the line from the sender (and each send's from the
+/// receiver) once more per message.
+#[repr(C)]
 pub(crate) struct Core {
+    /// The fork generation the channel was made in (see [`Core::check_process`]).
+    pub(super) generation: u64,
+    /// Whether the channel became an OS channel (set once, under the lock): a send on a local
+    /// channel looks here instead of taking the lock to find out.
+    pub(super) left: AtomicBool,
+    /// Counts what a receiver waits for (a message queued, the last sender gone, the change to
+    /// an OS channel), so that a polling receiver sees it without the lock. On a cache line of
+    /// its own: the receiver's polling reads must not pull away the line the sender locks.
+    pub(super) events: OwnLine<AtomicU64>,
     pub(super) shared: ForkLock<Shared>,
     /// A message was queued, the last sender went, or the channel became an OS channel.
     pub(super) readable: Condvar,
     /// Budget was freed, the receiver went, or the channel became an OS channel.
     pub(super) writable: Condvar,
-    /// The fork generation the channel was made in (see [`Core::check_process`]).
-    pub(super) generation: u64,
-    /// Counts what a receiver waits for (a message queued, the last sender gone, the change to
-    /// an OS channel), so that a polling receiver sees it without the lock. On a cache line of
-    /// its own: the receiver's polling reads must not pull away the line the sender locks.
-    pub(super) events: OwnLine<AtomicU64>,
-    /// Whether the channel became an OS channel (set once, under the lock): a send on a local
-    /// channel looks here instead of taking the lock to find out.
-    pub(super) left: AtomicBool,
 }
 
 /// A value on a cache line of its own (128 bytes: adjacent lines are fetched in pairs).
@@ -102,6 +108,9 @@ impl Core {
     /// A new local channel with one sender and its receiver.
     pub fn new() -> Arc<Core> {
         Arc::new(Core {
+            generation: sys::fork_generation(),
+            left: AtomicBool::new(false),
+            events: OwnLine(AtomicU64::new(0)),
             shared: ForkLock::new(Shared {
                 senders: 1,
                 receiver: true,
@@ -113,9 +122,6 @@ impl Core {
             }),
             readable: Condvar::new(),
             writable: Condvar::new(),
-            generation: sys::fork_generation(),
-            events: OwnLine(AtomicU64::new(0)),
-            left: AtomicBool::new(false),
         })
     }
 
@@ -157,11 +163,11 @@ impl Core {
     /// Wakes every waiter, releasing the lock first: the channel changed in a way both ends
     /// must look at. A polling receiver sees the event; nobody asleep costs no system call.
     pub(super) fn wake_all(&self, mut shared: MutexGuard<'_, Shared>) {
-        self.events.fetch_add(1, Ordering::Release);
         let (readers, writers) = (shared.readers_waiting > 0, shared.writers_waiting > 0);
         let mut tasks: Vec<Waker> = shared.writer_wakers.drain(..).map(|(_, waker)| waker).collect();
         tasks.extend(shared.reader_waker.take());
         drop(shared);
+        self.events.fetch_add(1, Ordering::Release);
         if readers {
             self.readable.notify_all();
         }
@@ -174,10 +180,13 @@ impl Core {
     /// Wakes the receiving end if it waits (a thread asleep, or a task), releasing the lock
     /// first: a message was queued.
     pub(super) fn message_queued(&self, mut shared: MutexGuard<'_, Shared>) {
-        self.events.fetch_add(1, Ordering::Release);
         let thread = shared.readers_waiting > 0;
-        let task = shared.reader_waker.take();
+        // Written only when there is a task (each write is a cache line the receiver reads).
+        let task = if shared.reader_waker.is_some() { shared.reader_waker.take() } else { None };
         drop(shared);
+        // After the lock is free: a polling receiver that sees the event takes the lock at
+        // once, and would otherwise find it held (and sleep on it, and need waking).
+        self.events.fetch_add(1, Ordering::Release);
         if thread {
             self.readable.notify_one();
         }
@@ -189,7 +198,9 @@ impl Core {
     /// Wakes the senders that wait for budget, if any (the lock is released first).
     pub(super) fn budget_freed(&self, mut shared: MutexGuard<'_, Shared>) {
         let wake = shared.writers_waiting > 0;
-        let tasks = std::mem::take(&mut shared.writer_wakers);
+        // Written only when there are tasks (see `message_queued`).
+        let tasks =
+            if shared.writer_wakers.is_empty() { Vec::new() } else { std::mem::take(&mut shared.writer_wakers) };
         drop(shared);
         if wake {
             self.writable.notify_all();
