@@ -11,7 +11,6 @@
 
 use std::any::type_name;
 use std::fmt;
-use std::sync::OnceLock;
 
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -29,29 +28,45 @@ pub(crate) fn is_byte_vec<T: ?Sized>() -> bool {
 }
 
 /// Whether `V` is the visitor serde's `Deserialize` impl of `Vec<u8>` uses. Its type is private
-/// to serde, so its name is learnt once, from [`SeqVisitorName`].
+/// to serde, so its name is asked of that impl, each time: [`SeqVisitorName`] hands it back
+/// without allocating. (Not kept in a `OnceLock`: a child forked while another thread filled
+/// one would wait for it for ever, as `sys::found_once` explains.)
 fn is_serde_vec_visitor<V>() -> bool {
-    static NAME: OnceLock<String> = OnceLock::new();
-    let name = NAME.get_or_init(|| match Vec::<u8>::deserialize(SeqVisitorName) {
-        Err(name) => name.to_string(),
-        Ok(_) => String::new(),
-    });
-    type_name::<V>() == name
+    matches!(Vec::<u8>::deserialize(SeqVisitorName), Err(VisitorName(name)) if name == type_name::<V>())
 }
 
 /// A deserializer that decodes nothing: its error names the visitor a sequence would be decoded
 /// with.
 struct SeqVisitorName;
 
+/// The error of [`SeqVisitorName`]: the name of the visitor it was handed (empty for any other
+/// request).
+#[derive(Debug)]
+struct VisitorName(&'static str);
+
+impl fmt::Display for VisitorName {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.0)
+    }
+}
+
+impl std::error::Error for VisitorName {}
+
+impl de::Error for VisitorName {
+    fn custom<T: fmt::Display>(_message: T) -> Self {
+        VisitorName("")
+    }
+}
+
 impl<'de> Deserializer<'de> for SeqVisitorName {
-    type Error = de::value::Error;
+    type Error = VisitorName;
 
     fn deserialize_seq<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
-        Err(de::Error::custom(type_name::<V>()))
+        Err(VisitorName(type_name::<V>()))
     }
 
     fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
-        Err(de::Error::custom("not a sequence"))
+        Err(VisitorName(""))
     }
 
     serde::forward_to_deserialize_any! {
