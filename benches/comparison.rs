@@ -13,6 +13,8 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 const CHILD_VAR: &str = "CROSSPROC_BENCH_CHILD";
 const SERVER_VAR: &str = "CROSSPROC_BENCH_SERVER";
 const PEAK_VAR: &str = "CROSSPROC_BENCH_PEAK";
+/// Set (to a library's name) in a process that only measures [`live_channels`].
+const LIVE_VAR: &str = "CROSSPROC_BENCH_LIVE_CHANNELS";
 
 mod with_crossproc {
     use crossproc as lib;
@@ -46,6 +48,38 @@ fn proc_kib(path: &str, key: &str) -> u64 {
         .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
+}
+
+/// Issue 24's memory row: what 100,000 live channels that each carried one message (and keep
+/// it) add to this process's resident memory, per channel, and the descriptors they hold.
+fn live_channels(library: &str) -> (u64, usize) {
+    const COUNT: u32 = 100_000;
+    let descriptors = || std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count());
+    let (resident, held) = (proc_kib("/proc/self/status", "VmRSS"), descriptors());
+    let kept: Box<dyn std::any::Any> = match library {
+        "crossbeam-channel" => Box::new(
+            (0..COUNT)
+                .map(|i| {
+                    let (tx, rx) = crossbeam_channel::bounded::<u32>(1);
+                    tx.send(i).unwrap();
+                    (tx, rx)
+                })
+                .collect::<Vec<_>>(),
+        ),
+        _ => Box::new(
+            (0..COUNT)
+                .map(|i| {
+                    let (tx, rx) = crossproc::ipc::channel::<u32>().unwrap();
+                    tx.send(i).unwrap();
+                    (tx, rx)
+                })
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let per_channel = proc_kib("/proc/self/status", "VmRSS").saturating_sub(resident) / u64::from(COUNT);
+    let descriptors = descriptors().saturating_sub(held);
+    drop(kept);
+    (per_channel, descriptors)
 }
 
 /// This process's peak resident set size in bytes (`VmHWM`).
@@ -335,6 +369,11 @@ fn main() {
         }
         return;
     }
+    if let Ok(library) = std::env::var(LIVE_VAR) {
+        let (per_channel, descriptors) = live_channels(&library);
+        println!("{library} resident_per_channel={per_channel} descriptors={descriptors}");
+        return;
+    }
     if let Ok(library) = std::env::var(PEAK_VAR) {
         let size = 256 << 20;
         let (sender, receiver, in_flight, together) = match library.as_str() {
@@ -353,7 +392,9 @@ fn main() {
     select(&mut criterion);
     within_one_process(&mut criterion);
     criterion.final_summary();
-    if std::env::args().any(|arg| arg == "--list") {
+    // A run of some rows only (`cargo bench --bench comparison -- local_`) leaves the table,
+    // and the report it writes, as they are.
+    if std::env::args().skip(1).any(|arg| arg == "--list" || !arg.starts_with('-')) {
         return;
     }
     // Issue 17's rows: wall and CPU time of both processes, with the floors (crossbeam between

@@ -36,27 +36,30 @@ pub(super) enum State {
 }
 
 /// What both ends of a channel share.
-///
-/// In this order (`repr(C)`), so that what every send and receive reads but nothing writes
-/// (the generation, `left` once it is set) has a cache line of its own: beside the queue's
-/// fields, each receive's write would take the line from the sender (and each send's from the
-/// receiver) once more per message.
-#[repr(C)]
 pub(crate) struct Core {
-    /// The fork generation the channel was made in (see [`Core::check_process`]).
-    pub(super) generation: u64,
-    /// Whether the channel became an OS channel (set once, under the lock): a send on a local
-    /// channel looks here instead of taking the lock to find out.
-    pub(super) left: AtomicBool,
-    /// Counts what a receiver waits for (a message queued, the last sender gone, the change to
-    /// an OS channel), so that a polling receiver sees it without the lock. On a cache line of
-    /// its own: the receiver's polling reads must not pull away the line the sender locks.
-    pub(super) events: OwnLine<AtomicU64>,
+    /// What a receiver polls, and what every send and receive reads: on a cache line of its
+    /// own (see [`Watched`]).
+    pub(super) watched: OwnLine<Watched>,
     pub(super) shared: ForkLock<Shared>,
     /// A message was queued, the last sender went, or the channel became an OS channel.
     pub(super) readable: Condvar,
     /// Budget was freed, the receiver went, or the channel became an OS channel.
     pub(super) writable: Condvar,
+}
+
+/// The part of a [`Core`] read without its lock. Apart from the lock and the queue: the
+/// receiver's polling reads must not pull away the line the sender locks, and beside the queue's
+/// fields each receive's writes would take the generation's line from the sender once more per
+/// message (a sixth of a send's samples in a profile).
+pub(crate) struct Watched {
+    /// Counts what a receiver waits for (a message queued, the last sender gone, the change to
+    /// an OS channel), so that a polling receiver sees it without the lock.
+    pub(super) events: AtomicU64,
+    /// The fork generation the channel was made in (see [`Core::check_process`]).
+    pub(super) generation: u64,
+    /// Whether the channel became an OS channel (set once, under the lock): a send on a local
+    /// channel looks here instead of taking the lock to find out.
+    pub(super) left: AtomicBool,
 }
 
 /// A value on a cache line of its own (128 bytes: adjacent lines are fetched in pairs).
@@ -108,9 +111,11 @@ impl Core {
     /// A new local channel with one sender and its receiver.
     pub fn new() -> Arc<Core> {
         Arc::new(Core {
-            generation: sys::fork_generation(),
-            left: AtomicBool::new(false),
-            events: OwnLine(AtomicU64::new(0)),
+            watched: OwnLine(Watched {
+                events: AtomicU64::new(0),
+                generation: sys::fork_generation(),
+                left: AtomicBool::new(false),
+            }),
             shared: ForkLock::new(Shared {
                 senders: 1,
                 receiver: true,
@@ -141,7 +146,7 @@ impl Core {
     /// its parent's copy of a local queue, so using one there would split the channel in two
     /// copies that do not hear each other: such a use fails loudly instead (docs/local.md).
     pub fn in_its_process(&self) -> bool {
-        self.generation == sys::fork_generation()
+        self.watched.generation == sys::fork_generation()
     }
 
     pub(super) fn check_process(&self) -> io::Result<()> {
@@ -157,7 +162,7 @@ impl Core {
 
     /// Notes that the channel became an OS channel (under the lock, as the state changed).
     pub(super) fn mark_left(&self) {
-        self.left.store(true, Ordering::Release);
+        self.watched.left.store(true, Ordering::Release);
     }
 
     /// Wakes every waiter, releasing the lock first: the channel changed in a way both ends
@@ -167,7 +172,7 @@ impl Core {
         let mut tasks: Vec<Waker> = shared.writer_wakers.drain(..).map(|(_, waker)| waker).collect();
         tasks.extend(shared.reader_waker.take());
         drop(shared);
-        self.events.fetch_add(1, Ordering::Release);
+        self.watched.events.fetch_add(1, Ordering::Release);
         if readers {
             self.readable.notify_all();
         }
@@ -186,7 +191,7 @@ impl Core {
         drop(shared);
         // After the lock is free: a polling receiver that sees the event takes the lock at
         // once, and would otherwise find it held (and sleep on it, and need waking).
-        self.events.fetch_add(1, Ordering::Release);
+        self.watched.events.fetch_add(1, Ordering::Release);
         if thread {
             self.readable.notify_one();
         }
@@ -212,7 +217,7 @@ impl Core {
     pub(super) fn poll_events(&self, seen: u64, window: Duration) {
         let start = Instant::now();
         let mut spins = 0u32;
-        while self.events.load(Ordering::Acquire) == seen {
+        while self.watched.events.load(Ordering::Acquire) == seen {
             spins = spins.wrapping_add(1);
             if spins % 64 == 0 && start.elapsed() >= window {
                 return;

@@ -65,6 +65,11 @@ impl Queue {
 
     pub fn push(&mut self, message: LocalMessage) {
         self.used += message.cost;
+        if self.messages.capacity() == 0 {
+            // Room for one at first, not the four a growing queue gets: a channel that carries
+            // one message (a reply) keeps 240 bytes less while it holds it.
+            self.messages.reserve_exact(1);
+        }
         self.messages.push_back(message);
     }
 

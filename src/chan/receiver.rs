@@ -82,7 +82,7 @@ impl LocalReceiver {
                             if window.is_zero() {
                                 shared = self.core.wait_readable(shared, deadline);
                             } else {
-                                let seen = self.core.events.load(Ordering::Acquire);
+                                let seen = self.core.watched.events.load(Ordering::Acquire);
                                 drop(shared);
                                 self.core.poll_events(seen, window);
                                 shared = self.core.lock();
@@ -129,7 +129,7 @@ impl LocalReceiver {
     /// An error if this end may not be used in this process (see `Core::check_process`): a
     /// channel that left before the fork is shared as an OS channel is.
     pub fn check_process(&self) -> io::Result<()> {
-        if self.os.get().is_some() || self.core.left.load(Ordering::Acquire) {
+        if self.os.get().is_some() || self.core.watched.left.load(Ordering::Acquire) {
             return Ok(());
         }
         self.core.check_process()
@@ -144,7 +144,7 @@ impl LocalReceiver {
     /// A receive in a child made by `fork`: only an OS channel with nothing left in its backlog
     /// is shared with the parent (as a receiver copied by fork is); anything else fails loudly.
     fn recv_in_child(&self, wait: Wait, buffer: &mut Vec<u8>) -> Result<Message, RecvError> {
-        if !self.core.left.load(Ordering::Acquire) {
+        if !self.core.watched.left.load(Ordering::Acquire) {
             return Err(RecvError::Io(self.core.check_process().expect_err("a child")));
         }
         let mut shared = self.core.lock_in_child()?;

@@ -29,7 +29,7 @@ impl LocalSender {
         if let Some(os) = self.os.get() {
             return Some(os);
         }
-        if !self.core.left.load(Ordering::Acquire) {
+        if !self.core.watched.left.load(Ordering::Acquire) {
             return None;
         }
         let shared = if self.core.in_its_process() { self.core.lock() } else { self.core.lock_in_child().ok()? };
