@@ -25,6 +25,10 @@ static UNFINISHED: ForkLock<Vec<(u64, JoinHandle<()>)>> = ForkLock::new(Vec::new
 
 /// Makes `exit` wait for `thread` (see the module).
 pub(crate) fn finish_before_exit(thread: JoinHandle<()>) {
+    if cfg!(any(feature = "force-inprocess", not(any(target_os = "linux", windows)))) {
+        // Without another process to send to, nothing is lost when this one ends.
+        return;
+    }
     #[cfg(all(windows, not(feature = "force-inprocess")))]
     {
         static HOOKED: std::sync::Once = std::sync::Once::new();
@@ -47,6 +51,7 @@ pub(crate) fn finish_before_exit(thread: JoinHandle<()>) {
 }
 
 /// Waits for every thread of this process noted by [`finish_before_exit`] (run by `exit`).
+#[cfg_attr(any(feature = "force-inprocess", not(any(target_os = "linux", windows))), allow(dead_code))]
 pub(crate) extern "C" fn wait_for_unfinished() {
     let generation = fork_generation();
     let here = std::thread::current().id();
