@@ -53,8 +53,9 @@ pub(crate) fn finish_before_exit(thread: JoinHandle<()>) {
 /// Waits for every thread of this process noted by [`finish_before_exit`] (run by `exit`).
 #[cfg_attr(any(feature = "force-inprocess", not(any(target_os = "linux", windows))), allow(dead_code))]
 pub(crate) extern "C" fn wait_for_unfinished() {
+    // No `std::thread::current()` here: `exit` has run this thread's thread-local destructors
+    // already. (The threads waited for never call `exit`: they only send what was queued.)
     let generation = fork_generation();
-    let here = std::thread::current().id();
     // Taken out, so that the lock is not held while the threads end (they take no part in it,
     // but a thread that starts another pump would).
     let unfinished = match UNFINISHED.lock() {
@@ -62,7 +63,7 @@ pub(crate) extern "C" fn wait_for_unfinished() {
         None => return,
     };
     for (born, thread) in unfinished {
-        if born != generation || thread.thread().id() == here {
+        if born != generation {
             std::mem::forget(thread);
         } else {
             // A thread that panicked has nothing left to wait for.
