@@ -42,6 +42,37 @@ fn child_entry() {
         #[cfg(target_os = "linux")]
         "hold_no_descriptor" => hold_no_descriptor(),
         "drop_a_long_chain" => drop_a_long_chain(),
+        // Fills local channels to their default budget, sends their receivers back, returns.
+        "fill_then_return" => {
+            let back = inherited_receiver::<IpcSender<(u32, IpcReceiver<Vec<u8>>)>>().unwrap().recv().unwrap();
+            for size in FILL_SIZES {
+                let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+                let mut sent = 0;
+                while tx.try_send(vec![size as u8; size]).is_ok() {
+                    sent += 1;
+                }
+                back.send((sent, rx)).unwrap();
+            }
+        }
+        // Sends back a receiver whose backlog holds another receiver with a backlog, exits.
+        "nested_backlogs_then_exit" => {
+            let back = inherited_receiver::<IpcSender<Option<IpcReceiver<Nested>>>>().unwrap().recv().unwrap();
+            let (outer_tx, outer_rx) = ipc::channel::<Nested>().unwrap();
+            outer_tx.set_buffer_size(16 << 20).unwrap();
+            for index in 0..PADS {
+                outer_tx.send(Nested::Pad(numbered(index))).unwrap();
+            }
+            let (inner_tx, inner_rx) = ipc::channel::<Vec<u8>>().unwrap();
+            inner_tx.set_buffer_size(16 << 20).unwrap();
+            for index in 0..BACKLOG {
+                inner_tx.send(numbered(index)).unwrap();
+            }
+            outer_tx.send(Nested::Inner(inner_rx)).unwrap();
+            back.send(Some(outer_rx)).unwrap();
+            // The parent reads once told: the outer pump meets the inner receiver during the exit.
+            back.send(None).unwrap();
+            std::process::exit(0);
+        }
         // Sends back a receiver whose backlog its socket cannot take at once, then exits.
         "backlog_then_return" => drop(send_a_long_backlog_back()),
         "backlog_then_exit" => {
@@ -354,6 +385,82 @@ fn a_process_that_exits_waits_for_the_backlog_of_a_receiver_it_sent_away() {
             assert_child_succeeds(child);
         });
     }
+}
+
+/// Messages ahead of the inner receiver in `nested_backlogs_then_exit`: more than a socket
+/// takes even raised for the move (8 MB here, `net.core.wmem_max` twice), so that the outer
+/// pump still runs when the child exits.
+const PADS: u32 = 6_000;
+
+/// What the outer channel of `nested_backlogs_then_exit` carries.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Nested {
+    Pad(Vec<u8>),
+    Inner(IpcReceiver<Vec<u8>>),
+}
+
+/// A backlog whose pump, while the process exits, meets a receiver with a backlog of its own:
+/// that receiver's pump starts during the exit, which waits for it too (review 10, F2: before,
+/// the inner receiver was told `Disconnected` after about 3,700 of its 8,000 messages).
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[test]
+fn an_exit_waits_for_a_backlog_found_inside_a_backlog() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (child, to_child) = child_command(ENTRY, "nested_backlogs_then_exit")
+            .spawn_with_channel::<IpcSender<Option<IpcReceiver<Nested>>>>()
+            .unwrap();
+        let (back_tx, back_rx) = ipc::channel::<Option<IpcReceiver<Nested>>>().unwrap();
+        to_child.send(back_tx).unwrap();
+        let outer = back_rx.recv().unwrap().unwrap();
+        assert!(back_rx.recv().unwrap().is_none(), "the child says it exits");
+        let mut pads = 0;
+        let inner = loop {
+            match outer.recv().unwrap() {
+                Nested::Pad(message) => {
+                    assert_eq!(number(&message), pads);
+                    pads += 1;
+                }
+                Nested::Inner(inner) => break inner,
+            }
+        };
+        assert_eq!(pads, PADS);
+        let mut got = 0;
+        while let Ok(message) = inner.recv() {
+            assert_eq!(number(&message), got);
+            got += 1;
+        }
+        assert_eq!(got, BACKLOG, "the inner receiver was told Disconnected before the end of its backlog");
+        assert_child_succeeds(child);
+    });
+}
+
+/// Message sizes whose default budget holds more than a socket of the same size (review 10).
+const FILL_SIZES: [usize; 4] = [1024, 2000, 4000, 8000];
+
+/// A receiver that leaves with all that its channel's default budget let in needs no thread to
+/// send the rest: a child that does so and returns from `main` ends at once, while nobody reads,
+/// and its parent, which waits for it first (as many programs do), then reads every message.
+/// (Before, the budget let in more than the fresh socket took: the rest waited in a thread that
+/// the child's exit waited for, and both processes waited for ever: review 10, F1.)
+#[cfg(all(any(target_os = "linux", windows), not(feature = "force-inprocess")))]
+#[test]
+fn a_receiver_that_leaves_with_a_full_budget_needs_no_thread() {
+    with_watchdog(Duration::from_secs(60), || {
+        let (mut child, to_child) = child_command(ENTRY, "fill_then_return")
+            .spawn_with_channel::<IpcSender<(u32, IpcReceiver<Vec<u8>>)>>()
+            .unwrap();
+        let (back_tx, back_rx) = ipc::channel::<(u32, IpcReceiver<Vec<u8>>)>().unwrap();
+        to_child.send(back_tx).unwrap();
+        assert!(child.wait().unwrap().success(), "the child failed");
+        for size in FILL_SIZES {
+            let (sent, rx) = back_rx.recv().unwrap();
+            assert!(sent > 0);
+            for _ in 0..sent {
+                assert_eq!(rx.recv().unwrap(), vec![size as u8; size]);
+            }
+            assert!(matches!(rx.recv(), Err(IpcError::Disconnected)), "{size} B: more than was sent");
+        }
+    });
 }
 
 /// A channel that became an OS channel before a fork works on both sides of it.

@@ -28,13 +28,21 @@ use crate::sys::{self, OsIpcChannel, OsIpcReceiver, OsIpcSender, Wait};
 fn convert_locked(shared: &mut Shared, receiver_leaves: bool) -> io::Result<Option<OsIpcReceiver>> {
     let State::Local(queue) = &mut shared.state else { unreachable!("callers check") };
     let (sender, receiver) = sys::channel()?;
-    // The OS channel gets the room the local one had (as far as the system allows); the
-    // default is the socket's own, and costs no system call.
-    if queue.capacity != DEFAULT_CAPACITY {
+    let pumping = receiver_leaves && !queue.is_empty();
+    if pumping {
+        // Room for the whole backlog while it moves: the kernel charges a packet more than the
+        // budget does (a 1 KB message about 2,300 bytes against 1,768), so a backlog the budget
+        // let in may not fit a socket of the same size, and its rest would need the pump's
+        // thread, which the process's exit then waits for (review 10, F1). Twice the budget
+        // holds it (as far as the system allows, `net.core.wmem_max`); the pump sets the size
+        // back once the backlog is sent.
+        let _ = sender.set_buffer_size(queue.capacity);
+    } else if queue.capacity != DEFAULT_CAPACITY {
+        // The OS channel gets the room the local one had (as far as the system allows); the
+        // default is the socket's own, and costs no system call.
         let _ = sender.set_buffer_size(queue.capacity / 2);
     }
     let backlog = queue.take();
-    let pumping = receiver_leaves && !backlog.is_empty();
     let (kept, left) = match (receiver_leaves, shared.receiver) {
         (true, _) => (None, Some(receiver)),
         (false, true) => (Some(Box::new(receiver)), None),
@@ -146,9 +154,12 @@ fn pump(core: &Core, os: &OsIpcSender, wait: Wait) -> Pumped {
         let State::Os { backlog, pumping, .. } = &mut shared.state else { unreachable!("it left") };
         let Some(message) = backlog.pop() else {
             *pumping = false;
+            let budget = backlog.capacity;
             let unused = shared.release_unused_sender();
             core.wake_all(shared);
             drop(unused);
+            // The room the channel had before the move (`convert_locked` raised it).
+            let _ = os.set_buffer_size(budget / 2);
             return Pumped::Done;
         };
         core.budget_freed(shared);

@@ -4,11 +4,16 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use super::local::{deadline, expired, Core, State};
 use super::queue::LocalMessage;
 use super::{Channel, Failure};
 use crate::sys::{OsIpcSender, OsIpcSharedMemory, Wait};
+
+/// How long a sender that leaves waits for a pump whose backlog is empty to end the move (see
+/// [`LocalSender::leave`]); past it, the message still being sent is taken to be stuck.
+const LAST_STEP: Duration = Duration::from_secs(1);
 
 /// A local sending end.
 pub(crate) struct LocalSender {
@@ -143,11 +148,22 @@ impl LocalSender {
         }
         self.core.check_process()?;
         super::leave::for_sender(&self.core)?;
-        let shared = self.core.lock();
+        let mut shared = self.core.lock();
+        // A pump whose backlog is empty holds one message at most, sent or being sent: once it
+        // is sent (the receiver may have read it already), the pump's next step ends the move.
+        // That step is waited for, a while: a receiver that read everything must not see its
+        // sender refused because the pump's thread has not run yet (CI, under load).
+        let until = Instant::now() + LAST_STEP;
+        while matches!(&shared.state, State::Os { pumping: true, backlog, .. } if backlog.is_empty())
+            && !super::leave::in_pump()
+            && Instant::now() < until
+        {
+            shared = self.core.wait_writable(shared, Some(until));
+        }
         match &shared.state {
             State::Os { pumping: true, backlog, .. } if !super::leave::in_pump() => Err(io::Error::other(format!(
-                "this channel's receiver left with {} messages still on their way to it: its sender can leave \
-                 the process once the receiver has read them",
+                "this channel's receiver left with messages still on their way to it ({} queued here, and perhaps \
+                 the one being sent): its sender can leave the process once the receiver has read them",
                 backlog.len()
             ))),
             State::Os { sender: Some(sender), .. } => Ok(sender.clone()),

@@ -15,13 +15,27 @@
 //! `ExitProcess` at once, which stops the threads). A process killed, or ended by `_exit` or a
 //! panic that aborts, still loses what was left. A child made by `fork` has none of its
 //! parent's threads, so it never waits for them.
+//!
+//! The wait has no deadline, as a blocked send has none: an exit waits for ever while the
+//! receiver lives and does not read, and another thread's `exit` meanwhile waits for the first
+//! (Rust lets one thread exit at a time); a signal's default action or `_exit` ends it. A
+//! thread is needed only when the backlog is larger than the OS channel can take even with its
+//! buffer raised for the move (`chan/leave.rs`): with the default budget, never.
 
 use std::thread::JoinHandle;
 
 use super::{fork_generation, ForkLock};
 
-/// The threads to wait for, each with the fork generation of the process that started it.
-static UNFINISHED: ForkLock<Vec<(u64, JoinHandle<()>)>> = ForkLock::new(Vec::new());
+/// The threads to wait for, each with the process that started it: its fork generation and its
+/// pid (where forks cannot be told apart, the generation never changes: review 10, F4).
+static UNFINISHED: ForkLock<Vec<(Process, JoinHandle<()>)>> = ForkLock::new(Vec::new());
+
+/// A process, as [`UNFINISHED`] tells one from another.
+type Process = (u64, u32);
+
+fn this_process() -> Process {
+    (fork_generation(), std::process::id())
+}
 
 /// Makes `exit` wait for `thread` (see the module).
 pub(crate) fn finish_before_exit(thread: JoinHandle<()>) {
@@ -37,7 +51,7 @@ pub(crate) fn finish_before_exit(thread: JoinHandle<()>) {
     // A lock a parent's thread held at the fork: this child cannot keep the thread; it runs on,
     // not waited for, as before (the child's exit then does not wait for it).
     let Some(mut unfinished) = UNFINISHED.lock() else { return };
-    let generation = fork_generation();
+    let generation = this_process();
     let kept = std::mem::take(&mut *unfinished);
     for (born, old) in kept {
         if born != generation {
@@ -55,19 +69,25 @@ pub(crate) fn finish_before_exit(thread: JoinHandle<()>) {
 pub(crate) extern "C" fn wait_for_unfinished() {
     // No `std::thread::current()` here: `exit` has run this thread's thread-local destructors
     // already. (The threads waited for never call `exit`: they only send what was queued.)
-    let generation = fork_generation();
-    // Taken out, so that the lock is not held while the threads end (they take no part in it,
-    // but a thread that starts another pump would).
-    let unfinished = match UNFINISHED.lock() {
-        Some(mut unfinished) => std::mem::take(&mut *unfinished),
-        None => return,
-    };
-    for (born, thread) in unfinished {
-        if born != generation {
-            std::mem::forget(thread);
-        } else {
-            // A thread that panicked has nothing left to wait for.
-            let _ = thread.join();
+    let here = this_process();
+    // Until none is left: a thread waited for may start another (a receiver inside the backlog
+    // it sends, with a backlog of its own: review 10, F2).
+    loop {
+        // Taken out, so that the lock is not held while the threads end.
+        let unfinished = match UNFINISHED.lock() {
+            Some(mut unfinished) => std::mem::take(&mut *unfinished),
+            None => return,
+        };
+        if unfinished.is_empty() {
+            return;
+        }
+        for (born, thread) in unfinished {
+            if born != here {
+                std::mem::forget(thread);
+            } else {
+                // A thread that panicked has nothing left to wait for.
+                let _ = thread.join();
+            }
         }
     }
 }
