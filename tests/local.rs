@@ -463,6 +463,33 @@ fn a_receiver_that_leaves_with_a_full_budget_needs_no_thread() {
     });
 }
 
+/// A buffer size set while a receiver's backlog moves (its rest sent by a thread) is the size
+/// the channel keeps once the move is over (review 11, N1: the move's restore of the socket's
+/// size overwrote it).
+#[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
+#[test]
+fn a_buffer_size_set_while_a_backlog_moves_is_kept() {
+    with_watchdog(Duration::from_secs(60), || {
+        const MESSAGES: u32 = 12_000;
+        let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+        tx.set_buffer_size(16 << 20).unwrap();
+        for index in 0..MESSAGES {
+            tx.send(numbered(index)).unwrap();
+        }
+        let (carrier_tx, carrier_rx) = ipc::os_channel::<IpcReceiver<Vec<u8>>>().unwrap();
+        carrier_tx.send(rx).unwrap();
+        tx.set_buffer_size(64 << 10).unwrap();
+        assert_eq!(tx.buffer_size().unwrap(), 128 << 10, "as Linux reports a size set");
+        let rx = carrier_rx.recv().unwrap();
+        for index in 0..MESSAGES {
+            assert_eq!(number(&rx.recv().unwrap()), index);
+        }
+        // A sender leaves once the move is over.
+        let moved = through_an_os_channel(tx.clone()).unwrap();
+        assert_eq!(moved.buffer_size().unwrap(), 128 << 10, "the size set during the move was undone");
+    });
+}
+
 /// A channel that became an OS channel before a fork works on both sides of it.
 #[cfg(all(target_os = "linux", not(feature = "force-inprocess")))]
 #[test]

@@ -29,18 +29,24 @@ fn convert_locked(shared: &mut Shared, receiver_leaves: bool) -> io::Result<Opti
     let State::Local(queue) = &mut shared.state else { unreachable!("callers check") };
     let (sender, receiver) = sys::channel()?;
     let pumping = receiver_leaves && !queue.is_empty();
-    if pumping {
-        // Room for the whole backlog while it moves: the kernel charges a packet more than the
+    // The size the OS channel keeps: the local channel's room (as far as the system allows), or
+    // for the default the socket's own, which costs no system call.
+    let own = (queue.capacity != DEFAULT_CAPACITY).then_some(queue.capacity / 2);
+    let mut restore_buffer = None;
+    if pumping && cfg!(target_os = "linux") {
+        // Room for the whole backlog while it moves: Linux charges a packet more than the
         // budget does (a 1 KB message about 2,300 bytes against 1,768), so a backlog the budget
         // let in may not fit a socket of the same size, and its rest would need the pump's
         // thread, which the process's exit then waits for (review 10, F1). Twice the budget
-        // holds it (as far as the system allows, `net.core.wmem_max`); the pump sets the size
-        // back once the backlog is sent.
-        let _ = sender.set_buffer_size(queue.capacity);
-    } else if queue.capacity != DEFAULT_CAPACITY {
-        // The OS channel gets the room the local one had (as far as the system allows); the
-        // default is the socket's own, and costs no system call.
-        let _ = sender.set_buffer_size(queue.capacity / 2);
+        // holds it (as far as the system allows, `net.core.wmem_max`); the pump gives the
+        // socket its own size back once the backlog is sent. (A Windows pipe's budget counts
+        // what the local budget counts, and is larger by default: review 11, N3.)
+        let before = sender.buffer_size().unwrap_or(DEFAULT_CAPACITY);
+        if sender.set_buffer_size(queue.capacity).is_ok() {
+            restore_buffer = Some(own.unwrap_or(before / 2));
+        }
+    } else if let Some(size) = own {
+        let _ = sender.set_buffer_size(size);
     }
     let backlog = queue.take();
     let (kept, left) = match (receiver_leaves, shared.receiver) {
@@ -51,7 +57,7 @@ fn convert_locked(shared: &mut Shared, receiver_leaves: bool) -> io::Result<Opti
     if receiver_leaves {
         shared.receiver = false;
     }
-    shared.state = State::Os { sender: Some(sender), receiver: kept, backlog, pumping };
+    shared.state = State::Os { sender: Some(sender), receiver: kept, backlog, pumping, restore_buffer };
     Ok(left)
 }
 
@@ -151,15 +157,17 @@ enum Pumped {
 fn pump(core: &Core, os: &OsIpcSender, wait: Wait) -> Pumped {
     loop {
         let mut shared = core.lock();
-        let State::Os { backlog, pumping, .. } = &mut shared.state else { unreachable!("it left") };
+        let State::Os { backlog, pumping, restore_buffer, .. } = &mut shared.state else { unreachable!("it left") };
         let Some(message) = backlog.pop() else {
+            // The socket's own size back (`convert_locked` raised it for the move), before a
+            // local sender or a user's `set_buffer_size` reaches the socket itself.
+            if let Some(size) = restore_buffer.take() {
+                let _ = os.set_buffer_size(size);
+            }
             *pumping = false;
-            let budget = backlog.capacity;
             let unused = shared.release_unused_sender();
             core.wake_all(shared);
             drop(unused);
-            // The room the channel had before the move (`convert_locked` raised it).
-            let _ = os.set_buffer_size(budget / 2);
             return Pumped::Done;
         };
         core.budget_freed(shared);
@@ -190,7 +198,7 @@ fn pump(core: &Core, os: &OsIpcSender, wait: Wait) -> Pumped {
 ///
 /// Receivers leave first: a receiver whose sender travels beside it then takes its backlog
 /// along (had the sender left first, the backlog would have had to be read here).
-pub(super) fn all(channels: Vec<Channel>) -> Result<Vec<OsIpcChannel>, Failure> {
+pub(super) fn all(channels: Vec<Channel>, wait: Wait) -> Result<Vec<OsIpcChannel>, Failure> {
     let mut slots: Vec<Option<Channel>> = channels.into_iter().map(Some).collect();
     let mut left: Vec<Option<OsIpcChannel>> = slots.iter().map(|_| None).collect();
     let mut failure = None;
@@ -214,7 +222,7 @@ pub(super) fn all(channels: Vec<Channel>) -> Result<Vec<OsIpcChannel>, Failure> 
             break;
         }
         let Some(Channel::Sender(sender)) = slot.as_ref() else { continue };
-        match sender.leave() {
+        match sender.leave(wait) {
             Ok(os) => {
                 *slot = None;
                 *out = Some(OsIpcChannel::Sender(os));

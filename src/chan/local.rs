@@ -32,6 +32,10 @@ pub(super) enum State {
         /// Whether the backlog is being moved into the OS channel (the receiver left): local
         /// sends join the backlog meanwhile, under its budget, so they stay behind it.
         pumping: bool,
+        /// The buffer size to give the OS channel once the backlog is sent (`leave.rs` raised
+        /// it for the move), as `set_buffer_size` takes it: the channel's own, or what a user
+        /// asked for meanwhile.
+        restore_buffer: Option<usize>,
     },
 }
 

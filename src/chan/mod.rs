@@ -148,11 +148,12 @@ impl Sender {
         }
     }
 
-    /// The OS sender this end is, or becomes by leaving the process.
-    pub fn leave(&self) -> io::Result<OsIpcSender> {
+    /// The OS sender this end is, or becomes by leaving the process (waiting, as `wait`
+    /// allows, for the last step of a move of its receiver: `LocalSender::leave`).
+    pub fn leave(&self, wait: Wait) -> io::Result<OsIpcSender> {
         match self {
             Sender::Os(os) => Ok(os.clone()),
-            Sender::Local(local) => local.leave(),
+            Sender::Local(local) => local.leave(wait),
         }
     }
 
@@ -179,7 +180,7 @@ pub(crate) fn send_os(
     shared_memory: Vec<OsIpcSharedMemory>,
     wait: Wait,
 ) -> Result<(), Failure> {
-    let channels = leave::all(channels)?;
+    let channels = leave::all(channels, wait)?;
     Ok(os.send(data, channels, shared_memory, wait)?)
 }
 
@@ -192,7 +193,7 @@ pub(crate) fn send_os_encoded(
     shared_memory: Vec<OsIpcSharedMemory>,
     wait: Wait,
 ) -> Result<(), Failure> {
-    let channels = leave::all(channels)?;
+    let channels = leave::all(channels, wait)?;
     Ok(os.send_encoded(encoded, channels, shared_memory, wait)?)
 }
 

@@ -140,9 +140,10 @@ impl LocalSender {
     /// While the receiver's backlog is still being sent to it (it was larger than a socket
     /// takes), a sender that left could overtake it, and waiting for it could wait for ever (the
     /// receiver may be read only by the thread that waits): that fails with an error instead,
-    /// for the caller to try again once the receiver has read its backlog. Inside the backlog
-    /// itself the end leaves at once (`leave::pump`).
-    pub fn leave(&self) -> io::Result<OsIpcSender> {
+    /// for the caller to try again once the receiver has read its backlog, after a short wait
+    /// (as `wait` allows) when only the message being sent is left. Inside the backlog itself
+    /// the end leaves at once (`leave::pump`).
+    pub fn leave(&self, wait: Wait) -> io::Result<OsIpcSender> {
         if let Some(os) = self.os() {
             return Ok(os.clone());
         }
@@ -151,9 +152,15 @@ impl LocalSender {
         let mut shared = self.core.lock();
         // A pump whose backlog is empty holds one message at most, sent or being sent: once it
         // is sent (the receiver may have read it already), the pump's next step ends the move.
-        // That step is waited for, a while: a receiver that read everything must not see its
-        // sender refused because the pump's thread has not run yet (CI, under load).
-        let until = Instant::now() + LAST_STEP;
+        // A blocking send waits for that step, a while (a receiver that read everything must
+        // not see its sender refused because the pump's thread has not run yet: CI, under
+        // load); a timed one as long as its time allows; `try_send` not at all (review 11, N2).
+        let patience = match wait {
+            Wait::NonBlocking => Duration::ZERO,
+            Wait::Blocking => LAST_STEP,
+            Wait::Timeout(timeout) => timeout.min(LAST_STEP),
+        };
+        let until = Instant::now() + patience;
         while matches!(&shared.state, State::Os { pumping: true, backlog, .. } if backlog.is_empty())
             && !super::leave::in_pump()
             && Instant::now() < until
@@ -185,6 +192,14 @@ impl LocalSender {
                 self.core.budget_freed(shared);
                 Ok(())
             }
+            // The socket keeps the room it was given for the move; it gets this size once the
+            // backlog is sent (review 11, N1: the pump's restore undid a size set meanwhile).
+            State::Os { backlog, restore_buffer: Some(size), .. } => {
+                backlog.capacity = bytes.saturating_mul(2).max(4096);
+                *size = bytes;
+                self.core.budget_freed(shared);
+                Ok(())
+            }
             State::Os { sender: Some(sender), .. } => sender.set_buffer_size(bytes),
         }
     }
@@ -197,7 +212,9 @@ impl LocalSender {
         self.core.check_process()?;
         let shared = self.core.lock();
         match &shared.state {
-            State::Local(queue) | State::Os { backlog: queue, sender: None, .. } => Ok(queue.capacity),
+            State::Local(queue)
+            | State::Os { backlog: queue, sender: None, .. }
+            | State::Os { backlog: queue, restore_buffer: Some(_), .. } => Ok(queue.capacity),
             State::Os { sender: Some(sender), .. } => sender.buffer_size(),
         }
     }

@@ -58,7 +58,7 @@ impl IpcCommandExt for Command {
         T: for<'de> Deserialize<'de> + Serialize,
     {
         let (sender, receiver) = os_channel::<T>()?;
-        let child_end = OsIpcChannel::Sender(sender.end.0.leave()?);
+        let child_end = OsIpcChannel::Sender(sender.end.0.leave(crate::sys::Wait::Blocking)?);
         Ok((sys::spawn_with_inherited(self, child_end)?, receiver))
     }
 }
