@@ -51,10 +51,10 @@ pub(crate) struct Core {
     pub(super) writable: Condvar,
 }
 
-/// The part of a [`Core`] read without its lock. Apart from the lock and the queue: the
-/// receiver's polling reads must not pull away the line the sender locks, and beside the queue's
-/// fields each receive's writes would take the generation's line from the sender once more per
-/// message (a sixth of a send's samples in a profile).
+/// The part of a [`Core`] read without its lock, on a cache line away from the lock and the
+/// queue: a receiver that polls the event count must not pull away the line the sender locks,
+/// and the generation, which every send reads, must not share a line with the queue's fields,
+/// which every receive writes (it did: a sixth of a send's samples in a profile).
 pub(crate) struct Watched {
     /// Counts what a receiver waits for (a message queued, the last sender gone, the change to
     /// an OS channel), so that a polling receiver sees it without the lock.

@@ -48,20 +48,20 @@ pub(crate) fn finish_before_exit(thread: JoinHandle<()>) {
         static HOOKED: std::sync::Once = std::sync::Once::new();
         HOOKED.call_once(|| super::backend::call_at_exit(wait_for_unfinished));
     }
-    // A lock a parent's thread held at the fork: this child cannot keep the thread; it runs on,
-    // not waited for, as before (the child's exit then does not wait for it).
+    // Where a thread of the parent held the list's lock at the fork, this child cannot note the
+    // thread: it runs all the same, but the child's exit does not wait for it.
     let Some(mut unfinished) = UNFINISHED.lock() else { return };
-    let generation = this_process();
+    let here = this_process();
     let kept = std::mem::take(&mut *unfinished);
     for (born, old) in kept {
-        if born != generation {
+        if born != here {
             // A parent's thread, which this process does not have: its handle is never used.
             std::mem::forget(old);
         } else if !old.is_finished() {
             unfinished.push((born, old));
         }
     }
-    unfinished.push((generation, thread));
+    unfinished.push((here, thread));
 }
 
 /// Waits for every thread of this process noted by [`finish_before_exit`] (run by `exit`).
