@@ -40,34 +40,31 @@ def load():
     return results
 
 
-def peak_memory():
-    """Peak resident memory of sender and receiver moving one 256 MiB message, per library."""
+def measure_apart(variable, libs):
+    """Runs the comparison bench's binary once per library with `variable` set to the library's
+    name (a process that only measures), and returns the `key=value` fields it prints, per library."""
     binaries = sorted(glob.glob(os.path.join(ROOT, "target", "release", "deps", "comparison-*")), key=os.path.getmtime)
     binaries = [b for b in binaries if os.access(b, os.X_OK) and not b.endswith(".d")]
     if not binaries:
         return {}
-    peaks = {}
-    for lib in LIBS:
-        env = dict(os.environ, CROSSPROC_BENCH_PEAK=lib)
+    fields = {}
+    for lib in libs:
+        env = dict(os.environ, **{variable: lib})
         out = subprocess.run([binaries[-1]], env=env, check=True, capture_output=True, text=True).stdout
-        fields = dict(item.split("=") for item in out.split()[1:])
-        peaks[lib] = tuple(int(fields[key]) for key in ("peak_sender", "peak_receiver", "shmem_in_flight", "peak_together", "message"))
-    return peaks
+        fields[lib] = {key: int(value) for key, value in (item.split("=") for item in out.split()[1:])}
+    return fields
+
+
+def peak_memory():
+    """Peak resident memory of sender and receiver moving one 256 MiB message, per library."""
+    keys = ("peak_sender", "peak_receiver", "shmem_in_flight", "peak_together", "message")
+    return {lib: tuple(f[key] for key in keys) for lib, f in measure_apart("CROSSPROC_BENCH_PEAK", LIBS).items()}
 
 
 def live_channels():
     """Resident bytes per live channel that carried one message, and descriptors held, per library."""
-    binaries = sorted(glob.glob(os.path.join(ROOT, "target", "release", "deps", "comparison-*")), key=os.path.getmtime)
-    binaries = [b for b in binaries if os.access(b, os.X_OK) and not b.endswith(".d")]
-    if not binaries:
-        return {}
-    live = {}
-    for lib in ("crossproc", "crossbeam-channel"):
-        env = dict(os.environ, CROSSPROC_BENCH_LIVE_CHANNELS=lib)
-        out = subprocess.run([binaries[-1]], env=env, check=True, capture_output=True, text=True).stdout
-        fields = dict(item.split("=") for item in out.split()[1:])
-        live[lib] = (int(fields["resident_per_channel"]), int(fields["descriptors"]))
-    return live
+    measured = measure_apart("CROSSPROC_BENCH_LIVE_CHANNELS", ("crossproc", "crossbeam-channel"))
+    return {lib: (f["resident_per_channel"], f["descriptors"]) for lib, f in measured.items()}
 
 
 def fmt_time(ns):
