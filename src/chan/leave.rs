@@ -32,20 +32,12 @@ fn convert_locked(shared: &mut Shared, receiver_leaves: bool) -> io::Result<Opti
     // The size the OS channel keeps: the local channel's room (as far as the system allows), or
     // for the default the socket's own, which costs no system call.
     let own = (queue.capacity != DEFAULT_CAPACITY).then_some(queue.capacity / 2);
-    let mut restore_buffer = None;
-    if pumping && cfg!(target_os = "linux") {
-        // Room for the whole backlog while it moves: Linux charges a packet more than the
-        // budget does (a 1 KB message about 2,300 bytes against 1,768), so a backlog the budget
-        // let in may not fit a socket of the same size, and its rest would need the pump's
-        // thread, which the process's exit then waits for (review 10, F1). Twice the budget
-        // holds it (as far as the system allows, `net.core.wmem_max`); the pump gives the
-        // socket its own size back once the backlog is sent. (A Windows pipe's budget counts
-        // what the local budget counts, and is larger by default: review 11, N3.)
-        let before = sender.buffer_size().unwrap_or(DEFAULT_CAPACITY);
-        if sender.set_buffer_size(queue.capacity).is_ok() {
-            restore_buffer = Some(own.unwrap_or(before / 2));
-        }
-    } else if let Some(size) = own {
+    // Room for the whole backlog while it moves, where the backend needs more than the budget
+    // (Linux: `OsIpcSender::raise_for_backlog`); the pump gives the channel its own size back
+    // once the backlog is sent.
+    let restore_buffer =
+        if pumping { sender.raise_for_backlog(queue.capacity) } else { None }.map(|before| own.unwrap_or(before));
+    if let (None, Some(size)) = (restore_buffer, own) {
         let _ = sender.set_buffer_size(size);
     }
     let backlog = queue.take();

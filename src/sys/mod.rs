@@ -8,7 +8,9 @@
 //!   sends one message atomically (whole or not at all), waiting for buffer room as `Wait` allows
 //!   (`WouldBlock` / `TimedOut` when it may not); a failure is a `SendFailure` that gives the
 //!   channel ends back as they were; `connect(name)` connects to a server;
-//!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer; `payload_writer(Vec<u8>)`
+//!   `set_buffer_size` / `buffer_size` size the channel's kernel buffer; `raise_for_backlog(budget)`
+//!   gives it room, if this backend needs more, for a local channel's backlog that a budget
+//!   of `budget` bytes let in (`Some(size to give back)`); `payload_writer(Vec<u8>)`
 //!   gives a `PayloadWriter` for one message to this channel, and `send_encoded` sends what it
 //!   produced.
 //! - `PayloadWriter` (`push`, `extend`, `finish() -> io::Result<Encoded>`): where a message is
@@ -196,6 +198,7 @@ fn contract() {
     let _: fn(&OsIpcSender, Vec<u8>) -> PayloadWriter = OsIpcSender::payload_writer;
     let _: fn(&OsIpcSender, usize) -> io::Result<()> = OsIpcSender::set_buffer_size;
     let _: fn(&OsIpcSender) -> io::Result<usize> = OsIpcSender::buffer_size;
+    let _: fn(&OsIpcSender, usize) -> Option<usize> = OsIpcSender::raise_for_backlog;
     let _: fn(&mut PayloadWriter, u8) = PayloadWriter::push;
     let _: fn(&mut PayloadWriter, &[u8]) = PayloadWriter::extend;
     let _: fn(PayloadWriter) -> io::Result<Encoded> = PayloadWriter::finish;

@@ -204,6 +204,12 @@ impl OsIpcSender {
         self.send(encoded.bytes(), channels, shared_memory, wait)
     }
 
+    /// Nothing to raise for a local channel's backlog (see the Linux backend): this budget
+    /// counts what the local budget counts.
+    pub fn raise_for_backlog(&self, _budget: usize) -> Option<usize> {
+        None
+    }
+
     /// Sets how many bytes may be in flight (the in-process stand-in for a socket buffer).
     pub fn set_buffer_size(&self, bytes: usize) -> io::Result<()> {
         self.budget.capacity.store(bytes, Ordering::Relaxed);
