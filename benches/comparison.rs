@@ -55,26 +55,21 @@ fn proc_kib(path: &str, key: &str) -> u64 {
 fn live_channels(library: &str) -> (u64, usize) {
     const COUNT: u32 = 100_000;
     let descriptors = || std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count());
+    fn keep<T: 'static>(channel_with: impl Fn(u32) -> T) -> Box<dyn std::any::Any> {
+        Box::new((0..COUNT).map(channel_with).collect::<Vec<_>>())
+    }
     let (resident, held) = (proc_kib("/proc/self/status", "VmRSS"), descriptors());
-    let kept: Box<dyn std::any::Any> = match library {
-        "crossbeam-channel" => Box::new(
-            (0..COUNT)
-                .map(|i| {
-                    let (tx, rx) = crossbeam_channel::bounded::<u32>(1);
-                    tx.send(i).unwrap();
-                    (tx, rx)
-                })
-                .collect::<Vec<_>>(),
-        ),
-        _ => Box::new(
-            (0..COUNT)
-                .map(|i| {
-                    let (tx, rx) = crossproc::ipc::channel::<u32>().unwrap();
-                    tx.send(i).unwrap();
-                    (tx, rx)
-                })
-                .collect::<Vec<_>>(),
-        ),
+    let kept = match library {
+        "crossbeam-channel" => keep(|i| {
+            let (tx, rx) = crossbeam_channel::bounded::<u32>(1);
+            tx.send(i).unwrap();
+            (tx, rx)
+        }),
+        _ => keep(|i| {
+            let (tx, rx) = crossproc::ipc::channel::<u32>().unwrap();
+            tx.send(i).unwrap();
+            (tx, rx)
+        }),
     };
     let per_channel = proc_kib("/proc/self/status", "VmRSS").saturating_sub(resident) / u64::from(COUNT);
     let descriptors = descriptors().saturating_sub(held);

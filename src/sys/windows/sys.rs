@@ -26,10 +26,11 @@ extern "C" {
     fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
 }
 
-/// Runs `callback` when `main` returns, while the process's other threads still run.
+/// Runs `callback` when `main` returns, while the process's other threads still run. (Where the
+/// C runtime refuses it, out of memory for its table, the exit does not wait: as before the hook.)
 pub(crate) fn call_at_exit(callback: extern "C" fn()) {
-    // SAFETY: `atexit` only keeps the function pointer, a plain `extern "C" fn()` as it
-    // expects, and calls it once, while the process exits.
+    // `atexit` only keeps the function pointer, a plain `extern "C" fn()`, and calls it once.
+    // SAFETY: no argument is read after the call; the pointer is valid for the process's life.
     unsafe { atexit(callback) };
 }
 
