@@ -62,11 +62,7 @@ fn child_entry() {
             for index in 0..PADS {
                 outer_tx.send(Nested::Pad(numbered(index))).unwrap();
             }
-            let (inner_tx, inner_rx) = ipc::channel::<Vec<u8>>().unwrap();
-            inner_tx.set_buffer_size(16 << 20).unwrap();
-            for index in 0..BACKLOG {
-                inner_tx.send(numbered(index)).unwrap();
-            }
+            let (_inner_tx, inner_rx) = numbered_backlog();
             outer_tx.send(Nested::Inner(inner_rx)).unwrap();
             back.send(Some(outer_rx)).unwrap();
             // The parent reads once told: the outer pump meets the inner receiver during the exit.
@@ -343,13 +339,19 @@ const BACKLOG: u32 = 8_000;
 /// takes: the rest is sent by the backlog's thread), and gives back one of its senders.
 fn send_a_long_backlog_back() -> IpcSender<Vec<u8>> {
     let back = inherited_receiver::<IpcSender<IpcReceiver<Vec<u8>>>>().unwrap().recv().unwrap();
+    let (tx, rx) = numbered_backlog();
+    back.send(rx).unwrap();
+    tx
+}
+
+/// A local channel with a budget of 32 MB and [`BACKLOG`] numbered messages queued.
+fn numbered_backlog() -> (IpcSender<Vec<u8>>, IpcReceiver<Vec<u8>>) {
     let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
     tx.set_buffer_size(16 << 20).unwrap();
     for index in 0..BACKLOG {
         tx.send(numbered(index)).unwrap();
     }
-    back.send(rx).unwrap();
-    tx
+    (tx, rx)
 }
 
 /// A process that sent a receiver away with a backlog its socket could not take at once, and
